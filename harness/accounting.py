@@ -1,0 +1,105 @@
+"""Cost accounting: every phase of a run is timed here, in one place, as device-hours.
+
+device-hours = wall seconds x devices / 3600. A phase served from a cache records that it was reused,
+what it reused (cache key), and the cost of the original build, so the run is charged once and the share
+is visible.
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+
+def device_kind() -> str:
+    """'cpu', or the GPU's name (e.g. 'NVIDIA H100 80GB HBM3')."""
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return "cpu"
+
+
+def device_count() -> int:
+    return torch.cuda.device_count() if torch.cuda.is_available() else 1
+
+
+def _peak_memory_bytes() -> int:
+    """Peak accelerator memory when on GPU, else the process's peak resident set size."""
+    if torch.cuda.is_available():
+        return int(torch.cuda.max_memory_allocated())
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss if sys.platform == "darwin" else rss * 1024)
+
+
+@dataclass
+class PhaseCost:
+    """The measured cost of one phase."""
+
+    wall_s: float = 0.0
+    devices: int = 1
+    device: str = "cpu"
+    device_hours: float = 0.0
+    tokens: int = 0
+    flops: float = 0.0
+    peak_memory_bytes: int = 0
+    reused: bool = False
+    cache_key: str | None = None
+
+    def add_work(self, tokens: int, params: int, flops_per_param_token: int) -> None:
+        """Count `tokens` processed by a model of `params` parameters (6 for training, 2 for inference)."""
+        self.tokens += int(tokens)
+        self.flops += float(flops_per_param_token) * params * tokens
+
+
+@dataclass
+class CostLedger:
+    """Collects the phases of one run in the order they ran."""
+
+    phases: dict[str, PhaseCost] = field(default_factory=dict)
+
+    @contextmanager
+    def phase(self, name: str, devices: int | None = None) -> Iterator[PhaseCost]:
+        """Time a phase; the yielded PhaseCost takes token and FLOP counts from the code inside."""
+        cost = PhaseCost(devices=devices or device_count(), device=device_kind())
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        start = time.perf_counter()
+        try:
+            yield cost
+        finally:
+            cost.wall_s += time.perf_counter() - start
+            cost.device_hours = cost.wall_s * cost.devices / 3600.0
+            cost.peak_memory_bytes = _peak_memory_bytes()
+            self._merge(name, cost)
+
+    def reuse(self, name: str, key: str, original: dict[str, Any] | None) -> None:
+        """Record that phase `name` was served from cache entry `key`, built at cost `original`."""
+        cost = PhaseCost(**(original or {}))
+        cost.reused, cost.cache_key = True, key
+        self._merge(name, cost)
+
+    def _merge(self, name: str, cost: PhaseCost) -> None:
+        if name not in self.phases:
+            self.phases[name] = cost
+            return
+        have = self.phases[name]
+        have.wall_s += cost.wall_s
+        have.device_hours += cost.device_hours
+        have.tokens += cost.tokens
+        have.flops += cost.flops
+        have.peak_memory_bytes = max(have.peak_memory_bytes, cost.peak_memory_bytes)
+
+    def to_dict(self) -> dict[str, Any]:
+        phases = {name: asdict(cost) for name, cost in self.phases.items()}
+        return {
+            "phases": phases,
+            "total_device_hours": sum(c.device_hours for c in self.phases.values()),
+            "fresh_device_hours": sum(c.device_hours for c in self.phases.values() if not c.reused),
+            "wall_s": sum(c.wall_s for c in self.phases.values() if not c.reused),
+        }
