@@ -128,6 +128,12 @@ class Leaderboard:
 
 def validate(record: RunRecord) -> None:
     """Raise ValueError when a record's scores or cost are not what the leaderboard needs."""
+    for name in ("pair", "method"):
+        if not isinstance(getattr(record, name), str):
+            raise ValueError(f"{name} is not a string")
+    for name in ("method_params", "train_config"):
+        if not isinstance(getattr(record, name), dict):
+            raise ValueError(f"{name} is not an object")
     for kind in ("scores", "teacher_scores"):
         for task, score in getattr(record, kind).items():
             if not isinstance(score.score, (int, float)) or not math.isfinite(score.score):
@@ -142,22 +148,27 @@ def validate(record: RunRecord) -> None:
 
 
 def usable_records(results_dir: Path) -> tuple[list[RunRecord], list[str]]:
-    """Records that load and validate, sorted by run id, and one problem line per file skipped."""
+    """Records that load and validate, sorted by run id, and one problem line per file skipped.
+
+    A run repeated with the same pair, method, settings and seed replaces the earlier one (latest `created`
+    wins, then the larger run id), so a re-run never counts as an extra seed.
+    """
     loaded, problems = load_records(results_dir)
-    records, seen = [], set()
+    latest: dict[tuple[str, str, str, int], RunRecord] = {}
     for record in loaded:
-        name = f"{record.run_id}.json"
         try:
             validate(record)
         except ValueError as err:
-            problems.append(f"{name}: skipped ({err})")
+            problems.append(f"{record.run_id}.json: skipped ({err})")
             continue
-        if record.run_id in seen:
-            problems.append(f"{name}: skipped (duplicate run_id)")
-            continue
-        seen.add(record.run_id)
-        records.append(record)
-    return records, problems
+        slot = (record.pair, record.method, settings_key(record), record.seed)
+        have = latest.get(slot)
+        if have is not None and (have.created, have.run_id) >= (record.created, record.run_id):
+            record, have = have, record
+        if have is not None:
+            problems.append(f"{have.run_id}.json: skipped (superseded by {record.run_id}.json, same seed)")
+        latest[slot] = record
+    return sorted(latest.values(), key=lambda r: r.run_id), sorted(problems)
 
 
 def charged_hours(records: Iterable[RunRecord]) -> dict[str, dict[str, float]]:
@@ -187,6 +198,11 @@ def _settings(record: RunRecord) -> dict[str, Any]:
     return {"method_params": record.method_params, "train_config": train}
 
 
+def settings_key(record: RunRecord) -> str:
+    """A short hash of the run's method parameters and training config, seed excluded."""
+    return cache_key(_settings(record))[:8]
+
+
 def _show(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
 
@@ -209,10 +225,9 @@ def group_runs(records: Iterable[RunRecord]) -> list[Group]:
     """Group runs by (pair, method, settings key), labelled, sorted by pair then label."""
     groups: dict[tuple[str, str, str], Group] = {}
     for record in records:
-        settings = _settings(record)
-        key = cache_key(settings)[:8]
+        key = settings_key(record)
         group = groups.setdefault(
-            (record.pair, record.method, key), Group(record.pair, record.method, key, settings, [])
+            (record.pair, record.method, key), Group(record.pair, record.method, key, _settings(record), [])
         )
         group.runs.append(record)
     siblings: dict[tuple[str, str], list[Group]] = defaultdict(list)

@@ -9,16 +9,18 @@ from html import escape
 
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1400px; padding: 0 1em; color: #222; }
-table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
-th, td { padding: 0.3em 0.7em; border-bottom: 1px solid #ddd; text-align: right; white-space: nowrap; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.85em; }
+th, td { padding: 0.3em 0.6em; border-bottom: 1px solid #ddd; text-align: right; white-space: nowrap; }
+th { white-space: normal; vertical-align: bottom; }
 th:first-child, td:first-child, th:last-child, td:last-child { text-align: left; }
 th { cursor: pointer; background: #f3f3f3; user-select: none; }
 th[data-dir=asc]::after { content: " ▲"; }
 th[data-dir=desc]::after { content: " ▼"; }
 tfoot td { font-style: italic; color: #555; }
+.scroll { overflow-x: auto; }
 .plots { display: flex; flex-wrap: wrap; gap: 1em; }
-figure { margin: 0; }
-figure img { max-width: 100%; border: 1px solid #eee; }
+figure { margin: 0; flex: 1 1 40%; max-width: 720px; }
+figure img { width: 100%; border: 1px solid #eee; }
 .note { color: #555; max-width: 60em; }
 """
 
@@ -61,22 +63,17 @@ class Section:
 
 
 def _td(cell: Cell) -> str:
-    key = (
-        ""
-        if cell.sort is None
-        else f' data-sort="{escape(repr(cell.sort) if isinstance(cell.sort, float) else str(cell.sort))}"'
-    )
+    key = "" if cell.sort is None else f' data-sort="{escape(str(cell.sort))}"'
     return f"<td{key}>{escape(cell.text)}</td>"
 
 
 def _table(section: Section) -> list[str]:
-    lines = ['<table class="sortable">', "<thead><tr>" + "".join(f"<th>{escape(h)}</th>" for h in section.headers)]
-    lines.append("</tr></thead>")
-    lines.append("<tbody>")
+    headers = "".join(f"<th>{escape(h)}</th>" for h in section.headers)
+    lines = ['<div class="scroll"><table class="sortable">', f"<thead><tr>{headers}</tr></thead>", "<tbody>"]
     lines += ["<tr>" + "".join(_td(c) for c in row) + "</tr>" for row in section.rows]
     lines.append("</tbody>")
     lines.append("<tfoot><tr>" + "".join(_td(c) for c in section.footer) + "</tr></tfoot>")
-    lines.append("</table>")
+    lines.append("</table></div>")
     return lines
 
 

@@ -71,7 +71,6 @@ def pareto_png(table: PairTable) -> bytes | None:
                 capsize=3,
                 label=row.label,
             )
-            ax.annotate(row.label, points[i], textcoords="offset points", xytext=(6, 5), fontsize=8)
         front_costs, front_scores = [points[i][0] for i in front], [points[i][1] for i in front]
         ax.plot(front_costs, front_scores, "--", color="black", lw=1, label="Pareto front", zorder=0)
         if table.teacher_average is not None:

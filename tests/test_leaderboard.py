@@ -27,7 +27,7 @@ from harness.leaderboard import (
     leaderboard_latex,
 )
 from harness.plots import pareto_front
-from harness.records import TaskScore, write_record
+from harness.records import TaskScore, load_records, write_record
 from tests.fake_records import (
     ACCURACY,
     SUPERVISE_QWEN,
@@ -368,4 +368,19 @@ def test_concurrent_runs_never_collide(tmp_path: Path) -> None:
     for t in threads:
         t.join()
     assert len(list((tmp_path / "runs").glob("*.json"))) == 32
-    assert _row(leaderboard(tmp_path), "tiny", "hard").seeds == 32
+    records, problems = load_records(tmp_path)
+    assert len({r.run_id for r in records}) == 32 and problems == []
+
+
+def test_a_rerun_of_a_seed_replaces_the_earlier_run(tmp_path: Path) -> None:
+    for seed, created, accuracy in [(0, "2026-11-22T10:00:00Z", 0.2), (0, "2026-11-22T11:00:00Z", 0.4), (1, "", 0.3)]:
+        record = make_record("tiny", "hard", seed, {"arith": TaskScore(score=accuracy, n=10)}, {"train": phase(0.1)})
+        record.created = created or record.created
+        record.run_id += created[11:13]
+        write_record(record, tmp_path)
+    board = leaderboard(tmp_path)
+    hard = _row(board, "tiny", "hard")
+    assert hard.seeds == 2
+    assert hard.scores["arith"].mean == pytest.approx(35.0)
+    (problem,) = board.problems
+    assert problem.startswith("tiny-hard-s0-") and "10.json: skipped (superseded by tiny-hard-s0-" in problem
