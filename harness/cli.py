@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.logging import RichHandler
 from rich.table import Table
 
 from harness.errors import HarnessError
@@ -173,12 +175,41 @@ def eval_(
 
 
 @app.command()
-def leaderboard(results_dir: ResultsDir = Path("results")) -> None:
-    """Rebuild the leaderboard from the run records alone."""
-    from harness.leaderboard import build_leaderboard
+def leaderboard(
+    results_dir: ResultsDir = Path("results"),
+    baseline: Annotated[str | None, typer.Option(help="Method whose cost the others are compared with.")] = None,
+    latex: Annotated[bool, typer.Option("--latex", help="Print a booktabs LaTeX table instead.")] = False,
+) -> None:
+    """Rebuild the leaderboard (md, csv, html, plots) from the run records alone."""
+    from harness.leaderboard import build_leaderboard, leaderboard_latex
 
-    for output in build_leaderboard(results_dir):
+    if latex:
+        print(leaderboard_latex(results_dir, baseline=baseline))
+        return
+    for output in build_leaderboard(results_dir, baseline=baseline):
         console.print(f"wrote {output}")
+
+
+@app.command()
+def compare(
+    pair: Annotated[str, typer.Option("--pair", "-p", help="The pair whose runs are compared.")],
+    methods: Annotated[str, typer.Option("--methods", help="Comma-separated methods; each is compared with the first.")],
+    tasks: Annotated[str | None, typer.Option("--tasks", help="Comma-separated benchmarks (default: all).")] = None,
+    n_boot: Annotated[int, typer.Option("--n-boot", help="Bootstrap resamples.")] = 10_000,
+    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+    all_pairs: Annotated[bool, typer.Option("--all-pairs", help="Compare every two methods.")] = False,
+    results_dir: ResultsDir = Path("results"),
+) -> None:
+    """Paired differences between methods over the same problems, with bootstrap 95% intervals."""
+    from harness.compare import compare as compare_runs
+    from harness.compare import comparison_table
+
+    names = [m.strip() for m in methods.split(",") if m.strip()]
+    task_list = [t.strip() for t in tasks.split(",")] if tasks else None
+    comparisons = compare_runs(
+        results_dir, pair, names, tasks=task_list, n_boot=n_boot, seed=seed, all_pairs=all_pairs
+    )
+    console.print(comparison_table(comparisons, title=f"{pair}: paired differences (95% bootstrap CI)"))
 
 
 @app.command()
@@ -230,6 +261,7 @@ def tasks_() -> None:
 
 def main() -> None:
     """Entry point: user errors print one line and exit 2; `--debug` shows the traceback."""
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", handlers=[RichHandler(console=console, show_path=False)])
     try:
         app()
     except HarnessError as err:

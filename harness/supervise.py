@@ -141,6 +141,7 @@ def load_or_build_supervision(
         ledger.reuse("supervise", key, json.loads((folder / "cost.json").read_text()))
         return datasets.load_from_disk(str(folder / "data")).with_format("torch")
     with ledger.phase("supervise") as cost:
+        cost.cache_key = key
         teacher = load_teacher()
         generator = make_generator(teacher)
         data = build_supervision(
