@@ -14,7 +14,7 @@ from typing import Any
 
 import datasets
 import torch
-from trainers.topk import topk_logprobs
+from trainers.topk import topk_features, topk_logprobs
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from harness.accounting import CostLedger
@@ -26,16 +26,6 @@ from tasks import Task, load_task
 from tasks.generation import Generator, render_prompt
 from trainers.batch import collate
 from trainers.loop import hidden_rows, logits_fn
-
-FEATURES = datasets.Features(
-    {
-        "prompt_ids": datasets.Sequence(datasets.Value("int32")),
-        "completion_ids": datasets.Sequence(datasets.Value("int32")),
-        "topk_ids": datasets.Sequence(datasets.Sequence(datasets.Value("int32"))),
-        "topk_logprobs": datasets.Sequence(datasets.Sequence(datasets.Value("float16"))),
-    }
-)
-
 
 @dataclass(frozen=True)
 class SupervisionSettings:
@@ -105,7 +95,14 @@ def build_supervision(
         "topk_ids": [ids.tolist() for ids, _ in soft],
         "topk_logprobs": [lp.tolist() for _, lp in soft],
     }
-    return datasets.Dataset.from_dict(columns, features=FEATURES)
+    features = datasets.Features(
+        {
+            "prompt_ids": datasets.List(datasets.Value("int32")),
+            "completion_ids": datasets.List(datasets.Value("int32")),
+            **topk_features(settings.top_k),
+        }
+    )
+    return datasets.Dataset.from_dict(columns, features=features)
 
 
 def supervision_key(teacher_id: str, pair: Pair, prompts: list[list[int]], settings: SupervisionSettings) -> str:

@@ -10,6 +10,7 @@ import torch
 torch.set_num_threads(1)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HARNESS_NO_PROGRESS", "1")
+os.environ.setdefault("COLUMNS", "200")  # rich tables untruncated in captured output
 
 
 @pytest.fixture(autouse=True)
