@@ -28,6 +28,7 @@ from tasks.evaluate import evaluate_task
 from tasks.generation import Generator, TransformersGenerator
 from trainers.loop import TrainConfig, train
 from trainers.objectives import Objective, load_method
+from trainers.onpolicy import StudentSampler
 
 BACKENDS = ("auto", "transformers", "vllm")
 TEACHER_SIGNALS = ("topk", "online")
@@ -165,7 +166,18 @@ def run(spec: RunSpec) -> tuple[RunRecord, Path]:
             ledger,
             vocab_rows,
         )
-    online = objective.completions == "student" or (objective.soft_labels and spec.teacher_signal == "online")
+    online = objective.on_policy or (objective.soft_labels and spec.teacher_signal == "online")
+    sampler = None
+    if objective.on_policy:
+        params = objective.params
+        sampler = StudentSampler(
+            student,
+            tokenizer,
+            lmbda=params.lmbda,
+            temperature=params.temperature,
+            max_new_tokens=params.max_new_tokens or pair.max_new_tokens,
+            seed=spec.seed,
+        )
     checkpoint_dir = cache_root() / "checkpoints" / cache_key({"run": asdict(spec) | {"results_dir": None}})
     with ledger.phase("train") as cost:
         result = train(
@@ -178,6 +190,7 @@ def run(spec: RunSpec) -> tuple[RunRecord, Path]:
             vocab_rows=vocab_rows,
             out_dir=checkpoint_dir,
             cost=cost,
+            on_policy=sampler,
             description=f"train {objective.name}",
         )
     model_dir = results_dir / "models" / run_id

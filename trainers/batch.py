@@ -33,7 +33,11 @@ class Batch:
 
 def collate(examples: list[dict[str, Any]], pad_id: int) -> Batch:
     """Right-pad the examples into one batch and gather the rows that predict completion tokens."""
-    sequences = [list(ex["prompt_ids"]) + list(ex["completion_ids"]) for ex in examples]
+    examples = [
+        {key: value.tolist() if key.endswith("_ids") and hasattr(value, "tolist") else value for key, value in ex.items()}
+        for ex in examples
+    ]
+    sequences = [ex["prompt_ids"] + ex["completion_ids"] for ex in examples]
     width = max(len(seq) for seq in sequences)
     input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(examples), width), dtype=torch.long)

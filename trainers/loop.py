@@ -130,13 +130,13 @@ def train(
     vocab_rows: int | None = None,
     out_dir: str | Path | None = None,
     cost: PhaseCost | None = None,
-    on_policy: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None,
+    on_policy: Callable[[list[dict[str, Any]], int], list[dict[str, Any]]] | None = None,
     description: str = "train",
 ) -> TrainResult:
     """Train `student` in place with `objective` on `examples` for `config.max_steps` optimiser steps.
 
-    `on_policy`, when given, replaces a micro-batch's examples before collation (on-policy methods
-    use it to swap in student samples). `cost` receives token and FLOP counts.
+    `on_policy(examples, micro_batch_index)`, when given, replaces a micro-batch's examples before
+    collation (on-policy methods use it to swap in student samples). `cost` receives token and FLOP counts.
     """
     torch.manual_seed(config.seed)
     accelerator = Accelerator(
@@ -158,6 +158,7 @@ def train(
         start = int((checkpoint_dir / "step.txt").read_text())
     result = TrainResult(steps=start, resumed_from=start)
     n_params = sum(p.numel() for p in student.parameters())
+    teacher_params = sum(p.numel() for p in teacher.parameters()) if teacher is not None else 0
     student.train()
     with progress_bar(description, total=config.max_steps, completed=start) as advance:
         for step in range(start, config.max_steps):
@@ -166,7 +167,7 @@ def train(
                 index = step * config.grad_accum + micro
                 chunk = [examples[i] for i in _batch_indices(index, len(examples), config.batch_size, config.seed)]
                 if on_policy is not None:
-                    chunk = on_policy(chunk)
+                    chunk = on_policy(chunk, index)
                 batch = _to_device(collate(chunk, pad_id), accelerator.device)
                 with accelerator.accumulate(student), accelerator.autocast():
                     terms = row_terms(
@@ -185,6 +186,7 @@ def train(
                     totals[name] += float(value.detach().mean()) / config.grad_accum
                 if cost is not None:
                     cost.add_work(batch.num_tokens, n_params, 6)
+                    cost.flops += 2.0 * teacher_params * batch.num_tokens
             result.history.append(dict(totals))
             result.steps = step + 1
             advance(loss=totals["loss"])

@@ -43,8 +43,9 @@ class Objective(ABC):
     name: ClassVar[str]
     description: ClassVar[str]
     Params: ClassVar[type[Params]] = Params
-    completions: ClassVar[str] = "teacher"  # whose completions it trains on: reference | teacher | student
+    completions: ClassVar[str] = "teacher"  # what it trains on: reference answers or teacher completions
     soft_labels: ClassVar[bool] = False  # whether it reads the teacher's distribution
+    on_policy: ClassVar[bool] = False  # whether it swaps in the student's own samples (needs the online teacher)
 
     def __init__(self, params: Params | None = None) -> None:
         self.params = params if params is not None else self.Params()
@@ -157,21 +158,71 @@ class Soft(Objective):
         return {"loss": soft, "soft_loss": soft.detach()}
 
 
+WEIGHTINGS = ("static", "confidence", "entropy", "curriculum", "risk")
+
+
 @dataclass
 class HybridParams(SoftParams):
-    alpha: float = 0.5  # weight of the soft term under the static weighting; hard gets 1 - alpha
+    alpha: float = 0.5  # soft weight for `static`, and the ceiling `curriculum` ramps to; hard gets 1 - weight
+    weighting: str = "static"
+    gamma: float = 2.0  # exponent of the smoothness measure sum(p^gamma) for `entropy`
+    warmup: float = 0.3  # fraction of training over which `curriculum` ramps the soft weight from 0 to alpha
+
+    def __post_init__(self) -> None:
+        if self.weighting not in WEIGHTINGS:
+            raise unknown_choice("weighting", self.weighting, WEIGHTINGS)
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+
+
+def teacher_logprobs(teacher: TeacherRows, targets: Tensor) -> tuple[Tensor, Tensor]:
+    """The teacher's log-probs per row (full vocabulary online; top-k + tail bucket from the cache) and the
+    log-prob of each row's target token (a target outside the top-k gets the tail's mass, an upper bound)."""
+    from trainers.topk import teacher_buckets
+
+    if teacher.logits is not None:
+        logprobs = torch.log_softmax(teacher.logits.float(), dim=-1)
+        return logprobs, logprobs.gather(-1, targets[:, None])[:, 0]
+    logprobs = teacher_buckets(teacher.topk_ids, teacher.topk_logprobs)
+    match = teacher.topk_ids.long() == targets[:, None]
+    slot = torch.where(match.any(-1), match.long().argmax(-1), torch.full_like(targets, logprobs.shape[-1] - 1))
+    return logprobs, logprobs.gather(-1, slot[:, None])[:, 0]
+
+
+def smoothness(logprobs: Tensor, vocab_size: int, gamma: float) -> Tensor:
+    """1 - (sum p^gamma rescaled to [0, 1]): 0 for a one-hot teacher, 1 for a uniform one over `vocab_size`."""
+    floor = vocab_size ** (1.0 - gamma)
+    collision = (logprobs * gamma).exp().sum(-1)
+    return (1.0 - (collision - floor) / (1.0 - floor)).clamp(0.0, 1.0)
 
 
 @register_method
 class Hybrid(Objective):
     name = "hybrid"
-    description = "hard + soft labels: (1 - alpha) * CE(teacher tokens) + alpha * divergence (static weight)"
+    description = (
+        "hard + soft labels: (1 - w) * CE(teacher tokens) + w * divergence; w per --param weighting: "
+        "static (alpha), confidence (1 - teacher prob of the token), entropy (teacher smoothness), "
+        "curriculum (ramps to alpha), risk (1 - estimated bridge risk)"
+    )
     Params = HybridParams
     soft_labels = True
 
     def soft_weight(self, logits: Tensor, targets: Tensor, teacher: TeacherRows, progress: float) -> Tensor:
         """Per-row weight of the soft term, in [0, 1]."""
-        return torch.full_like(targets, self.params.alpha, dtype=torch.float32)
+        params = self.params
+        if params.weighting == "static":
+            return torch.full_like(targets, params.alpha, dtype=torch.float32)
+        if params.weighting == "curriculum":
+            ramp = min(1.0, progress / params.warmup) if params.warmup > 0 else 1.0
+            return torch.full_like(targets, params.alpha * ramp, dtype=torch.float32)
+        logprobs, target_logprob = teacher_logprobs(teacher, targets)
+        if params.weighting == "confidence":
+            return 1.0 - target_logprob.exp()
+        if params.weighting == "entropy":
+            return smoothness(logprobs, logits.shape[-1], params.gamma)
+        from harness.analysis.estimate import estimated_risk
+
+        return 1.0 - estimated_risk(logprobs)
 
     def token_losses(self, logits, targets, teacher, progress):
         hard = cross_entropy_rows(logits, targets)
@@ -183,3 +234,47 @@ class Hybrid(Objective):
             "soft_loss": soft.detach(),
             "soft_weight": weight.detach(),
         }
+
+
+@dataclass
+class GKDParams(Params):
+    lmbda: float = 0.5  # fraction of micro-batches whose completions the student samples itself (on-policy)
+    beta: float = 0.5  # JSD mixture: 0 = forward KL, 1 = reverse KL (TRL's convention)
+    temperature: float = 0.9  # the student's sampling temperature for on-policy completions
+    max_new_tokens: int | None = None  # on-policy completion budget (default: the pair's)
+
+
+@register_method
+class GKD(Objective):
+    name = "gkd"
+    description = "on-policy generalized KD (TRL GKD): with prob. lmbda train on student samples; JSD(beta) to an online teacher"
+    Params = GKDParams
+    soft_labels = True
+    on_policy = True
+
+    def jsd(self, logits: Tensor, teacher: TeacherRows) -> Tensor:
+        from trainers.divergences import token_divergence
+
+        return token_divergence("jsd", logits, teacher.logits, beta=self.params.beta)
+
+    def token_losses(self, logits, targets, teacher, progress):
+        soft = self.jsd(logits, teacher)
+        return {"loss": soft, "soft_loss": soft.detach()}
+
+
+@dataclass
+class HybridGKDParams(GKDParams):
+    alpha: float = 0.5  # weight of the JSD term; the teacher-argmax cross-entropy gets 1 - alpha
+
+
+@register_method
+class HybridGKD(GKD):
+    name = "hybrid-gkd"
+    description = "gkd plus a hard term: (1 - alpha) * CE(teacher argmax) + alpha * JSD(beta), on the same samples"
+    Params = HybridGKDParams
+
+    def token_losses(self, logits, targets, teacher, progress):
+        soft = self.jsd(logits, teacher)
+        hard = cross_entropy_rows(logits, teacher.logits.argmax(-1))
+        alpha = self.params.alpha
+        return {"loss": (1 - alpha) * hard + alpha * soft, "hard_loss": hard.detach(), "soft_loss": soft.detach()}
