@@ -1,0 +1,261 @@
+"""A finite-state teacher: a known stochastic process writing arithmetic-style text with gardens and bridges.
+
+The teacher writes `let V1 = A ; [now] G V2 = V1 + B ; [now] G V2 = C <eos>`, for example
+`let x = 3 ; then y = x + 2 ; so y = 5 <eos>`:
+
+- bridge choices: the variables V1 (any of x, y, z) and V2 (another one), and the numbers A (1-4) and B (1-5);
+  each choice determines later tokens;
+- bridge targets: the reference `V1` after `V2 =`, the repeated `V2`, and C = (A + B) mod 10, each determined by
+  what was written before (probability 1 on one token);
+- gardens: the connector G in {then, next, so, thus}, preceded by an optional `now`; every connector leads to
+  the same state, so which one is written never matters later.
+
+The state is what determines the future: the template slot and the registers still needed (V1 until its
+reference, the running value until C, V2 until it is repeated). Any token is allowed at any state, so a student's
+rollout always has a state: EOS ends the text; otherwise the teacher reads on as a template follower, the slot
+advances, and a register slot filled with a token of the wrong kind (a word where a number belongs) reads as the
+teacher's first choice there. Every text ends by the horizon (one token per slot), so the state graph is a DAG.
+
+Tables (float64, exact): `teacher[s, a]` = p_T(a|s), `next_state[s, a]` = step(s, a); the terminal state absorbs.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+EOS = "<eos>"
+VARIABLES = ("x", "y", "z")
+CONNECTORS = ("then", "next", "so", "thus")
+CONNECTOR_WEIGHTS = (0.4, 0.3, 0.2, 0.1)
+NUMBERS = tuple(str(n) for n in range(10))
+VOCAB = (EOS, "let", "=", "+", ";", "now", *VARIABLES, *CONNECTORS, *NUMBERS)
+TOKEN_ID = {token: i for i, token in enumerate(VOCAB)}
+
+A_CHOICES = (1, 2, 3, 4)
+B_CHOICES = (1, 2, 3, 4, 5)
+P_NOW = 0.3
+
+# (slot, role); a fixed slot's name is the word the teacher writes there.
+SLOTS = (
+    ("let", "fixed"),
+    ("v1", "bridge_choice"),
+    ("=", "fixed"),
+    ("A", "bridge_choice"),
+    (";", "fixed"),
+    ("now?", "garden"),
+    ("G", "garden"),
+    ("v2", "bridge_choice"),
+    ("=", "fixed"),
+    ("ref", "bridge_target"),
+    ("+", "fixed"),
+    ("B", "bridge_choice"),
+    (";", "fixed"),
+    ("now?", "garden"),
+    ("G", "garden"),
+    ("v2 again", "bridge_target"),
+    ("=", "fixed"),
+    ("C", "bridge_target"),
+    (EOS, "fixed"),
+)
+ROLES = ("fixed", "bridge_choice", "bridge_target", "garden", "terminal")
+HORIZON = len(SLOTS)
+TERMINAL_SLOT = len(SLOTS)
+
+
+@dataclass(frozen=True, order=True)
+class State:
+    """Template slot plus the registers the future still depends on (None once no longer needed)."""
+
+    slot: int
+    v1: int | None = None  # token id of the variable bound by `let`
+    value: int | None = None  # A, then (A + B) mod 10
+    v2: int | None = None  # token id of the variable bound in the second clause
+
+    @property
+    def terminal(self) -> bool:
+        return self.slot == TERMINAL_SLOT
+
+
+def _ids(tokens: Sequence[str]) -> list[int]:
+    return [TOKEN_ID[t] for t in tokens]
+
+
+def _number(token: int) -> int | None:
+    word = VOCAB[token]
+    return int(word) if word in NUMBERS else None
+
+
+def _other_variables(v1: int) -> list[int]:
+    return [v for v in _ids(VARIABLES) if v != v1]
+
+
+def teacher_distribution(state: State) -> dict[int, float]:
+    """p_T(.|state) as {token id: probability} over the teacher's support."""
+    if state.terminal:
+        return {TOKEN_ID[EOS]: 1.0}
+    name = SLOTS[state.slot][0]
+    if name == "v1":
+        return {v: 1 / len(VARIABLES) for v in _ids(VARIABLES)}
+    if name in ("A", "B"):
+        choices = A_CHOICES if name == "A" else B_CHOICES
+        return {TOKEN_ID[str(n)]: 1 / len(choices) for n in choices}
+    if name == "G":
+        return dict(zip(_ids(CONNECTORS), CONNECTOR_WEIGHTS, strict=True))
+    if name == "now?":
+        connectors = zip(_ids(CONNECTORS), CONNECTOR_WEIGHTS, strict=True)
+        return {TOKEN_ID["now"]: P_NOW} | {c: (1 - P_NOW) * w for c, w in connectors}
+    if name == "v2":
+        others = _other_variables(state.v1)
+        return {v: 1 / len(others) for v in others}
+    if name == "ref":
+        return {state.v1: 1.0}
+    if name == "v2 again":
+        return {state.v2: 1.0}
+    if name == "C":
+        return {TOKEN_ID[str(state.value)]: 1.0}
+    return {TOKEN_ID[name]: 1.0}
+
+
+def step(state: State, token: int) -> State:
+    """The deterministic transition s' = step(s, a), defined for every token (see the module docstring)."""
+    if state.terminal or token == TOKEN_ID[EOS] or state.slot == TERMINAL_SLOT - 1:
+        return State(TERMINAL_SLOT)
+    name, slot = SLOTS[state.slot][0], state.slot + 1
+    v1, value, v2 = state.v1, state.value, state.v2
+    is_variable = VOCAB[token] in VARIABLES
+    if name == "v1":
+        v1 = token if is_variable else TOKEN_ID[VARIABLES[0]]
+    elif name == "A":
+        value = _number(token) if _number(token) is not None else A_CHOICES[0]
+    elif name == "now?" and VOCAB[token] in CONNECTORS:
+        slot += 1  # the optional word was left out: the connector fills both slots
+    elif name == "v2":
+        v2 = token if is_variable else _other_variables(v1)[0]
+    elif name == "ref":
+        v1 = None
+    elif name == "B":
+        value = (value + (_number(token) if _number(token) is not None else B_CHOICES[0])) % 10
+    elif name == "v2 again":
+        v2 = None
+    elif name == "C":
+        value = None
+    return State(slot, v1, value, v2)
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """Sampled texts: `tokens[i, t]` (EOS-padded after the end), `states[i, t]` = state before token t."""
+
+    tokens: np.ndarray  # [n, HORIZON] int
+    states: np.ndarray  # [n, HORIZON + 1] int
+    lengths: np.ndarray  # [n] tokens written, EOS included
+
+    @property
+    def live(self) -> np.ndarray:
+        """[n, HORIZON] True where a token was written from a non-terminal state."""
+        return np.arange(self.tokens.shape[1])[None, :] < self.lengths[:, None]
+
+
+# A policy reads the tokens so far [n, t] and their states [n, t + 1] and gives next-token probabilities [n, V].
+Policy = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+class FiniteStateTeacher:
+    """The process, enumerated: every state reachable by any token sequence, with exact tables."""
+
+    vocab = VOCAB
+    horizon = HORIZON
+
+    def __init__(self) -> None:
+        self.states: list[State] = self._reachable(State(0))
+        self.index = {s: i for i, s in enumerate(self.states)}
+        self.initial = self.index[State(0)]
+        self.terminal = self.index[State(TERMINAL_SLOT)]
+        n, v = len(self.states), len(VOCAB)
+        self.teacher = np.zeros((n, v))
+        self.next_state = np.zeros((n, v), dtype=np.int64)
+        for i, state in enumerate(self.states):
+            for token, prob in teacher_distribution(state).items():
+                self.teacher[i, token] = prob
+            self.next_state[i] = [self.index[step(state, a)] for a in range(v)]
+        self.role = np.array([ROLES.index("terminal" if s.terminal else SLOTS[s.slot][1]) for s in self.states])
+
+    @staticmethod
+    def _reachable(start: State) -> list[State]:
+        seen, queue = {start}, deque([start])
+        while queue:
+            state = queue.popleft()
+            for token in range(len(VOCAB)):
+                nxt = step(state, token)
+                if nxt not in seen:
+                    seen.add(nxt)
+                    queue.append(nxt)
+        return sorted(seen)
+
+    @property
+    def num_states(self) -> int:
+        return len(self.states)
+
+    def encode(self, text: str) -> list[int]:
+        return [TOKEN_ID[word] for word in text.split()]
+
+    def decode(self, tokens: Sequence[int]) -> str:
+        return " ".join(VOCAB[t] for t in tokens)
+
+    def states_along(self, tokens: np.ndarray) -> np.ndarray:
+        """[n, t] tokens -> [n, t + 1] states: the state before each token and after the last."""
+        tokens = np.atleast_2d(np.asarray(tokens, dtype=np.int64))
+        states = np.empty((tokens.shape[0], tokens.shape[1] + 1), dtype=np.int64)
+        states[:, 0] = self.initial
+        for t in range(tokens.shape[1]):
+            states[:, t + 1] = self.next_state[states[:, t], tokens[:, t]]
+        return states
+
+    def teacher_policy(self, tokens: np.ndarray, states: np.ndarray) -> np.ndarray:
+        return self.teacher[states[:, -1]]
+
+    def rollout(self, policy: Policy, n: int, rng: np.random.Generator, prefix: Sequence[int] = ()) -> Rollout:
+        """`n` texts: `prefix`, then tokens drawn from `policy` until EOS or the horizon."""
+        tokens = np.full((n, HORIZON), TOKEN_ID[EOS], dtype=np.int64)
+        tokens[:, : len(prefix)] = prefix
+        states = self.states_along(tokens[:, : len(prefix)])
+        for t in range(len(prefix), HORIZON):
+            probs = policy(tokens[:, :t], states)
+            cumulative = np.cumsum(probs, axis=1)
+            draws = rng.random(n)[:, None] * cumulative[:, -1:]
+            sampled = np.minimum((draws >= cumulative).sum(axis=1), len(VOCAB) - 1)
+            done = states[:, -1] == self.terminal
+            tokens[:, t] = np.where(done, TOKEN_ID[EOS], sampled)
+            states = np.concatenate([states, self.next_state[states[:, -1], tokens[:, t]][:, None]], axis=1)
+        lengths = (states[:, :-1] != self.terminal).sum(axis=1)
+        return Rollout(tokens=tokens, states=states, lengths=lengths)
+
+    def sample(self, n: int, seed: int) -> Rollout:
+        """`n` texts from the teacher, deterministic in `seed`."""
+        return self.rollout(self.teacher_policy, n, np.random.default_rng(seed))
+
+    @cached_property
+    def canonical_prefixes(self) -> list[tuple[int, ...]]:
+        """For each state, a short prefix reaching it, through the teacher's support where possible.
+
+        Breadth-first search over teacher-supported tokens first (shortest such prefixes), then over all tokens
+        for the states only off-support texts reach; ties go to the lower token id.
+        """
+        prefixes: dict[int, tuple[int, ...]] = {self.initial: ()}
+        for supported_only in (True, False):
+            queue = deque(sorted(prefixes, key=lambda s: len(prefixes[s])))
+            while queue:
+                state = queue.popleft()
+                for token in range(len(VOCAB)):
+                    if supported_only and self.teacher[state, token] == 0:
+                        continue
+                    nxt = int(self.next_state[state, token])
+                    if nxt not in prefixes:
+                        prefixes[nxt] = (*prefixes[state], token)
+                        queue.append(nxt)
+        return [prefixes[s] for s in range(self.num_states)]
