@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from harness.analysis.estimate import estimated_risk
+from harness.analysis.process import ROLES, FiniteStateTeacher
 
 
 def test_peaked_is_a_bridge_and_flat_is_a_garden():
@@ -43,8 +44,6 @@ def test_top_k_truncated_logits():
 
 
 def test_on_the_finite_state_teacher_targets_are_bridges_and_connectors_gardens():
-    from harness.analysis.process import ROLES, FiniteStateTeacher
-
     process = FiniteStateTeacher()
     risk = estimated_risk(torch.from_numpy(process.teacher).log()).numpy()
     assert (risk[process.role == ROLES.index("bridge_target")] == 1.0).all()

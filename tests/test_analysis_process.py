@@ -75,11 +75,13 @@ def test_connectors_lead_to_one_state(process):
     assert len(nxt) == 1
 
 
-def test_canonical_prefixes_reach_their_states(process):
-    for state, prefix in enumerate(process.canonical_prefixes):
-        assert process.states_along(np.array([prefix], dtype=np.int64).reshape(1, -1))[0, -1] == state
-    teacher_states = np.unique(process.sample(500, seed=2).states)
-    for state in teacher_states:
-        prefix = process.canonical_prefixes[state]
-        path = process.states_along(np.array([prefix], dtype=np.int64).reshape(1, -1))[0, :-1]
-        assert all(process.teacher[s, t] > 0 for s, t in zip(path, prefix, strict=True))
+def test_continuations_enumerate_the_teacher_exactly(process):
+    texts, probs = process.continuations(process.initial, process.horizon)
+    assert probs.sum() == pytest.approx(1.0) and len(np.unique(texts, axis=0)) == len(texts)
+    states = process.states_along(texts)
+    assert (states[:, -1] == process.terminal).all()
+    path_probs = np.where(states[:, :-1] != process.terminal, process.teacher[states[:, :-1], texts], 1.0).prod(axis=1)
+    np.testing.assert_allclose(path_probs, probs, rtol=1e-12)
+    short, short_probs = process.continuations(process.initial, 4)
+    assert short.shape[1] == 4 and short_probs.sum() == pytest.approx(1.0)
+    assert len(short) == len(np.unique(texts[:, :4], axis=0))

@@ -3,9 +3,10 @@
 bias = E_{text ~ student}[sum_t KL(p_T(.|s_t) || p_S(.|prefix_t))] - E_{text ~ teacher}[same sum].
 
 `exact_exposure` sums over the finite process exactly (forward state occupancies) for a state-conditioned
-student (a table). `mc_exposure` works for any prefix-reading student: each text's loss is exact, the texts are
-sampled, and the result carries its standard error. Both are totals per text (not per token): a student that ends
-texts early stops accruing loss, which is part of what it does.
+student (a table). `mc_exposure` works for any prefix-reading student: the teacher's texts are finite and summed
+exactly; the student's own texts (any token has positive probability, so there are |V|^horizon) are sampled, each
+text's loss is exact, and the result carries the standard error of that mean. Both are totals per text (not per
+token): a student that ends texts early stops accruing loss, which is part of what it does.
 """
 
 from __future__ import annotations
@@ -58,16 +59,21 @@ def exposure_by_state(process: FiniteStateTeacher, student_table: np.ndarray, ka
     return occupancy(process, student_table) * kappa.student_kappa
 
 
+def teacher_forced_kl(process: FiniteStateTeacher, student: StudentFn) -> float:
+    """Exact E_{text ~ teacher}[sum_t KL(p_T || p_S)] for any student: the teacher's texts are enumerated."""
+    texts, probs = process.continuations(process.initial, process.horizon)
+    return float(probs @ position_kl(process, student, texts).sum(axis=1))
+
+
 def mc_exposure(process: FiniteStateTeacher, student: StudentFn, n: int, seed: int) -> Exposure:
-    """Exposure bias of any student from `n` of its own texts and `n` teacher texts, with its standard error."""
-    rng = np.random.default_rng(seed)
-    own = position_kl(process, student, process.rollout(as_policy(student), n, rng)).sum(axis=1)
-    forced = position_kl(process, student, process.rollout(process.teacher_policy, n, rng)).sum(axis=1)
-    standard_error = np.sqrt(own.var(ddof=1) / n + forced.var(ddof=1) / n)
+    """Exposure bias of any student: its own texts sampled (`n`, with the standard error), the teacher's exact."""
+    own_texts = process.rollout(as_policy(student), n, np.random.default_rng(seed)).tokens
+    own = position_kl(process, student, own_texts).sum(axis=1)
+    forced = teacher_forced_kl(process, student)
     return Exposure(
         float(own.mean()),
-        float(forced.mean()),
-        float(own.mean() - forced.mean()),
-        float(standard_error),
-        f"monte carlo, n={n}",
+        forced,
+        float(own.mean()) - forced,
+        float(own.std(ddof=1) / np.sqrt(n)),
+        f"student texts: monte carlo, n={n}; teacher texts: exact",
     )

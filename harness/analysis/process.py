@@ -24,7 +24,6 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import cached_property
 
 import numpy as np
 
@@ -184,6 +183,7 @@ class FiniteStateTeacher:
                 self.teacher[i, token] = prob
             self.next_state[i] = [self.index[step(state, a)] for a in range(v)]
         self.role = np.array([ROLES.index("terminal" if s.terminal else SLOTS[s.slot][1]) for s in self.states])
+        self._continuations: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
 
     @staticmethod
     def _reachable(start: State) -> list[State]:
@@ -239,23 +239,21 @@ class FiniteStateTeacher:
         """`n` texts from the teacher, deterministic in `seed`."""
         return self.rollout(self.teacher_policy, n, np.random.default_rng(seed))
 
-    @cached_property
-    def canonical_prefixes(self) -> list[tuple[int, ...]]:
-        """For each state, a short prefix reaching it, through the teacher's support where possible.
+    def continuations(self, state: int, horizon: int) -> tuple[np.ndarray, np.ndarray]:
+        """Every text the teacher can write from `state` in `horizon` tokens, with its probability (memoised).
 
-        Breadth-first search over teacher-supported tokens first (shortest such prefixes), then over all tokens
-        for the states only off-support texts reach; ties go to the lower token id.
+        Returns tokens [N, horizon] (EOS-padded after the end) and probabilities [N] summing to 1.
         """
-        prefixes: dict[int, tuple[int, ...]] = {self.initial: ()}
-        for supported_only in (True, False):
-            queue = deque(sorted(prefixes, key=lambda s: len(prefixes[s])))
-            while queue:
-                state = queue.popleft()
-                for token in range(len(VOCAB)):
-                    if supported_only and self.teacher[state, token] == 0:
-                        continue
-                    nxt = int(self.next_state[state, token])
-                    if nxt not in prefixes:
-                        prefixes[nxt] = (*prefixes[state], token)
-                        queue.append(nxt)
-        return [prefixes[s] for s in range(self.num_states)]
+        key = (state, horizon)
+        if key not in self._continuations:
+            if state == self.terminal or horizon == 0:
+                tokens, probs = np.full((1, horizon), TOKEN_ID[EOS], dtype=np.int64), np.ones(1)
+            else:
+                parts = [
+                    (self.continuations(int(self.next_state[state, a]), horizon - 1), a)
+                    for a in np.flatnonzero(self.teacher[state])
+                ]
+                tokens = np.concatenate([np.column_stack([np.full(len(t), a), t]) for (t, _), a in parts])
+                probs = np.concatenate([self.teacher[state, a] * p for (_, p), a in parts])
+            self._continuations[key] = (tokens, probs)
+        return self._continuations[key]

@@ -3,10 +3,10 @@
 A `StudentFn` reads a batch of texts `tokens [n, t]` and returns the next-token probabilities after every prefix,
 `[n, t + 1, V]` (prefix lengths 0..t), as a causal language model does in one forward pass.
 
-The exact dynamic programs (`kappa`, `exposure`) run over the process's states, so they need a state-conditioned
-student: a table `[S, V]` of p_S(.|s). A table is exactly a student whose output depends on the prefix only through
-the state. A neural student reads the whole prefix; `canonical_table` evaluates it on one canonical prefix per state
-and `state_consistency_gap` measures how far that surrogate is from the student on the prefixes it actually meets.
+The dynamic programs over states (`kappa.exact_kappa`, `exposure.exact_exposure`) need a state-conditioned student:
+a table `[S, V]` of p_S(.|s), exactly a student whose output depends on the prefix only through the state
+(`table_student` turns it into a `StudentFn`). A neural student reads the whole prefix: use the prefix-level
+functions (`kappa.prefix_kappa`, `exposure.mc_exposure`), which accept any `StudentFn`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from harness.analysis.process import FiniteStateTeacher, Policy, Rollout
+from harness.analysis.process import FiniteStateTeacher, Policy
 
 StudentFn = Callable[[np.ndarray], np.ndarray]
 
@@ -42,31 +42,12 @@ def as_policy(student: StudentFn) -> Policy:
     return lambda tokens, states: student(tokens)[:, -1]
 
 
-def canonical_table(process: FiniteStateTeacher, student: StudentFn) -> np.ndarray:
-    """[S, V]: the student's distribution after each state's canonical prefix (batched by prefix length)."""
-    table = np.zeros_like(process.teacher)
-    by_length: dict[int, list[int]] = {}
-    for state, prefix in enumerate(process.canonical_prefixes):
-        by_length.setdefault(len(prefix), []).append(state)
-    for length, states in by_length.items():
-        tokens = np.array([process.canonical_prefixes[s] for s in states], dtype=np.int64).reshape(len(states), length)
-        table[states] = student(tokens)[:, -1]
-    return table
-
-
-def position_kl(process: FiniteStateTeacher, student: StudentFn, rollout: Rollout) -> np.ndarray:
-    """[n, horizon]: KL(p_T(.|s_t) || p_S(.|prefix_t)) at each written position, 0 after the end."""
-    teacher = process.teacher[rollout.states[:, :-1]]
-    student_probs = student(rollout.tokens)[:, :-1]
-    return np.where(rollout.live, kl_to_teacher(teacher, student_probs), 0.0)
-
-
-def state_consistency_gap(process: FiniteStateTeacher, student: StudentFn, rollout: Rollout) -> float:
-    """Mean KL(student on the real prefix || student on its state's canonical prefix) over written positions.
-
-    Zero exactly when the student depends on the prefix only through the state on these texts; then the exact
-    state-level kappa and exposure of `canonical_table(student)` are the student's own.
-    """
-    surrogate = canonical_table(process, student)[rollout.states[:, :-1]]
-    gaps = kl_to_teacher(student(rollout.tokens)[:, :-1], surrogate)
-    return float(gaps[rollout.live].mean())
+def position_kl(process: FiniteStateTeacher, student: StudentFn, tokens: np.ndarray, chunk: int = 8192) -> np.ndarray:
+    """[n, t]: KL(p_T(.|s_i) || p_S(.|tokens[:i])) at each position i, 0 once the text has ended (in chunks)."""
+    parts = []
+    for start in range(0, len(tokens), chunk):
+        batch = tokens[start : start + chunk]
+        states = process.states_along(batch)[:, :-1]
+        kl = kl_to_teacher(process.teacher[states], student(batch)[:, :-1])
+        parts.append(np.where(states != process.terminal, kl, 0.0))
+    return np.concatenate(parts)
