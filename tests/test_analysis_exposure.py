@@ -5,7 +5,7 @@ import pytest
 
 from harness.analysis.exposure import exact_exposure, exposure_by_state, mc_exposure, occupancy
 from harness.analysis.kappa import exact_kappa
-from harness.analysis.process import A_CHOICES, P_NOW, TOKEN_ID, FiniteStateTeacher
+from harness.analysis.process import A_CHOICES, P_NOW, SLOTS, TOKEN_ID, FiniteStateTeacher
 from harness.analysis.students import table_student
 
 
@@ -28,7 +28,7 @@ def test_zero_for_a_student_equal_to_the_teacher(process):
 
 def test_teacher_occupancy_counts_expected_length(process):
     visits = occupancy(process, process.teacher)
-    assert visits.sum() == pytest.approx(process.horizon - 2 * (1 - P_NOW))  # each optional `now` left out
+    assert visits.sum() == pytest.approx(len(SLOTS) - 2 * (1 - P_NOW))  # each optional `now` left out
     assert visits[process.initial] == 1.0
     after_a = [st.value for st, v in zip(process.states, visits, strict=True) if st.slot == 4 and v > 0]
     assert sorted(set(after_a)) == list(A_CHOICES)
@@ -38,17 +38,19 @@ def test_teacher_occupancy_counts_expected_length(process):
 
 
 def test_known_value_early_stop(process):
-    """Student stops at once with probability eps and is wrong only at the final EOS slot: bias = -eps x that cost."""
+    """Student stops at once with probability eps and is wrong only at C: bias = -eps x the cost at C."""
     eps = 0.1
     student = process.teacher.copy()
     student[process.initial] = (1 - eps) * process.teacher[process.initial]
     student[process.initial, TOKEN_ID["<eos>"]] = eps
-    end_slot = [s for s, st in enumerate(process.states) if st.slot == process.horizon - 1]
-    student[end_slot] = 0.8 * process.teacher[end_slot] + 0.2 / len(process.vocab)
-    end_cost = -np.log(0.8 + 0.2 / len(process.vocab))
+    c_slot = [s for s, st in enumerate(process.states) if st.slot == SLOTS.index(("C", "bridge_target"))]
+    numbers = [TOKEN_ID[str(n)] for n in range(10)]
+    student[c_slot] *= 0.8
+    student[np.ix_(c_slot, numbers)] += 0.02
+    c_cost = -np.log(0.82)
     result = exact_exposure(process, student)
-    assert result.bias == pytest.approx(-eps * end_cost)
-    assert result.teacher_forced_kl == pytest.approx(-np.log(1 - eps) + end_cost)
+    assert result.bias == pytest.approx(-eps * c_cost)
+    assert result.teacher_forced_kl == pytest.approx(-np.log(1 - eps) + c_cost)
 
 
 def test_kappa_decomposes_exposure_bias(process, noisy_table):

@@ -69,6 +69,15 @@ def test_bridge_target_follows_what_was_written_even_off_support(process):
     assert next_token("let x = 2 ; then x = x + 1 ; so") == "x"  # v2 = v1 is off support, still repeated
 
 
+def test_tokens_of_the_wrong_kind_are_ignored_until_the_teacher_gives_up(process):
+    states = process.states_along(np.array([process.encode("let x = 3 ; now now so y = x + 1 ; then y =")]))[0]
+    assert process.states[states[-1]].ignored == 1
+    assert VOCAB[process.teacher[states[-1]].argmax()] == "4"
+    states = process.states_along(np.array([process.encode("let x = ; ; =")]))[0]
+    assert [process.states[s].ignored for s in states[3:-1]] == [0, 1, 2]
+    assert states[-1] == process.terminal
+
+
 def test_connectors_lead_to_one_state(process):
     state = process.states_along(np.array([process.encode("let x = 3 ; now")]))[0, -1]
     nxt = {int(process.next_state[state, TOKEN_ID[c]]) for c in CONNECTORS}

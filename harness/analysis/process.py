@@ -10,11 +10,14 @@ The teacher writes `let V1 = A ; [now] G V2 = V1 + B ; [now] G V2 = C <eos>`, fo
 - gardens: the connector G in {then, next, so, thus}, preceded by an optional `now`; every connector leads to
   the same state, so which one is written never matters later.
 
-The state is what determines the future: the template slot and the registers still needed (V1 until its
-reference, the running value until C, V2 until it is repeated). Any token is allowed at any state, so a student's
-rollout always has a state: EOS ends the text; otherwise the teacher reads on as a template follower, the slot
-advances, and a register slot filled with a token of the wrong kind (a word where a number belongs) reads as the
-teacher's first choice there. Every text ends by the horizon (one token per slot), so the state graph is a DAG.
+The state is what determines the future: the template slot, the registers still needed (V1 until its reference,
+the running value until C, V2 until it is repeated) and how many tokens the teacher has ignored. Any token is
+allowed at any state, so a student's text always has a state: EOS ends the text; a token of the slot's kind (any
+variable at a variable slot, any number at a number slot, `now` or a connector at an optional `now`, a connector
+at G, the word itself at a fixed slot) fills the slot, even if the teacher would not have written it; any other
+token is ignored, like a typo, and the teacher still expects the same slot, until the (MAX_IGNORED + 1)-th ignored
+token ends the text. Every step fills a slot or counts an ignored token, so the state graph is a DAG and every text
+ends within HORIZON = len(SLOTS) + MAX_IGNORED tokens.
 
 Tables (float64, exact): `teacher[s, a]` = p_T(a|s), `next_state[s, a]` = step(s, a); the terminal state absorbs.
 """
@@ -23,7 +26,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -62,7 +65,8 @@ SLOTS = (
     (EOS, "fixed"),
 )
 ROLES = ("fixed", "bridge_choice", "bridge_target", "garden", "terminal")
-HORIZON = len(SLOTS)
+MAX_IGNORED = 2
+HORIZON = len(SLOTS) + MAX_IGNORED
 TERMINAL_SLOT = len(SLOTS)
 
 
@@ -74,6 +78,7 @@ class State:
     v1: int | None = None  # token id of the variable bound by `let`
     value: int | None = None  # A, then (A + B) mod 10
     v2: int | None = None  # token id of the variable bound in the second clause
+    ignored: int = 0  # tokens of the wrong kind read so far
 
     @property
     def terminal(self) -> bool:
@@ -82,11 +87,6 @@ class State:
 
 def _ids(tokens: Sequence[str]) -> list[int]:
     return [TOKEN_ID[t] for t in tokens]
-
-
-def _number(token: int) -> int | None:
-    word = VOCAB[token]
-    return int(word) if word in NUMBERS else None
 
 
 def _other_variables(v1: int) -> list[int]:
@@ -120,30 +120,47 @@ def teacher_distribution(state: State) -> dict[int, float]:
     return {TOKEN_ID[name]: 1.0}
 
 
+def accepts(slot: int, token: int) -> bool:
+    """Whether `token` is of the kind that fills `slot`."""
+    name, word = SLOTS[slot][0], VOCAB[token]
+    if name in ("v1", "v2", "ref", "v2 again"):
+        return word in VARIABLES
+    if name in ("A", "B", "C"):
+        return word in NUMBERS
+    if name == "now?":
+        return word == "now" or word in CONNECTORS
+    if name == "G":
+        return word in CONNECTORS
+    return word == name
+
+
 def step(state: State, token: int) -> State:
     """The deterministic transition s' = step(s, a), defined for every token (see the module docstring)."""
-    if state.terminal or token == TOKEN_ID[EOS] or state.slot == TERMINAL_SLOT - 1:
+    if state.terminal or token == TOKEN_ID[EOS]:
         return State(TERMINAL_SLOT)
+    if not accepts(state.slot, token):
+        if state.ignored == MAX_IGNORED:
+            return State(TERMINAL_SLOT)
+        return replace(state, ignored=state.ignored + 1)
     name, slot = SLOTS[state.slot][0], state.slot + 1
     v1, value, v2 = state.v1, state.value, state.v2
-    is_variable = VOCAB[token] in VARIABLES
     if name == "v1":
-        v1 = token if is_variable else TOKEN_ID[VARIABLES[0]]
+        v1 = token
     elif name == "A":
-        value = _number(token) if _number(token) is not None else A_CHOICES[0]
+        value = int(VOCAB[token])
     elif name == "now?" and VOCAB[token] in CONNECTORS:
         slot += 1  # the optional word was left out: the connector fills both slots
     elif name == "v2":
-        v2 = token if is_variable else _other_variables(v1)[0]
+        v2 = token
     elif name == "ref":
         v1 = None
     elif name == "B":
-        value = (value + (_number(token) if _number(token) is not None else B_CHOICES[0])) % 10
+        value = (value + int(VOCAB[token])) % 10
     elif name == "v2 again":
         v2 = None
     elif name == "C":
         value = None
-    return State(slot, v1, value, v2)
+    return State(slot, v1, value, v2, state.ignored)
 
 
 @dataclass(frozen=True)
