@@ -27,6 +27,7 @@ from tasks.generation import Generator, render_prompt
 from trainers.batch import collate
 from trainers.loop import hidden_rows, logits_fn
 
+
 @dataclass(frozen=True)
 class SupervisionSettings:
     top_k: int = 32
