@@ -13,8 +13,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trainers.vocab import shared_vocab
-
 import torch
 
 from harness.accounting import CostLedger, device_count, device_kind
@@ -32,6 +30,7 @@ from tasks.generation import Generator, TransformersGenerator
 from trainers.loop import TrainConfig, train
 from trainers.objectives import Objective, load_method
 from trainers.onpolicy import StudentSampler
+from trainers.vocab import shared_vocab
 
 BACKENDS = ("auto", "transformers", "vllm")
 TEACHER_SIGNALS = ("topk", "online")
