@@ -233,4 +233,5 @@ def token_divergence(
 def log_softmax(logits: Tensor, temperature: float = 1.0) -> Tensor:
     """log_softmax(logits / temperature) over the last axis, in float32 (float64 stays float64)."""
     dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
-    return torch.log_softmax(logits.to(dtype) / temperature, dim=-1)
+    logits = logits.to(dtype)
+    return torch.log_softmax(logits if temperature == 1.0 else logits / temperature, dim=-1)
