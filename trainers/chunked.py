@@ -4,7 +4,10 @@
 non-reentrant activation checkpointing: the forward keeps only each chunk's [chunk] losses, and the backward
 recomputes one chunk's [chunk, vocab] logits, backpropagates through them into `hidden` and the head's parameters,
 and frees them before the next chunk. Peak memory is then a few [chunk, vocab] float32 tensors instead of several
-[positions, vocab] ones, for one extra head forward per chunk (see bench/loss_memory.py).
+[positions, vocab] ones, for one extra head forward per chunk (see bench/loss_memory.py). When all positions fit in
+one chunk, it is computed without checkpointing: the backward pass would rebuild that whole chunk at once anyway, so
+recomputing it would cost a second loss forward (about a fifth of a top-k soft-KD step, bench/train_throughput.py)
+and save no memory.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ def chunked_token_loss(hidden: Tensor, logits_fn: LogitsFn, loss_fn: LossFn, chu
         raise ValueError(f"hidden must be [positions, hidden_size], got shape {tuple(hidden.shape)}")
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    if hidden.shape[0] <= chunk_size:
+        return _chunk_loss(hidden, logits_fn, loss_fn, slice(0, hidden.shape[0]))
     losses = []
     for start in range(0, hidden.shape[0], chunk_size):
         rows = slice(start, min(start + chunk_size, hidden.shape[0]))
