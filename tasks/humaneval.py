@@ -62,11 +62,14 @@ class HumanEval(Task):
         return program_text(completion)
 
     def metrics(self, doc: Doc, completion: str) -> dict[str, float]:
-        return self.sample_metrics(doc, [completion])[0]
+        return self.metrics_batch([doc], [completion])[0]
 
-    def sample_metrics(self, doc: Doc, completions: list[str]) -> list[dict[str, float]]:
-        """`{"pass@1": 1.0 or 0.0}` for each completion, the programs run in parallel."""
-        jobs = [(doc, program_text(completion)) for completion in completions]
+    def metrics_batch(self, docs: list[Doc], completions: list[str]) -> list[dict[str, float]]:
+        """`{"pass@1": 1.0 or 0.0}` for each (doc, completion) pair, the programs run in parallel.
+
+        Much faster than one `metrics` call per pair (each program costs a process start of ~0.05-0.15 s).
+        """
+        jobs = [(doc, program_text(completion)) for doc, completion in zip(docs, completions, strict=True)]
         results = run_programs(jobs, timeout_s=self.timeout_s, workers=self.workers)
         return [{"pass@1": float(result["passed"])} for result in results]
 
@@ -77,4 +80,4 @@ class HumanEval(Task):
 
     def metrics_many(self, doc: Doc, completions: list[str]) -> dict[str, float]:
         """pass@k over `completions` (several samples of one problem)."""
-        return self.combine(self.sample_metrics(doc, completions))
+        return self.combine(self.metrics_batch([doc] * len(completions), completions))

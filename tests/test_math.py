@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -69,13 +69,13 @@ def test_last_boxed(text, boxed):
     assert last_boxed(text) == boxed
 
 
-def test_scoring_works_off_the_main_thread():
-    doc = {"problem": "p", "answer": "\\frac{1}{2}"}
-    scores = []
-    thread = threading.Thread(target=lambda: scores.append(Math500().score(doc, "$\\boxed{0.5}$")))
-    thread.start()
-    thread.join()
-    assert scores == [1.0]
+def test_scoring_works_off_the_main_thread_and_from_several_threads_at_once():
+    task = Math500()
+    docs = sample_of(task, 12)
+    completions = [f"$\\boxed{{{doc['answer']}{'+1' * (i % 2)}}}$" for i, doc in enumerate(docs)]
+    with ThreadPoolExecutor(4) as pool:
+        scores = list(pool.map(task.score, docs, completions))
+    assert scores == [1.0, 0.0] * 6
 
 
 def test_a_check_past_the_time_limit_counts_as_wrong_and_the_worker_recovers():
