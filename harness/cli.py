@@ -193,7 +193,9 @@ def leaderboard(
 @app.command()
 def compare(
     pair: Annotated[str, typer.Option("--pair", "-p", help="The pair whose runs are compared.")],
-    methods: Annotated[str, typer.Option("--methods", help="Comma-separated methods; each is compared with the first.")],
+    methods: Annotated[
+        str, typer.Option("--methods", help="Comma-separated methods; each is compared with the first.")
+    ],
     tasks: Annotated[str | None, typer.Option("--tasks", help="Comma-separated benchmarks (default: all).")] = None,
     n_boot: Annotated[int, typer.Option("--n-boot", help="Bootstrap resamples.")] = 10_000,
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
@@ -206,9 +208,7 @@ def compare(
 
     names = [m.strip() for m in methods.split(",") if m.strip()]
     task_list = [t.strip() for t in tasks.split(",")] if tasks else None
-    comparisons = compare_runs(
-        results_dir, pair, names, tasks=task_list, n_boot=n_boot, seed=seed, all_pairs=all_pairs
-    )
+    comparisons = compare_runs(results_dir, pair, names, tasks=task_list, n_boot=n_boot, seed=seed, all_pairs=all_pairs)
     console.print(comparison_table(comparisons, title=f"{pair}: paired differences (95% bootstrap CI)"))
 
 
@@ -259,9 +259,21 @@ def tasks_() -> None:
     console.print(table)
 
 
+def quiet_library_progress() -> None:
+    """Silence transformers' and datasets' own progress bars: the harness shows one bar per phase."""
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+
+
 def main() -> None:
     """Entry point: user errors print one line and exit 2; `--debug` shows the traceback."""
-    logging.basicConfig(level=logging.WARNING, format="%(message)s", handlers=[RichHandler(console=console, show_path=False)])
+    quiet_library_progress()
+    logging.basicConfig(
+        level=logging.WARNING, format="%(message)s", handlers=[RichHandler(console=console, show_path=False)]
+    )
     try:
         app()
     except HarnessError as err:

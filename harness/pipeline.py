@@ -6,13 +6,14 @@ a reused phase is charged with the cost of its original build (see harness.accou
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trainers.vocab import shared_vocab
+import torch
 
 from harness.accounting import CostLedger, device_count, device_kind
 from harness.cache import cache_key, cache_root
@@ -29,6 +30,7 @@ from tasks.generation import Generator, TransformersGenerator
 from trainers.loop import TrainConfig, train
 from trainers.objectives import Objective, load_method
 from trainers.onpolicy import StudentSampler
+from trainers.vocab import shared_vocab
 
 BACKENDS = ("auto", "transformers", "vllm")
 TEACHER_SIGNALS = ("topk", "online")
@@ -51,13 +53,17 @@ class RunSpec:
     pairs_file: Path | None = None
 
 
-def make_generator(model_ref: str, model: Any, tokenizer: Any, backend: str, pair: Pair, seed: int) -> Generator:
-    """A generator on the chosen backend: vLLM when asked, or on `auto` when it is installed and a GPU is present."""
-    from tasks import vllm_backend
+def make_generator(
+    model_ref: str, model: Any, tokenizer: Any, backend: str, pair: Pair, seed: int, vocab_rows: int | None = None
+) -> Generator:
+    """A generator on the chosen backend: vLLM when asked, or on `auto` when it is installed and a GPU is present.
 
-    if backend == "vllm" or (backend == "auto" and vllm_backend.is_available()):
-        return vllm_backend.VLLMGenerator(model_ref, dtype=pair.dtype, seed=seed)
-    return TransformersGenerator(model, tokenizer)
+    `vocab_rows` limits generation to the vocabulary shared with the student."""
+    if backend == "vllm" or (backend == "auto" and importlib.util.find_spec("vllm") and torch.cuda.is_available()):
+        from tasks.vllm_backend import VLLMGenerator
+
+        return VLLMGenerator(model_ref, dtype=pair.dtype, seed=seed, vocab_rows=vocab_rows)
+    return TransformersGenerator(model, tokenizer, vocab_rows=vocab_rows)
 
 
 def train_config(pair: Pair, spec: RunSpec) -> TrainConfig:
@@ -161,7 +167,7 @@ def run(spec: RunSpec) -> tuple[RunRecord, Path]:
             teacher_ref,
             teacher_tokenizer,
             load_teacher,
-            lambda teacher: make_generator(teacher_ref, teacher, teacher_tokenizer, spec.backend, pair, 0),
+            lambda teacher: make_generator(teacher_ref, teacher, teacher_tokenizer, spec.backend, pair, 0, vocab_rows),
             settings,
             ledger,
             vocab_rows,

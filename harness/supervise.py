@@ -14,7 +14,6 @@ from typing import Any
 
 import datasets
 import torch
-from trainers.topk import topk_features, topk_logprobs
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from harness.accounting import CostLedger
@@ -26,6 +25,8 @@ from tasks import Task, load_task
 from tasks.generation import Generator, render_prompt
 from trainers.batch import collate
 from trainers.loop import hidden_rows, logits_fn
+from trainers.topk import topk_features, topk_logprobs
+
 
 @dataclass(frozen=True)
 class SupervisionSettings:

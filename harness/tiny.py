@@ -87,12 +87,16 @@ def build_model(spec: TinyModelSpec, tokenizer: PreTrainedTokenizerFast, seed: i
     return LlamaForCausalLM(config)
 
 
-def tiny_pair_dir(spec: TinySpec = TinySpec()) -> Path:
+DEFAULT_SPEC = TinySpec()
+
+
+def tiny_pair_dir(spec: TinySpec) -> Path:
     return cache_root() / "tiny" / cache_key(asdict(spec))
 
 
-def ensure_tiny_pair(spec: TinySpec = TinySpec()) -> Path:
+def ensure_tiny_pair(spec: TinySpec | None = None) -> Path:
     """Build (once) and return the folder holding `teacher/` and `student/` of the tiny pair."""
+    spec = spec or DEFAULT_SPEC
     root = tiny_pair_dir(spec)
     if (root / "spec.json").exists():
         return root

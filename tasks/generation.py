@@ -61,7 +61,10 @@ class TransformersGenerator:
         batch_size: int = 64,
         dtype: torch.dtype = torch.float32,
         description: str = "generate",
+        vocab_rows: int | None = None,
     ) -> None:
+        """`vocab_rows`: only ids below it may be generated (a teacher whose padded embedding has more rows
+        than the vocabulary it shares with its student must not emit the extra ones)."""
         if isinstance(model, str):
             tokenizer = tokenizer or AutoTokenizer.from_pretrained(model)
             model = AutoModelForCausalLM.from_pretrained(model, dtype=dtype)
@@ -69,6 +72,8 @@ class TransformersGenerator:
             model = model.to("cuda")
         self.model, self.tokenizer = model.eval(), tokenizer
         self.batch_size, self.description = batch_size, description
+        rows = model.get_output_embeddings().weight.shape[0]
+        self.suppress = list(range(vocab_rows, rows)) if vocab_rows is not None and vocab_rows < rows else None
 
     def generate_ids(
         self, prompt_ids: list[list[int]], *, max_new_tokens: int, temperature: float = 0.0, seed: int = 0
@@ -96,6 +101,7 @@ class TransformersGenerator:
                         max_new_tokens=max_new_tokens,
                         pad_token_id=pad,
                         eos_token_id=eos,
+                        suppress_tokens=self.suppress,
                         **sampling,
                     )
                 for row, i in enumerate(index):

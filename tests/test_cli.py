@@ -53,7 +53,7 @@ def test_listing_commands(monkeypatch, capsys) -> None:
 
 
 def test_leaderboard_on_empty_results(monkeypatch, capsys, tmp_path: Path) -> None:
-    code, output = invoke(monkeypatch, capsys, "leaderboard", "--results-dir", str(tmp_path))
+    code, _ = invoke(monkeypatch, capsys, "leaderboard", "--results-dir", str(tmp_path))
     assert code == 0 and (tmp_path / "leaderboard.md").exists()
 
 

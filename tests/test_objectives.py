@@ -60,7 +60,9 @@ def test_hybrid_confidence_weight_is_one_minus_teacher_prob_of_token() -> None:
 def test_hybrid_entropy_weight_is_smoothness() -> None:
     uniform, peaked = torch.zeros(1, 2), torch.tensor([[30.0, -30.0]])
     assert losses("hybrid", full_topk(uniform), weighting="entropy")["soft_weight"].item() == pytest.approx(1.0)
-    assert losses("hybrid", full_topk(peaked), weighting="entropy")["soft_weight"].item() == pytest.approx(0.0, abs=1e-6)
+    assert losses("hybrid", full_topk(peaked), weighting="entropy")["soft_weight"].item() == pytest.approx(
+        0.0, abs=1e-6
+    )
     # p = (0.8, 0.2), gamma = 2: sum p^2 = 0.68, rescaled from [1/2, 1]: 1 - (0.68 - 0.5) / 0.5 = 0.64
     assert losses("hybrid", full_topk(TEACHER), weighting="entropy")["soft_weight"].item() == pytest.approx(0.64)
 

@@ -13,8 +13,8 @@ import torch
 
 from harness.pairs import load_pairs
 from harness.pipeline import RunSpec, run
-from trainers.loop import logits_fn
 from tests.tiny_models import MODEL_TYPES, make_model_dir, tiny_tokenizer
+from trainers.loop import logits_fn
 
 REAL_ARCHITECTURES = sorted({p.architecture for p in load_pairs().values() if p.name != "tiny"})
 

@@ -17,9 +17,17 @@ def make_record(**overrides) -> RunRecord:
     with ledger.phase("train") as cost:
         cost.add_work(tokens=100, params=10, flops_per_param_token=6)
     fields = dict(
-        pair="tiny", method="hybrid", seed=0, method_params={"alpha": 0.5}, train_config={"max_steps": 1},
-        teacher="t", student="s", scores={"arith": TaskScore(score=0.5, n=2)}, teacher_scores={},
-        cost=ledger.to_dict(), environment={"device": "cpu"},
+        pair="tiny",
+        method="hybrid",
+        seed=0,
+        method_params={"alpha": 0.5},
+        train_config={"max_steps": 1},
+        teacher="t",
+        student="s",
+        scores={"arith": TaskScore(score=0.5, n=2)},
+        teacher_scores={},
+        cost=ledger.to_dict(),
+        environment={"device": "cpu"},
     )
     return RunRecord(**(fields | overrides))
 

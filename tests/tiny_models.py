@@ -30,7 +30,7 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
 def make_model_dir(
     folder: Path, architecture: str, tokenizer: PreTrainedTokenizerFast, extra_rows: int = 0, hidden: int = 32
 ) -> Path:
-    """Save a random `architecture` model with `len(tokenizer) + extra_rows` vocab rows and the tokenizer to `folder`."""
+    """Save a random `architecture` model (`len(tokenizer) + extra_rows` vocab rows) and the tokenizer in `folder`."""
     model_type = MODEL_TYPES[architecture]
     torch.manual_seed(0)
     config = AutoConfig.for_model(

@@ -34,7 +34,10 @@ class Batch:
 def collate(examples: list[dict[str, Any]], pad_id: int) -> Batch:
     """Right-pad the examples into one batch and gather the rows that predict completion tokens."""
     examples = [
-        {key: value.tolist() if key.endswith("_ids") and hasattr(value, "tolist") else value for key, value in ex.items()}
+        {
+            key: value.tolist() if key.endswith("_ids") and hasattr(value, "tolist") else value
+            for key, value in ex.items()
+        }
         for ex in examples
     ]
     sequences = [ex["prompt_ids"] + ex["completion_ids"] for ex in examples]

@@ -20,12 +20,12 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from torch import Tensor
-from torch.utils.checkpoint import checkpoint
 from transformers import PreTrainedModel, get_cosine_schedule_with_warmup
 
 from harness.accounting import PhaseCost
 from harness.progress import progress_bar
 from trainers.batch import Batch, collate
+from trainers.chunked import chunked_token_loss
 from trainers.objectives import Objective, TeacherRows
 
 
@@ -80,8 +80,8 @@ def row_terms(
 ) -> dict[str, Tensor]:
     """Per-row loss (with grad) and diagnostics for a batch, computed `chunk_size` rows at a time.
 
-    Each chunk's logits are recomputed in the backward pass (activation checkpointing), so peak memory
-    holds one chunk's [chunk, V] logits rather than the whole batch's.
+    Each chunk's logits are recomputed in the backward pass (`chunked_token_loss`), so peak memory holds one
+    chunk's [chunk, V] logits rather than the whole batch's.
     """
     hidden = hidden_rows(student, batch)
     student_head = logits_fn(student)
@@ -92,8 +92,8 @@ def row_terms(
     topk = TeacherRows(batch.topk_ids, batch.topk_logprobs)
     names: list[str] = []
 
-    def chunk_terms(h: Tensor, rows: slice) -> Tensor:
-        logits = student_head(h)[..., :vocab_rows]
+    def chunk_terms(logits: Tensor, rows: slice) -> Tensor:
+        logits = logits[..., :vocab_rows]
         signal = topk[rows]
         if teacher_hidden is not None:
             with torch.no_grad():
@@ -102,11 +102,7 @@ def row_terms(
         names[:] = list(terms)
         return torch.stack([terms[name] for name in names], dim=-1)
 
-    chunks = []
-    for start in range(0, hidden.shape[0], chunk_size):
-        rows = slice(start, start + chunk_size)
-        chunks.append(checkpoint(chunk_terms, hidden[rows], rows, use_reentrant=False))
-    stacked = torch.cat(chunks)
+    stacked = chunked_token_loss(hidden, student_head, chunk_terms, chunk_size)
     return {name: stacked[:, i] for i, name in enumerate(names)}
 
 

@@ -247,7 +247,9 @@ class GKDParams(Params):
 @register_method
 class GKD(Objective):
     name = "gkd"
-    description = "on-policy generalized KD (TRL GKD): with prob. lmbda train on student samples; JSD(beta) to an online teacher"
+    description = (
+        "on-policy generalized KD (TRL GKD): with prob. lmbda train on student samples; JSD(beta) to an online teacher"
+    )
     Params = GKDParams
     soft_labels = True
     on_policy = True
