@@ -17,23 +17,30 @@ from tests.tiny_models import make_model_dir, tiny_tokenizer
 
 pytestmark = pytest.mark.skipif(not vllm_backend.is_available(), reason="vLLM is not installed or cannot run here")
 MAX_NEW_TOKENS = 16
+EXTRA_ROWS = 8  # output rows past the vocabulary (as padded real embeddings have); both backends must avoid them
 
 
 @pytest.fixture(scope="session")
-def model_dir(tmp_path_factory):
-    return make_model_dir(tmp_path_factory.mktemp("vllm") / "llama", "LlamaForCausalLM", tiny_tokenizer(), hidden=64)
+def tokenizer():
+    return tiny_tokenizer()
 
 
 @pytest.fixture(scope="session")
-def engine(model_dir):
-    generator = vllm_backend.VLLMGenerator(str(model_dir), dtype="float32", seed=0)
+def model_dir(tmp_path_factory, tokenizer):
+    folder = tmp_path_factory.mktemp("vllm") / "llama"
+    return make_model_dir(folder, "LlamaForCausalLM", tokenizer, extra_rows=EXTRA_ROWS, hidden=64)
+
+
+@pytest.fixture(scope="session")
+def engine(model_dir, tokenizer):
+    generator = vllm_backend.VLLMGenerator(str(model_dir), dtype="float32", seed=0, vocab_rows=len(tokenizer))
     yield generator
     generator.close()
 
 
 @pytest.fixture(scope="session")
-def reference(model_dir):
-    return TransformersGenerator(str(model_dir), dtype=torch.float32)
+def reference(model_dir, tokenizer):
+    return TransformersGenerator(str(model_dir), dtype=torch.float32, vocab_rows=len(tokenizer))
 
 
 @pytest.fixture(scope="session")
@@ -52,6 +59,7 @@ def test_greedy_token_ids_match_transformers(engine, reference, prompts):
     prompt_ids = [reference.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     ours = engine.generate_ids(prompt_ids, max_new_tokens=MAX_NEW_TOKENS)
     assert ours == reference.generate_ids(prompt_ids, max_new_tokens=MAX_NEW_TOKENS)
+    assert max(max(ids) for ids in ours) < len(reference.tokenizer)
 
 
 def test_stop_strings_cut_the_same_way(engine, reference, prompts):
@@ -62,7 +70,7 @@ def test_stop_strings_cut_the_same_way(engine, reference, prompts):
     assert ours[0][0] == full[: full.index(stop)]
 
 
-def test_topk_logprobs_match_transformers_log_softmax(engine, reference, prompts):
+def test_topk_logprobs_match_transformers_log_softmax(engine, reference, prompts, tokenizer):
     k = 8
     prompt_ids = [reference.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     completion_ids = reference.generate_ids(prompt_ids, max_new_tokens=MAX_NEW_TOKENS)
@@ -70,7 +78,8 @@ def test_topk_logprobs_match_transformers_log_softmax(engine, reference, prompts
     for prompt, completion, (ids, logprobs) in zip(prompt_ids, completion_ids, results, strict=True):
         with torch.no_grad():
             logits = reference.model(torch.tensor([prompt + completion])).logits[0].float()
-        expected = torch.log_softmax(logits, -1)[len(prompt) - 1 : len(prompt) + len(completion) - 1].topk(k)
+        logprobs_all = torch.log_softmax(logits, -1)[len(prompt) - 1 : len(prompt) + len(completion) - 1]
+        expected = logprobs_all[:, : len(tokenizer)].topk(k)  # the extra rows are left out, not renormalised away
         assert ids.shape == logprobs.shape == (len(completion), k) and ids.dtype == torch.int32
         assert torch.equal(ids.long(), expected.indices)
         torch.testing.assert_close(logprobs, expected.values, atol=1e-4, rtol=0)
