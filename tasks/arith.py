@@ -7,10 +7,10 @@ deterministically from fixed seeds; no test question text appears in the train s
 from __future__ import annotations
 
 import random
-import re
 from functools import cache
 
 from tasks.base import Doc, Messages, Task, register_task
+from tasks.gsm8k import answer_matches, normalized_answer
 
 NAMES = ("Tom", "Ana", "Li", "Sam", "Maya", "Omar", "Kim", "Ravi", "Eva", "Ben", "Zoe", "Ali")
 OBJECTS = ("apples", "books", "coins", "cards", "pens", "stamps", "shells", "marbles")
@@ -32,8 +32,6 @@ SUB_TEMPLATES = (
 )
 SPLIT_SIZES = {"train": 20000, "test": 500}
 SPLIT_SEEDS = {"train": 1234, "test": 5678}
-ANSWER_RE = re.compile(r"####\s*(-?[\d,]*\.?\d+)")
-NUMBER_RE = re.compile(r"-?\d[\d,]*\.?\d*")
 
 
 def worked_answer(a: int, b: int, op: str) -> str:
@@ -77,22 +75,6 @@ def generate_split(split: str) -> tuple[Doc, ...]:
     return tuple(docs)
 
 
-def gold_answer(doc: Doc) -> str:
-    return ANSWER_RE.search(doc["answer"]).group(1)
-
-
-def strict_answer(completion: str) -> str | None:
-    """The number after the first `#### `, as GSM8K's strict match reads it."""
-    match = ANSWER_RE.search(completion)
-    return match.group(1).replace(",", "") if match else None
-
-
-def flexible_answer(completion: str) -> str | None:
-    """The last number in the completion."""
-    numbers = NUMBER_RE.findall(completion)
-    return numbers[-1].replace(",", "").rstrip(".") if numbers else None
-
-
 @register_task("arith")
 class Arith(Task):
     primary_metric = "exact_match"
@@ -109,11 +91,9 @@ class Arith(Task):
         return doc["answer"]
 
     def extract(self, completion: str) -> str | None:
-        return strict_answer(completion)
+        return normalized_answer(completion, "strict_match")
 
     def metrics(self, doc: Doc, completion: str) -> dict[str, float]:
-        gold = gold_answer(doc)
-        return {
-            "exact_match": float(strict_answer(completion) == gold),
-            "flexible_match": float(flexible_answer(completion) == gold),
-        }
+        """GSM8K's scoring (`tasks.gsm8k`): `exact_match` is its strict match, `flexible_match` its flexible one."""
+        matches = answer_matches(doc["answer"], completion)
+        return {"exact_match": matches["strict_match"], "flexible_match": matches["flexible_match"]}
