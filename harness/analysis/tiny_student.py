@@ -58,12 +58,12 @@ class TinyGRU(nn.Module):
 
 
 def model_student(model: TinyGRU) -> StudentFn:
-    """The model as a `StudentFn` (float64 probabilities)."""
+    """The model as a `StudentFn` (float32 probabilities)."""
 
     @torch.no_grad()
     def student(tokens: np.ndarray) -> np.ndarray:
         logits = model(torch.from_numpy(np.asarray(tokens, dtype=np.int64)))
-        return logits.double().softmax(dim=-1).numpy()
+        return logits.softmax(dim=-1).numpy()
 
     return student
 
