@@ -32,12 +32,13 @@ METHODS: dict[str, HardWeight] = {
 
 @dataclass(frozen=True)
 class TrainConfig:
-    texts: int = 2000
-    steps: int = 300
+    texts: int = 3000
+    steps: int = 800
     batch_size: int = 64
     learning_rate: float = 1e-2
+    max_grad_norm: float = 1.0
     embedding: int = 16
-    hidden: int = 32
+    hidden: int = 64
 
 
 class TinyGRU(nn.Module):
@@ -100,5 +101,6 @@ def train_student(process: FiniteStateTeacher, method: str, seed: int, config: T
         loss = (per_position * live[batch]).sum() / live[batch].sum()
         optimizer.zero_grad()
         loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
         optimizer.step()
     return model.eval()
