@@ -32,6 +32,16 @@ TRACKED_PACKAGES = (
 )
 
 
+def utc_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def new_run_id(pair: str, method: str, seed: int, created: str | None = None) -> str:
+    """A unique, sortable run id: pair, method, seed, UTC time and a random suffix."""
+    stamp = (created or utc_now()).replace("-", "").replace(":", "")
+    return f"{pair}-{method}-s{seed}-{stamp}-{secrets.token_hex(3)}"
+
+
 @dataclass
 class TaskScore:
     """A benchmark's score for one model: the primary metric, the number of docs, and any other metrics."""
@@ -62,10 +72,9 @@ class RunRecord:
 
     def __post_init__(self) -> None:
         if not self.created:
-            self.created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            self.created = utc_now()
         if not self.run_id:
-            stamp = self.created.replace("-", "").replace(":", "")
-            self.run_id = f"{self.pair}-{self.method}-s{self.seed}-{stamp}-{secrets.token_hex(3)}"
+            self.run_id = new_run_id(self.pair, self.method, self.seed, self.created)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -77,9 +86,7 @@ class RunRecord:
         if version != SCHEMA_VERSION:
             raise ValueError(f"schema_version {version!r}, expected {SCHEMA_VERSION}")
         known = set(cls.__dataclass_fields__)
-        missing = [
-            name for name in known if name not in data and name not in ("run_id", "created", "attempts")
-        ]
+        missing = [name for name in known if name not in data and name not in ("run_id", "created", "attempts")]
         if missing:
             raise ValueError(f"missing fields: {', '.join(sorted(missing))}")
         extra = set(data) - known
@@ -114,9 +121,7 @@ def code_version() -> str | None:
     """The git commit of the harness checkout, with '+dirty' when it has local changes; None outside git."""
     here = Path(__file__).resolve().parent
     try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=True
-        )
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=True)
         dirty = subprocess.run(["git", "status", "--porcelain"], cwd=here, capture_output=True, text=True)
     except (OSError, subprocess.CalledProcessError):
         return None

@@ -36,16 +36,29 @@ ANSWER_RE = re.compile(r"####\s*(-?[\d,]*\.?\d+)")
 NUMBER_RE = re.compile(r"-?\d[\d,]*\.?\d*")
 
 
+def worked_answer(a: int, b: int, op: str) -> str:
+    """A place-value worked solution, GSM8K-style: each step is a one-digit fact, the last line `#### N`."""
+    if op == "+":
+        tens, units = (a // 10 + b // 10) * 10, a % 10 + b % 10
+        steps = f"{a} + {b} = {tens} + {units} = {tens + units}"
+        result = a + b
+    else:
+        partial = a - (b // 10) * 10
+        steps = f"{a} - {b} = {partial} - {b % 10} = {partial - b % 10}"
+        result = a - b
+    return f"{steps}\n#### {result}"
+
+
 def make_problem(rng: random.Random) -> Doc:
     """One word problem with its worked answer."""
     a, b = rng.randint(10, 99), rng.randint(10, 99)
     if rng.random() < 0.5:
-        template, op, result = rng.choice(ADD_TEMPLATES), "+", a + b
+        template, op = rng.choice(ADD_TEMPLATES), "+"
     else:
         a, b = max(a, b), min(a, b)
-        template, op, result = rng.choice(SUB_TEMPLATES), "-", a - b
+        template, op = rng.choice(SUB_TEMPLATES), "-"
     question = template.format(n=rng.choice(NAMES), o=rng.choice(OBJECTS), a=a, b=b)
-    return {"question": question, "answer": f"{a} {op} {b} = {result}\n#### {result}"}
+    return {"question": question, "answer": worked_answer(a, b, op)}
 
 
 @cache
@@ -83,7 +96,7 @@ def flexible_answer(completion: str) -> str | None:
 @register_task("arith")
 class Arith(Task):
     primary_metric = "exact_match"
-    max_new_tokens = 24
+    max_new_tokens = 32
     stop = ("\n\n",)
 
     def docs(self, split: str = "test") -> list[Doc]:

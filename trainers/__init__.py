@@ -1,0 +1,36 @@
+"""Distillation objectives and the training loop, on top of exact per-token divergences.
+
+Public API: `token_divergence` / `divergence_from_logprobs` (every divergence, per position), top-k soft labels
+(`topk_logprobs`, `topk_divergence`), the method registry (`load_method`, `METHODS`, `register_method`), the
+chunked loss and the training loop (`train`, `TrainConfig`).
+"""
+
+from trainers.chunked import chunked_token_loss
+from trainers.divergences import DIVERGENCES, DivergenceSpec, divergence_from_logprobs, token_divergence
+from trainers.loop import TrainConfig, TrainResult, train
+from trainers.objectives import METHODS, Objective, load_method, method_names, register_method
+from trainers.topk import TopK, mean_topk_gap, topk_divergence, topk_features, topk_logprobs
+from trainers.vocab import align_logits, shared_vocab
+
+__all__ = [
+    "DIVERGENCES",
+    "METHODS",
+    "DivergenceSpec",
+    "Objective",
+    "TopK",
+    "TrainConfig",
+    "TrainResult",
+    "align_logits",
+    "chunked_token_loss",
+    "divergence_from_logprobs",
+    "load_method",
+    "mean_topk_gap",
+    "method_names",
+    "register_method",
+    "shared_vocab",
+    "token_divergence",
+    "topk_divergence",
+    "topk_features",
+    "topk_logprobs",
+    "train",
+]

@@ -1,0 +1,283 @@
+"""The `harness` command line: run, eval, leaderboard, pairs, methods."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.logging import RichHandler
+from rich.table import Table
+
+from harness.errors import HarnessError
+from harness.progress import console
+
+app = typer.Typer(
+    help="KD Harness: compare knowledge-distillation methods on fixed teacher-student pairs, with their cost.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+STATE = {"debug": False}
+
+ResultsDir = Annotated[Path, typer.Option("--results-dir", help="Where records, samples and the leaderboard live.")]
+PairsFile = Annotated[
+    Path | None, typer.Option("--pairs-file", help="A pairs TOML file to use instead of the shipped one.")
+]
+
+
+def parse_params(items: list[str]) -> dict[str, object]:
+    """`key=value` strings to a dict; values are read as JSON when they parse (numbers, true/false), else strings."""
+    params: dict[str, object] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise HarnessError(f"malformed --param {item!r}; expected key=value")
+        try:
+            params[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            params[key] = raw
+    return params
+
+
+@app.callback()
+def main_options(
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+) -> None:
+    STATE["debug"] = debug
+
+
+@app.command()
+def run(
+    method: Annotated[
+        str, typer.Option("--method", "-m", help="Distillation method (see `harness methods`).")
+    ] = "hybrid",
+    pair: Annotated[str, typer.Option("--pair", "-p", help="Teacher-student pair (see `harness pairs`).")] = "tiny",
+    seed: Annotated[int, typer.Option(help="Training seed.")] = 0,
+    param: Annotated[list[str], typer.Option("--param", help="Method parameter key=value (repeatable).")] = [],  # noqa: B006
+    div: Annotated[
+        str | None, typer.Option("--div", help="Divergence for soft/hybrid methods (fkl, rkl, jsd, ...).")
+    ] = None,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Optimiser steps (default: the pair's).")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", help="Micro-batch size (default: the pair's).")
+    ] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate (default: the pair's).")] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", help="Evaluate on the first N docs of each benchmark.")
+    ] = None,
+    teacher_signal: Annotated[
+        str, typer.Option("--teacher-signal", help="Soft labels from the cached top-k or an online teacher.")
+    ] = "topk",
+    top_k: Annotated[int, typer.Option("--top-k", help="Teacher log-probs kept per token for soft labels.")] = 32,
+    backend: Annotated[str, typer.Option(help="Generation backend: auto, transformers or vllm.")] = "auto",
+    results_dir: ResultsDir = Path("results"),
+    pairs_file: PairsFile = None,
+) -> None:
+    """Distil a pair's student with a method, evaluate it, write its record and rebuild the leaderboard."""
+    from harness.leaderboard import build_leaderboard
+    from harness.pipeline import RunSpec
+    from harness.pipeline import run as run_pipeline
+
+    params = parse_params(param)
+    if div:
+        params["divergence"] = div
+    overrides = {k: v for k, v in {"max_steps": max_steps, "batch_size": batch_size, "lr": lr}.items() if v is not None}
+    spec = RunSpec(
+        pair=pair,
+        method=method,
+        method_params=params,
+        seed=seed,
+        train_overrides=overrides,
+        limit=limit,
+        teacher_signal=teacher_signal,
+        top_k=top_k,
+        backend=backend,
+        results_dir=results_dir,
+        pairs_file=pairs_file,
+    )
+    record, path = run_pipeline(spec)
+    table = Table(title=f"{record.pair} / {record.method} / seed {record.seed}")
+    for column in ("benchmark", "student", "teacher", "n"):
+        table.add_column(column)
+    for name, score in record.scores.items():
+        teacher = record.teacher_scores.get(name)
+        table.add_row(name, f"{100 * score.score:.1f}", f"{100 * teacher.score:.1f}" if teacher else "-", str(score.n))
+    console.print(table)
+    cost = record.cost
+    phases = ", ".join(
+        f"{n} {c['device_hours']:.5f}{' (cached)' if c['reused'] else ''}" for n, c in cost["phases"].items()
+    )
+    console.print(f"device-hours: {phases}; total {cost['total_device_hours']:.5f}")
+    console.print(f"record: {path}")
+    for output in build_leaderboard(results_dir):
+        console.print(f"leaderboard: {output}")
+
+
+@app.command("eval")
+def eval_(
+    model: Annotated[str, typer.Option("--model", help="A local folder or hub id of a causal LM.")],
+    tasks: Annotated[str, typer.Option("--tasks", help="Comma-separated benchmarks (see `harness tasks`).")] = "arith",
+    limit: Annotated[int | None, typer.Option("--limit", help="First N docs of each benchmark.")] = None,
+    backend: Annotated[str, typer.Option(help="Generation backend: auto, transformers or vllm.")] = "auto",
+    dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16.")] = "float32",
+    out: Annotated[Path, typer.Option("--out", help="Folder for scores.json and per-sample logs.")] = Path(
+        "results/eval"
+    ),
+    rescore: Annotated[
+        bool, typer.Option("--rescore", help="Score existing per-sample logs in --out again, without generating.")
+    ] = False,
+) -> None:
+    """Evaluate any model on benchmarks, with per-sample logs."""
+    from dataclasses import asdict
+
+    from harness.io import atomic_write_json
+    from harness.models import load_model
+    from harness.pairs import Pair
+    from harness.pipeline import RunSpec, evaluate_models
+    from tasks import load_task
+    from tasks.evaluate import rescore as rescore_log
+
+    names = [t.strip() for t in tasks.split(",") if t.strip()]
+    for name in names:
+        load_task(name)
+    if rescore:
+        scores = {}
+        for name in names:
+            log = out / "samples" / f"{name}.jsonl"
+            if not log.exists():
+                raise HarnessError(f"no per-sample log to rescore: {log}")
+            scores[name] = rescore_log(log, name, str(log.relative_to(out)))
+    else:
+        pair = Pair(
+            name="eval",
+            teacher=model,
+            student=model,
+            architecture="LlamaForCausalLM",
+            tasks=tuple(names),
+            train_task=names[0],
+            dtype=dtype,
+        )
+        loaded, tokenizer = load_model(model, pair)
+        spec = RunSpec(pair="eval", method="eval", limit=limit, backend=backend)
+        scores = evaluate_models(pair, model, loaded, tokenizer, spec, out / "samples", out)
+    atomic_write_json(out / "scores.json", {k: asdict(v) for k, v in scores.items()})
+    table = Table(title=f"{model}")
+    for column in ("benchmark", "score", "n", "metrics"):
+        table.add_column(column)
+    for name, score in scores.items():
+        metrics = ", ".join(f"{k}={100 * v:.1f}" for k, v in score.metrics.items())
+        table.add_row(name, f"{100 * score.score:.1f}", str(score.n), metrics)
+    console.print(table)
+
+
+@app.command()
+def leaderboard(
+    results_dir: ResultsDir = Path("results"),
+    baseline: Annotated[str | None, typer.Option(help="Method whose cost the others are compared with.")] = None,
+    latex: Annotated[bool, typer.Option("--latex", help="Print a booktabs LaTeX table instead.")] = False,
+) -> None:
+    """Rebuild the leaderboard (md, csv, html, plots) from the run records alone."""
+    from harness.leaderboard import build_leaderboard, leaderboard_latex
+
+    if latex:
+        print(leaderboard_latex(results_dir, baseline=baseline))
+        return
+    for output in build_leaderboard(results_dir, baseline=baseline):
+        console.print(f"wrote {output}")
+
+
+@app.command()
+def compare(
+    pair: Annotated[str, typer.Option("--pair", "-p", help="The pair whose runs are compared.")],
+    methods: Annotated[
+        str, typer.Option("--methods", help="Comma-separated methods; each is compared with the first.")
+    ],
+    tasks: Annotated[str | None, typer.Option("--tasks", help="Comma-separated benchmarks (default: all).")] = None,
+    n_boot: Annotated[int, typer.Option("--n-boot", help="Bootstrap resamples.")] = 10_000,
+    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+    all_pairs: Annotated[bool, typer.Option("--all-pairs", help="Compare every two methods.")] = False,
+    results_dir: ResultsDir = Path("results"),
+) -> None:
+    """Paired differences between methods over the same problems, with bootstrap 95% intervals."""
+    from harness.compare import compare as compare_runs
+    from harness.compare import comparison_table
+
+    names = [m.strip() for m in methods.split(",") if m.strip()]
+    task_list = [t.strip() for t in tasks.split(",")] if tasks else None
+    comparisons = compare_runs(results_dir, pair, names, tasks=task_list, n_boot=n_boot, seed=seed, all_pairs=all_pairs)
+    console.print(comparison_table(comparisons, title=f"{pair}: paired differences (95% bootstrap CI)"))
+
+
+@app.command()
+def pairs(pairs_file: PairsFile = None) -> None:
+    """List the teacher-student pairs."""
+    from harness.pairs import load_pairs
+
+    table = Table(title="pairs")
+    for column in ("pair", "teacher", "student", "architecture", "benchmarks"):
+        table.add_column(column)
+    for pair in load_pairs(pairs_file).values():
+        table.add_row(pair.name, pair.teacher, pair.student, pair.architecture, ", ".join(pair.tasks))
+    console.print(table)
+
+
+@app.command()
+def methods() -> None:
+    """List the distillation methods and their parameters."""
+    import dataclasses
+
+    from trainers.objectives import METHODS
+
+    table = Table(title="methods")
+    for column in ("method", "description", "parameters (defaults)"):
+        table.add_column(column)
+    for name in sorted(METHODS):
+        cls = METHODS[name]
+        params = ", ".join(
+            f"{f.name}={f.default if f.default is not dataclasses.MISSING else f.default_factory()}"
+            for f in dataclasses.fields(cls.Params)
+        )
+        table.add_row(name, cls.description, params or "-")
+    console.print(table)
+
+
+@app.command("tasks")
+def tasks_() -> None:
+    """List the benchmarks."""
+    from tasks import load_task, task_names
+
+    table = Table(title="benchmarks")
+    for column in ("task", "primary metric", "test docs"):
+        table.add_column(column)
+    for name in task_names():
+        task = load_task(name)
+        table.add_row(name, task.primary_metric, str(len(task.docs("test"))))
+    console.print(table)
+
+
+def quiet_library_progress() -> None:
+    """Silence transformers' and datasets' own progress bars: the harness shows one bar per phase."""
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def main() -> None:
+    """Entry point: user errors print one line and exit 2; `--debug` shows the traceback."""
+    quiet_library_progress()
+    logging.basicConfig(
+        level=logging.WARNING, format="%(message)s", handlers=[RichHandler(console=console, show_path=False)]
+    )
+    try:
+        app()
+    except HarnessError as err:
+        if STATE["debug"]:
+            raise
+        console.print(f"[red]error:[/] {err}", highlight=False)
+        sys.exit(2)

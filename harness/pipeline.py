@@ -1,0 +1,249 @@
+"""One run, top to bottom: supervise -> train -> evaluate -> record -> leaderboard.
+
+Every phase is timed by one CostLedger. Teacher supervision and teacher scores are cached and reused;
+a reused phase is charged with the cost of its original build (see harness.accounting).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from harness.accounting import CostLedger, device_count, device_kind
+from harness.cache import cache_key, cache_root
+from harness.errors import unknown_choice
+from harness.io import atomic_write_json
+from harness.models import load_model, load_tokenizer, resolve
+from harness.pairs import Pair, get_pair
+from harness.progress import console
+from harness.records import RunRecord, TaskScore, environment, new_run_id, write_record
+from harness.supervise import SupervisionSettings, encode_prompt, load_or_build_supervision
+from tasks import load_task
+from tasks.evaluate import evaluate_task
+from tasks.generation import Generator, TransformersGenerator
+from trainers.loop import TrainConfig, train
+from trainers.objectives import Objective, load_method
+from trainers.onpolicy import StudentSampler
+from trainers.vocab import shared_vocab
+
+BACKENDS = ("auto", "transformers", "vllm")
+TEACHER_SIGNALS = ("topk", "online")
+
+
+@dataclass
+class RunSpec:
+    """Everything that defines a run; two runs with equal specs are repeats of one another."""
+
+    pair: str
+    method: str
+    method_params: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    train_overrides: dict[str, Any] = field(default_factory=dict)
+    limit: int | None = None
+    teacher_signal: str = "topk"
+    top_k: int = 32
+    backend: str = "auto"
+    results_dir: Path = Path("results")
+    pairs_file: Path | None = None
+
+
+def make_generator(
+    model_ref: str, model: Any, tokenizer: Any, backend: str, pair: Pair, seed: int, vocab_rows: int | None = None
+) -> Generator:
+    """A generator on the chosen backend: vLLM when asked, or on `auto` when it is installed and a GPU is present.
+
+    `vocab_rows` limits generation to the vocabulary shared with the student."""
+    if backend == "vllm" or (backend == "auto" and importlib.util.find_spec("vllm") and torch.cuda.is_available()):
+        from tasks.vllm_backend import VLLMGenerator
+
+        return VLLMGenerator(model_ref, dtype=pair.dtype, seed=seed, vocab_rows=vocab_rows)
+    return TransformersGenerator(model, tokenizer, vocab_rows=vocab_rows)
+
+
+def train_config(pair: Pair, spec: RunSpec) -> TrainConfig:
+    values = {**pair.train, **spec.train_overrides, "seed": spec.seed}
+    valid = TrainConfig.__dataclass_fields__
+    for key in values:
+        if key not in valid:
+            raise unknown_choice("training setting", key, valid)
+    return TrainConfig(**values)
+
+
+def evaluate_models(
+    pair: Pair, model_ref: str, model: Any, tokenizer: Any, spec: RunSpec, samples_dir: Path, results_dir: Path
+) -> dict[str, TaskScore]:
+    """Scores of one model on the pair's benchmarks, with per-sample logs under `samples_dir`."""
+    generator = make_generator(model_ref, model, tokenizer, spec.backend, pair, spec.seed)
+    scores = {}
+    try:
+        for name in pair.tasks:
+            path = samples_dir / f"{name}.jsonl"
+            scores[name] = evaluate_task(
+                load_task(name),
+                generator,
+                lambda messages: tokenizer.decode(encode_prompt(pair, tokenizer, messages)),
+                limit=spec.limit,
+                seed=spec.seed,
+                samples_path=path,
+                samples_ref=str(path.relative_to(results_dir)),
+            )
+    finally:
+        generator.close()
+    return scores
+
+
+def teacher_scores(pair: Pair, teacher_ref: str, spec: RunSpec) -> dict[str, TaskScore]:
+    """The teacher's scores on the pair's benchmarks, evaluated once per (teacher, tasks, limit) and cached."""
+    key = cache_key({"teacher": teacher_ref, "tasks": pair.tasks, "limit": spec.limit, "chat": pair.chat_template})
+    folder = cache_root() / "teacher_scores" / key
+    if (folder / "scores.json").exists():
+        return {k: TaskScore(**v) for k, v in json.loads((folder / "scores.json").read_text()).items()}
+    console.print("[bold]Evaluating the teacher[/] (once; cached)")
+    model, tokenizer = load_model(teacher_ref, pair)
+    scores = evaluate_models(pair, teacher_ref, model, tokenizer, spec, folder / "samples", folder)
+    atomic_write_json(folder / "scores.json", {k: asdict(v) for k, v in scores.items()})
+    return scores
+
+
+def reference_examples(pair: Pair, tokenizer: Any) -> list[dict[str, Any]]:
+    """Prompt + the data set's own reference answer, for methods that train without a teacher (`sft`)."""
+    task = load_task(pair.train_task)
+    return [
+        {
+            "prompt_ids": encode_prompt(pair, tokenizer, task.prompt(doc)),
+            "completion_ids": tokenizer(task.reference(doc) + tokenizer.eos_token, add_special_tokens=False)[
+                "input_ids"
+            ],
+        }
+        for doc in task.docs("train")[: pair.train_prompts]
+    ]
+
+
+def check_spec(spec: RunSpec) -> tuple[Pair, Objective, TrainConfig]:
+    """Validate every name in the spec before any model is loaded."""
+    pair = get_pair(spec.pair, spec.pairs_file)
+    objective = load_method(spec.method, **spec.method_params)
+    for name in pair.tasks:
+        load_task(name)
+    if spec.backend not in BACKENDS:
+        raise unknown_choice("backend", spec.backend, BACKENDS)
+    if spec.teacher_signal not in TEACHER_SIGNALS:
+        raise unknown_choice("teacher signal", spec.teacher_signal, TEACHER_SIGNALS)
+    return pair, objective, train_config(pair, spec)
+
+
+def run(spec: RunSpec) -> tuple[RunRecord, Path]:
+    """Run one distillation experiment end to end and write its record; returns the record and its path."""
+    pair, objective, config = check_spec(spec)
+    results_dir = Path(spec.results_dir)
+    run_id = new_run_id(pair.name, objective.name, spec.seed)
+    ledger = CostLedger()
+    teacher_ref, student_ref = resolve(pair.teacher), resolve(pair.student)
+    student, tokenizer = load_model(student_ref, pair)
+    teacher_tokenizer = load_tokenizer(teacher_ref)
+    teacher_config_rows = _embedding_rows(teacher_ref)
+    vocab_rows = shared_vocab(
+        teacher_tokenizer, tokenizer, teacher_config_rows, student.get_output_embeddings().weight.shape[0]
+    )
+    teacher_model: list[Any] = []
+
+    def load_teacher() -> Any:
+        if not teacher_model:
+            teacher_model.append(load_model(teacher_ref, pair)[0])
+        return teacher_model[0]
+
+    if objective.completions == "reference":
+        examples: Any = reference_examples(pair, tokenizer)
+    else:
+        settings = SupervisionSettings(top_k=spec.top_k, seed=0)
+        examples = load_or_build_supervision(
+            pair,
+            teacher_ref,
+            teacher_tokenizer,
+            load_teacher,
+            lambda teacher: make_generator(teacher_ref, teacher, teacher_tokenizer, spec.backend, pair, 0, vocab_rows),
+            settings,
+            ledger,
+            vocab_rows,
+        )
+    online = objective.on_policy or (objective.soft_labels and spec.teacher_signal == "online")
+    sampler = None
+    if objective.on_policy:
+        params = objective.params
+        sampler = StudentSampler(
+            student,
+            tokenizer,
+            lmbda=params.lmbda,
+            temperature=params.temperature,
+            max_new_tokens=params.max_new_tokens or pair.max_new_tokens,
+            seed=spec.seed,
+        )
+    checkpoint_dir = cache_root() / "checkpoints" / cache_key({"run": asdict(spec) | {"results_dir": None}})
+    with ledger.phase("train") as cost:
+        result = train(
+            student,
+            objective,
+            examples,
+            config,
+            pad_id=tokenizer.pad_token_id,
+            teacher=load_teacher() if online else None,
+            vocab_rows=vocab_rows,
+            out_dir=checkpoint_dir,
+            cost=cost,
+            on_policy=sampler,
+            description=f"train {objective.name}",
+        )
+    model_dir = results_dir / "models" / run_id
+    student.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    with ledger.phase("evaluate") as cost:
+        scores = evaluate_models(
+            pair, str(model_dir), student, tokenizer, spec, results_dir / "samples" / run_id, results_dir
+        )
+        cost.add_work(_sample_tokens(tokenizer, results_dir, scores), sum(p.numel() for p in student.parameters()), 2)
+    record = RunRecord(
+        pair=pair.name,
+        method=objective.name,
+        seed=spec.seed,
+        method_params=objective.config(),
+        train_config={
+            **config.to_dict(),
+            "teacher_signal": spec.teacher_signal,
+            "top_k": spec.top_k,
+            "limit": spec.limit,
+        },
+        teacher=pair.teacher,
+        student=pair.student,
+        scores=scores,
+        teacher_scores=teacher_scores(pair, teacher_ref, spec),
+        cost=ledger.to_dict(),
+        environment=environment(device_kind(), device_count()),
+        run_id=run_id,
+        attempts=1 + (result.resumed_from > 0),
+    )
+    path = write_record(record, results_dir)
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    return record, path
+
+
+def _sample_tokens(tokenizer: Any, results_dir: Path, scores: dict[str, TaskScore]) -> int:
+    """Prompt + completion tokens of every logged evaluation sample."""
+    total = 0
+    for score in scores.values():
+        for line in (results_dir / score.samples).read_text().splitlines():
+            row = json.loads(line)
+            total += len(tokenizer(row["prompt"] + row["completion"], add_special_tokens=False)["input_ids"])
+    return total
+
+
+def _embedding_rows(model_ref: str) -> int:
+    """Rows of a model's output embedding, read from its config without loading weights."""
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(model_ref).vocab_size

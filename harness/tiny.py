@@ -1,0 +1,142 @@
+"""The `tiny` pair: a small Llama-style teacher and a smaller student, built offline on CPU in minutes.
+
+Both are trained from scratch with the `sft` method on the synthetic `arith` train split, using a
+byte-level BPE tokenizer trained on the same text. The teacher trains longer and is bigger, so it
+clearly beats the student before distillation. Built once per spec and cached under
+`cache_root()/tiny/<key>/{teacher,student}`; later runs load them from there.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from harness.cache import cache_key, cache_root
+from harness.io import atomic_write_json
+from harness.progress import console
+
+SPECIAL_TOKENS = ("<|pad|>", "<|end|>", "<|user|>", "<|assistant|>")
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}<|end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class TinyModelSpec:
+    hidden_size: int
+    layers: int
+    heads: int
+    intermediate_size: int
+    steps: int
+    lr: float
+
+
+@dataclass(frozen=True)
+class TinySpec:
+    vocab_size: int = 384
+    teacher: TinyModelSpec = TinyModelSpec(
+        hidden_size=160, layers=4, heads=4, intermediate_size=448, steps=900, lr=3e-3
+    )
+    student: TinyModelSpec = TinyModelSpec(hidden_size=64, layers=2, heads=2, intermediate_size=192, steps=150, lr=3e-3)
+    batch_size: int = 64
+    seed: int = 0
+
+
+def build_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer with single-digit number tokens and a small chat template."""
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, pad_token="<|pad|>", eos_token="<|end|>", padding_side="left"
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def build_model(spec: TinyModelSpec, tokenizer: PreTrainedTokenizerFast, seed: int) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=spec.hidden_size,
+        intermediate_size=spec.intermediate_size,
+        num_hidden_layers=spec.layers,
+        num_attention_heads=spec.heads,
+        num_key_value_heads=spec.heads,
+        max_position_embeddings=256,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=None,
+    )
+    return LlamaForCausalLM(config)
+
+
+DEFAULT_SPEC = TinySpec()
+
+
+def tiny_pair_dir(spec: TinySpec) -> Path:
+    return cache_root() / "tiny" / cache_key(asdict(spec))
+
+
+def ensure_tiny_pair(spec: TinySpec | None = None) -> Path:
+    """Build (once) and return the folder holding `teacher/` and `student/` of the tiny pair."""
+    spec = spec or DEFAULT_SPEC
+    root = tiny_pair_dir(spec)
+    if (root / "spec.json").exists():
+        return root
+    from tasks import load_task
+    from trainers.loop import TrainConfig, train
+    from trainers.objectives import load_method
+
+    console.print(f"[bold]Building the tiny pair[/] (once) in {root}")
+    task = load_task("arith")
+    docs = task.docs("train")
+    tokenizer = build_tokenizer([d["question"] + "\n" + d["answer"] for d in docs], spec.vocab_size)
+    examples = reference_examples(task, docs, tokenizer)
+    staging = root.with_name(root.name + ".building")
+    shutil.rmtree(staging, ignore_errors=True)
+    for role in ("teacher", "student"):
+        model_spec = getattr(spec, role)
+        model = build_model(model_spec, tokenizer, spec.seed)
+        config = TrainConfig(max_steps=model_spec.steps, batch_size=spec.batch_size, lr=model_spec.lr, seed=spec.seed)
+        train(model, load_method("sft"), examples, config, pad_id=tokenizer.pad_token_id, description=f"tiny {role}")
+        model.save_pretrained(staging / role)
+        tokenizer.save_pretrained(staging / role)
+    atomic_write_json(staging / "spec.json", asdict(spec))
+    shutil.rmtree(root, ignore_errors=True)
+    staging.rename(root)
+    return root
+
+
+def reference_examples(task, docs, tokenizer) -> list[dict]:
+    """Prompt + reference-answer token ids for `sft` training."""
+    from tasks.generation import render_prompt
+
+    examples = []
+    for doc in docs:
+        prompt = render_prompt(tokenizer, task.prompt(doc))
+        examples.append(
+            {
+                "prompt_ids": tokenizer(prompt, add_special_tokens=False)["input_ids"],
+                "completion_ids": tokenizer(task.reference(doc) + tokenizer.eos_token, add_special_tokens=False)[
+                    "input_ids"
+                ],
+            }
+        )
+    return examples

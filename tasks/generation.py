@@ -1,0 +1,135 @@
+"""Generation backends behind one interface: Hugging Face transformers here, vLLM in `tasks.vllm_backend`.
+
+A generator takes rendered prompt strings (or token ids) and returns completions; sampling settings
+(max tokens, temperature, stop strings, seed, n) mean the same on every backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from harness.progress import progress_bar
+from tasks.base import Messages
+
+
+def render_prompt(tokenizer: PreTrainedTokenizerBase, messages: Messages) -> str:
+    """The model's chat template applied to `messages`; plain concatenated contents when it has none."""
+    if tokenizer.chat_template:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return "\n\n".join(m["content"] for m in messages) + "\n"
+
+
+def truncate_at_stop(text: str, stop: Sequence[str]) -> str:
+    """`text` cut before the first stop string."""
+    cut = min((i for s in stop if (i := text.find(s)) >= 0), default=len(text))
+    return text[:cut]
+
+
+class Generator(Protocol):
+    def generate(
+        self,
+        prompts: list[str],
+        *,
+        max_new_tokens: int,
+        temperature: float = 0.0,
+        stop: Sequence[str] = (),
+        seed: int = 0,
+        n: int = 1,
+    ) -> list[list[str]]:
+        """`n` completions for each prompt."""
+
+    def generate_ids(
+        self, prompt_ids: list[list[int]], *, max_new_tokens: int, temperature: float = 0.0, seed: int = 0
+    ) -> list[list[int]]:
+        """One completion's token ids (ending at EOS, which is kept) for each prompt."""
+
+    def close(self) -> None: ...
+
+
+class TransformersGenerator:
+    """Batched `model.generate` with left padding, on CPU or GPU."""
+
+    def __init__(
+        self,
+        model: PreTrainedModel | str,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        *,
+        batch_size: int = 64,
+        dtype: torch.dtype = torch.float32,
+        description: str = "generate",
+        vocab_rows: int | None = None,
+    ) -> None:
+        """`vocab_rows`: only ids below it may be generated (a teacher whose padded embedding has more rows
+        than the vocabulary it shares with its student must not emit the extra ones)."""
+        if isinstance(model, str):
+            tokenizer = tokenizer or AutoTokenizer.from_pretrained(model)
+            model = AutoModelForCausalLM.from_pretrained(model, dtype=dtype)
+        if torch.cuda.is_available():
+            model = model.to("cuda")
+        self.model, self.tokenizer = model.eval(), tokenizer
+        self.batch_size, self.description = batch_size, description
+        rows = model.get_output_embeddings().weight.shape[0]
+        self.suppress = list(range(vocab_rows, rows)) if vocab_rows is not None and vocab_rows < rows else None
+
+    def generate_ids(
+        self, prompt_ids: list[list[int]], *, max_new_tokens: int, temperature: float = 0.0, seed: int = 0
+    ) -> list[list[int]]:
+        torch.manual_seed(seed)
+        pad, eos = self.tokenizer.pad_token_id, self.tokenizer.eos_token_id
+        order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
+        results: list[list[int]] = [[] for _ in prompt_ids]
+        sampling = (
+            {"do_sample": True, "temperature": temperature, "top_k": 0} if temperature > 0 else {"do_sample": False}
+        )
+        with progress_bar(self.description, total=len(prompt_ids)) as advance:
+            for start in range(0, len(order), self.batch_size):
+                index = order[start : start + self.batch_size]
+                width = max(len(prompt_ids[i]) for i in index)
+                ids = torch.full((len(index), width), pad, dtype=torch.long)
+                mask = torch.zeros_like(ids)
+                for row, i in enumerate(index):
+                    ids[row, width - len(prompt_ids[i]) :] = torch.tensor(prompt_ids[i])
+                    mask[row, width - len(prompt_ids[i]) :] = 1
+                with torch.no_grad():
+                    out = self.model.generate(
+                        input_ids=ids.to(self.model.device),
+                        attention_mask=mask.to(self.model.device),
+                        max_new_tokens=max_new_tokens,
+                        pad_token_id=pad,
+                        eos_token_id=eos,
+                        suppress_tokens=self.suppress,
+                        **sampling,
+                    )
+                for row, i in enumerate(index):
+                    tokens = out[row, width:].tolist()
+                    results[i] = tokens[: tokens.index(eos) + 1] if eos in tokens else tokens
+                advance(len(index))
+        return results
+
+    def generate(
+        self,
+        prompts: list[str],
+        *,
+        max_new_tokens: int,
+        temperature: float = 0.0,
+        stop: Sequence[str] = (),
+        seed: int = 0,
+        n: int = 1,
+    ) -> list[list[str]]:
+        prompt_ids = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        outputs: list[list[str]] = [[] for _ in prompts]
+        for sample in range(n):
+            ids = self.generate_ids(
+                prompt_ids, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed + sample
+            )
+            for i, tokens in enumerate(ids):
+                text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+                outputs[i].append(truncate_at_stop(text, stop))
+        return outputs
+
+    def close(self) -> None:
+        """Nothing to release: the model is garbage-collected with the generator."""

@@ -1,0 +1,28 @@
+"""Shared fixtures: one thread, an isolated cache, and tiny models built offline."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+torch.set_num_threads(1)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HARNESS_NO_PROGRESS", "1")
+os.environ.setdefault("COLUMNS", "200")  # rich tables untruncated in captured output
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never write to the user's cache; each test session shares one (tiny pair built once)."""
+    monkeypatch.setenv("HARNESS_CACHE", os.environ.get("HARNESS_TEST_CACHE") or str(_session_cache(tmp_path_factory)))
+
+
+_CACHE: list[str] = []
+
+
+def _session_cache(factory: pytest.TempPathFactory) -> str:
+    if not _CACHE:
+        _CACHE.append(str(factory.getbasetemp() / "harness-cache"))
+    return _CACHE[0]

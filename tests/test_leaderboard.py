@@ -1,0 +1,386 @@
+"""Leaderboard: cost charging, grouping, statistics, outputs, determinism and bad records (fake test data)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+
+from harness.accounting import CostLedger
+from harness.errors import HarnessError
+from harness.leaderboard import (
+    build_leaderboard,
+    charged_hours,
+    fmt_hours,
+    latex_escape,
+    leaderboard,
+    leaderboard_latex,
+)
+from harness.plots import pareto_front
+from harness.records import TaskScore, load_records, write_record
+from tests.fake_records import (
+    ACCURACY,
+    SUPERVISE_QWEN,
+    SUPERVISE_TINY,
+    cost,
+    make_record,
+    phase,
+    write_fake_results,
+)
+
+
+@pytest.fixture
+def results(tmp_path: Path) -> Path:
+    write_fake_results(tmp_path)
+    return tmp_path
+
+
+def _table(board, pair):
+    return next(t for t in board.tables if t.pair == pair)
+
+
+def _row(board, pair, label):
+    return next(r for r in _table(board, pair).rows if r.label == label)
+
+
+# ---------------------------------------------------------------- cost
+
+
+def test_ledger_device_hours_reach_the_leaderboard(tmp_path: Path) -> None:
+    """Device-hours = wall x devices / 3600 from the real ledger; a cache hit is charged half the build."""
+    builder = CostLedger()
+    with builder.phase("supervise", devices=2) as supervise:
+        supervise.cache_key = "teacher-sup"
+        sum(range(20000))
+    with builder.phase("train", devices=2):
+        sum(range(20000))
+    built = builder.phases["supervise"]
+    assert built.device_hours == pytest.approx(built.wall_s * 2 / 3600)
+    assert builder.phases["train"].device_hours == pytest.approx(builder.phases["train"].wall_s * 2 / 3600)
+
+    reuser = CostLedger()
+    reuser.reuse("supervise", "teacher-sup", asdict(built))
+    with reuser.phase("train", devices=1):
+        sum(range(20000))
+    assert reuser.phases["supervise"].reused
+    assert reuser.to_dict()["fresh_device_hours"] == pytest.approx(reuser.phases["train"].device_hours)
+
+    score = {"arith": TaskScore(score=0.5, n=10)}
+    a = make_record("tiny", "hard", 0, score, {}, method_params={"x": 1})
+    b = make_record("tiny", "soft", 0, score, {}, method_params={"x": 1})
+    a.cost, b.cost = builder.to_dict(), reuser.to_dict()
+    write_record(a, tmp_path)
+    write_record(b, tmp_path)
+    board = leaderboard(tmp_path)
+    hard, soft = _row(board, "tiny", "hard"), _row(board, "tiny", "soft")
+    assert hard.phase_hours["supervise"] == pytest.approx(built.device_hours / 2)
+    assert soft.phase_hours["supervise"] == pytest.approx(built.device_hours / 2)
+    assert hard.total_hours == pytest.approx(built.device_hours / 2 + builder.phases["train"].device_hours)
+    assert soft.standalone_hours == pytest.approx(reuser.to_dict()["total_device_hours"])
+    spent = builder.to_dict()["fresh_device_hours"] + reuser.to_dict()["fresh_device_hours"]
+    assert hard.total_hours + soft.total_hours == pytest.approx(spent)
+
+
+def test_cache_build_is_split_among_its_users() -> None:
+    key = "k1"
+    runs = [
+        make_record("tiny", "hard", 0, {}, {"supervise": phase(0.3, cache_key=key), "train": phase(0.1)}),
+        make_record("tiny", "soft", 0, {}, {"supervise": phase(0.3, reused=True, cache_key=key), "train": phase(0.2)}),
+        make_record("tiny", "hybrid", 0, {}, {"supervise": phase(0.3, reused=True, cache_key=key)}),
+        make_record("tiny", "gkd", 0, {}, {"train": phase(0.5)}),
+    ]
+    charged = charged_hours(runs)
+    assert [charged[r.run_id]["supervise"] for r in runs[:3]] == pytest.approx([0.1, 0.1, 0.1])
+    assert "supervise" not in charged[runs[3].run_id]
+    assert charged[runs[1].run_id]["train"] == pytest.approx(0.2)
+    spent = sum(p["device_hours"] for r in runs for p in r.cost["phases"].values() if not p["reused"])
+    assert sum(sum(c.values()) for c in charged.values()) == pytest.approx(spent)
+
+
+def test_cache_without_its_builder_charges_the_carried_cost_once() -> None:
+    """The run that built the entry is not in the results: its carried cost is split among the reusers."""
+    runs = [
+        make_record("tiny", m, 0, {}, {"supervise": phase(0.6, reused=True, cache_key="k")}) for m in ("a", "b", "c")
+    ]
+    assert [charged_hours(runs)[r.run_id]["supervise"] for r in runs] == pytest.approx([0.2, 0.2, 0.2])
+
+
+def test_rows_charge_each_run_its_share(results: Path) -> None:
+    board = leaderboard(results, baseline="gkd")
+    tiny_users = sum(1 for (pair, method, _) in ACCURACY if pair == "tiny" and method != "gkd")
+    hybrid = _row(board, "tiny", "hybrid")
+    assert hybrid.phase_hours["supervise"] == pytest.approx(SUPERVISE_TINY["hours"] / tiny_users)
+    assert hybrid.phase_hours["train"] == pytest.approx((0.010 + 0.011) / 2)
+    assert hybrid.total_hours == pytest.approx(SUPERVISE_TINY["hours"] / tiny_users + 0.0105 + 0.002)
+    assert hybrid.standalone_hours == pytest.approx(SUPERVISE_TINY["hours"] + 0.0105 + 0.002)
+    gkd = _row(board, "tiny", "gkd")
+    assert "supervise" not in gkd.phase_hours
+    assert hybrid.cheaper == pytest.approx(gkd.total_hours / hybrid.total_hours)
+    assert hybrid.cheaper_standalone == pytest.approx(gkd.standalone_hours / hybrid.standalone_hours)
+    assert gkd.cheaper == pytest.approx(1.0)
+    qwen_alpha5 = _row(board, "qwen", "hybrid (alpha=0.5)")
+    assert qwen_alpha5.phase_hours["supervise"] == pytest.approx(SUPERVISE_QWEN["hours"] / 3)
+
+
+def test_amortised_totals_add_up_to_what_was_spent(results: Path) -> None:
+    records = [json.loads(p.read_text()) for p in sorted((results / "runs").glob("*.json"))]
+    spent = sum(p["device_hours"] for r in records for p in r["cost"]["phases"].values() if not p["reused"])
+    board = leaderboard(results)
+    total = sum(row.total_hours * row.seeds for table in board.tables for row in table.rows)
+    assert total == pytest.approx(spent)
+    standalone = sum(row.standalone_hours * row.seeds for table in board.tables for row in table.rows)
+    assert standalone > total
+
+
+# ---------------------------------------------------------------- rows, scores, labels
+
+
+def test_scores_are_mean_and_sample_std_over_seeds_in_percent(results: Path) -> None:
+    board = leaderboard(results)
+    for (pair, method, _), _ in ACCURACY.items():
+        values = [100 * acc["arith"] for (p, m, _), acc in ACCURACY.items() if (p, m) == (pair, method)]
+        stat = _row(board, pair, method).scores["arith"]
+        assert stat.n == len(values) == _row(board, pair, method).seeds
+        assert stat.mean == pytest.approx(statistics.mean(values))
+        assert stat.std == pytest.approx(statistics.stdev(values))
+    assert _table(board, "tiny").teacher_scores["arith"].mean == pytest.approx(68.0)
+
+
+def test_different_settings_are_separate_rows_with_labels(results: Path) -> None:
+    board = leaderboard(results)
+    labels = [r.label for r in _table(board, "qwen").rows]
+    assert labels == ["gkd", "hybrid (alpha=0.2)", "hybrid (alpha=0.5)"]
+    assert [r.seeds for r in _table(board, "qwen").rows] == [1, 1, 2]
+    assert [r.label for r in _table(board, "tiny").rows] == ["gkd", "hard", "hybrid", "soft"]
+
+
+def test_train_config_differences_split_rows(tmp_path: Path) -> None:
+    score = {"arith": TaskScore(score=0.5, n=10)}
+    for steps in (50, 200):
+        for seed in (0, 1):
+            rec = make_record("tiny", "hard", seed, score, {"train": phase(0.01)}, train_config={"max_steps": steps})
+            rec.run_id += f"-{steps}"
+            write_record(rec, tmp_path)
+    rows = _table(leaderboard(tmp_path), "tiny").rows
+    assert [(r.label, r.seeds) for r in rows] == [("hard (max_steps=200)", 2), ("hard (max_steps=50)", 2)]
+
+
+def test_baseline_errors(results: Path) -> None:
+    with pytest.raises(HarnessError, match=r"unknown baseline method 'nope'.*gkd"):
+        leaderboard(results, baseline="nope")
+    with pytest.raises(HarnessError, match=r"several settings on pair 'qwen'.*hybrid \(alpha=0.2\)"):
+        leaderboard(results, baseline="hybrid")
+    board = leaderboard(results, baseline="hybrid (alpha=0.5)")
+    assert _table(board, "qwen").baseline == "hybrid (alpha=0.5)"
+    assert _table(board, "tiny").baseline is None
+    assert _row(board, "tiny", "hybrid").cheaper is None
+
+
+# ---------------------------------------------------------------- outputs
+
+
+def test_markdown_shows_rows_teacher_and_costs(results: Path) -> None:
+    build_leaderboard(results, baseline="gkd")
+    md = (results / "leaderboard.md").read_text()
+    board = leaderboard(results, baseline="gkd")
+    hybrid = _row(board, "tiny", "hybrid")
+    line = next(x for x in md.splitlines() if x.startswith("| hybrid |"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[:3] == ["hybrid", "2", f"{hybrid.scores['arith'].mean:.1f} ± {hybrid.scores['arith'].std:.1f}"]
+    assert fmt_hours(hybrid.total_hours) in cells
+    assert f"{hybrid.cheaper:.2f}x" in cells
+    assert "| teacher (reference) | – | 68.0 |" in md
+    assert "## qwen: `qwen-teacher` → `qwen-student`" in md
+
+
+def test_csv_has_one_row_per_setting_and_teacher(results: Path) -> None:
+    build_leaderboard(results, baseline="gkd")
+    rows = list(csv.DictReader((results / "leaderboard.csv").open()))
+    students = [(r["pair"], r["label"]) for r in rows if r["role"] == "student"]
+    assert students == [
+        ("qwen", "gkd"),
+        ("qwen", "hybrid (alpha=0.2)"),
+        ("qwen", "hybrid (alpha=0.5)"),
+        ("tiny", "gkd"),
+        ("tiny", "hard"),
+        ("tiny", "hybrid"),
+        ("tiny", "soft"),
+    ]
+    hybrid = next(r for r in rows if r["label"] == "hybrid" and r["pair"] == "tiny")
+    board = leaderboard(results, baseline="gkd")
+    assert float(hybrid["total_device_hours"]) == pytest.approx(_row(board, "tiny", "hybrid").total_hours, rel=1e-5)
+    assert float(hybrid["arith_mean"]) == pytest.approx(31.0)
+    assert hybrid["gsm8k_mean"] == ""
+    assert [r["label"] for r in rows if r["role"] == "teacher"] == ["qwen-teacher", "tiny-teacher"]
+
+
+def test_latex_bolds_the_best_per_benchmark_and_escapes(tmp_path: Path) -> None:
+    score = lambda s: {"arith": TaskScore(score=s, n=10)}  # noqa: E731
+    write_record(make_record("tiny", "a_b&c", 0, score(0.4), {"train": phase(0.01)}), tmp_path)
+    write_record(make_record("tiny", "50%", 0, score(0.6), {"train": phase(0.02)}), tmp_path)
+    tex = leaderboard_latex(tmp_path, baseline="a_b&c")
+    assert "\\toprule" in tex and "\\midrule" in tex and "\\bottomrule" in tex
+    assert "a\\_b\\&c & 1 & $40.0$" in tex
+    assert "50\\% & 1 & $\\mathbf{60.0}$" in tex
+    assert "$68.0$" in tex and "\\mathbf{68.0}" not in tex  # the teacher is a reference, never bold
+    assert latex_escape("x^2 {y} ~ #1 $ \\") == (
+        "x\\textasciicircum{}2 \\{y\\} \\textasciitilde{} \\#1 \\$ \\textbackslash{}"
+    )
+
+
+def test_html_is_self_contained(results: Path) -> None:
+    paths = build_leaderboard(results)
+    html = (results / "leaderboard.html").read_text()
+    assert html.count('<table class="sortable">') == 2
+    pngs = [p for p in paths if p.suffix == ".png"]
+    assert {p.name for p in pngs} == {"pareto-tiny.png", "scores-tiny.png", "pareto-qwen.png", "scores-qwen.png"}
+    assert html.count('src="data:image/png;base64,') == len(pngs)
+    for marker in ("http://", "https://", "<link", 'src="http', "@import"):
+        assert marker not in html
+
+
+def test_pareto_front() -> None:
+    points = [(1.0, 30.0), (1.0, 25.0), (2.0, 29.0), (3.0, 35.0), (4.0, 35.0), (0.5, 10.0), (3.0, 35.0)]
+    assert pareto_front(points) == [5, 0, 3]
+    assert pareto_front([]) == []
+
+
+def test_hours_format() -> None:
+    assert [fmt_hours(h) for h in (0.0, 0.000123456, 0.0165, 0.25, 2.8167, 12.25, 1234.5)] == [
+        "0",
+        "0.000123",
+        "0.0165",
+        "0.250",
+        "2.82",
+        "12.2",
+        "1234",
+    ]
+
+
+def test_empty_results_dir_builds(tmp_path: Path) -> None:
+    build_leaderboard(tmp_path)
+    assert "No run records yet." in (tmp_path / "leaderboard.md").read_text()
+    assert (tmp_path / "leaderboard.csv").read_text().startswith("pair,role,method,label")
+
+
+def test_plots_of_a_pair_that_left_are_removed(results: Path) -> None:
+    build_leaderboard(results)
+    for path in (results / "runs").glob("qwen-*.json"):
+        path.unlink()
+    build_leaderboard(results)
+    assert sorted(p.name for p in (results / "plots").iterdir()) == ["pareto-tiny.png", "scores-tiny.png"]
+
+
+# ---------------------------------------------------------------- determinism
+
+
+def _outputs(results: Path, baseline: str | None) -> dict[str, bytes]:
+    paths = build_leaderboard(results, baseline=baseline)
+    out = {str(p.relative_to(results)): p.read_bytes() for p in paths}
+    out["leaderboard.tex"] = leaderboard_latex(results, baseline=baseline).encode()
+    return out
+
+
+def test_rebuild_is_byte_identical(results: Path) -> None:
+    first = _outputs(results, "gkd")
+    assert set(first) >= {"leaderboard.md", "leaderboard.csv", "leaderboard.html", "plots/pareto-tiny.png"}
+    assert _outputs(results, "gkd") == first
+    for name in first:
+        (results / name).unlink(missing_ok=True)
+    shutil.rmtree(results / "plots")
+    assert _outputs(results, "gkd") == first
+    assert b"Software" not in first["plots/pareto-tiny.png"]
+
+
+def test_rebuild_in_another_process_and_hash_seed_is_byte_identical(results: Path) -> None:
+    """Set iteration order (PYTHONHASHSEED) and a fresh interpreter must not change any byte."""
+    first = _outputs(results, "gkd")
+    script = (
+        "import sys; from harness.leaderboard import build_leaderboard; build_leaderboard(sys.argv[1], baseline='gkd')"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": "12345", "MPLBACKEND": "pdf"}
+    subprocess.run([sys.executable, "-c", script, str(results)], check=True, env=env, cwd=Path(__file__).parents[1])
+    assert {name: (results / name).read_bytes() for name in first if name != "leaderboard.tex"} == {
+        name: data for name, data in first.items() if name != "leaderboard.tex"
+    }
+
+
+# ---------------------------------------------------------------- bad records
+
+
+def test_bad_records_are_reported_by_name_and_skipped(results: Path, caplog: pytest.LogCaptureFixture) -> None:
+    runs = results / "runs"
+    good = json.loads(next(iter(sorted(runs.glob("tiny-hybrid-*.json")))).read_text())
+    (runs / "broken.json").write_text('{"pair": "tiny", ')
+    (runs / "future.json").write_text(json.dumps({**good, "schema_version": 99, "run_id": "future"}))
+    (runs / "partial.json").write_text(json.dumps({k: v for k, v in good.items() if k != "cost"}))
+    no_phases = {**good, "run_id": "no-phases", "cost": {"total_device_hours": 1.0}}
+    (runs / "no-phases.json").write_text(json.dumps(no_phases))
+    negative = {**good, "run_id": "negative", "cost": cost({"train": phase(-1.0)})}
+    (runs / "negative.json").write_text(json.dumps(negative))
+    before = sorted(p.name for p in runs.iterdir())
+
+    with caplog.at_level(logging.WARNING, logger="harness.leaderboard"):
+        build_leaderboard(results)
+    problems = leaderboard(results).problems
+    expected = {
+        "broken.json": "Expecting",
+        "future.json": "schema_version 99",
+        "partial.json": "missing fields: cost",
+        "no-phases.json": "cost.phases missing",
+        "negative.json": "device_hours",
+    }
+    assert len(problems) == len(expected)
+    for name, reason in expected.items():
+        line = next(p for p in problems if p.startswith(f"{name}: skipped"))
+        assert reason in line
+        assert line in caplog.text
+    md = (results / "leaderboard.md").read_text()
+    assert "## Skipped records" in md and "- broken.json: skipped" in md
+    assert "broken.json: skipped" in (results / "leaderboard.html").read_text()
+    assert _row(leaderboard(results), "tiny", "hybrid").seeds == 2  # the good records still count
+    assert sorted(p.name for p in runs.iterdir()) == before  # nothing deleted
+
+
+def test_concurrent_runs_never_collide(tmp_path: Path) -> None:
+    """Runs with the same pair, method, seed and second write distinct files; all load."""
+    score = {"arith": TaskScore(score=0.5, n=10)}
+
+    def write(_: int) -> None:
+        record = make_record("tiny", "hard", 0, score, {"train": phase(0.01)})
+        record.run_id = ""  # let the record name itself, as a real run does
+        record.__post_init__()
+        write_record(record, tmp_path)
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(32)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(list((tmp_path / "runs").glob("*.json"))) == 32
+    records, problems = load_records(tmp_path)
+    assert len({r.run_id for r in records}) == 32 and problems == []
+
+
+def test_a_rerun_of_a_seed_replaces_the_earlier_run(tmp_path: Path) -> None:
+    for seed, created, accuracy in [(0, "2026-11-22T10:00:00Z", 0.2), (0, "2026-11-22T11:00:00Z", 0.4), (1, "", 0.3)]:
+        record = make_record("tiny", "hard", seed, {"arith": TaskScore(score=accuracy, n=10)}, {"train": phase(0.1)})
+        record.created = created or record.created
+        record.run_id += created[11:13]
+        write_record(record, tmp_path)
+    board = leaderboard(tmp_path)
+    hard = _row(board, "tiny", "hard")
+    assert hard.seeds == 2
+    assert hard.scores["arith"].mean == pytest.approx(35.0)
+    (problem,) = board.problems
+    assert problem.startswith("tiny-hard-s0-") and "10.json: skipped (superseded by tiny-hard-s0-" in problem

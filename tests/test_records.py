@@ -1,0 +1,84 @@
+"""Run records: atomic writes (a killed writer leaves no partial record), schema round trip, unique ids."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from harness.accounting import CostLedger
+from harness.records import RunRecord, TaskScore, load_records, write_record
+
+
+def make_record(**overrides) -> RunRecord:
+    ledger = CostLedger()
+    with ledger.phase("train") as cost:
+        cost.add_work(tokens=100, params=10, flops_per_param_token=6)
+    fields = dict(
+        pair="tiny",
+        method="hybrid",
+        seed=0,
+        method_params={"alpha": 0.5},
+        train_config={"max_steps": 1},
+        teacher="t",
+        student="s",
+        scores={"arith": TaskScore(score=0.5, n=2)},
+        teacher_scores={},
+        cost=ledger.to_dict(),
+        environment={"device": "cpu"},
+    )
+    return RunRecord(**(fields | overrides))
+
+
+def test_round_trip(tmp_path: Path) -> None:
+    record = make_record()
+    path = write_record(record, tmp_path)
+    assert path.parent == tmp_path / "runs" and path.stem == record.run_id
+    (loaded,), problems = load_records(tmp_path)
+    assert problems == [] and loaded == record
+    assert loaded.cost["phases"]["train"]["flops"] == 6 * 10 * 100
+
+
+WRITER = """
+import os, sys, time
+sys.path.insert(0, {root!r})
+from tests.test_records import make_record
+from harness.records import write_record
+real_fsync = os.fsync
+def slow_fsync(fd):
+    real_fsync(fd)
+    print("written", flush=True)
+    time.sleep(60)
+os.fsync = slow_fsync
+write_record(make_record(environment={{"pad": "x" * 1_000_000}}), {out!r})
+"""
+
+
+def test_killed_writer_leaves_no_record(tmp_path: Path) -> None:
+    root = str(Path(__file__).resolve().parents[1])
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER.format(root=root, out=str(tmp_path))], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout.readline().strip() == "written"  # the data is on disk, not yet renamed
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert list((tmp_path / "runs").glob("*.json")) == []
+    assert load_records(tmp_path) == ([], [])
+
+
+def test_run_ids_unique_and_json_safe(tmp_path: Path) -> None:
+    ids = {make_record().run_id for _ in range(200)}
+    assert len(ids) == 200
+    record = make_record()
+    assert json.loads(write_record(record, tmp_path).read_text())["run_id"] == record.run_id
+
+
+def test_foreign_schema_is_reported_not_loaded(tmp_path: Path) -> None:
+    path = write_record(make_record(), tmp_path)
+    data = json.loads(path.read_text()) | {"schema_version": 99}
+    path.write_text(json.dumps(data))
+    records, problems = load_records(tmp_path)
+    assert records == [] and len(problems) == 1 and path.name in problems[0] and "schema_version" in problems[0]
+    assert path.exists()

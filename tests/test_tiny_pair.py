@@ -1,0 +1,79 @@
+"""The embedded tiny pair: built offline, cached, deterministic; `harness run --pair tiny` end to end.
+
+A miniature spec (a few training steps) stands in for the default so the tests take seconds; the default
+spec's scores are measured by the README's main command.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from harness import tiny
+from harness.cli import main
+from harness.models import resolve
+
+MINI = tiny.TinySpec(
+    teacher=tiny.TinyModelSpec(hidden_size=32, layers=1, heads=2, intermediate_size=64, steps=3, lr=1e-3),
+    student=tiny.TinyModelSpec(hidden_size=16, layers=1, heads=2, intermediate_size=32, steps=2, lr=1e-3),
+    batch_size=8,
+)
+
+
+@pytest.fixture
+def mini_tiny(monkeypatch: pytest.MonkeyPatch) -> tiny.TinySpec:
+    monkeypatch.setattr(tiny, "DEFAULT_SPEC", MINI)
+    return MINI
+
+
+def test_tiny_pair_is_cached_and_deterministic(mini_tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = tiny.ensure_tiny_pair()
+    assert resolve("builtin:tiny/teacher") == str(first / "teacher")
+    assert tiny.ensure_tiny_pair() == first  # cached: no rebuild
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "other-cache"))
+    second = tiny.ensure_tiny_pair()
+    assert second != first
+    for role in ("teacher", "student"):
+        a, b = load_file(first / role / "model.safetensors"), load_file(second / role / "model.safetensors")
+        assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+    teacher_params = sum(t.numel() for t in load_file(first / "teacher" / "model.safetensors").values())
+    student_params = sum(t.numel() for t in load_file(first / "student" / "model.safetensors").values())
+    assert student_params < teacher_params
+
+
+@pytest.mark.parametrize("method", ["hard", "soft", "hybrid"])
+def test_harness_run_tiny_end_to_end(mini_tiny, method: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    results = tmp_path / "results"
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "harness",
+            "run",
+            "--method",
+            method,
+            "--pair",
+            "tiny",
+            "--max-steps",
+            "2",
+            "--limit",
+            "4",
+            "--results-dir",
+            str(results),
+        ],
+    )
+    with pytest.raises(SystemExit) as done:
+        main()
+    assert done.value.code == 0
+    (record_path,) = (results / "runs").glob("*.json")
+    record = json.loads(record_path.read_text())
+    assert record["method"] == method and record["scores"]["arith"]["n"] == 4
+    assert record["cost"]["phases"]["train"]["device_hours"] > 0
+    samples = (results / record["scores"]["arith"]["samples"]).read_text().splitlines()
+    assert len(samples) == 4 and {"prompt", "completion", "score"} <= set(json.loads(samples[0]))
+    board = (results / "leaderboard.md").read_text()
+    assert method in board

@@ -1,0 +1,152 @@
+"""Top-k soft labels: bucket math, exactness at k = vocab, Arrow round trip, gradients and the top-k gap."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from datasets import Dataset
+
+from harness.errors import HarnessError
+from trainers.divergences import DIVERGENCES, token_divergence
+from trainers.topk import (
+    mean_topk_gap,
+    student_buckets,
+    teacher_buckets,
+    topk_divergence,
+    topk_features,
+    topk_logprobs,
+)
+
+torch.set_num_threads(1)
+
+
+def test_rows_hold_the_top_ids_and_the_tail_mass() -> None:
+    logits = torch.tensor([[0.5, 0.3, 0.15, 0.05]]).log()
+    ids, logprobs = topk_logprobs(logits, 2, dtype=torch.float32)
+    assert ids.dtype == torch.int32 and ids.tolist() == [[0, 1]]
+    assert torch.allclose(logprobs.exp(), torch.tensor([[0.5, 0.3, 0.2]]))
+
+
+@pytest.mark.parametrize("name", sorted(DIVERGENCES))
+def test_equals_the_full_divergence_when_k_is_the_vocabulary(name: str) -> None:
+    torch.manual_seed(0)
+    student, teacher = torch.randn(3, 4, 10) * 3, torch.randn(3, 4, 10) * 3
+    ids, logprobs = topk_logprobs(teacher, 10, dtype=torch.float32)
+    assert torch.isneginf(logprobs[..., -1]).all()
+    bucketed = topk_divergence(name, student, ids, logprobs)
+    assert torch.allclose(bucketed, token_divergence(name, student, teacher), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [
+        ("fkl", {}),
+        ("rkl", {}),
+        ("jsd", {}),
+        ("sfkl", {}),
+        ("srkl", {}),
+        ("tv", {}),
+        ("ab", {"alpha": 0.3, "beta": 0.7}),
+    ],
+    ids=str,
+)
+def test_buckets_bound_the_full_divergence_from_below(name: str, params: dict[str, float]) -> None:
+    # Data-processing inequality: f-divergences (ab on the alpha + beta = 1 line is one) shrink under bucketing.
+    torch.manual_seed(1)
+    student, teacher = torch.randn(50, 12, dtype=torch.float64), torch.randn(50, 12, dtype=torch.float64) * 2
+    ids, logprobs = topk_logprobs(teacher, 4, dtype=torch.float64)
+    bucketed = topk_divergence(name, student, ids, logprobs, **params)
+    assert (bucketed <= token_divergence(name, student, teacher, **params) + 1e-12).all()
+    assert (bucketed > 0).all()
+
+
+def test_bucketed_fkl_on_a_hand_case() -> None:
+    # Teacher (.5, .3, .15, .05), k = 2 -> buckets (.5, .3 | .2); uniform student -> (.25, .25 | .5).
+    teacher = torch.tensor([0.5, 0.3, 0.15, 0.05], dtype=torch.float64).log()
+    student = torch.zeros(4, dtype=torch.float64)
+    ids, logprobs = topk_logprobs(teacher, 2, dtype=torch.float64)
+    expected = 0.5 * math.log(0.5 / 0.25) + 0.3 * math.log(0.3 / 0.25) + 0.2 * math.log(0.2 / 0.5)
+    assert topk_divergence("fkl", student, ids, logprobs).item() == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("name", sorted(DIVERGENCES))
+def test_zero_when_student_matches_teacher(name: str) -> None:
+    torch.manual_seed(2)
+    logits = torch.randn(5, 20, dtype=torch.float64)
+    ids, logprobs = topk_logprobs(logits, 6, dtype=torch.float64)
+    assert torch.allclose(topk_divergence(name, logits, ids, logprobs), torch.zeros(5, dtype=torch.float64), atol=1e-14)
+
+
+def test_student_tail_is_exact_when_the_top_k_holds_nearly_all_mass() -> None:
+    logits = torch.tensor([[30.0, 0.0, 0.0, 0.0]])
+    buckets = student_buckets(logits, torch.tensor([[0]]))
+    assert buckets[0, 1].item() == pytest.approx(math.log(3) - 30, rel=1e-6)
+
+
+def test_k_column_rows_get_the_tail_from_the_missing_mass() -> None:
+    top = torch.tensor([[0.5, 0.3]]).log()
+    assert torch.allclose(teacher_buckets(torch.tensor([[0, 1]]), top).exp(), torch.tensor([[0.5, 0.3, 0.2]]))
+    # Rounding can make the top-k sum past 1: the tail is clamped to eps, never -inf or nan.
+    over = torch.tensor([[0.7, 0.3001]]).log()
+    tail = teacher_buckets(torch.tensor([[0, 1]]), over)[0, -1]
+    assert torch.isfinite(tail) and tail.exp().item() < 1e-6
+
+
+def test_gradient_reaches_the_student_logits_and_matches_finite_differences() -> None:
+    torch.manual_seed(3)
+    teacher = torch.randn(4, 9, dtype=torch.float64)
+    ids, logprobs = topk_logprobs(teacher, 3, dtype=torch.float64)
+    student = torch.randn(4, 9, dtype=torch.float64, requires_grad=True)
+    for name in ("fkl", "rkl", "ab"):
+        assert torch.autograd.gradcheck(lambda s, n=name: topk_divergence(n, s, ids, logprobs), (student,))
+    topk_divergence("fkl", student.float(), ids, logprobs.half()).sum().backward()
+    assert student.grad is not None and student.grad.abs().sum() > 0
+
+
+def test_round_trip_through_an_arrow_dataset() -> None:
+    torch.manual_seed(4)
+    k, lengths = 8, [5, 3]
+    rows = [topk_logprobs(torch.randn(n, 50) * 4, k) for n in lengths]
+    dataset = Dataset.from_dict(
+        {"topk_ids": [r.ids.numpy() for r in rows], "topk_logprobs": [r.logprobs.numpy() for r in rows]},
+        features=topk_features(k),
+    )
+    per_token = sum(lengths) * (6 * k + 2)
+    assert per_token <= dataset.data.nbytes <= per_token + 2 * 4 * (len(lengths) + 1)  # + int32 offsets per row
+    loaded = dataset.with_format("torch")
+    for i, row in enumerate(rows):
+        assert torch.equal(loaded[i]["topk_ids"].to(torch.int32), row.ids)
+        assert torch.equal(loaded[i]["topk_logprobs"].to(torch.float16), row.logprobs)
+
+
+def test_float16_storage_changes_the_loss_only_slightly() -> None:
+    torch.manual_seed(5)
+    student, teacher = torch.randn(64, 100) * 2, torch.randn(64, 100) * 4
+    exact = topk_divergence("fkl", student, *topk_logprobs(teacher, 16, dtype=torch.float32))
+    stored = topk_divergence("fkl", student, *topk_logprobs(teacher, 16))
+    assert torch.allclose(stored, exact, rtol=1e-2, atol=1e-3)
+
+
+def test_topk_gap_on_a_hand_case() -> None:
+    # Top-2 of (0.5, 0.3, 0.15, 0.05) keeps 0.5, 0.3 and rebuilds the tail as 0.1, 0.1.
+    teacher = torch.tensor([[0.5, 0.3, 0.15, 0.05]], dtype=torch.float64).log()
+    expected = 0.15 * math.log(0.15 / 0.1) + 0.05 * math.log(0.05 / 0.1)
+    assert mean_topk_gap(teacher, 2, dtype=torch.float64) == pytest.approx(expected, rel=1e-12)
+    assert mean_topk_gap(teacher, 4, dtype=torch.float64) == pytest.approx(0.0, abs=1e-15)
+
+
+def test_topk_gap_shrinks_as_k_grows_on_a_peaked_teacher() -> None:
+    torch.manual_seed(6)
+    teacher = torch.randn(32, 200) * 3
+    gaps = [mean_topk_gap(teacher, k) for k in (4, 32, 200)]
+    assert gaps[0] > gaps[1] > gaps[2] >= 0
+    assert gaps[2] < 1e-3  # float16 rounding only
+
+
+def test_bad_k_and_column_counts_are_rejected() -> None:
+    with pytest.raises(HarnessError, match="top-k size"):
+        topk_logprobs(torch.randn(2, 5), 6)
+    with pytest.raises(ValueError, match="columns"):
+        teacher_buckets(torch.zeros(2, 3, dtype=torch.int32), torch.zeros(2, 5))

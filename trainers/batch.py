@@ -1,0 +1,65 @@
+"""Training examples and batches: prompt + completion token ids, with optional teacher top-k soft labels.
+
+An example is a dict with `prompt_ids` and `completion_ids` (lists of ints) and, for soft labels,
+`topk_ids` / `topk_logprobs` (one row of k per completion token: the teacher's distribution over the
+token at that place). A batch flattens the completion positions of all examples into N rows, so losses
+never see padding: row i is predicted from `hidden[i]` and its target is `targets[i]`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class Batch:
+    input_ids: Tensor  # [B, L] prompt + completion, right-padded
+    attention_mask: Tensor  # [B, L]
+    positions: Tensor  # [N, 2] (example, position) whose logits predict a completion token
+    targets: Tensor  # [N] the completion token predicted at each row
+    topk_ids: Tensor | None = None  # [N, k] teacher top-k token ids
+    topk_logprobs: Tensor | None = None  # [N, k] teacher top-k log-probs (float32)
+    prompt_lengths: Tensor | None = None  # [B]
+
+    @property
+    def num_tokens(self) -> int:
+        """Tokens the model reads in one forward pass (non-padding)."""
+        return int(self.attention_mask.sum())
+
+
+def collate(examples: list[dict[str, Any]], pad_id: int) -> Batch:
+    """Right-pad the examples into one batch and gather the rows that predict completion tokens."""
+    examples = [
+        {
+            key: value.tolist() if key.endswith("_ids") and hasattr(value, "tolist") else value
+            for key, value in ex.items()
+        }
+        for ex in examples
+    ]
+    sequences = [ex["prompt_ids"] + ex["completion_ids"] for ex in examples]
+    width = max(len(seq) for seq in sequences)
+    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
+    rows, targets = [], []
+    for b, (ex, seq) in enumerate(zip(examples, sequences, strict=True)):
+        input_ids[b, : len(seq)] = torch.tensor(seq)
+        attention_mask[b, : len(seq)] = 1
+        start = len(ex["prompt_ids"])
+        for j, token in enumerate(ex["completion_ids"]):
+            rows.append((b, start - 1 + j))
+            targets.append(token)
+    batch = Batch(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        positions=torch.tensor(rows, dtype=torch.long).reshape(-1, 2),
+        targets=torch.tensor(targets, dtype=torch.long),
+        prompt_lengths=torch.tensor([len(ex["prompt_ids"]) for ex in examples]),
+    )
+    if examples and examples[0].get("topk_ids") is not None:
+        batch.topk_ids = torch.cat([torch.as_tensor(ex["topk_ids"], dtype=torch.long) for ex in examples])
+        batch.topk_logprobs = torch.cat([torch.as_tensor(ex["topk_logprobs"]).to(torch.float32) for ex in examples])
+    return batch

@@ -1,0 +1,236 @@
+"""Per-position divergences between a teacher distribution P and a student distribution Q.
+
+Everything here is a pure function of normalised log-probabilities over the last axis: it returns one value per
+position (the last axis reduced, nothing else), computed in float32 (float64 if an input is float64) whatever the
+input dtype. Every formula is written so that it is exactly zero where P == Q, stays finite for large logits, and
+treats zero-probability entries (log-prob -inf, e.g. masked vocabulary rows or an empty top-k tail bucket) safely:
+-inf is clamped to the dtype's lowest finite value, so exp() of it is exactly 0 and 0 * log 0 terms vanish.
+
+Conventions (P = teacher, Q = student), and where each one comes from:
+
+- fkl  KL(P||Q); rkl  KL(Q||P).
+- jsd  (beta) beta*KL(P||M) + (1-beta)*KL(Q||M), M = beta*P + (1-beta)*Q. This is TRL's GKD `generalized_jsd_loss`
+  (trl.experimental.gkd) for 0 < beta < 1. At the ends the formula is identically zero; TRL substitutes forward KL at
+  beta=0 and reverse KL at beta=1 there (the limits of JSD/beta and JSD/(1-beta)). We reject beta outside (0, 1)
+  instead of switching silently: use `fkl` or `rkl`.
+- sfkl (skew) KL(P || skew*P + (1-skew)*Q); srkl (skew) KL(Q || skew*Q + (1-skew)*P). Same mixtures as DistiLLM's
+  `skewed_forward_kl` / `skewed_reverse_kl` (jongwooko/distillm, distillm/losses.py, `lam` = skew). DistiLLM's sfkl
+  value is the cross-entropy -sum p log m, i.e. our value plus the teacher entropy: same gradient, but ours is zero
+  at P == Q.
+- tv   0.5 * sum |P - Q|.
+- akl  (mu) Adaptive KL of Wu et al. 2024, "Rethinking Kullback-Leibler Divergence in Knowledge Distillation for
+  LLMs", reproducing `get_ratio` / `AKL` from the official code (wutaiqiang/LLM_KD_AKL, AKL.py): sort the teacher's
+  probabilities in descending order; the head is the prefix whose cumulative teacher mass is <= mu, and always
+  contains the top token; g_head / g_tail = sum |p - q| over head / tail; AKL = g_head/(g_head+g_tail) * KL(P||Q) +
+  g_tail/(g_head+g_tail) * KL(Q||P), the weights treated as constants (no gradient; the official code detaches the
+  student and the teacher is never trained). Differences: we sort stably (ties keep vocabulary order), weight 1/2 each
+  where g_head + g_tail = 0 (the official code divides 0 by 0 there; both KLs are zero), and masked (-inf) entries
+  count as probability 0 (the official code sets -inf logits to 0 before its softmax for the weights).
+- ab   (alpha, beta) the alpha-beta divergence used by ABKD (Wang et al., ICML 2025, ghwang-s/abkd
+  `distillation_llm/distillm/losses.py::ab_div`), defined for alpha, beta, alpha+beta != 0 as
+  -1/(alpha*beta) * sum(p^alpha q^beta - alpha/(alpha+beta) p^(alpha+beta) - beta/(alpha+beta) q^(alpha+beta)),
+  and on the lines alpha=0, beta=0, alpha+beta=0 by its continuous limits (Cichocki, Cruces & Amari 2011):
+  beta=0: 1/alpha^2 sum(p^a log(p^a/q^a) - p^a + q^a) with a=alpha (alpha=1: KL(P||Q));
+  alpha=0: 1/beta^2 sum(q^b log(q^b/p^b) - q^b + p^b) with b=beta (beta=1: KL(Q||P));
+  alpha=-beta: 1/alpha^2 sum((p/q)^alpha - alpha log(p/q) - 1); alpha=beta=0: 1/2 sum (log p - log q)^2.
+  ABKD's code scales its three limit branches by 1/alpha (1/beta) instead of 1/alpha^2 (1/beta^2); the two agree only
+  at the FKL (1, 0) and RKL (0, 1) points, and only the squared form is the limit of the general formula. Negative
+  alpha, beta or alpha+beta raise near-zero probabilities to negative powers: the value can overflow to inf there.
+  The default (0.5, 0.5), the midpoint between FKL and RKL on the alpha+beta=1 line, equals 2*sum(sqrt p - sqrt q)^2;
+  ABKD tunes (alpha, beta) per task.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from harness.errors import HarnessError, unknown_choice
+
+
+@dataclass(frozen=True)
+class DivergenceSpec:
+    """A registered divergence: its name, a one-line description, default parameters and the formula."""
+
+    name: str
+    description: str
+    defaults: Mapping[str, float]
+    fn: Callable[..., Tensor]  # (teacher_logprobs, student_logprobs, **params) -> per-position values
+
+
+def _kl(x: Tensor, y: Tensor) -> Tensor:
+    """KL(X||Y) from log-probs over the last axis; terms with exp(x) == 0 contribute exactly 0."""
+    return (x.exp() * (x - y)).sum(-1)
+
+
+def _log_mix(t: Tensor, s: Tensor, w: float) -> Tensor:
+    """log(w * exp(t) + (1 - w) * exp(s)) elementwise, for 0 <= w <= 1.
+
+    Written around the larger argument with log1p/expm1, so it equals t (== s) exactly where t == s, never overflows,
+    and has the right gradient at ties (both branches are finite, so torch.where passes no NaN back). Relative
+    accuracy is about eps / min(w, 1 - w).
+    """
+    if w == 0.0:
+        return s
+    if w == 1.0:
+        return t
+    from_t = t + torch.log1p((1.0 - w) * torch.expm1((s - t).clamp(max=0.0)))
+    from_s = s + torch.log1p(w * torch.expm1((t - s).clamp(max=0.0)))
+    return torch.where(t >= s, from_t, from_s)
+
+
+def _exp_diff(x: Tensor, y: Tensor) -> Tensor:
+    """exp(x) - exp(y), factored around the larger argument: exactly 0 at x == y, no overflow, exact gradients."""
+    x_larger = x.exp() * -torch.expm1((y - x).clamp(max=0.0))
+    y_larger = y.exp() * torch.expm1((x - y).clamp(max=0.0))
+    return torch.where(x >= y, x_larger, y_larger)
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise HarnessError(message)
+
+
+def _fkl(t: Tensor, s: Tensor) -> Tensor:
+    return _kl(t, s)
+
+
+def _rkl(t: Tensor, s: Tensor) -> Tensor:
+    return _kl(s, t)
+
+
+def _jsd(t: Tensor, s: Tensor, beta: float) -> Tensor:
+    _require(0.0 < beta < 1.0, f"jsd beta must be in (0, 1), got {beta} (for beta 0 or 1 use fkl or rkl)")
+    m = _log_mix(t, s, beta)
+    return beta * _kl(t, m) + (1.0 - beta) * _kl(s, m)
+
+
+def _sfkl(t: Tensor, s: Tensor, skew: float) -> Tensor:
+    _require(0.0 <= skew < 1.0, f"sfkl skew must be in [0, 1), got {skew}")
+    return _kl(t, _log_mix(t, s, skew))
+
+
+def _srkl(t: Tensor, s: Tensor, skew: float) -> Tensor:
+    _require(0.0 <= skew < 1.0, f"srkl skew must be in [0, 1), got {skew}")
+    return _kl(s, _log_mix(t, s, 1.0 - skew))
+
+
+def _tv(t: Tensor, s: Tensor) -> Tensor:
+    return 0.5 * (t.exp() - s.exp()).abs().sum(-1)
+
+
+def _akl(t: Tensor, s: Tensor, mu: float) -> Tensor:
+    _require(0.0 < mu <= 1.0, f"akl mu must be in (0, 1], got {mu}")
+    with torch.no_grad():
+        p_sorted, order = t.exp().sort(dim=-1, descending=True, stable=True)
+        gaps = (p_sorted - s.exp().gather(-1, order)).abs()
+        in_tail = p_sorted.cumsum(-1) > mu
+        in_tail[..., 0] = False
+        g_tail = gaps.masked_fill(~in_tail, 0.0).sum(-1)
+        g_total = gaps.sum(-1)
+        w_tail = torch.where(g_total > 0, g_tail / g_total.clamp(min=torch.finfo(t.dtype).tiny), 0.5)
+    return (1.0 - w_tail) * _kl(t, s) + w_tail * _kl(s, t)
+
+
+def _ab_general(t: Tensor, s: Tensor, alpha: float, beta: float) -> Tensor:
+    """The alpha-beta divergence for alpha, beta, alpha + beta != 0, per element before the sum.
+
+    With u = log p - log q and total = alpha + beta, each term is
+    [ (alpha/total) * (p^total - q^total) - (p^alpha q^beta - q^total) ] / (alpha*beta),
+    whose two differences are computed by `_exp_diff`, so the term is exactly 0 where p == q and its rounding error
+    shrinks with |u| (it is ~eps*|u|*q^total/|beta|: callers put the larger of |alpha|, |beta| in `beta`).
+    """
+    total = alpha + beta
+    power_gap = _exp_diff(total * t, total * s)
+    cross_gap = _exp_diff(total * s + alpha * (t - s), total * s)
+    return ((alpha / total) * power_gap - cross_gap) / (alpha * beta)
+
+
+def _ab_beta_zero(t: Tensor, s: Tensor, alpha: float) -> Tensor:
+    """The beta -> 0 limit per element: (p^a log(p^a/q^a) - p^a + q^a) / a^2 with a = alpha."""
+    return (alpha * (t - s) * (alpha * t).exp() - _exp_diff(alpha * t, alpha * s)) / alpha**2
+
+
+def _ab(t: Tensor, s: Tensor, alpha: float, beta: float) -> Tensor:
+    lowest = torch.finfo(t.dtype).min  # where the caller clamped -inf log-probs
+    both_zero = (t == lowest) & (s == lowest)
+    # Entries where p = q = 0 contribute 0; give them p = q = 1 (where every term below is exactly 0) so negative
+    # powers of 0 never produce inf * 0.
+    t = torch.where(both_zero, 0.0, t)
+    s = torch.where(both_zero, 0.0, s)
+    if alpha == 0.0 and beta == 0.0:
+        terms = 0.5 * (t - s) ** 2
+    elif beta == 0.0:
+        terms = _ab_beta_zero(t, s, alpha)
+    elif alpha == 0.0:
+        terms = _ab_beta_zero(s, t, beta)  # D^(0,b)(P||Q) = D^(b,0)(Q||P)
+    elif alpha + beta == 0.0:
+        u = alpha * (t - s)
+        terms = (torch.expm1(u) - u) / alpha**2
+    elif abs(beta) >= abs(alpha):
+        terms = _ab_general(t, s, alpha, beta)
+    else:
+        terms = _ab_general(s, t, beta, alpha)  # D^(a,b)(P||Q) = D^(b,a)(Q||P)
+    return terms.sum(-1)
+
+
+DIVERGENCES: dict[str, DivergenceSpec] = {
+    spec.name: spec
+    for spec in (
+        DivergenceSpec("fkl", "forward KL(P||Q): mass-covering", {}, _fkl),
+        DivergenceSpec("rkl", "reverse KL(Q||P): mode-seeking", {}, _rkl),
+        DivergenceSpec("jsd", "generalized JSD (GKD): beta*KL(P||M) + (1-beta)*KL(Q||M)", {"beta": 0.5}, _jsd),
+        DivergenceSpec("sfkl", "skew forward KL (DistiLLM): KL(P || skew*P + (1-skew)*Q)", {"skew": 0.1}, _sfkl),
+        DivergenceSpec("srkl", "skew reverse KL (DistiLLM): KL(Q || skew*Q + (1-skew)*P)", {"skew": 0.1}, _srkl),
+        DivergenceSpec("tv", "total variation: 0.5 * sum |P - Q|", {}, _tv),
+        DivergenceSpec("akl", "adaptive KL (Wu et al. 2024): head/tail-gap-weighted FKL + RKL", {"mu": 0.5}, _akl),
+        DivergenceSpec("ab", "alpha-beta divergence (ABKD): (1,0) is FKL, (0,1) RKL", {"alpha": 0.5, "beta": 0.5}, _ab),
+    )
+}
+
+
+def divergence_from_logprobs(name: str, student_logprobs: Tensor, teacher_logprobs: Tensor, **params: float) -> Tensor:
+    """The divergence `name` at every position, from normalised log-probs over the last axis (any leading shape).
+
+    Returns the leading shape, in float64 if either input is float64, else float32. Parameters not given take the
+    registered defaults; an unknown name or parameter raises HarnessError listing the valid ones.
+    """
+    if name not in DIVERGENCES:
+        raise unknown_choice("divergence", name, DIVERGENCES)
+    spec = DIVERGENCES[name]
+    for key in params:
+        if key not in spec.defaults:
+            valid = ", ".join(sorted(spec.defaults)) or "none"
+            raise HarnessError(f"unknown parameter {key!r} for divergence {name!r}; valid parameters: {valid}")
+    if student_logprobs.shape != teacher_logprobs.shape:
+        raise ValueError(f"student {tuple(student_logprobs.shape)} and teacher {tuple(teacher_logprobs.shape)} differ")
+    dtype = torch.float64 if torch.float64 in (student_logprobs.dtype, teacher_logprobs.dtype) else torch.float32
+    lowest = torch.finfo(dtype).min
+    teacher = teacher_logprobs.to(dtype).clamp(min=lowest)
+    student = student_logprobs.to(dtype).clamp(min=lowest)
+    values = {key: float(params.get(key, default)) for key, default in spec.defaults.items()}
+    return spec.fn(teacher, student, **values)
+
+
+def token_divergence(
+    name: str, student_logits: Tensor, teacher_logits: Tensor, *, temperature: float = 1.0, **params: float
+) -> Tensor:
+    """The divergence `name` between softmax(teacher_logits / T) and softmax(student_logits / T) at every position.
+
+    Logits of any float dtype are promoted to float32 (kept float64) before the log-softmax. No reduction and no
+    T^2 scaling: the caller weights and reduces.
+    """
+    if not temperature > 0:
+        raise HarnessError(f"temperature must be > 0, got {temperature}")
+    return divergence_from_logprobs(
+        name, log_softmax(student_logits, temperature), log_softmax(teacher_logits, temperature), **params
+    )
+
+
+def log_softmax(logits: Tensor, temperature: float = 1.0) -> Tensor:
+    """log_softmax(logits / temperature) over the last axis, in float32 (float64 stays float64)."""
+    dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    return torch.log_softmax(logits.to(dtype) / temperature, dim=-1)

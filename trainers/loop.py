@@ -1,0 +1,209 @@
+"""The training loop, top to bottom in one file: batches -> student forward -> objective -> update.
+
+Every method shares it, so cost and speed differences between methods come from the methods. The loss
+is computed over completion rows in chunks (see `row_terms`), so full-vocabulary logits never exist for
+the whole batch at once. Checkpoints hold model, optimiser, scheduler, step and RNG states; a run
+restarted with the same output folder resumes from the last one.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import shutil
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from torch import Tensor
+from transformers import PreTrainedModel, get_cosine_schedule_with_warmup
+
+from harness.accounting import PhaseCost
+from harness.progress import progress_bar
+from trainers.batch import Batch, collate
+from trainers.chunked import chunked_token_loss
+from trainers.objectives import Objective, TeacherRows
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = 200
+    batch_size: int = 32
+    grad_accum: int = 1
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_frac: float = 0.05
+    max_grad_norm: float = 1.0
+    chunk_size: int = 2048  # completion rows per loss chunk
+    mixed_precision: str = "no"  # "bf16" on GPUs that have it
+    checkpoint_every: int = 0  # steps; 0 = only at the end
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    history: list[dict[str, float]] = field(default_factory=list)  # one entry of mean diagnostics per step
+    resumed_from: int = 0
+
+
+def logits_fn(model: PreTrainedModel) -> Callable[[Tensor], Tensor]:
+    """Hidden states -> logits for `model`, with Gemma-2-style final-logit soft-capping when configured."""
+    head = model.get_output_embeddings()
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    if cap:
+        return lambda hidden: torch.tanh(head(hidden) / cap) * cap
+    return head
+
+
+def hidden_rows(model: PreTrainedModel, batch: Batch) -> Tensor:
+    """The final hidden states at the batch's completion rows: [N, H]."""
+    out = model.get_decoder()(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+    return out.last_hidden_state[batch.positions[:, 0], batch.positions[:, 1]]
+
+
+def row_terms(
+    objective: Objective,
+    student: PreTrainedModel,
+    batch: Batch,
+    progress: float,
+    chunk_size: int,
+    teacher: PreTrainedModel | None = None,
+    vocab_rows: int | None = None,
+) -> dict[str, Tensor]:
+    """Per-row loss (with grad) and diagnostics for a batch, computed `chunk_size` rows at a time.
+
+    Each chunk's logits are recomputed in the backward pass (`chunked_token_loss`), so peak memory holds one
+    chunk's [chunk, V] logits rather than the whole batch's.
+    """
+    hidden = hidden_rows(student, batch)
+    student_head = logits_fn(student)
+    teacher_hidden = teacher_head = None
+    if teacher is not None and objective.soft_labels:
+        with torch.no_grad():
+            teacher_hidden, teacher_head = hidden_rows(teacher, batch), logits_fn(teacher)
+    topk = TeacherRows(batch.topk_ids, batch.topk_logprobs)
+    names: list[str] = []
+
+    def chunk_terms(logits: Tensor, rows: slice) -> Tensor:
+        logits = logits[..., :vocab_rows]
+        signal = topk[rows]
+        if teacher_hidden is not None:
+            with torch.no_grad():
+                signal = TeacherRows(logits=teacher_head(teacher_hidden[rows])[..., :vocab_rows])
+        terms = objective.token_losses(logits, batch.targets[rows], signal if objective.soft_labels else None, progress)
+        names[:] = list(terms)
+        return torch.stack([terms[name] for name in names], dim=-1)
+
+    stacked = chunked_token_loss(hidden, student_head, chunk_terms, chunk_size)
+    return {name: stacked[:, i] for i, name in enumerate(names)}
+
+
+def _batch_indices(step: int, n_examples: int, batch_size: int, seed: int) -> list[int]:
+    """The examples of micro-batch `step`: epoch-wise permutations, so any step can be found again on resume."""
+    per_epoch = max(1, n_examples // batch_size)
+    epoch, slot = divmod(step, per_epoch)
+    order = list(range(n_examples))
+    random.Random(seed * 100_003 + epoch).shuffle(order)
+    return order[slot * batch_size : (slot + 1) * batch_size]
+
+
+def train(
+    student: PreTrainedModel,
+    objective: Objective,
+    examples: list[dict[str, Any]],
+    config: TrainConfig,
+    *,
+    pad_id: int,
+    teacher: PreTrainedModel | None = None,
+    vocab_rows: int | None = None,
+    out_dir: str | Path | None = None,
+    cost: PhaseCost | None = None,
+    on_policy: Callable[[list[dict[str, Any]], int], list[dict[str, Any]]] | None = None,
+    description: str = "train",
+) -> TrainResult:
+    """Train `student` in place with `objective` on `examples` for `config.max_steps` optimiser steps.
+
+    `on_policy(examples, micro_batch_index)`, when given, replaces a micro-batch's examples before
+    collation (on-policy methods use it to swap in student samples). `cost` receives token and FLOP counts.
+    """
+    torch.manual_seed(config.seed)
+    accelerator = Accelerator(
+        cpu=not torch.cuda.is_available(),
+        mixed_precision=config.mixed_precision,
+        gradient_accumulation_steps=config.grad_accum,
+    )
+    optimizer = torch.optim.AdamW(student.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = get_cosine_schedule_with_warmup(
+        optimizer, math.ceil(config.warmup_frac * config.max_steps), config.max_steps
+    )
+    student, optimizer, scheduler = accelerator.prepare(student, optimizer, scheduler)
+    if teacher is not None:
+        teacher = teacher.to(accelerator.device).eval()
+    checkpoint_dir = Path(out_dir) / "checkpoint" if out_dir else None
+    start = 0
+    if checkpoint_dir and (checkpoint_dir / "step.txt").exists():
+        accelerator.load_state(str(checkpoint_dir))
+        start = int((checkpoint_dir / "step.txt").read_text())
+    result = TrainResult(steps=start, resumed_from=start)
+    n_params = sum(p.numel() for p in student.parameters())
+    teacher_params = sum(p.numel() for p in teacher.parameters()) if teacher is not None else 0
+    student.train()
+    with progress_bar(description, total=config.max_steps, completed=start) as advance:
+        for step in range(start, config.max_steps):
+            totals: dict[str, float] = defaultdict(float)
+            for micro in range(config.grad_accum):
+                index = step * config.grad_accum + micro
+                chunk = [examples[i] for i in _batch_indices(index, len(examples), config.batch_size, config.seed)]
+                if on_policy is not None:
+                    chunk = on_policy(chunk, index)
+                batch = _to_device(collate(chunk, pad_id), accelerator.device)
+                with accelerator.accumulate(student), accelerator.autocast():
+                    terms = row_terms(
+                        objective, student, batch, step / config.max_steps, config.chunk_size, teacher, vocab_rows
+                    )
+                    loss = terms["loss"].mean()
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(f"non-finite loss at step {step}")
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and config.max_grad_norm:
+                        accelerator.clip_grad_norm_(student.parameters(), config.max_grad_norm)
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad()
+                for name, value in terms.items():
+                    totals[name] += float(value.detach().mean()) / config.grad_accum
+                if cost is not None:
+                    cost.add_work(batch.num_tokens, n_params, 6)
+                    cost.flops += 2.0 * teacher_params * batch.num_tokens
+            result.history.append(dict(totals))
+            result.steps = step + 1
+            advance(loss=totals["loss"])
+            if checkpoint_dir and config.checkpoint_every and result.steps % config.checkpoint_every == 0:
+                _save_checkpoint(accelerator, checkpoint_dir, result.steps)
+    student.eval()
+    return result
+
+
+def _to_device(batch: Batch, device: torch.device) -> Batch:
+    for name, value in vars(batch).items():
+        if isinstance(value, Tensor):
+            setattr(batch, name, value.to(device))
+    return batch
+
+
+def _save_checkpoint(accelerator: Accelerator, checkpoint_dir: Path, step: int) -> None:
+    """Save the full training state next to the old checkpoint, then swap it in."""
+    staging = checkpoint_dir.with_name(checkpoint_dir.name + ".new")
+    shutil.rmtree(staging, ignore_errors=True)
+    accelerator.save_state(str(staging))
+    (staging / "step.txt").write_text(str(step))
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    staging.rename(checkpoint_dir)

@@ -1,0 +1,142 @@
+"""Soft labels stored as the teacher's top-k, with the remaining mass kept in an explicit tail bucket.
+
+Storage. For each position, `topk_logprobs` keeps the ids of the teacher's k most likely tokens (int32) and k + 1
+log-probs (float16): the k top tokens, then the log of the tail mass (everything else), computed in float32 from
+the full distribution before rounding. float16 rather than bfloat16: log-probs live in [-65504, 0] (float16 also
+keeps -inf), and its 10-bit mantissa is 8x finer than bfloat16's, i.e. about 0.1% instead of 0.8% relative error on
+a probability whose log-prob is near -3. In a `datasets` Arrow table (`topk_features`) each column is a list (one
+per completion) of fixed-size lists (one per token), so a token costs exactly 4k + 2(k + 1) = 6k + 2 bytes (194 at
+k = 32, 386 at k = 64) and each completion 8 bytes of list offsets. (`Array2D` with a variable first dimension
+would add a 4-byte offset per token and column.) Formatted as torch, `datasets` returns them as int64 / float32.
+
+Loss. `topk_divergence` compares teacher and student on the same k + 1 buckets: the teacher's top-k ids and one tail
+bucket. The teacher's buckets are renormalised in float32 (rounding to float16 leaves them summing to 1 only to
+~1e-3). The student's tail is logsumexp of its log-probs outside the k ids, computed over a copy of the log-probs
+with those ids set to -inf: exact even when the student puts almost all its mass on the k ids. (log(1 - sum q_topk)
+would avoid that one [positions, vocab] copy, but its absolute error of ~1e-7 becomes a large relative error in a
+small student tail, which is exactly when a teacher tail matters; inside `chunked_token_loss` the copy is one chunk.)
+Teacher log-probs with only k columns (e.g. from vLLM, which returns the top-k only) get the tail
+log(1 - sum exp(topk)), clamped to at least the float32 epsilon, where that difference is below rounding.
+
+Why buckets. Merging the tail tokens into one bucket is a deterministic map applied to both distributions, so by the
+data-processing inequality the bucketed divergence (for any f-divergence: fkl, rkl, jsd, sfkl, srkl, tv, and ab on
+the alpha+beta=1 line) is a lower bound on the full-vocabulary one, and it is exact when the teacher's tail is empty
+(k = vocabulary size: the test checks this). For KL the gap is explicit: KL(P||Q) = KL(P_buckets||Q_buckets) +
+P(tail) * KL(P(.|tail) || Q(.|tail)), so the loss ignores only how the student spreads mass inside the tail.
+Renormalising the top-k instead (dropping the tail) would let the student put any mass on tokens the teacher ranks
+outside its top k at no cost.
+
+`mean_topk_gap` reports how much of the teacher is lost by storing it this way: the mean KL(P || P_hat), P_hat the
+distribution the stored row can rebuild (top-k probabilities as stored, tail mass spread evenly over the other
+tokens, the maximum-entropy completion).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from datasets import Features, List, Value
+from torch import Tensor
+
+from harness.errors import HarnessError
+from trainers.divergences import divergence_from_logprobs, log_softmax
+
+
+class TopK(NamedTuple):
+    """The teacher's top-k per position: ids [..., k] int32, log-probs [..., k + 1] (the last is the tail bucket)."""
+
+    ids: Tensor
+    logprobs: Tensor
+
+
+def _tail_logprob(logprobs: Tensor, ids: Tensor) -> Tensor:
+    """log of the mass outside `ids`, i.e. logsumexp over the other entries, shape [..., 1]; -inf if there are none."""
+    return logprobs.scatter(-1, ids, -torch.inf).logsumexp(-1, keepdim=True)
+
+
+def topk_logprobs(
+    teacher_logits: Tensor, k: int, *, temperature: float = 1.0, dtype: torch.dtype = torch.float16
+) -> TopK:
+    """The teacher's k most likely ids (int32) and their log-probs plus the tail's log-mass (`dtype`, k + 1 columns)."""
+    vocab = teacher_logits.shape[-1]
+    if not 1 <= k <= vocab:
+        raise HarnessError(f"top-k size must be between 1 and the vocabulary size {vocab}, got {k}")
+    if not temperature > 0:
+        raise HarnessError(f"temperature must be > 0, got {temperature}")
+    logprobs = log_softmax(teacher_logits, temperature)
+    top, ids = logprobs.topk(k, dim=-1)
+    buckets = torch.cat([top, _tail_logprob(logprobs, ids)], dim=-1)
+    return TopK(ids.to(torch.int32), buckets.to(dtype))
+
+
+def teacher_buckets(topk_ids: Tensor, topk_logprobs: Tensor) -> Tensor:
+    """The teacher's k + 1 bucket log-probs in float32 (float64 stays), renormalised.
+
+    `topk_logprobs` has k + 1 columns (tail last, as `topk_logprobs` stores them) or k columns (the tail is then
+    log(1 - sum exp(topk)), at least log(eps)).
+    """
+    k = topk_ids.shape[-1]
+    dtype = torch.float64 if topk_logprobs.dtype == torch.float64 else torch.float32
+    logprobs = topk_logprobs.to(dtype)
+    if logprobs.shape[-1] == k:
+        top_mass = logprobs.logsumexp(-1, keepdim=True)
+        tail = torch.log((-torch.expm1(top_mass)).clamp(min=torch.finfo(dtype).eps))
+        logprobs = torch.cat([logprobs, tail], dim=-1)
+    elif logprobs.shape[-1] != k + 1:
+        raise ValueError(f"top-k log-probs need {k} or {k + 1} columns for {k} ids, got {logprobs.shape[-1]}")
+    return logprobs - logprobs.logsumexp(-1, keepdim=True)
+
+
+def student_buckets(student_logits: Tensor, topk_ids: Tensor, *, temperature: float = 1.0) -> Tensor:
+    """The student's log-probs on the teacher's k ids plus its exact tail log-mass: [..., k + 1], float32."""
+    logprobs = log_softmax(student_logits, temperature)
+    ids = topk_ids.long()
+    return torch.cat([logprobs.gather(-1, ids), _tail_logprob(logprobs, ids)], dim=-1)
+
+
+def topk_divergence(
+    name: str,
+    student_logits: Tensor,
+    topk_ids: Tensor,
+    topk_logprobs: Tensor,
+    *,
+    temperature: float = 1.0,
+    **params: float,
+) -> Tensor:
+    """The divergence `name` between teacher and student over the k + 1 buckets, at every position.
+
+    `temperature` applies to the student's logits; the stored teacher log-probs already carry the temperature the
+    cache was built with, and the two should match.
+    """
+    if not temperature > 0:
+        raise HarnessError(f"temperature must be > 0, got {temperature}")
+    student = student_buckets(student_logits, topk_ids, temperature=temperature)
+    return divergence_from_logprobs(name, student, teacher_buckets(topk_ids, topk_logprobs), **params)
+
+
+def topk_features(k: int) -> Features:
+    """The `datasets` columns for one completion's soft labels: [tokens, k] int32 ids, [tokens, k + 1] float16."""
+    return Features(
+        {
+            "topk_ids": List(List(Value("int32"), length=k)),
+            "topk_logprobs": List(List(Value("float16"), length=k + 1)),
+        }
+    )
+
+
+def mean_topk_gap(
+    teacher_logits: Tensor, k: int, *, temperature: float = 1.0, dtype: torch.dtype = torch.float16
+) -> float:
+    """Mean over positions of KL(P || P_hat): P the full teacher, P_hat rebuilt from its stored top-k row.
+
+    P_hat has the stored (rounded, renormalised) probabilities on the k ids and the tail mass spread evenly over the
+    other vocab - k tokens, so the value counts both the rounding and the detail lost inside the tail.
+    """
+    full = log_softmax(teacher_logits, temperature)
+    stored = topk_logprobs(teacher_logits, k, temperature=temperature, dtype=dtype)
+    buckets = teacher_buckets(stored.ids, stored.logprobs).to(full.dtype)
+    spare = full.shape[-1] - k
+    tail_each = buckets[..., -1:] - torch.log(torch.tensor(max(spare, 1), dtype=full.dtype))
+    rebuilt = tail_each.expand_as(full).scatter(-1, stored.ids.long(), buckets[..., :-1])
+    return divergence_from_logprobs("fkl", rebuilt, full).mean().item()
