@@ -6,20 +6,19 @@ import numpy as np
 import pytest
 import torch
 
-from harness.analysis.estimate import estimated_risk
 from harness.analysis.process import FiniteStateTeacher
 from harness.analysis.students import table_student
 from harness.analysis.study import entropy, evaluate_student, interval, run_study
 from harness.analysis.tiny_student import (
-    HYBRID_LAMBDA,
+    STUDY_METHODS,
     TinyGRU,
     TrainConfig,
-    distillation_loss,
     model_student,
-    soft_divergence,
+    study_objective,
     train_student,
 )
 from harness.errors import HarnessError
+from trainers.objectives import TeacherRows
 
 torch.set_num_threads(1)
 
@@ -29,32 +28,20 @@ def process() -> FiniteStateTeacher:
     return FiniteStateTeacher()
 
 
-def test_soft_divergence_formula_and_gradient():
-    teacher = torch.tensor([[0.5, 0.5, 0.0], [1.0, 0.0, 0.0]], dtype=torch.float64)
-    logits = torch.tensor([[0.0, 0.0, 0.0], [2.0, 1.0, 0.0]], dtype=torch.float64, requires_grad=True)
-    expected = [0.5 * np.log(0.5 / (1 / 3)) * 2, -np.log(np.exp(2) / (np.exp(2) + np.exp(1) + 1))]
-    np.testing.assert_allclose(soft_divergence(logits, teacher).detach().numpy(), expected, rtol=1e-12)
-    assert soft_divergence(torch.log(teacher.clamp_min(1e-300)), teacher).abs().max() < 1e-12
-    assert torch.autograd.gradcheck(lambda x: soft_divergence(x, teacher), (logits,))
-
-
-def test_method_losses_mix_hard_and_soft_as_documented():
-    teacher = torch.tensor([[[0.7, 0.2, 0.1], [1.0, 0.0, 0.0]]])
-    logits = torch.tensor([[[0.3, -0.2, 0.1], [1.0, 0.5, -1.0]]])
-    tokens = torch.tensor([[1, 0]])
-    hard = torch.nn.functional.cross_entropy(logits[0], tokens[0], reduction="none")[None]
-    soft = soft_divergence(logits, teacher)
-    torch.testing.assert_close(distillation_loss("hard", logits, tokens, teacher), hard)
-    torch.testing.assert_close(distillation_loss("soft", logits, tokens, teacher), soft)
-    torch.testing.assert_close(
-        distillation_loss("hybrid", logits, tokens, teacher), HYBRID_LAMBDA * hard + (1 - HYBRID_LAMBDA) * soft
-    )
-    risk = estimated_risk(teacher.log())
-    torch.testing.assert_close(
-        distillation_loss("hybrid-risk", logits, tokens, teacher), risk * hard + (1 - risk) * soft
-    )
-    with pytest.raises(HarnessError, match="unknown method 'nope'"):
-        distillation_loss("nope", logits, tokens, teacher)
+def test_study_methods_are_the_trainers_objectives_and_handle_an_exact_teacher():
+    assert study_objective("hybrid-risk").params.weighting == "risk"
+    assert study_objective("hybrid").params.weighting == "static" and study_objective("hybrid").params.alpha == 0.5
+    assert study_objective("soft").params.divergence == "fkl"
+    teacher = torch.tensor([[0.7, 0.3, 0.0], [1.0, 0.0, 0.0]]).log()  # zeros become -inf logits
+    logits = torch.tensor([[0.3, -0.2, 0.1], [1.0, 0.5, -1.0]], requires_grad=True)
+    targets = torch.tensor([1, 0])
+    hard = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+    for name in STUDY_METHODS:
+        loss = study_objective(name).token_losses(logits, targets, TeacherRows(logits=teacher), 0.5)["loss"]
+        assert torch.isfinite(loss).all(), name
+        torch.testing.assert_close(loss[1], hard[1])  # a one-hot teacher: every method is the cross-entropy
+    with pytest.raises(HarnessError, match="unknown study method 'nope'"):
+        study_objective("nope")
 
 
 def test_tiny_gru_is_causal_and_gives_distributions():
@@ -109,5 +96,5 @@ def test_tiny_study_writes_its_outputs(process, tmp_path):
     page = (tmp_path / "kappa_heatmap.html").read_text()
     assert page.count("class='tip'") == len(words) * (2 * 3 + 1) and "&lt;eos&gt;" in page and "<script" not in page
     assert "| hard |" in (tmp_path / "study.md").read_text()
-    with pytest.raises(HarnessError, match="unknown method"):
+    with pytest.raises(HarnessError, match="unknown study method"):
         run_study(tmp_path, methods=("sft",))

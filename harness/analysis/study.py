@@ -30,14 +30,13 @@ from harness.analysis.kappa import PrefixKappa, prefix_kappa
 from harness.analysis.process import ROLES, FiniteStateTeacher
 from harness.analysis.render import Panel, write_heatmap_png, write_token_html
 from harness.analysis.students import StudentFn
-from harness.analysis.tiny_student import METHODS, TrainConfig, model_student, train_student
+from harness.analysis.tiny_student import STUDY_METHODS, TrainConfig, model_student, train_student
 from harness.errors import unknown_choice
 from harness.io import atomic_write_json, atomic_write_text
 
-DEFAULT_METHODS = ("hard", "soft", "hybrid", "hybrid-risk")
+DEFAULT_METHODS = ("hard", "soft", "hybrid", "hybrid-confidence", "hybrid-risk")
 DEFAULT_SEEDS = (0, 1, 2)
 METRICS = ("exposure_bias", "bridge_accuracy", "garden_entropy_ratio", "teacher_forced_kl", "student_rollout_kl")
-COMPARED = (("hybrid", "hard"), ("hybrid", "soft"), ("hybrid-risk", "hard"), ("hybrid-risk", "soft"))
 
 
 @dataclass(frozen=True)
@@ -54,7 +53,7 @@ class StudentMetrics:
 class StudyResult:
     runs: list[dict]  # one per (method, seed): {"method", "seed", **StudentMetrics}
     summary: dict[str, dict[str, dict[str, float]]]  # method -> metric -> {mean, low, high}
-    comparisons: dict[str, dict[str, float]]  # "a - b" -> exposure-bias difference {mean, low, high}
+    comparisons: dict[str, dict[str, float]]  # "hybrid... - hard|soft" -> exposure-bias difference {mean, low, high}
     paths: dict[str, str] = field(default_factory=dict)
 
 
@@ -198,8 +197,8 @@ def run_study(
 ) -> StudyResult:
     """Train, measure and summarise every (method, seed); write study.json, study.md and the kappa heat maps."""
     for method in methods:
-        if method not in METHODS:
-            raise unknown_choice("method", method, METHODS)
+        if method not in STUDY_METHODS:
+            raise unknown_choice("study method", method, STUDY_METHODS)
     config = config or TrainConfig()
     out_dir = Path(out_dir)
     process = FiniteStateTeacher()
@@ -217,8 +216,10 @@ def run_study(
         f"{a} - {b}": interval(
             [x["exposure_bias"] - y["exposure_bias"] for x, y in zip(by_method[a], by_method[b], strict=True)]
         )
-        for a, b in COMPARED
-        if a in by_method and b in by_method
+        for a in methods
+        if a.startswith("hybrid")
+        for b in ("hard", "soft")
+        if b in by_method
     }
     result = StudyResult(runs, summary, comparisons)
     example = process.sample(1, seed=example_seed)
