@@ -22,9 +22,10 @@ from harness.io import atomic_write_bytes, atomic_write_text
 
 @dataclass(frozen=True)
 class Panel:
-    """One quantity over the tokens: a row per label (for example per method)."""
+    """One quantity over one text's tokens: a row per label (for example per method)."""
 
     title: str
+    tokens: Sequence[str]
     row_labels: Sequence[str]
     values: np.ndarray  # [rows, tokens]
     cmap: str = "Reds"
@@ -41,17 +42,18 @@ def _norm(panel: Panel) -> colors.Normalize:
     return colors.Normalize(vmin=min(0.0, float(finite.min()) if finite.size else 0.0), vmax=top)
 
 
-def write_heatmap_png(path: str | Path, tokens: Sequence[str], panels: Sequence[Panel], title: str) -> Path:
+def write_heatmap_png(path: str | Path, panels: Sequence[Panel], title: str) -> Path:
     """One image: a heat map per panel, tokens along the x axis, each cell annotated with its value."""
     heights = [len(p.row_labels) + 1.2 for p in panels]
-    fig = Figure(figsize=(max(8.0, 0.62 * len(tokens) + 2.5), 0.42 * sum(heights) + 1.0), layout="tight")
+    width = max(len(p.tokens) for p in panels)
+    fig = Figure(figsize=(max(8.0, 0.62 * width + 2.5), 0.42 * sum(heights) + 1.0), layout="tight")
     axes = fig.subplots(len(panels), 1, squeeze=False, height_ratios=heights)
     for ax, panel in zip(axes[:, 0], panels, strict=True):
         cmap, norm = matplotlib.colormaps[panel.cmap], _norm(panel)
         image = ax.imshow(panel.values, cmap=cmap, norm=norm, aspect="auto")
         ax.set_title(panel.title, fontsize=9, loc="left")
         ax.set_yticks(range(len(panel.row_labels)), panel.row_labels, fontsize=8)
-        ax.set_xticks(range(len(tokens)), tokens, fontsize=8, rotation=0)
+        ax.set_xticks(range(len(panel.tokens)), panel.tokens, fontsize=8)
         for (row, col), value in np.ndenumerate(panel.values):
             colour = _text_colour(cmap(norm(value)))
             ax.text(col, row, f"{value:.2g}", ha="center", va="center", fontsize=6, color=colour)
@@ -82,9 +84,7 @@ def _text_colour(rgba: tuple[float, ...]) -> str:
     return "#000" if luminance > 0.55 else "#fff"
 
 
-def write_token_html(
-    path: str | Path, tokens: Sequence[str], panels: Sequence[Panel], title: str, note: str = ""
-) -> Path:
+def write_token_html(path: str | Path, panels: Sequence[Panel], title: str, note: str = "") -> Path:
     """A self-contained page: per panel, each row's tokens coloured by value; hovering a token shows its details."""
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"]
     parts.append(f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>")
@@ -95,7 +95,7 @@ def write_token_html(
         parts.append(f"<h2>{html.escape(panel.title)}</h2><table>")
         for row, label in enumerate(panel.row_labels):
             cells = []
-            for col, token in enumerate(tokens):
+            for col, token in enumerate(panel.tokens):
                 value = float(panel.values[row, col])
                 rgba = cmap(norm(value)) if np.isfinite(value) else (1.0, 1.0, 1.0, 1.0)
                 hover = panel.hovers[row][col] if panel.hovers else f"{value:.4g}"

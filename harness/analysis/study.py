@@ -117,7 +117,11 @@ def _hover(process: FiniteStateTeacher, token: int, at: PrefixKappa) -> str:
 
 
 def write_heatmaps(
-    process: FiniteStateTeacher, tokens: Sequence[int], kappas: dict[str, list[PrefixKappa]], out_dir: Path
+    process: FiniteStateTeacher,
+    tokens: Sequence[int],
+    kappas: dict[str, list[PrefixKappa]],
+    out_dir: Path,
+    horizon: int | None = None,
 ) -> dict[str, str]:
     """kappa_heatmap.png and kappa_heatmap.html for one example text, a row per method."""
     words = [process.vocab[t] for t in tokens]
@@ -127,12 +131,14 @@ def write_heatmaps(
     panels = [
         Panel(
             "risk = sum_a p_T(a) |kappa(a)|: how much the teacher's own choice here moves the student's future loss",
+            words,
             methods,
             np.array([[at.risk for at in kappas[m]] for m in methods]),
             hovers=hovers,
         ),
         Panel(
             "student kappa = sum_a p_S(a) kappa(a): growth of future loss when the student picks this token",
+            words,
             methods,
             np.array([[at.student_kappa for at in kappas[m]] for m in methods]),
             cmap="RdBu_r",
@@ -141,6 +147,7 @@ def write_heatmaps(
         ),
         Panel(
             "kappa of the written token",
+            words,
             methods,
             np.array([[at.kappa[t] for t, at in zip(tokens, kappas[m], strict=True)] for m in methods]),
             cmap="RdBu_r",
@@ -149,19 +156,21 @@ def write_heatmaps(
         ),
         Panel(
             "teacher-only estimate (estimate.estimated_risk: margin x certainty)",
+            words,
             ["teacher"],
             estimated_risk(teacher_logits).numpy()[None].astype(float),
             cmap="Purples",
         ),
     ]
-    title = "Exact per-token kappa on an example text of the finite-state teacher (full horizon)"
+    reach = "full horizon" if horizon is None else f"horizon {horizon}"
+    title = f"Exact per-token kappa on an example text of the finite-state teacher ({reach})"
     note = (
         "Each row is one method's first-seed student. kappa(a) = Q(a) - sum_a' p_T(a') Q(a'), where Q(a) is the "
         "student's expected summed KL to the teacher over the teacher's continuation after token a (exact: the "
         "teacher's continuations are enumerated and the student reads the real prefix). Hover a token for details."
     )
-    png = write_heatmap_png(out_dir / "kappa_heatmap.png", words, panels, title)
-    page = write_token_html(out_dir / "kappa_heatmap.html", words, panels, title, note)
+    png = write_heatmap_png(out_dir / "kappa_heatmap.png", panels, title)
+    page = write_token_html(out_dir / "kappa_heatmap.html", panels, title, note)
     return {"heatmap_png": str(png), "heatmap_html": str(page)}
 
 
@@ -225,7 +234,7 @@ def run_study(
     example = process.sample(1, seed=example_seed)
     tokens = [int(t) for t in example.tokens[0, : example.lengths[0]]]
     kappas = {m: example_kappa(process, s, tokens, heatmap_horizon) for m, s in first_students.items()}
-    result.paths = write_heatmaps(process, tokens, kappas, out_dir)
+    result.paths = write_heatmaps(process, tokens, kappas, out_dir, heatmap_horizon)
     result.paths["table"] = str(atomic_write_text(out_dir / "study.md", markdown_table(result, seeds)))
     report = asdict(result) | {
         "config": asdict(config) | {"rollouts": rollouts, "seeds": list(seeds), "methods": list(methods)},
