@@ -122,8 +122,13 @@ def eval_(
     model: Annotated[str, typer.Option("--model", help="A local folder or hub id of a causal LM.")],
     tasks: Annotated[str, typer.Option("--tasks", help="Comma-separated benchmarks (see `harness tasks`).")] = "arith",
     limit: Annotated[int | None, typer.Option("--limit", help="First N docs of each benchmark.")] = None,
+    samples: Annotated[int, typer.Option("--samples", help="Completions per doc (pass@k for HumanEval).")] = 1,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature (0 = greedy).")] = 0.0,
+    num_fewshot: Annotated[int, typer.Option("--num-fewshot", help="Worked examples before each question.")] = 0,
+    data_source: Annotated[str, typer.Option("--data-source", help="shipped (in the repo) or hub.")] = "shipped",
     backend: Annotated[str, typer.Option(help="Generation backend: auto, transformers or vllm.")] = "auto",
     dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16.")] = "float32",
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
     out: Annotated[Path, typer.Option("--out", help="Folder for scores.json and per-sample logs.")] = Path(
         "results/eval"
     ),
@@ -136,34 +141,40 @@ def eval_(
 
     from harness.io import atomic_write_json
     from harness.models import load_model
-    from harness.pairs import Pair
-    from harness.pipeline import RunSpec, evaluate_models
     from tasks import load_task
+    from tasks.evaluate import evaluate_model
     from tasks.evaluate import rescore as rescore_log
+    from tasks.generation import render_prompt
 
     names = [t.strip() for t in tasks.split(",") if t.strip()]
-    for name in names:
-        load_task(name)
+    task_options = {name: _task_options(name, data_source, num_fewshot) for name in names}
     if rescore:
         scores = {}
         for name in names:
             log = out / "samples" / f"{name}.jsonl"
             if not log.exists():
                 raise HarnessError(f"no per-sample log to rescore: {log}")
-            scores[name] = rescore_log(log, name, str(log.relative_to(out)))
+            scores[name] = rescore_log(log, load_task(name, **task_options[name]), str(log.relative_to(out)))
     else:
-        pair = Pair(
-            name="eval",
-            teacher=model,
-            student=model,
-            architecture="LlamaForCausalLM",
-            tasks=tuple(names),
-            train_task=names[0],
-            dtype=dtype,
-        )
-        loaded, tokenizer = load_model(model, pair)
-        spec = RunSpec(pair="eval", method="eval", limit=limit, backend=backend)
-        scores = evaluate_models(pair, model, loaded, tokenizer, spec, out / "samples", out)
+        loaded, tokenizer = load_model(model, dtype)
+        scores = {}
+        for name in names:
+            scores |= evaluate_model(
+                [name],
+                model,
+                loaded,
+                tokenizer,
+                render=lambda messages: render_prompt(tokenizer, messages),
+                samples_dir=out / "samples",
+                results_dir=out,
+                backend=backend,
+                dtype=dtype,
+                limit=limit,
+                seed=seed,
+                samples=samples,
+                temperature=temperature,
+                task_options=task_options[name],
+            )
     atomic_write_json(out / "scores.json", {k: asdict(v) for k, v in scores.items()})
     table = Table(title=f"{model}")
     for column in ("benchmark", "score", "n", "metrics"):
@@ -257,6 +268,22 @@ def tasks_() -> None:
         task = load_task(name)
         table.add_row(name, task.primary_metric, str(len(task.docs("test"))))
     console.print(table)
+
+
+def _task_options(name: str, data_source: str, num_fewshot: int) -> dict[str, object]:
+    """The options to build task `name` with: `data_source` where the task reads data files (synthetic `arith`
+    does not), `num_fewshot` where it has few-shot examples."""
+    import inspect
+
+    from tasks import load_task
+
+    accepted = inspect.signature(type(load_task(name)).__init__).parameters
+    chosen: dict[str, object] = {"data_source": data_source} if "data_source" in accepted else {}
+    if num_fewshot:
+        if "num_fewshot" not in accepted:
+            raise HarnessError(f"task {name!r} has no few-shot examples; drop --num-fewshot")
+        chosen["num_fewshot"] = num_fewshot
+    return chosen
 
 
 def quiet_library_progress() -> None:

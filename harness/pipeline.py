@@ -6,33 +6,29 @@ a reused phase is charged with the cost of its original build (see harness.accou
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from harness.accounting import CostLedger, device_count, device_kind
 from harness.cache import cache_key, cache_root
 from harness.errors import unknown_choice
-from harness.io import atomic_write_json
+from harness.io import atomic_write_json, atomic_write_text
 from harness.models import load_model, load_tokenizer, resolve
 from harness.pairs import Pair, get_pair
 from harness.progress import console
 from harness.records import RunRecord, TaskScore, environment, new_run_id, write_record
-from harness.supervise import SupervisionSettings, encode_prompt, load_or_build_supervision
+from harness.supervise import SupervisionSettings, load_or_build_supervision, pair_renderer, reference_examples
 from tasks import load_task
-from tasks.evaluate import evaluate_task
-from tasks.generation import Generator, TransformersGenerator
-from trainers.loop import TrainConfig, train
+from tasks.evaluate import evaluate_model
+from tasks.generation import BACKENDS, make_generator
+from trainers.loop import TrainConfig, TrainResult, train
 from trainers.objectives import Objective, load_method
 from trainers.onpolicy import StudentSampler
 from trainers.vocab import shared_vocab
 
-BACKENDS = ("auto", "transformers", "vllm")
 TEACHER_SIGNALS = ("topk", "online")
 
 
@@ -53,19 +49,6 @@ class RunSpec:
     pairs_file: Path | None = None
 
 
-def make_generator(
-    model_ref: str, model: Any, tokenizer: Any, backend: str, pair: Pair, seed: int, vocab_rows: int | None = None
-) -> Generator:
-    """A generator on the chosen backend: vLLM when asked, or on `auto` when it is installed and a GPU is present.
-
-    `vocab_rows` limits generation to the vocabulary shared with the student."""
-    if backend == "vllm" or (backend == "auto" and importlib.util.find_spec("vllm") and torch.cuda.is_available()):
-        from tasks.vllm_backend import VLLMGenerator
-
-        return VLLMGenerator(model_ref, dtype=pair.dtype, seed=seed, vocab_rows=vocab_rows)
-    return TransformersGenerator(model, tokenizer, vocab_rows=vocab_rows)
-
-
 def train_config(pair: Pair, spec: RunSpec) -> TrainConfig:
     values = {**pair.train, **spec.train_overrides, "seed": spec.seed}
     valid = TrainConfig.__dataclass_fields__
@@ -75,27 +58,23 @@ def train_config(pair: Pair, spec: RunSpec) -> TrainConfig:
     return TrainConfig(**values)
 
 
-def evaluate_models(
+def evaluate_pair_model(
     pair: Pair, model_ref: str, model: Any, tokenizer: Any, spec: RunSpec, samples_dir: Path, results_dir: Path
 ) -> dict[str, TaskScore]:
-    """Scores of one model on the pair's benchmarks, with per-sample logs under `samples_dir`."""
-    generator = make_generator(model_ref, model, tokenizer, spec.backend, pair, spec.seed)
-    scores = {}
-    try:
-        for name in pair.tasks:
-            path = samples_dir / f"{name}.jsonl"
-            scores[name] = evaluate_task(
-                load_task(name),
-                generator,
-                lambda messages: tokenizer.decode(encode_prompt(pair, tokenizer, messages)),
-                limit=spec.limit,
-                seed=spec.seed,
-                samples_path=path,
-                samples_ref=str(path.relative_to(results_dir)),
-            )
-    finally:
-        generator.close()
-    return scores
+    """A pair's teacher or student on the pair's benchmarks, prompted the pair's way."""
+    return evaluate_model(
+        list(pair.tasks),
+        model_ref,
+        model,
+        tokenizer,
+        render=pair_renderer(pair, tokenizer),
+        samples_dir=samples_dir,
+        results_dir=results_dir,
+        backend=spec.backend,
+        dtype=pair.dtype,
+        limit=spec.limit,
+        seed=spec.seed,
+    )
 
 
 def teacher_scores(pair: Pair, teacher_ref: str, spec: RunSpec) -> dict[str, TaskScore]:
@@ -105,24 +84,10 @@ def teacher_scores(pair: Pair, teacher_ref: str, spec: RunSpec) -> dict[str, Tas
     if (folder / "scores.json").exists():
         return {k: TaskScore(**v) for k, v in json.loads((folder / "scores.json").read_text()).items()}
     console.print("[bold]Evaluating the teacher[/] (once; cached)")
-    model, tokenizer = load_model(teacher_ref, pair)
-    scores = evaluate_models(pair, teacher_ref, model, tokenizer, spec, folder / "samples", folder)
+    model, tokenizer = load_model(teacher_ref, pair.dtype, pair.model_kwargs)
+    scores = evaluate_pair_model(pair, teacher_ref, model, tokenizer, spec, folder / "samples", folder)
     atomic_write_json(folder / "scores.json", {k: asdict(v) for k, v in scores.items()})
     return scores
-
-
-def reference_examples(pair: Pair, tokenizer: Any) -> list[dict[str, Any]]:
-    """Prompt + the data set's own reference answer, for methods that train without a teacher (`sft`)."""
-    task = load_task(pair.train_task)
-    return [
-        {
-            "prompt_ids": encode_prompt(pair, tokenizer, task.prompt(doc)),
-            "completion_ids": tokenizer(task.reference(doc) + tokenizer.eos_token, add_special_tokens=False)[
-                "input_ids"
-            ],
-        }
-        for doc in task.docs("train")[: pair.train_prompts]
-    ]
 
 
 def check_spec(spec: RunSpec) -> tuple[Pair, Objective, TrainConfig]:
@@ -145,7 +110,7 @@ def run(spec: RunSpec) -> tuple[RunRecord, Path]:
     run_id = new_run_id(pair.name, objective.name, spec.seed)
     ledger = CostLedger()
     teacher_ref, student_ref = resolve(pair.teacher), resolve(pair.student)
-    student, tokenizer = load_model(student_ref, pair)
+    student, tokenizer = load_model(student_ref, pair.dtype, pair.model_kwargs)
     teacher_tokenizer = load_tokenizer(teacher_ref)
     teacher_config_rows = _embedding_rows(teacher_ref)
     vocab_rows = shared_vocab(
@@ -155,11 +120,13 @@ def run(spec: RunSpec) -> tuple[RunRecord, Path]:
 
     def load_teacher() -> Any:
         if not teacher_model:
-            teacher_model.append(load_model(teacher_ref, pair)[0])
+            teacher_model.append(load_model(teacher_ref, pair.dtype, pair.model_kwargs)[0])
         return teacher_model[0]
 
     if objective.completions == "reference":
-        examples: Any = reference_examples(pair, tokenizer)
+        task = load_task(pair.train_task)
+        docs = task.docs("train")[: pair.train_prompts]
+        examples: Any = reference_examples(task, docs, tokenizer, pair_renderer(pair, tokenizer))
     else:
         settings = SupervisionSettings(top_k=spec.top_k, seed=0)
         examples = load_or_build_supervision(
@@ -167,7 +134,9 @@ def run(spec: RunSpec) -> tuple[RunRecord, Path]:
             teacher_ref,
             teacher_tokenizer,
             load_teacher,
-            lambda teacher: make_generator(teacher_ref, teacher, teacher_tokenizer, spec.backend, pair, 0, vocab_rows),
+            lambda teacher: make_generator(
+                teacher_ref, teacher, teacher_tokenizer, backend=spec.backend, dtype=pair.dtype, vocab_rows=vocab_rows
+            ),
             settings,
             ledger,
             vocab_rows,
@@ -199,11 +168,12 @@ def run(spec: RunSpec) -> tuple[RunRecord, Path]:
             on_policy=sampler,
             description=f"train {objective.name}",
         )
+    training = training_summary(result, results_dir, run_id)
     model_dir = results_dir / "models" / run_id
     student.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
     with ledger.phase("evaluate") as cost:
-        scores = evaluate_models(
+        scores = evaluate_pair_model(
             pair, str(model_dir), student, tokenizer, spec, results_dir / "samples" / run_id, results_dir
         )
         cost.add_work(_sample_tokens(tokenizer, results_dir, scores), sum(p.numel() for p in student.parameters()), 2)
@@ -224,12 +194,29 @@ def run(spec: RunSpec) -> tuple[RunRecord, Path]:
         teacher_scores=teacher_scores(pair, teacher_ref, spec),
         cost=ledger.to_dict(),
         environment=environment(device_kind(), device_count()),
+        training=training,
         run_id=run_id,
         attempts=1 + (result.resumed_from > 0),
     )
     path = write_record(record, results_dir)
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
     return record, path
+
+
+def training_summary(result: TrainResult, results_dir: Path, run_id: str) -> dict[str, Any]:
+    """The record's view of training: steps, and each diagnostic's mean over the last tenth of the steps; the
+    per-step diagnostics go to `samples/<run_id>/train.jsonl`."""
+    log = results_dir / "samples" / run_id / "train.jsonl"
+    atomic_write_text(log, "".join(json.dumps(row, sort_keys=True) + "\n" for row in result.history))
+    tail = result.history[-max(1, len(result.history) // 10) :]
+    names = sorted({name for row in tail for name in row})
+    final = {name: sum(row.get(name, 0.0) for row in tail) / len(tail) for name in names}
+    return {
+        "steps": result.steps,
+        "resumed_from": result.resumed_from,
+        "final": final,
+        "log": str(log.relative_to(results_dir)),
+    }
 
 
 def _sample_tokens(tokenizer: Any, results_dir: Path, scores: dict[str, TaskScore]) -> int:

@@ -26,7 +26,7 @@ from harness.accounting import PhaseCost
 from harness.progress import progress_bar
 from trainers.batch import Batch, collate
 from trainers.chunked import chunked_token_loss
-from trainers.objectives import Objective, TeacherRows
+from trainers.objectives import Objective, TeacherRows, entropy_rows, teacher_logprobs
 
 
 @dataclass
@@ -99,11 +99,22 @@ def row_terms(
             with torch.no_grad():
                 signal = TeacherRows(logits=teacher_head(teacher_hidden[rows])[..., :vocab_rows])
         terms = objective.token_losses(logits, batch.targets[rows], signal if objective.soft_labels else None, progress)
+        terms.update(diagnostics(logits, signal, batch.targets[rows]))
         names[:] = list(terms)
         return torch.stack([terms[name] for name in names], dim=-1)
 
     stacked = chunked_token_loss(hidden, student_head, chunk_terms, chunk_size)
     return {name: stacked[:, i] for i, name in enumerate(names)}
+
+
+def diagnostics(logits: Tensor, teacher: TeacherRows, targets: Tensor) -> dict[str, Tensor]:
+    """Per-row student entropy, and the teacher's entropy where its signal is present (top-k: over the k + tail
+    buckets, a lower bound)."""
+    with torch.no_grad():
+        out = {"student_entropy": entropy_rows(torch.log_softmax(logits.float(), dim=-1))}
+        if teacher.logits is not None or teacher.topk_ids is not None:
+            out["teacher_entropy"] = entropy_rows(teacher_logprobs(teacher, targets)[0])
+    return out
 
 
 def _batch_indices(step: int, n_examples: int, batch_size: int, seed: int) -> list[int]:
