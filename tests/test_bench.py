@@ -1,0 +1,65 @@
+"""The benchmark scripts' building blocks: competitors compute the same loss, the cache size is what the format says,
+and repetitions are interleaved. No timings are asserted."""
+
+from __future__ import annotations
+
+import copy
+from argparse import Namespace
+
+import torch
+
+from bench.common import StepClock, interleaved, random_llama
+from bench.topk_cache import CACHE_KS, cache_bytes_per_token
+from bench.train_throughput import check_losses_agree, labelled, make_examples, trl_trainer
+
+torch.set_num_threads(1)
+
+
+def test_interleaved_rotates_who_goes_first_and_keeps_every_sample() -> None:
+    calls: list[str] = []
+
+    def competitor(name: str):
+        def run() -> list[str]:
+            calls.append(name)
+            return [f"{name}{len(calls)}"]
+
+        return run
+
+    samples = interleaved({"a": competitor("a"), "b": competitor("b"), "c": competitor("c")}, reps=3)
+    assert calls == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
+    assert {name: len(values) for name, values in samples.items()} == {"a": 3, "b": 3, "c": 3}
+
+
+def test_step_clock_drops_the_warm_up_step() -> None:
+    clock = StepClock()
+    for _ in range(4):
+        clock.tick()
+    steps = clock.step_seconds(skip=1)
+    assert len(steps) == 2
+    assert all(wall >= 0 and cpu >= 0 for wall, cpu in steps)
+
+
+def test_labels_mark_exactly_the_completion_tokens() -> None:
+    examples = make_examples(2, prompt_len=3, completion_len=4, vocab=50, seed=0)
+    inputs = labelled(examples)
+    for row, example in enumerate(examples):
+        assert inputs["labels"][row, :3].eq(-100).all()
+        assert inputs["labels"][row, 3:].tolist() == example["completion_ids"]
+
+
+def test_trl_plain_and_our_online_losses_agree(tmp_path) -> None:
+    """The throughput benchmark compares like with like: TRL's GKD (beta=0), the plain loop and our soft fkl."""
+    student = random_llama(64, 16, 1, 2, 32, seed=0)
+    teacher = random_llama(64, 32, 1, 2, 64, seed=1).eval().requires_grad_(False)
+    examples = make_examples(8, prompt_len=5, completion_len=7, vocab=64, seed=0)
+    args = Namespace(batch=4, lr=1e-4, steps=1, seed=0)
+    trainer, _ = trl_trainer(copy.deepcopy(student), teacher, examples, args, tmp_path)
+    assert check_losses_agree(student, teacher, trainer, examples, args) < 1e-6
+
+
+def test_cache_bytes_per_token_match_the_format(tmp_path) -> None:
+    """int32 ids + float16 log-probs with a tail bucket: 6k + 2 bytes a token, plus offsets and a small header."""
+    sizes = cache_bytes_per_token(vocab=500, tokens=2048, folder=tmp_path)
+    assert sorted(sizes) == sorted(CACHE_KS)
+    for k, size in sizes.items():
+        assert 6 * k + 2 <= size < 6 * k + 2 + 1
