@@ -4,8 +4,9 @@ Cold: a fresh, empty $HARNESS_CACHE, so the run builds everything it needs once:
 and student trained from scratch on CPU; this takes minutes, most of the cold time), the teacher supervision and the
 teacher's scores. Warm: the same command again on that cache, so only training, evaluating the student, the record
 and the leaderboard remain. Each run is a separate `python -m harness run` process into its own results dir; the
-per-phase wall seconds are read from its record. `--skip-cold` times only the warm run, on the default cache (or
-`--cache`), which must then hold the tiny pair already (else that run is cold too, and the script says so).
+per-phase wall seconds are read from its record. The runs use torch's default thread count (what a user gets).
+`--skip-cold` times only the warm run, on the default cache (or `--cache`), which must then hold the tiny pair
+already (else that run is cold too, and the script says so).
 
     PYTHONPATH=. python bench/end_to_end.py [--skip-cold] [--cache DIR] [--max-steps N] [--limit N]
 """
@@ -60,6 +61,7 @@ def main() -> None:
         command="harness run --method hybrid --pair tiny " + " ".join(extra),
         skip_cold=args.skip_cold,
         cache=args.cache or ("fresh temp dir" if not args.skip_cold else cache_root()),
+        harness_threads="torch default, as a user gets it",
     )
     with tempfile.TemporaryDirectory() as tmp:
         if args.skip_cold:

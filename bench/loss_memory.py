@@ -6,7 +6,9 @@ both models, then log-softmax, KL and their gradients; the chunked one is `train
 which also computes the teacher's logits chunk by chunk. Each measurement runs in a fresh spawned process and reports
 its peak resident memory (ru_maxrss) above the resident memory it had after a small warm-up pass (so the baseline
 holds the inputs, both heads and the student head's gradient), in units of one [N, vocab] float32 tensor. The
-parent then checks that losses and gradients agree.
+parent then checks that losses and gradients agree. `--kl-div` also measures the minimal naive loss a user would write
+(or TRL's GKD computes): `log_softmax` of both logits and `F.kl_div(log_target=True)`, which holds fewer temporaries
+than our divergence code.
 
 Allocator: the children run with glibc's MALLOC_MMAP_THRESHOLD_ fixed (64 KiB by default here), so every large
 tensor is its own mmap and goes back to the OS when freed, and resident memory tracks the live tensors. With glibc's
@@ -15,6 +17,7 @@ peak grows with the number of chunks (about 4x one [N, vocab] tensor at vocab 32
 `--malloc-mmap-threshold 0` to see it. GPU runs use PyTorch's caching allocator, which reuses same-size blocks.
 
     PYTHONPATH=. python bench/loss_memory.py [--positions 2048] [--hidden 256] [--chunk-size 256] [--vocab 32000 152064]
+        [--kl-div]
 
 (from the repository root; `PYTHONPATH=.` is not needed once the package is installed with `pip install -e .`).
 """
@@ -30,6 +33,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from trainers.chunked import chunked_token_loss
 from trainers.divergences import token_divergence
@@ -58,6 +62,11 @@ def measure(mode: str, positions: int, hidden_size: int, vocab: int, chunk_size:
             with torch.no_grad():
                 teacher_logits = teacher_head(teacher)
             loss = token_divergence("fkl", student_head(hidden), teacher_logits).mean()
+        elif mode == "kl_div":
+            with torch.no_grad():
+                teacher_logprobs = torch.log_softmax(teacher_head(teacher), -1)
+            student_logprobs = torch.log_softmax(student_head(hidden), -1)
+            loss = F.kl_div(student_logprobs, teacher_logprobs, reduction="none", log_target=True).sum(-1).mean()
         else:
 
             def loss_fn(logits: torch.Tensor, rows: slice) -> torch.Tensor:
@@ -108,6 +117,9 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--chunk-size", type=int, default=256)
     parser.add_argument("--vocab", type=int, nargs="+", default=[32000, 152064])
+    parser.add_argument(
+        "--kl-div", action="store_true", help="also measure the minimal naive loss (log_softmax + F.kl_div, as TRL)"
+    )
     parser.add_argument("--malloc-mmap-threshold", type=int, default=65536, help="bytes; 0 keeps glibc's default")
     args = parser.parse_args()
     if args.malloc_mmap_threshold:
@@ -137,6 +149,15 @@ def main() -> None:
             )
             if max(loss_diff, grad_diff) > 1e-5:
                 raise SystemExit(f"chunked and naive disagree by {max(loss_diff, grad_diff):.1e} at vocab {vocab}")
+            if args.kl_div:
+                kl_div = run_child("kl_div", args, vocab, Path(tmp, "kl_div.pt"))
+                print(
+                    f"{'':>7} minimal naive (log_softmax + F.kl_div): {kl_div['peak_above_baseline'] / MIB:.0f} MiB, "
+                    f"{kl_div['peak_above_baseline'] / unit:.2f} x[N,V]; chunked/minimal = "
+                    f"{chunked['peak_above_baseline'] / kl_div['peak_above_baseline']:.2f}; "
+                    f"max|d loss| {(kl_div['loss'] - chunked['loss']).abs().item():.1e}",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":
