@@ -4,11 +4,12 @@ Cold: a fresh, empty $HARNESS_CACHE, so the run builds everything it needs once:
 and student trained from scratch on CPU; this takes minutes, most of the cold time), the teacher supervision and the
 teacher's scores. Warm: the same command again on that cache, so only training, evaluating the student, the record
 and the leaderboard remain. Each run is a separate `python -m harness run` process into its own results dir; the
-per-phase wall seconds are read from its record. The runs use torch's default thread count (what a user gets).
+per-phase wall seconds are read from its record. The runs use torch's default thread count (what a user gets) unless
+`--threads` sets OMP_NUM_THREADS.
 `--skip-cold` times only the warm run, on the default cache (or `--cache`), which must then hold the tiny pair
 already (else that run is cold too, and the script says so).
 
-    PYTHONPATH=. python bench/end_to_end.py [--skip-cold] [--cache DIR] [--max-steps N] [--limit N]
+    PYTHONPATH=. python bench/end_to_end.py [--skip-cold] [--cache DIR] [--max-steps N] [--limit N] [--threads N]
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import print_settings
+from bench.common import configure, print_settings
 from harness.cache import cache_root
 from harness.records import load_records
 from harness.tiny import DEFAULT_SPEC, tiny_pair_dir
@@ -29,10 +30,12 @@ from harness.tiny import DEFAULT_SPEC, tiny_pair_dir
 REPO = Path(__file__).resolve().parent.parent
 
 
-def timed_run(cache: Path, results: Path, extra: list[str]) -> tuple[float, dict[str, float]]:
+def timed_run(cache: Path, results: Path, extra: list[str], threads: int | None) -> tuple[float, dict[str, float]]:
     """Wall seconds of one `harness run` process and the wall seconds of each phase in its record."""
     command = [sys.executable, "-m", "harness", "run", "--method", "hybrid", "--pair", "tiny", "--results-dir"]
     env = {**os.environ, "HARNESS_CACHE": str(cache), "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
     start = time.perf_counter()
     done = subprocess.run([*command, str(results), *extra], cwd=REPO, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - start
@@ -43,9 +46,9 @@ def timed_run(cache: Path, results: Path, extra: list[str]) -> tuple[float, dict
     return seconds, {name: phase["wall_s"] for name, phase in phases.items() if not phase.get("reused")}
 
 
-def show(label: str, seconds: float, phases: dict[str, float]) -> None:
+def show(label: str, seconds: float, phases: dict[str, float], rest: str) -> None:
     detail = ", ".join(f"{name} {wall:.0f} s" for name, wall in phases.items())
-    print(f"{label}: {seconds:.0f} s wall ({detail}; the rest: start-up, model loading, tiny-pair build, leaderboard)")
+    print(f"{label}: {seconds:.0f} s wall ({detail}; other {seconds - sum(phases.values()):.0f} s: {rest})", flush=True)
 
 
 def main() -> None:
@@ -54,14 +57,16 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, help="cache for --skip-cold (default: $HARNESS_CACHE or its default)")
     parser.add_argument("--max-steps", type=int, help="passed to harness run (default: the pair's)")
     parser.add_argument("--limit", type=int, help="passed to harness run (default: the whole test split)")
+    parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS for the runs (default: torch's own choice)")
     args = parser.parse_args()
+    configure()
     extra = [*(["--max-steps", str(args.max_steps)] if args.max_steps else [])]
     extra += ["--limit", str(args.limit)] if args.limit else []
     print_settings(
         command="harness run --method hybrid --pair tiny " + " ".join(extra),
         skip_cold=args.skip_cold,
         cache=args.cache or ("fresh temp dir" if not args.skip_cold else cache_root()),
-        harness_threads="torch default, as a user gets it",
+        harness_threads=args.threads or "torch default, as a user gets it",
     )
     with tempfile.TemporaryDirectory() as tmp:
         if args.skip_cold:
@@ -71,10 +76,10 @@ def main() -> None:
                 print(f"note: {cache} holds no tiny pair yet, so this 'warm' run builds it (a cold run)")
         else:
             cache = Path(tmp, "cache")
-            cold = timed_run(cache, Path(tmp, "cold"), extra)
-            show("cold (empty cache)", *cold)
-        warm = timed_run(cache, Path(tmp, "warm"), extra)
-        show("warm (cache filled)", *warm)
+            cold = timed_run(cache, Path(tmp, "cold"), extra, args.threads)
+            show("cold (empty cache)", *cold, "tiny-pair build, teacher scores, start-up, loading, leaderboard")
+        warm = timed_run(cache, Path(tmp, "warm"), extra, args.threads)
+        show("warm (cache filled)", *warm, "start-up, loading, leaderboard")
         if not args.skip_cold:
             print(f"cold/warm = {cold[0] / warm[0]:.1f}x")
 
