@@ -224,6 +224,43 @@ def compare(
 
 
 @app.command()
+def analyze(
+    pair: Annotated[
+        str, typer.Option("--pair", "-p", help="`synthetic` (the finite-state study) or a pair with --run.")
+    ],
+    run_record: Annotated[
+        Path | None, typer.Option("--run", help="A run record whose outputs to colour by risk.")
+    ] = None,
+    methods: Annotated[str | None, typer.Option("--methods", help="Study methods (default: all).")] = None,
+    seeds: Annotated[str, typer.Option("--seeds", help="Comma-separated study seeds.")] = "0,1,2",
+    limit: Annotated[int, typer.Option("--limit", help="Completions per benchmark in the risk view.")] = 20,
+    out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("results/analysis"),
+    results_dir: ResultsDir = Path("results"),
+    pairs_file: PairsFile = None,
+) -> None:
+    """Bridge-Garden analysis: exact per-token risk on a known process, or a run's outputs coloured by risk."""
+    if pair == "synthetic":
+        import torch
+
+        from harness.analysis.study import DEFAULT_METHODS, run_study
+
+        torch.set_num_threads(1)
+        chosen = [m.strip() for m in methods.split(",")] if methods else list(DEFAULT_METHODS)
+        result = run_study(out, methods=chosen, seeds=[int(s) for s in seeds.split(",")], log=console.print)
+        for path in result.paths.values():
+            console.print(f"wrote {path}")
+        return
+    if run_record is None:
+        raise HarnessError(f"--pair {pair} needs --run RECORD (only `synthetic` runs the study)")
+    from harness.analysis.record_risk import risk_report
+
+    path = risk_report(
+        run_record, results_dir, out / f"{run_record.stem}-risk.html", limit=limit, pairs_file=pairs_file
+    )
+    console.print(f"wrote {path}")
+
+
+@app.command()
 def pairs(pairs_file: PairsFile = None) -> None:
     """List the teacher-student pairs."""
     from harness.pairs import load_pairs
