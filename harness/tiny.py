@@ -35,6 +35,7 @@ class TinyModelSpec:
     intermediate_size: int
     steps: int
     lr: float
+    batch_size: int = 32
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,6 @@ class TinySpec:
         hidden_size=160, layers=4, heads=4, intermediate_size=448, steps=900, lr=3e-3
     )
     student: TinyModelSpec = TinyModelSpec(hidden_size=64, layers=2, heads=2, intermediate_size=192, steps=150, lr=3e-3)
-    batch_size: int = 64
     seed: int = 0
 
 
@@ -116,7 +116,9 @@ def ensure_tiny_pair(spec: TinySpec | None = None) -> Path:
     for role in ("teacher", "student"):
         model_spec = getattr(spec, role)
         model = build_model(model_spec, tokenizer, spec.seed)
-        config = TrainConfig(max_steps=model_spec.steps, batch_size=spec.batch_size, lr=model_spec.lr, seed=spec.seed)
+        config = TrainConfig(
+            max_steps=model_spec.steps, batch_size=model_spec.batch_size, lr=model_spec.lr, seed=spec.seed
+        )
         train(model, load_method("sft"), examples, config, pad_id=tokenizer.pad_token_id, description=f"tiny {role}")
         model.save_pretrained(staging / role)
         tokenizer.save_pretrained(staging / role)

@@ -18,9 +18,8 @@ from harness.cli import main
 from harness.models import resolve
 
 MINI = tiny.TinySpec(
-    teacher=tiny.TinyModelSpec(hidden_size=32, layers=1, heads=2, intermediate_size=64, steps=3, lr=1e-3),
-    student=tiny.TinyModelSpec(hidden_size=16, layers=1, heads=2, intermediate_size=32, steps=2, lr=1e-3),
-    batch_size=8,
+    teacher=tiny.TinyModelSpec(hidden_size=32, layers=1, heads=2, intermediate_size=64, steps=3, lr=1e-3, batch_size=8),
+    student=tiny.TinyModelSpec(hidden_size=16, layers=1, heads=2, intermediate_size=32, steps=2, lr=1e-3, batch_size=8),
 )
 
 
