@@ -169,6 +169,8 @@ def run(spec: RunSpec) -> tuple[RunRecord, Path]:
             description=f"train {objective.name}",
         )
     training = training_summary(result, results_dir, run_id)
+    if sampler is not None:
+        training["on_policy_batches"] = sampler.sampled_batches
     model_dir = results_dir / "models" / run_id
     student.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
