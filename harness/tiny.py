@@ -40,11 +40,16 @@ class TinyModelSpec:
 
 @dataclass(frozen=True)
 class TinySpec:
+    """The tiny pair's recipe. Measured on 2 shared CPU cores (see README): the teacher (0.69M parameters) reaches
+    ~87% on held-out `arith` after 600 steps; the student (0.19M) ~9% after its 150-step pre-training."""
+
     vocab_size: int = 384
     teacher: TinyModelSpec = TinyModelSpec(
-        hidden_size=160, layers=4, heads=4, intermediate_size=448, steps=900, lr=3e-3
+        hidden_size=128, layers=3, heads=4, intermediate_size=384, steps=600, lr=3e-3, batch_size=32
     )
-    student: TinyModelSpec = TinyModelSpec(hidden_size=64, layers=2, heads=2, intermediate_size=192, steps=150, lr=3e-3)
+    student: TinyModelSpec = TinyModelSpec(
+        hidden_size=80, layers=2, heads=2, intermediate_size=224, steps=150, lr=3e-3, batch_size=16
+    )
     seed: int = 0
 
 
