@@ -8,6 +8,8 @@ clearly beats the student before distillation. Built once per spec and cached un
 
 from __future__ import annotations
 
+import os
+import secrets
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -116,8 +118,7 @@ def ensure_tiny_pair(spec: TinySpec | None = None) -> Path:
     docs = task.docs("train")
     tokenizer = build_tokenizer([d["question"] + "\n" + d["answer"] for d in docs], spec.vocab_size)
     examples = reference_examples(task, docs, tokenizer, lambda messages: render_prompt(tokenizer, messages))
-    staging = root.with_name(root.name + ".building")
-    shutil.rmtree(staging, ignore_errors=True)
+    staging = root.with_name(f"{root.name}.building-{os.getpid()}-{secrets.token_hex(3)}")
     for role in ("teacher", "student"):
         model_spec = getattr(spec, role)
         model = build_model(model_spec, tokenizer, spec.seed)
@@ -128,6 +129,8 @@ def ensure_tiny_pair(spec: TinySpec | None = None) -> Path:
         model.save_pretrained(staging / role)
         tokenizer.save_pretrained(staging / role)
     atomic_write_json(staging / "spec.json", asdict(spec))
-    shutil.rmtree(root, ignore_errors=True)
-    staging.rename(root)
+    try:
+        staging.rename(root)
+    except OSError:  # another process finished the same build first: keep its copy
+        shutil.rmtree(staging, ignore_errors=True)
     return root
