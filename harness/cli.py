@@ -66,6 +66,10 @@ def run(
         int | None, typer.Option("--batch-size", help="Micro-batch size (default: the pair's).")
     ] = None,
     lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate (default: the pair's).")] = None,
+    checkpoint_every: Annotated[
+        int | None,
+        typer.Option("--checkpoint-every", help="Checkpoint every N steps (default: the pair's); rerun to resume."),
+    ] = None,
     limit: Annotated[
         int | None, typer.Option("--limit", help="Evaluate on the first N docs of each benchmark.")
     ] = None,
@@ -85,7 +89,8 @@ def run(
     params = parse_params(param)
     if div:
         params["divergence"] = div
-    overrides = {k: v for k, v in {"max_steps": max_steps, "batch_size": batch_size, "lr": lr}.items() if v is not None}
+    settings = {"max_steps": max_steps, "batch_size": batch_size, "lr": lr, "checkpoint_every": checkpoint_every}
+    overrides = {k: v for k, v in settings.items() if v is not None}
     spec = RunSpec(
         pair=pair,
         method=method,
@@ -280,4 +285,4 @@ def main() -> None:
         if STATE["debug"]:
             raise
         console.print(f"[red]error:[/] {err}", highlight=False)
-        sys.exit(2)
+        sys.exit(err.exit_code)

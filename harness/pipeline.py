@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from harness.models import load_model, load_tokenizer, resolve
 from harness.pairs import Pair, get_pair
 from harness.progress import console
 from harness.records import RunRecord, TaskScore, environment, new_run_id, write_record
+from harness.resume import RunState, run_folder
 from harness.supervise import SupervisionSettings, encode_prompt, load_or_build_supervision
 from tasks import load_task
 from tasks.evaluate import evaluate_task
@@ -142,7 +142,11 @@ def run(spec: RunSpec) -> tuple[RunRecord, Path]:
     """Run one distillation experiment end to end and write its record; returns the record and its path."""
     pair, objective, config = check_spec(spec)
     results_dir = Path(spec.results_dir)
-    run_id = new_run_id(pair.name, objective.name, spec.seed)
+    state = RunState.begin(run_folder(spec), lambda: new_run_id(pair.name, objective.name, spec.seed))
+    if state.record and Path(state.record).exists():  # killed after writing its record: only clean up
+        state.close()
+        return RunRecord.from_dict(json.loads(Path(state.record).read_text())), Path(state.record)
+    run_id = state.run_id
     ledger = CostLedger()
     teacher_ref, student_ref = resolve(pair.teacher), resolve(pair.student)
     student, tokenizer = load_model(student_ref, pair)
@@ -172,6 +176,7 @@ def run(spec: RunSpec) -> tuple[RunRecord, Path]:
             ledger,
             vocab_rows,
         )
+        state.save(ledger)
     online = objective.on_policy or (objective.soft_labels and spec.teacher_signal == "online")
     sampler = None
     if objective.on_policy:
@@ -184,9 +189,8 @@ def run(spec: RunSpec) -> tuple[RunRecord, Path]:
             max_new_tokens=params.max_new_tokens or pair.max_new_tokens,
             seed=spec.seed,
         )
-    checkpoint_dir = cache_root() / "checkpoints" / cache_key({"run": asdict(spec) | {"results_dir": None}})
     with ledger.phase("train") as cost:
-        result = train(
+        train(
             student,
             objective,
             examples,
@@ -194,11 +198,13 @@ def run(spec: RunSpec) -> tuple[RunRecord, Path]:
             pad_id=tokenizer.pad_token_id,
             teacher=load_teacher() if online else None,
             vocab_rows=vocab_rows,
-            out_dir=checkpoint_dir,
+            out_dir=state.folder,
             cost=cost,
             on_policy=sampler,
+            on_checkpoint=lambda step: state.save(ledger),
             description=f"train {objective.name}",
         )
+    state.save(ledger)
     model_dir = results_dir / "models" / run_id
     student.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
@@ -207,6 +213,7 @@ def run(spec: RunSpec) -> tuple[RunRecord, Path]:
             pair, str(model_dir), student, tokenizer, spec, results_dir / "samples" / run_id, results_dir
         )
         cost.add_work(_sample_tokens(tokenizer, results_dir, scores), sum(p.numel() for p in student.parameters()), 2)
+    state.save(ledger)
     record = RunRecord(
         pair=pair.name,
         method=objective.name,
@@ -222,13 +229,14 @@ def run(spec: RunSpec) -> tuple[RunRecord, Path]:
         student=pair.student,
         scores=scores,
         teacher_scores=teacher_scores(pair, teacher_ref, spec),
-        cost=ledger.to_dict(),
+        cost=state.total_cost().to_dict(),
         environment=environment(device_kind(), device_count()),
         run_id=run_id,
-        attempts=1 + (result.resumed_from > 0),
+        attempts=state.attempts,
     )
     path = write_record(record, results_dir)
-    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    state.recorded(path)
+    state.close()
     return record, path
 
 

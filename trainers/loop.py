@@ -11,8 +11,11 @@ from __future__ import annotations
 import math
 import random
 import shutil
+import signal
+import threading
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,10 +26,15 @@ from torch import Tensor
 from transformers import PreTrainedModel, get_cosine_schedule_with_warmup
 
 from harness.accounting import PhaseCost
+from harness.errors import HarnessError, Interrupted
+from harness.io import atomic_write_text
 from harness.progress import progress_bar
 from trainers.batch import Batch, collate
 from trainers.chunked import chunked_token_loss
 from trainers.objectives import Objective, TeacherRows
+
+STEP_FILE = "step.txt"
+RESULT_NEUTRAL = ("checkpoint_every",)  # TrainConfig fields that never change a run's results
 
 
 @dataclass
@@ -40,11 +48,12 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     chunk_size: int = 2048  # completion rows per loss chunk
     mixed_precision: str = "no"  # "bf16" on GPUs that have it
-    checkpoint_every: int = 0  # steps; 0 = only at the end
+    checkpoint_every: int = 0  # steps; 0 = only at the end (and at SIGTERM)
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The settings that can change results (how often checkpoints are taken does not)."""
+        return {k: v for k, v in asdict(self).items() if k not in RESULT_NEUTRAL}
 
 
 @dataclass
@@ -127,12 +136,19 @@ def train(
     out_dir: str | Path | None = None,
     cost: PhaseCost | None = None,
     on_policy: Callable[[list[dict[str, Any]], int], list[dict[str, Any]]] | None = None,
+    on_checkpoint: Callable[[int], None] | None = None,
     description: str = "train",
 ) -> TrainResult:
     """Train `student` in place with `objective` on `examples` for `config.max_steps` optimiser steps.
 
     `on_policy(examples, micro_batch_index)`, when given, replaces a micro-batch's examples before
     collation (on-policy methods use it to swap in student samples). `cost` receives token and FLOP counts.
+
+    With `out_dir`, the full training state is checkpointed in `<out_dir>/checkpoint` every
+    `config.checkpoint_every` steps, after the last step, and at the end of the step during which SIGTERM
+    arrived (then `Interrupted` is raised); a later call with the same `out_dir` resumes from it.
+    `on_checkpoint(step)` runs as each checkpoint is saved, just before it replaces the previous one. A non-finite
+    loss or gradient norm stops training before the update with a `HarnessError`, leaving the last checkpoint.
     """
     torch.manual_seed(config.seed)
     accelerator = Accelerator(
@@ -148,15 +164,12 @@ def train(
     if teacher is not None:
         teacher = teacher.to(accelerator.device).eval()
     checkpoint_dir = Path(out_dir) / "checkpoint" if out_dir else None
-    start = 0
-    if checkpoint_dir and (checkpoint_dir / "step.txt").exists():
-        accelerator.load_state(str(checkpoint_dir))
-        start = int((checkpoint_dir / "step.txt").read_text())
+    start = _load_checkpoint(accelerator, checkpoint_dir) if checkpoint_dir else 0
     result = TrainResult(steps=start, resumed_from=start)
     n_params = sum(p.numel() for p in student.parameters())
     teacher_params = sum(p.numel() for p in teacher.parameters()) if teacher is not None else 0
     student.train()
-    with progress_bar(description, total=config.max_steps, completed=start) as advance:
+    with progress_bar(description, total=config.max_steps, completed=start) as advance, _sigterm_flag() as stopping:
         for step in range(start, config.max_steps):
             totals: dict[str, float] = defaultdict(float)
             for micro in range(config.grad_accum):
@@ -170,11 +183,11 @@ def train(
                         objective, student, batch, step / config.max_steps, config.chunk_size, teacher, vocab_rows
                     )
                     loss = terms["loss"].mean()
-                    if not torch.isfinite(loss):
-                        raise FloatingPointError(f"non-finite loss at step {step}")
+                    _check_finite("loss", loss, step + 1, checkpoint_dir)
                     accelerator.backward(loss)
                     if accelerator.sync_gradients and config.max_grad_norm:
-                        accelerator.clip_grad_norm_(student.parameters(), config.max_grad_norm)
+                        norm = accelerator.clip_grad_norm_(student.parameters(), config.max_grad_norm)
+                        _check_finite("gradient norm", norm, step + 1, checkpoint_dir)
                     optimizer.step()
                     scheduler.step()
                     optimizer.zero_grad()
@@ -186,10 +199,45 @@ def train(
             result.history.append(dict(totals))
             result.steps = step + 1
             advance(loss=totals["loss"])
-            if checkpoint_dir and config.checkpoint_every and result.steps % config.checkpoint_every == 0:
-                _save_checkpoint(accelerator, checkpoint_dir, result.steps)
+            stop = stopping()
+            due = config.checkpoint_every and result.steps % config.checkpoint_every == 0
+            if checkpoint_dir and (due or result.steps == config.max_steps or stop):
+                _save_checkpoint(accelerator, checkpoint_dir, result.steps, on_checkpoint)
+            if stop:
+                kept = f"checkpoint saved in {checkpoint_dir}" if checkpoint_dir else "no checkpoint folder: not saved"
+                raise Interrupted(
+                    f"stopped by SIGTERM after step {result.steps}/{config.max_steps}; {kept}; "
+                    "run the same command to resume"
+                )
     student.eval()
     return result
+
+
+@contextmanager
+def _sigterm_flag() -> Iterator[Callable[[], bool]]:
+    """While training, SIGTERM only sets a flag (the loop then checkpoints at the end of the step and stops)."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
+    try:
+        yield lambda: bool(received)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _check_finite(what: str, value: Tensor, step: int, checkpoint_dir: Path | None) -> None:
+    """Stop before a non-finite value reaches the weights, naming the checkpoint that is kept."""
+    if torch.isfinite(value):
+        return
+    kept = "no checkpoint to keep"
+    if checkpoint_dir and (checkpoint_dir / STEP_FILE).exists():
+        kept = f"last good checkpoint (step {(checkpoint_dir / STEP_FILE).read_text()}) kept in {checkpoint_dir}"
+    raise HarnessError(
+        f"non-finite {what} ({float(value.detach())}) at step {step}: training stopped before the update; {kept}; "
+        "lower --lr or check the data"
+    )
 
 
 def _to_device(batch: Batch, device: torch.device) -> Batch:
@@ -199,11 +247,40 @@ def _to_device(batch: Batch, device: torch.device) -> Batch:
     return batch
 
 
-def _save_checkpoint(accelerator: Accelerator, checkpoint_dir: Path, step: int) -> None:
-    """Save the full training state next to the old checkpoint, then swap it in."""
-    staging = checkpoint_dir.with_name(checkpoint_dir.name + ".new")
+def _load_checkpoint(accelerator: Accelerator, checkpoint_dir: Path) -> int:
+    """Restore the last complete checkpoint (model, optimiser, scheduler, RNG states); the step it was taken at."""
+    staging, previous = _sibling(checkpoint_dir, "new"), _sibling(checkpoint_dir, "old")
+    if not checkpoint_dir.exists():  # killed between the two renames of a swap
+        if (staging / STEP_FILE).exists():
+            staging.rename(checkpoint_dir)
+        elif (previous / STEP_FILE).exists():
+            previous.rename(checkpoint_dir)
+    if not (checkpoint_dir / STEP_FILE).exists():
+        return 0
+    accelerator.load_state(str(checkpoint_dir))
+    return int((checkpoint_dir / STEP_FILE).read_text())
+
+
+def _save_checkpoint(
+    accelerator: Accelerator, checkpoint_dir: Path, step: int, before_swap: Callable[[int], None] | None
+) -> None:
+    """Save the full training state next to the old checkpoint, then swap it in: at every moment one complete
+    checkpoint exists on disk (the step file is written last and marks a checkpoint complete).
+
+    `before_swap(step)` runs between the two, so whatever it records (the cost so far) never lags the checkpoint
+    a later attempt resumes from: a kill in between makes that attempt redo, and be charged for, a few steps."""
+    staging, previous = _sibling(checkpoint_dir, "new"), _sibling(checkpoint_dir, "old")
     shutil.rmtree(staging, ignore_errors=True)
     accelerator.save_state(str(staging))
-    (staging / "step.txt").write_text(str(step))
-    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    atomic_write_text(staging / STEP_FILE, str(step))
+    if before_swap is not None:
+        before_swap(step)
+    shutil.rmtree(previous, ignore_errors=True)
+    if checkpoint_dir.exists():
+        checkpoint_dir.rename(previous)
     staging.rename(checkpoint_dir)
+    shutil.rmtree(previous, ignore_errors=True)
+
+
+def _sibling(checkpoint_dir: Path, suffix: str) -> Path:
+    return checkpoint_dir.with_name(f"{checkpoint_dir.name}.{suffix}")
