@@ -29,7 +29,7 @@ def device_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 1
 
 
-def _peak_memory_bytes() -> int:
+def peak_memory_bytes() -> int:
     """Peak accelerator memory when on GPU, else the process's peak resident set size."""
     if torch.cuda.is_available():
         return int(torch.cuda.max_memory_allocated())
@@ -61,7 +61,7 @@ def _timed(cost: PhaseCost, start: float) -> PhaseCost:
     """`cost` with the wall time since `start` added, and its device-hours and peak memory updated."""
     cost.wall_s += time.perf_counter() - start
     cost.device_hours = cost.wall_s * cost.devices / 3600.0
-    cost.peak_memory_bytes = _peak_memory_bytes()
+    cost.peak_memory_bytes = peak_memory_bytes()
     return cost
 
 

@@ -122,6 +122,30 @@ def run(
         console.print(f"leaderboard: {output}")
 
 
+@app.command()
+def supervise(
+    pair: Annotated[str, typer.Option("--pair", "-p", help="Teacher-student pair (see `harness pairs`).")] = "tiny",
+    top_k: Annotated[int, typer.Option("--top-k", help="Teacher log-probs kept per token for soft labels.")] = 32,
+    backend: Annotated[str, typer.Option(help="Generation backend: auto, transformers or vllm.")] = "auto",
+    shard: Annotated[
+        str | None, typer.Option("--shard", help="Build only slice i/n of the cache's shards (e.g. one per machine).")
+    ] = None,
+    pairs_file: PairsFile = None,
+) -> None:
+    """Build a pair's teacher supervision cache (or one slice of it) ahead of its runs; a killed build resumes."""
+    from harness.launch import parse_shard
+    from harness.pipeline import RunSpec
+    from harness.pipeline import supervise as build_supervision
+
+    part = parse_shard(shard) or (0, 1)
+    spec = RunSpec(pair=pair, method="hard", top_k=top_k, backend=backend, pairs_file=pairs_file)
+    data = build_supervision(spec, part)
+    if data is None:
+        console.print(f"slice {part[0]}/{part[1]} built; the cache is complete once every slice is built")
+    else:
+        console.print(f"teacher supervision for {pair}: {len(data)} examples, complete")
+
+
 @app.command("eval")
 def eval_(
     model: Annotated[str, typer.Option("--model", help="A local folder or hub id of a causal LM.")],
@@ -135,21 +159,33 @@ def eval_(
     rescore: Annotated[
         bool, typer.Option("--rescore", help="Score existing per-sample logs in --out again, without generating.")
     ] = False,
+    shard: Annotated[
+        str | None, typer.Option("--shard", help="Evaluate only slice i/n of the docs (e.g. one per machine).")
+    ] = None,
+    merge: Annotated[
+        bool, typer.Option("--merge", help="Merge the finished shard logs in --out into one log and scores.json.")
+    ] = False,
 ) -> None:
-    """Evaluate any model on benchmarks, with per-sample logs."""
+    """Evaluate any model on benchmarks, with per-sample logs; an interrupted evaluation resumes where it stopped."""
     from dataclasses import asdict
 
+    from harness.cache import cache_key
     from harness.io import atomic_write_json
+    from harness.launch import parse_shard
     from harness.models import load_model
     from harness.pairs import Pair
     from harness.pipeline import RunSpec, evaluate_models
     from tasks import load_task
+    from tasks.evaluate import merge_shards
     from tasks.evaluate import rescore as rescore_log
 
     names = [t.strip() for t in tasks.split(",") if t.strip()]
     for name in names:
         load_task(name)
-    if rescore:
+    part = parse_shard(shard)
+    if merge:
+        scores = {name: merge_shards(out / "samples", name, out) for name in names}
+    elif rescore:
         scores = {}
         for name in names:
             log = out / "samples" / f"{name}.jsonl"
@@ -168,8 +204,10 @@ def eval_(
         )
         loaded, tokenizer = load_model(model, pair)
         spec = RunSpec(pair="eval", method="eval", limit=limit, backend=backend)
-        scores = evaluate_models(pair, model, loaded, tokenizer, spec, out / "samples", out)
-    atomic_write_json(out / "scores.json", {k: asdict(v) for k, v in scores.items()})
+        key = cache_key({"model": model, "limit": limit, "dtype": dtype, "backend": backend})
+        scores = evaluate_models(pair, model, loaded, tokenizer, spec, out / "samples", out, key, part)
+    scores_file = f"scores.shard-{part[0]}-of-{part[1]}.json" if part else "scores.json"
+    atomic_write_json(out / scores_file, {k: asdict(v) for k, v in scores.items()})
     table = Table(title=f"{model}")
     for column in ("benchmark", "score", "n", "metrics"):
         table.add_column(column)

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from harness import launch
 from harness.accounting import CostLedger, device_count, device_kind
 from harness.cache import cache_key, cache_root
 from harness.errors import unknown_choice
@@ -25,7 +27,7 @@ from harness.records import RunRecord, TaskScore, environment, new_run_id, write
 from harness.resume import RunState, run_folder
 from harness.supervise import SupervisionSettings, encode_prompt, load_or_build_supervision
 from tasks import load_task
-from tasks.evaluate import evaluate_task
+from tasks.evaluate import evaluate_task, log_name
 from tasks.generation import Generator, TransformersGenerator
 from trainers.loop import TrainConfig, train
 from trainers.objectives import Objective, load_method
@@ -76,14 +78,23 @@ def train_config(pair: Pair, spec: RunSpec) -> TrainConfig:
 
 
 def evaluate_models(
-    pair: Pair, model_ref: str, model: Any, tokenizer: Any, spec: RunSpec, samples_dir: Path, results_dir: Path
+    pair: Pair,
+    model_ref: str,
+    model: Any,
+    tokenizer: Any,
+    spec: RunSpec,
+    samples_dir: Path,
+    results_dir: Path,
+    resume_key: str | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> dict[str, TaskScore]:
-    """Scores of one model on the pair's benchmarks, with per-sample logs under `samples_dir`."""
+    """Scores of one model on the pair's benchmarks (or shard `(i, n)` of their docs), with per-sample logs under
+    `samples_dir`; with `resume_key`, an evaluation killed part-way resumes from its partial logs."""
     generator = make_generator(model_ref, model, tokenizer, spec.backend, pair, spec.seed)
     scores = {}
     try:
         for name in pair.tasks:
-            path = samples_dir / f"{name}.jsonl"
+            path = samples_dir / log_name(name, shard)
             scores[name] = evaluate_task(
                 load_task(name),
                 generator,
@@ -92,6 +103,8 @@ def evaluate_models(
                 seed=spec.seed,
                 samples_path=path,
                 samples_ref=str(path.relative_to(results_dir)),
+                resume_key=resume_key,
+                shard=shard,
             )
     finally:
         generator.close()
@@ -106,9 +119,48 @@ def teacher_scores(pair: Pair, teacher_ref: str, spec: RunSpec) -> dict[str, Tas
         return {k: TaskScore(**v) for k, v in json.loads((folder / "scores.json").read_text()).items()}
     console.print("[bold]Evaluating the teacher[/] (once; cached)")
     model, tokenizer = load_model(teacher_ref, pair)
-    scores = evaluate_models(pair, teacher_ref, model, tokenizer, spec, folder / "samples", folder)
+    scores = evaluate_models(pair, teacher_ref, model, tokenizer, spec, folder / "samples", folder, resume_key=key)
     atomic_write_json(folder / "scores.json", {k: asdict(v) for k, v in scores.items()})
     return scores
+
+
+def teacher_supervision(
+    spec: RunSpec,
+    pair: Pair,
+    teacher_tokenizer: Any,
+    load_teacher: Callable[[], Any],
+    vocab_rows: int,
+    ledger: CostLedger,
+    part: tuple[int, int] = (0, 1),
+) -> Any:
+    """The run's teacher supervision from the cache, building slice `part` of its missing shards first (see
+    harness.supervise); None while other slices are still missing."""
+    teacher_ref = resolve(pair.teacher)
+    return load_or_build_supervision(
+        pair,
+        teacher_ref,
+        teacher_tokenizer,
+        load_teacher,
+        lambda teacher: make_generator(teacher_ref, teacher, teacher_tokenizer, spec.backend, pair, 0, vocab_rows),
+        SupervisionSettings(top_k=spec.top_k, seed=0),
+        ledger,
+        vocab_rows,
+        part,
+    )
+
+
+def supervise(spec: RunSpec, part: tuple[int, int] = (0, 1)) -> Any:
+    """Build slice `part` of the teacher supervision a run of `spec` uses, without training (e.g. one slice per
+    machine before the runs start); the data once every slice is there, else None."""
+    pair, _, _ = check_spec(spec)
+    teacher_ref, student_ref = resolve(pair.teacher), resolve(pair.student)
+    teacher_tokenizer = load_tokenizer(teacher_ref)
+    vocab_rows = shared_vocab(
+        teacher_tokenizer, load_tokenizer(student_ref), _embedding_rows(teacher_ref), _embedding_rows(student_ref)
+    )
+    return teacher_supervision(
+        spec, pair, teacher_tokenizer, lambda: load_model(teacher_ref, pair)[0], vocab_rows, CostLedger(), part
+    )
 
 
 def reference_examples(pair: Pair, tokenizer: Any) -> list[dict[str, Any]]:
@@ -165,17 +217,11 @@ def run(spec: RunSpec) -> tuple[RunRecord, Path]:
     if objective.completions == "reference":
         examples: Any = reference_examples(pair, tokenizer)
     else:
-        settings = SupervisionSettings(top_k=spec.top_k, seed=0)
-        examples = load_or_build_supervision(
-            pair,
-            teacher_ref,
-            teacher_tokenizer,
-            load_teacher,
-            lambda teacher: make_generator(teacher_ref, teacher, teacher_tokenizer, spec.backend, pair, 0, vocab_rows),
-            settings,
-            ledger,
-            vocab_rows,
-        )
+        examples = teacher_supervision(spec, pair, teacher_tokenizer, load_teacher, vocab_rows, ledger, launch.part())
+        if launch.world_size() > 1:  # each process built a slice of the shards; all of them are there after this
+            launch.barrier()
+            if examples is None:
+                examples = teacher_supervision(spec, pair, teacher_tokenizer, load_teacher, vocab_rows, ledger)
         state.save(ledger)
     online = objective.on_policy or (objective.soft_labels and spec.teacher_signal == "online")
     sampler = None
@@ -210,7 +256,14 @@ def run(spec: RunSpec) -> tuple[RunRecord, Path]:
     tokenizer.save_pretrained(model_dir)
     with ledger.phase("evaluate") as cost:
         scores = evaluate_models(
-            pair, str(model_dir), student, tokenizer, spec, results_dir / "samples" / run_id, results_dir
+            pair,
+            str(model_dir),
+            student,
+            tokenizer,
+            spec,
+            results_dir / "samples" / run_id,
+            results_dir,
+            resume_key=run_id,
         )
         cost.add_work(_sample_tokens(tokenizer, results_dir, scores), sum(p.numel() for p in student.parameters()), 2)
     state.save(ledger)
