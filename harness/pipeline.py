@@ -19,7 +19,7 @@ from harness import launch
 from harness.accounting import CostLedger, device_count, device_kind
 from harness.cache import cache_key, cache_root
 from harness.errors import unknown_choice
-from harness.io import atomic_write_json
+from harness.io import atomic_write_json, atomic_write_text
 from harness.models import load_model, load_tokenizer, resolve
 from harness.pairs import Pair, get_pair
 from harness.progress import console
@@ -29,7 +29,7 @@ from harness.supervise import SupervisionSettings, encode_prompt, load_or_build_
 from tasks import load_task
 from tasks.evaluate import evaluate_task, log_name
 from tasks.generation import Generator, TransformersGenerator
-from trainers.loop import TrainConfig, train
+from trainers.loop import TrainConfig, TrainResult, train
 from trainers.objectives import Objective, load_method
 from trainers.onpolicy import StudentSampler
 from trainers.vocab import shared_vocab
@@ -236,7 +236,7 @@ def run(spec: RunSpec) -> tuple[RunRecord, Path]:
             seed=spec.seed,
         )
     with ledger.phase("train") as cost:
-        train(
+        result = train(
             student,
             objective,
             examples,
@@ -251,6 +251,7 @@ def run(spec: RunSpec) -> tuple[RunRecord, Path]:
             description=f"train {objective.name}",
         )
     state.save(ledger)
+    training = training_summary(result, results_dir, run_id)
     model_dir = results_dir / "models" / run_id
     student.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
@@ -284,6 +285,7 @@ def run(spec: RunSpec) -> tuple[RunRecord, Path]:
         teacher_scores=teacher_scores(pair, teacher_ref, spec),
         cost=state.total_cost().to_dict(),
         environment=environment(device_kind(), device_count()),
+        training=training,
         run_id=run_id,
         attempts=state.attempts,
     )
@@ -291,6 +293,22 @@ def run(spec: RunSpec) -> tuple[RunRecord, Path]:
     state.recorded(path)
     state.close()
     return record, path
+
+
+def training_summary(result: TrainResult, results_dir: Path, run_id: str) -> dict[str, Any]:
+    """The record's view of training: steps, and each diagnostic's mean over the last tenth of the steps; the
+    per-step diagnostics go to `samples/<run_id>/train.jsonl`."""
+    log = results_dir / "samples" / run_id / "train.jsonl"
+    atomic_write_text(log, "".join(json.dumps(row, sort_keys=True) + "\n" for row in result.history))
+    tail = result.history[-max(1, len(result.history) // 10) :]
+    names = sorted({name for row in tail for name in row})
+    final = {name: sum(row.get(name, 0.0) for row in tail) / len(tail) for name in names}
+    return {
+        "steps": result.steps,
+        "resumed_from": result.resumed_from,
+        "final": final,
+        "log": str(log.relative_to(results_dir)),
+    }
 
 
 def _sample_tokens(tokenizer: Any, results_dir: Path, scores: dict[str, TaskScore]) -> int:

@@ -65,6 +65,7 @@ class RunRecord:
     teacher_scores: dict[str, TaskScore]
     cost: dict[str, Any]
     environment: dict[str, Any]
+    training: dict[str, Any]  # steps, resumed_from, mean diagnostics over the last tenth of steps, per-step log path
     run_id: str = ""
     created: str = ""
     attempts: int = 1

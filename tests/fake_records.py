@@ -117,6 +117,7 @@ def make_record(
         teacher_scores={t: TaskScore(score=s, n=ARITH_DOCS) for t, s in TEACHER[pair].items()},
         cost=cost(phases),
         environment={"code_version": "0" * 40, "packages": {}, "python": "3.11.7", "device": "cpu", "device_count": 1},
+        training={"steps": 200, "resumed_from": 0, "final": {}, "log": None},
         run_id=f"{pair}-{method}-s{seed}-20261122T120000Z-{cache_key([pair, method, method_params, seed])[:6]}",
         created="2026-11-22T12:00:00Z",
     )

@@ -28,6 +28,7 @@ def make_record(**overrides) -> RunRecord:
         teacher_scores={},
         cost=ledger.to_dict(),
         environment={"device": "cpu"},
+        training={"steps": 1},
     )
     return RunRecord(**(fields | overrides))
 

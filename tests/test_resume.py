@@ -89,7 +89,7 @@ def test_sigterm_checkpoints_and_resume_equals_uninterrupted(tmp_path: Path) -> 
     resumed = copy.deepcopy(initial)
     result = train(resumed, load_method("hard"), examples, config, pad_id=0, out_dir=tmp_path)
     assert result.resumed_from == 3 and result.steps == 6
-    assert [h["loss"] for h in result.history] == [h["loss"] for h in full.history[3:]]
+    assert result.history == full.history  # the steps before the interruption come back with the checkpoint
     expected, got = weights(reference), weights(resumed)
     assert all(torch.equal(expected[k], got[k]) for k in expected)
 

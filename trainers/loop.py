@@ -8,6 +8,7 @@ restarted with the same output folder resumes from the last one.
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import shutil
@@ -27,13 +28,14 @@ from transformers import PreTrainedModel, get_cosine_schedule_with_warmup
 
 from harness.accounting import PhaseCost
 from harness.errors import HarnessError, Interrupted
-from harness.io import atomic_write_text
+from harness.io import atomic_write_json, atomic_write_text
 from harness.progress import progress_bar
 from trainers.batch import Batch, collate
 from trainers.chunked import chunked_token_loss
-from trainers.objectives import Objective, TeacherRows
+from trainers.objectives import Objective, TeacherRows, entropy_rows, teacher_logprobs
 
-STEP_FILE = "step.txt"
+STEP_FILE = "step.txt"  # steps done; written last, it marks a checkpoint complete
+HISTORY_FILE = "history.json"  # the per-step diagnostics so far
 RESULT_NEUTRAL = ("checkpoint_every",)  # TrainConfig fields that never change a run's results
 
 
@@ -108,11 +110,22 @@ def row_terms(
             with torch.no_grad():
                 signal = TeacherRows(logits=teacher_head(teacher_hidden[rows])[..., :vocab_rows])
         terms = objective.token_losses(logits, batch.targets[rows], signal if objective.soft_labels else None, progress)
+        terms.update(diagnostics(logits, signal, batch.targets[rows]))
         names[:] = list(terms)
         return torch.stack([terms[name] for name in names], dim=-1)
 
     stacked = chunked_token_loss(hidden, student_head, chunk_terms, chunk_size)
     return {name: stacked[:, i] for i, name in enumerate(names)}
+
+
+def diagnostics(logits: Tensor, teacher: TeacherRows, targets: Tensor) -> dict[str, Tensor]:
+    """Per-row student entropy, and the teacher's entropy where its signal is present (top-k: over the k + tail
+    buckets, a lower bound)."""
+    with torch.no_grad():
+        out = {"student_entropy": entropy_rows(torch.log_softmax(logits.float(), dim=-1))}
+        if teacher.logits is not None or teacher.topk_ids is not None:
+            out["teacher_entropy"] = entropy_rows(teacher_logprobs(teacher, targets)[0])
+    return out
 
 
 def _batch_indices(step: int, n_examples: int, batch_size: int, seed: int) -> list[int]:
@@ -164,8 +177,9 @@ def train(
     if teacher is not None:
         teacher = teacher.to(accelerator.device).eval()
     checkpoint_dir = Path(out_dir) / "checkpoint" if out_dir else None
-    start = _load_checkpoint(accelerator, checkpoint_dir) if checkpoint_dir else 0
-    result = TrainResult(steps=start, resumed_from=start)
+    history = _load_checkpoint(accelerator, checkpoint_dir) if checkpoint_dir else []
+    start = len(history)
+    result = TrainResult(steps=start, history=history, resumed_from=start)
     n_params = sum(p.numel() for p in student.parameters())
     teacher_params = sum(p.numel() for p in teacher.parameters()) if teacher is not None else 0
     student.train()
@@ -202,7 +216,7 @@ def train(
             stop = stopping()
             due = config.checkpoint_every and result.steps % config.checkpoint_every == 0
             if checkpoint_dir and (due or result.steps == config.max_steps or stop):
-                _save_checkpoint(accelerator, checkpoint_dir, result.steps, on_checkpoint)
+                _save_checkpoint(accelerator, checkpoint_dir, result.history, on_checkpoint)
             if stop:
                 kept = f"checkpoint saved in {checkpoint_dir}" if checkpoint_dir else "no checkpoint folder: not saved"
                 raise Interrupted(
@@ -247,8 +261,9 @@ def _to_device(batch: Batch, device: torch.device) -> Batch:
     return batch
 
 
-def _load_checkpoint(accelerator: Accelerator, checkpoint_dir: Path) -> int:
-    """Restore the last complete checkpoint (model, optimiser, scheduler, RNG states); the step it was taken at."""
+def _load_checkpoint(accelerator: Accelerator, checkpoint_dir: Path) -> list[dict[str, float]]:
+    """Restore the last complete checkpoint (model, optimiser, scheduler, RNG states); the history of the steps
+    it holds (empty when there is none)."""
     staging, previous = _sibling(checkpoint_dir, "new"), _sibling(checkpoint_dir, "old")
     if not checkpoint_dir.exists():  # killed between the two renames of a swap
         if (staging / STEP_FILE).exists():
@@ -256,13 +271,16 @@ def _load_checkpoint(accelerator: Accelerator, checkpoint_dir: Path) -> int:
         elif (previous / STEP_FILE).exists():
             previous.rename(checkpoint_dir)
     if not (checkpoint_dir / STEP_FILE).exists():
-        return 0
+        return []
     accelerator.load_state(str(checkpoint_dir))
-    return int((checkpoint_dir / STEP_FILE).read_text())
+    return json.loads((checkpoint_dir / HISTORY_FILE).read_text())
 
 
 def _save_checkpoint(
-    accelerator: Accelerator, checkpoint_dir: Path, step: int, before_swap: Callable[[int], None] | None
+    accelerator: Accelerator,
+    checkpoint_dir: Path,
+    history: list[dict[str, float]],
+    before_swap: Callable[[int], None] | None,
 ) -> None:
     """Save the full training state next to the old checkpoint, then swap it in: at every moment one complete
     checkpoint exists on disk (the step file is written last and marks a checkpoint complete).
@@ -272,9 +290,10 @@ def _save_checkpoint(
     staging, previous = _sibling(checkpoint_dir, "new"), _sibling(checkpoint_dir, "old")
     shutil.rmtree(staging, ignore_errors=True)
     accelerator.save_state(str(staging))
-    atomic_write_text(staging / STEP_FILE, str(step))
+    atomic_write_json(staging / HISTORY_FILE, history)
+    atomic_write_text(staging / STEP_FILE, str(len(history)))
     if before_swap is not None:
-        before_swap(step)
+        before_swap(len(history))
     shutil.rmtree(previous, ignore_errors=True)
     if checkpoint_dir.exists():
         checkpoint_dir.rename(previous)

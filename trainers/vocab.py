@@ -30,7 +30,7 @@ def shared_vocab(
     """
     teacher_vocab, student_vocab = teacher_tokenizer.get_vocab(), student_tokenizer.get_vocab()
     if teacher_vocab != student_vocab:
-        differing = sorted(set(teacher_vocab.items()) ^ set(student_vocab.items()), key=lambda item: item[1])
+        differing = sorted(set(teacher_vocab.items()) ^ set(student_vocab.items()), key=lambda item: (item[1], item[0]))
         token = differing[0][0]
         raise HarnessError(
             f"teacher and student tokenizers differ on {len({t for t, _ in differing})} tokens (e.g. {token!r}: "
