@@ -43,6 +43,18 @@ def parse_params(items: list[str]) -> dict[str, object]:
     return params
 
 
+def train_overrides(
+    max_steps: int | None, batch_size: int | None, lr: float | None, checkpoint_every: int | None
+) -> dict[str, object]:
+    """The training settings given on the command line (the pair's own apply to the others)."""
+    settings = {"max_steps": max_steps, "batch_size": batch_size, "lr": lr, "checkpoint_every": checkpoint_every}
+    return {k: v for k, v in settings.items() if v is not None}
+
+
+def comma_list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
 @app.callback()
 def main_options(
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
@@ -89,8 +101,7 @@ def run(
     params = parse_params(param)
     if div:
         params["divergence"] = div
-    settings = {"max_steps": max_steps, "batch_size": batch_size, "lr": lr, "checkpoint_every": checkpoint_every}
-    overrides = {k: v for k, v in settings.items() if v is not None}
+    overrides = train_overrides(max_steps, batch_size, lr, checkpoint_every)
     spec = RunSpec(
         pair=pair,
         method=method,
@@ -120,6 +131,63 @@ def run(
     console.print(f"record: {path}")
     for output in build_leaderboard(results_dir):
         console.print(f"leaderboard: {output}")
+
+
+@app.command()
+def sweep(
+    pairs: Annotated[str, typer.Option("--pairs", help="Comma-separated pairs.")] = "tiny",
+    methods: Annotated[str, typer.Option("--methods", help="Comma-separated methods.")] = "hard,soft,hybrid",
+    seeds: Annotated[str, typer.Option("--seeds", help="Comma-separated training seeds.")] = "0",
+    param: Annotated[
+        list[str], typer.Option("--param", help="key=value for every method that has the parameter (repeatable).")
+    ] = [],  # noqa: B006
+    div: Annotated[str | None, typer.Option("--div", help="Divergence for the soft and hybrid methods.")] = None,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Optimiser steps (default: the pair's).")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Micro-batch size.")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate.")] = None,
+    checkpoint_every: Annotated[
+        int | None, typer.Option("--checkpoint-every", help="Checkpoint every N steps.")
+    ] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="Evaluate on the first N docs.")] = None,
+    top_k: Annotated[int, typer.Option("--top-k", help="Teacher log-probs kept per token for soft labels.")] = 32,
+    backend: Annotated[str, typer.Option(help="Generation backend: auto, transformers or vllm.")] = "auto",
+    results_dir: ResultsDir = Path("results"),
+    pairs_file: PairsFile = None,
+) -> None:
+    """Run the grid pairs x methods x seeds, skipping cells that have a record and going on after failures."""
+    from harness.leaderboard import build_leaderboard
+    from harness.pipeline import RunSpec
+    from harness.sweep import SweepIncomplete, grid, run_sweep
+
+    params = parse_params(param)
+    if div:
+        params["divergence"] = div
+    try:
+        seed_list = [int(s) for s in comma_list(seeds)]
+    except ValueError:
+        raise HarnessError(f"malformed --seeds {seeds!r}; expected integers separated by commas") from None
+    template = RunSpec(
+        pair="",
+        method="",
+        train_overrides=train_overrides(max_steps, batch_size, lr, checkpoint_every),
+        limit=limit,
+        top_k=top_k,
+        backend=backend,
+        results_dir=results_dir,
+        pairs_file=pairs_file,
+    )
+    specs = grid(comma_list(pairs), comma_list(methods), seed_list, params, template)
+    result = run_sweep(specs, results_dir)
+    console.print(
+        f"sweep: {len(result.ran)} ran, {len(result.skipped)} already had a record, {len(result.failed)} failed"
+    )
+    for output in build_leaderboard(results_dir):
+        console.print(f"leaderboard: {output}")
+    if result.failed:
+        raise SweepIncomplete(
+            f"{len(result.failed)} of {len(specs)} cells failed (see {results_dir / 'failures'}); "
+            "run the same command again to retry them"
+        )
 
 
 @app.command()

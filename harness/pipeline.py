@@ -177,6 +177,19 @@ def reference_examples(pair: Pair, tokenizer: Any) -> list[dict[str, Any]]:
     ]
 
 
+def recorded_settings(spec: RunSpec, objective: Objective, config: TrainConfig) -> dict[str, dict[str, Any]]:
+    """The settings a run's record carries besides pair, method and seed: what makes two runs comparable."""
+    return {
+        "method_params": objective.config(),
+        "train_config": {
+            **config.to_dict(),
+            "teacher_signal": spec.teacher_signal,
+            "top_k": spec.top_k,
+            "limit": spec.limit,
+        },
+    }
+
+
 def check_spec(spec: RunSpec) -> tuple[Pair, Objective, TrainConfig]:
     """Validate every name in the spec before any model is loaded."""
     pair = get_pair(spec.pair, spec.pairs_file)
@@ -272,13 +285,7 @@ def run(spec: RunSpec) -> tuple[RunRecord, Path]:
         pair=pair.name,
         method=objective.name,
         seed=spec.seed,
-        method_params=objective.config(),
-        train_config={
-            **config.to_dict(),
-            "teacher_signal": spec.teacher_signal,
-            "top_k": spec.top_k,
-            "limit": spec.limit,
-        },
+        **recorded_settings(spec, objective, config),
         teacher=pair.teacher,
         student=pair.student,
         scores=scores,
