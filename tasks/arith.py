@@ -1,64 +1,63 @@
-"""`arith`: synthetic GSM8K-style word problems (two-number add/subtract, varied phrasing, exact answers).
+"""`arith`: synthetic GSM8K-style word problems: one or two steps of one-digit addition and subtraction, varied
+phrasing, worked answers with exact numbers.
 
-Records have GSM8K's fields: `question`, and `answer` = worked line + `#### N`. Splits are generated
+Records have GSM8K's fields: `question`, and `answer` = one worked line per step + `#### N`. Splits are generated
 deterministically from fixed seeds; no test question text appears in the train split.
 """
 
 from __future__ import annotations
 
 import random
-import re
 from functools import cache
 
 from tasks.base import Doc, Messages, Task, register_task
+from tasks.gsm8k import answer_matches, normalized_answer
 
 NAMES = ("Tom", "Ana", "Li", "Sam", "Maya", "Omar", "Kim", "Ravi", "Eva", "Ben", "Zoe", "Ali")
 OBJECTS = ("apples", "books", "coins", "cards", "pens", "stamps", "shells", "marbles")
-ADD_TEMPLATES = (
+ADD = (
     "{n} has {a} {o}. {n} buys {b} more. How many {o} does {n} have now?",
     "There are {a} {o} in a box. {n} puts {b} more in the box. How many {o} are in the box?",
-    "{n} read {a} pages on Monday and {b} pages on Tuesday. How many pages did {n} read in total?",
-    "A farm has {a} cows and {b} sheep. How many animals are on the farm?",
-    "{n} scored {a} points in the first game and {b} points in the second. What is the total score?",
-    "{n} collected {a} {o} and then found {b} more. How many {o} does {n} have?",
+    "{n} found {a} {o} on Monday and {b} {o} on Tuesday. How many {o} did {n} find in total?",
+    "{n} collected {a} {o} and then got {b} more from a friend. How many {o} does {n} have?",
 )
-SUB_TEMPLATES = (
+SUB = (
     "{n} had {a} {o}. {n} gave {b} to a friend. How many {o} are left?",
     "A shop had {a} {o}. It sold {b} of them. How many {o} does the shop have now?",
-    "{n} has {a} dollars and spends {b} dollars. How many dollars are left?",
-    "A bus carries {a} people. At the stop, {b} people get off. How many people are still on the bus?",
-    "{n} baked {a} cookies and ate {b} of them. How many cookies remain?",
-    "There were {a} birds on a tree. {b} flew away. How many birds are on the tree now?",
+    "{n} had {a} {o} and lost {b} of them. How many {o} does {n} have left?",
+    "There were {a} {o} on the table. {n} took {b} away. How many {o} are on the table now?",
+)
+ADD_SUB = (
+    "{n} has {a} {o}. {n} buys {b} more, then gives {c} to a friend. How many {o} does {n} have now?",
+    "A box holds {a} {o}. {n} adds {b} and later removes {c}. How many {o} are in the box?",
+    "{n} picked {a} {o} in the morning and {b} in the afternoon, then lost {c}. How many {o} are left?",
+)
+SUB_ADD = (
+    "{n} had {a} {o}, gave away {b}, and then bought {c} more. How many {o} does {n} have now?",
+    "A shop had {a} {o}. It sold {b} and then received {c} more. How many {o} does the shop have?",
+    "{n} had {a} {o}. {n} lost {b} but found {c} new ones. How many {o} does {n} have?",
 )
 SPLIT_SIZES = {"train": 20000, "test": 500}
 SPLIT_SEEDS = {"train": 1234, "test": 5678}
-ANSWER_RE = re.compile(r"####\s*(-?[\d,]*\.?\d+)")
-NUMBER_RE = re.compile(r"-?\d[\d,]*\.?\d*")
-
-
-def worked_answer(a: int, b: int, op: str) -> str:
-    """A place-value worked solution, GSM8K-style: each step is a one-digit fact, the last line `#### N`."""
-    if op == "+":
-        tens, units = (a // 10 + b // 10) * 10, a % 10 + b % 10
-        steps = f"{a} + {b} = {tens} + {units} = {tens + units}"
-        result = a + b
-    else:
-        partial = a - (b // 10) * 10
-        steps = f"{a} - {b} = {partial} - {b % 10} = {partial - b % 10}"
-        result = a - b
-    return f"{steps}\n#### {result}"
 
 
 def make_problem(rng: random.Random) -> Doc:
-    """One word problem with its worked answer."""
-    a, b = rng.randint(10, 99), rng.randint(10, 99)
-    if rng.random() < 0.5:
-        template, op = rng.choice(ADD_TEMPLATES), "+"
+    """One word problem with its worked answer: one or two steps of one-digit addition or subtraction."""
+    kind = rng.randrange(4)
+    a, b, c = rng.randint(2, 9), rng.randint(2, 9), rng.randint(2, 9)
+    if kind == 0:
+        template, lines, result = ADD, [f"{a} + {b} = {a + b}"], a + b
+    elif kind == 1:
+        a += b  # a - b with a one-digit answer
+        template, lines, result = SUB, [f"{a} - {b} = {a - b}"], a - b
+    elif kind == 2:
+        c = min(c, a + b)
+        template, lines, result = ADD_SUB, [f"{a} + {b} = {a + b}", f"{a + b} - {c} = {a + b - c}"], a + b - c
     else:
-        a, b = max(a, b), min(a, b)
-        template, op = rng.choice(SUB_TEMPLATES), "-"
-    question = template.format(n=rng.choice(NAMES), o=rng.choice(OBJECTS), a=a, b=b)
-    return {"question": question, "answer": worked_answer(a, b, op)}
+        a += b
+        template, lines, result = SUB_ADD, [f"{a} - {b} = {a - b}", f"{a - b} + {c} = {a - b + c}"], a - b + c
+    question = rng.choice(template).format(n=rng.choice(NAMES), o=rng.choice(OBJECTS), a=a, b=b, c=c)
+    return {"question": question, "answer": "\n".join([*lines, f"#### {result}"])}
 
 
 @cache
@@ -77,22 +76,6 @@ def generate_split(split: str) -> tuple[Doc, ...]:
     return tuple(docs)
 
 
-def gold_answer(doc: Doc) -> str:
-    return ANSWER_RE.search(doc["answer"]).group(1)
-
-
-def strict_answer(completion: str) -> str | None:
-    """The number after the first `#### `, as GSM8K's strict match reads it."""
-    match = ANSWER_RE.search(completion)
-    return match.group(1).replace(",", "") if match else None
-
-
-def flexible_answer(completion: str) -> str | None:
-    """The last number in the completion."""
-    numbers = NUMBER_RE.findall(completion)
-    return numbers[-1].replace(",", "").rstrip(".") if numbers else None
-
-
 @register_task("arith")
 class Arith(Task):
     primary_metric = "exact_match"
@@ -109,11 +92,9 @@ class Arith(Task):
         return doc["answer"]
 
     def extract(self, completion: str) -> str | None:
-        return strict_answer(completion)
+        return normalized_answer(completion, "strict_match")
 
     def metrics(self, doc: Doc, completion: str) -> dict[str, float]:
-        gold = gold_answer(doc)
-        return {
-            "exact_match": float(strict_answer(completion) == gold),
-            "flexible_match": float(flexible_answer(completion) == gold),
-        }
+        """GSM8K's scoring (`tasks.gsm8k`): `exact_match` is its strict match, `flexible_match` its flexible one."""
+        matches = answer_matches(doc["answer"], completion)
+        return {"exact_match": matches["strict_match"], "flexible_match": matches["flexible_match"]}

