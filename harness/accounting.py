@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from harness.launch import world_size
+
 
 def device_kind() -> str:
     """'cpu', or the GPU's name (e.g. 'NVIDIA H100 80GB HBM3')."""
@@ -26,7 +28,8 @@ def device_kind() -> str:
 
 
 def device_count() -> int:
-    return torch.cuda.device_count() if torch.cuda.is_available() else 1
+    """Devices a phase runs on: one per process of the launch (1 without `accelerate launch` / `torchrun`)."""
+    return world_size()
 
 
 def peak_memory_bytes() -> int:

@@ -115,7 +115,10 @@ def run(
         results_dir=results_dir,
         pairs_file=pairs_file,
     )
-    record, path = run_pipeline(spec)
+    outcome = run_pipeline(spec)
+    if outcome is None:  # a process of a multi-process launch other than the main one: the main one reports
+        return
+    record, path = outcome
     table = Table(title=f"{record.pair} / {record.method} / seed {record.seed}")
     for column in ("benchmark", "student", "teacher", "n"):
         table.add_column(column)
@@ -155,6 +158,7 @@ def sweep(
     pairs_file: PairsFile = None,
 ) -> None:
     """Run the grid pairs x methods x seeds, skipping cells that have a record and going on after failures."""
+    from harness.launch import is_main_process
     from harness.leaderboard import build_leaderboard
     from harness.pipeline import RunSpec
     from harness.sweep import SweepIncomplete, grid, run_sweep
@@ -178,6 +182,8 @@ def sweep(
     )
     specs = grid(comma_list(pairs), comma_list(methods), seed_list, params, template)
     result = run_sweep(specs, results_dir)
+    if not is_main_process():
+        return
     console.print(
         f"sweep: {len(result.ran)} ran, {len(result.skipped)} already had a record, {len(result.failed)} failed"
     )

@@ -9,6 +9,7 @@ process's rank of the launch's world size; the shards are merged into one cache 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from harness.errors import HarnessError
 
@@ -34,6 +35,24 @@ def rank() -> int:
 
 def is_main_process() -> bool:
     return rank() == 0
+
+
+def init() -> None:
+    """Join the launch's process group, on this process's own GPU (a no-op for a single process)."""
+    if world_size() > 1:
+        import torch
+        from accelerate import PartialState
+
+        PartialState(cpu=not torch.cuda.is_available())
+
+
+def broadcast(value: Any) -> Any:
+    """The main process's `value`, on every process (picklable values)."""
+    if world_size() == 1:
+        return value
+    from accelerate.utils import broadcast_object_list
+
+    return broadcast_object_list([value])[0]
 
 
 def part() -> tuple[int, int]:

@@ -27,7 +27,7 @@ from harness.records import RunRecord, TaskScore, environment, new_run_id, write
 from harness.resume import RunState, run_folder
 from harness.supervise import SupervisionSettings, encode_prompt, load_or_build_supervision
 from tasks import load_task
-from tasks.evaluate import evaluate_task, log_name
+from tasks.evaluate import evaluate_task, log_name, merge_shards
 from tasks.generation import Generator, TransformersGenerator
 from trainers.loop import TrainConfig, TrainResult, train
 from trainers.objectives import Objective, load_method
@@ -111,16 +111,40 @@ def evaluate_models(
     return scores
 
 
-def teacher_scores(pair: Pair, teacher_ref: str, spec: RunSpec) -> dict[str, TaskScore]:
-    """The teacher's scores on the pair's benchmarks, evaluated once per (teacher, tasks, limit) and cached."""
+def evaluate_everywhere(
+    pair: Pair,
+    model_ref: str,
+    model: Any,
+    tokenizer: Any,
+    spec: RunSpec,
+    samples_dir: Path,
+    results_dir: Path,
+    resume_key: str,
+) -> dict[str, TaskScore] | None:
+    """`evaluate_models`, resumable; under a launch of N processes each evaluates shard (rank, N) of the docs and
+    the main process merges the shards' logs and gets the scores (the others None)."""
+    world = launch.world_size()
+    if world == 1:
+        return evaluate_models(pair, model_ref, model, tokenizer, spec, samples_dir, results_dir, resume_key)
+    evaluate_models(pair, model_ref, model, tokenizer, spec, samples_dir, results_dir, resume_key, launch.part())
+    launch.barrier()
+    if not launch.is_main_process():
+        return None
+    return {name: merge_shards(samples_dir, name, results_dir, world) for name in pair.tasks}
+
+
+def teacher_scores(pair: Pair, teacher_ref: str, spec: RunSpec) -> dict[str, TaskScore] | None:
+    """The teacher's scores on the pair's benchmarks, evaluated once per (teacher, tasks, limit) and cached
+    (None on the processes of a launch other than the main one)."""
     key = cache_key({"teacher": teacher_ref, "tasks": pair.tasks, "limit": spec.limit, "chat": pair.chat_template})
     folder = cache_root() / "teacher_scores" / key
     if (folder / "scores.json").exists():
         return {k: TaskScore(**v) for k, v in json.loads((folder / "scores.json").read_text()).items()}
     console.print("[bold]Evaluating the teacher[/] (once; cached)")
     model, tokenizer = load_model(teacher_ref, pair)
-    scores = evaluate_models(pair, teacher_ref, model, tokenizer, spec, folder / "samples", folder, resume_key=key)
-    atomic_write_json(folder / "scores.json", {k: asdict(v) for k, v in scores.items()})
+    scores = evaluate_everywhere(pair, teacher_ref, model, tokenizer, spec, folder / "samples", folder, key)
+    if scores is not None:
+        atomic_write_json(folder / "scores.json", {k: asdict(v) for k, v in scores.items()})
     return scores
 
 
@@ -203,13 +227,20 @@ def check_spec(spec: RunSpec) -> tuple[Pair, Objective, TrainConfig]:
     return pair, objective, train_config(pair, spec)
 
 
-def run(spec: RunSpec) -> tuple[RunRecord, Path]:
-    """Run one distillation experiment end to end and write its record; returns the record and its path."""
+def run(spec: RunSpec) -> tuple[RunRecord, Path] | None:
+    """Run one distillation experiment end to end and write its record; returns the record and its path.
+
+    Under `accelerate launch` / `torchrun` every process builds a slice of the supervision, trains its share
+    of each batch and evaluates a shard of the docs; the main process writes the record and gets it back,
+    the others get None."""
     pair, objective, config = check_spec(spec)
+    launch.init()
     results_dir = Path(spec.results_dir)
     state = RunState.begin(run_folder(spec), lambda: new_run_id(pair.name, objective.name, spec.seed))
     if state.record and Path(state.record).exists():  # killed after writing its record: only clean up
         state.close()
+        if not launch.is_main_process():
+            return None
         return RunRecord.from_dict(json.loads(Path(state.record).read_text())), Path(state.record)
     run_id = state.run_id
     ledger = CostLedger()
@@ -248,6 +279,7 @@ def run(spec: RunSpec) -> tuple[RunRecord, Path]:
             max_new_tokens=params.max_new_tokens or pair.max_new_tokens,
             seed=spec.seed,
         )
+    model_dir = results_dir / "models" / run_id
     with ledger.phase("train") as cost:
         result = train(
             student,
@@ -261,25 +293,24 @@ def run(spec: RunSpec) -> tuple[RunRecord, Path]:
             cost=cost,
             on_policy=sampler,
             on_checkpoint=lambda step: state.save(ledger),
+            final_dir=model_dir,
             description=f"train {objective.name}",
         )
     state.save(ledger)
-    training = training_summary(result, results_dir, run_id)
-    model_dir = results_dir / "models" / run_id
-    student.save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
+    if launch.is_main_process():
+        tokenizer.save_pretrained(model_dir)
+    if launch.world_size() > 1:  # evaluate the saved student: the trained weights may be sharded over processes
+        launch.barrier()
+        student = load_model(str(model_dir), pair)[0]
     with ledger.phase("evaluate") as cost:
-        scores = evaluate_models(
-            pair,
-            str(model_dir),
-            student,
-            tokenizer,
-            spec,
-            results_dir / "samples" / run_id,
-            results_dir,
-            resume_key=run_id,
-        )
-        cost.add_work(_sample_tokens(tokenizer, results_dir, scores), sum(p.numel() for p in student.parameters()), 2)
+        samples = results_dir / "samples" / run_id
+        scores = evaluate_everywhere(pair, str(model_dir), student, tokenizer, spec, samples, results_dir, run_id)
+        if scores is not None:
+            tokens = _sample_tokens(tokenizer, results_dir, scores)
+            cost.add_work(tokens, sum(p.numel() for p in student.parameters()), 2)
+    teachers = teacher_scores(pair, teacher_ref, spec)
+    if not launch.is_main_process():
+        return None
     state.save(ledger)
     record = RunRecord(
         pair=pair.name,
@@ -289,10 +320,10 @@ def run(spec: RunSpec) -> tuple[RunRecord, Path]:
         teacher=pair.teacher,
         student=pair.student,
         scores=scores,
-        teacher_scores=teacher_scores(pair, teacher_ref, spec),
+        teacher_scores=teachers,
         cost=state.total_cost().to_dict(),
         environment=environment(device_kind(), device_count()),
-        training=training,
+        training=training_summary(result, results_dir, run_id),
         run_id=run_id,
         attempts=state.attempts,
     )

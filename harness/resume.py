@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness import launch
 from harness.accounting import CostLedger
 from harness.cache import cache_key, cache_root
 from harness.io import atomic_write_json
@@ -43,15 +44,21 @@ class RunState:
 
     @classmethod
     def begin(cls, folder: Path, new_run_id: Callable[[], str]) -> RunState:
-        """Start an attempt: a new run in an empty folder, or the next attempt of the run found there."""
+        """Start an attempt: a new run in an empty folder, or the next attempt of the run found there.
+
+        Under a launch of several processes the main process reads and writes the state; the others get its
+        run id and record path and write nothing."""
         path = folder / STATE_FILE
-        if path.exists():
-            saved = json.loads(path.read_text())
-            state = cls(folder, saved["run_id"], saved["attempt_costs"], saved.get("record"))
-        else:
-            state = cls(folder, new_run_id())
-        state.attempt_costs.append({})
-        state._write()
+        state = cls(folder, "")
+        if launch.is_main_process():
+            if path.exists():
+                saved = json.loads(path.read_text())
+                state = cls(folder, saved["run_id"], saved["attempt_costs"], saved.get("record"))
+            else:
+                state = cls(folder, new_run_id())
+            state.attempt_costs.append({})
+            state._write()
+        state.run_id, state.record = launch.broadcast((state.run_id, state.record))
         return state
 
     @property
@@ -60,6 +67,8 @@ class RunState:
 
     def save(self, ledger: CostLedger) -> None:
         """Persist this attempt's cost so far (finished phases, and a running one timed up to now)."""
+        if not launch.is_main_process():
+            return
         self.attempt_costs[-1] = ledger.so_far()
         self._write()
 
@@ -74,9 +83,12 @@ class RunState:
 
     def close(self) -> None:
         """Remove the working folder: the run is complete."""
-        shutil.rmtree(self.folder, ignore_errors=True)
+        if launch.is_main_process():
+            shutil.rmtree(self.folder, ignore_errors=True)
 
     def _write(self) -> None:
+        if not launch.is_main_process():
+            return
         atomic_write_json(
             self.folder / STATE_FILE,
             {"run_id": self.run_id, "attempt_costs": self.attempt_costs, "record": self.record},

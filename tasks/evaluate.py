@@ -94,10 +94,11 @@ def evaluate_task(
     return _summarise(task, rows, samples_ref)
 
 
-def merge_shards(samples_dir: Path, task_name: str, results_dir: Path) -> TaskScore:
-    """Merge the per-sample logs of all shards of one task's evaluation (`<task>.shard-<i>-of-<n>.jsonl`, i = 0..n-1)
-    into `<task>.jsonl`, ordered by doc id, and score it: the same log and score as an unsharded evaluation."""
-    logs = sorted(samples_dir.glob(f"{task_name}.shard-*-of-*.jsonl"))
+def merge_shards(samples_dir: Path, task_name: str, results_dir: Path, count: int | None = None) -> TaskScore:
+    """Merge the per-sample logs of all shards of one task's evaluation (`<task>.shard-<i>-of-<n>.jsonl`, i = 0..n-1;
+    n = `count` when given, else the one split found) into `<task>.jsonl`, ordered by doc id, and score it: the
+    same log and score as an unsharded evaluation."""
+    logs = sorted(samples_dir.glob(f"{task_name}.shard-*-of-{count or '*'}.jsonl"))
     counts = {int(p.name.rsplit("-of-", 1)[1].removesuffix(".jsonl")) for p in logs}
     if len(counts) != 1:
         found = ", ".join(p.name for p in logs) or "none"

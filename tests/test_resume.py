@@ -18,44 +18,17 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from harness.accounting import CostLedger, PhaseCost
 from harness.cli import main
 from harness.errors import HarnessError, Interrupted
 from harness.pipeline import RunSpec
 from harness.resume import RunState, run_folder
+from tests.tiny_training import synthetic_examples, tiny_student
 from trainers.loop import TrainConfig, train
 from trainers.objectives import load_method
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def tiny_student() -> LlamaForCausalLM:
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=40,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-        pad_token_id=0,
-        eos_token_id=1,
-        bos_token_id=None,
-    )
-    return LlamaForCausalLM(config)
-
-
-def synthetic_examples(n: int = 24) -> list[dict[str, list[int]]]:
-    """Random prompts of 3-7 tokens and completions of 2-5 tokens ending at EOS (id 1)."""
-    g = torch.Generator().manual_seed(1)
-
-    def tokens(low: int, high: int) -> list[int]:
-        return torch.randint(2, 40, (int(torch.randint(low, high, (1,), generator=g)),), generator=g).tolist()
-
-    return [{"prompt_ids": tokens(3, 8), "completion_ids": [*tokens(2, 6), 1]} for _ in range(n)]
 
 
 def weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
