@@ -225,8 +225,13 @@ def eval_(
     model: Annotated[str, typer.Option("--model", help="A local folder or hub id of a causal LM.")],
     tasks: Annotated[str, typer.Option("--tasks", help="Comma-separated benchmarks (see `harness tasks`).")] = "arith",
     limit: Annotated[int | None, typer.Option("--limit", help="First N docs of each benchmark.")] = None,
+    samples: Annotated[int, typer.Option("--samples", help="Completions per doc (pass@k for HumanEval).")] = 1,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature (0 = greedy).")] = 0.0,
+    num_fewshot: Annotated[int, typer.Option("--num-fewshot", help="Worked examples before each question.")] = 0,
+    data_source: Annotated[str, typer.Option("--data-source", help="shipped (in the repo) or hub.")] = "shipped",
     backend: Annotated[str, typer.Option(help="Generation backend: auto, transformers or vllm.")] = "auto",
     dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16.")] = "float32",
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
     out: Annotated[Path, typer.Option("--out", help="Folder for scores.json and per-sample logs.")] = Path(
         "results/eval"
     ),
@@ -247,15 +252,13 @@ def eval_(
     from harness.io import atomic_write_json
     from harness.launch import parse_shard
     from harness.models import load_model
-    from harness.pairs import Pair
-    from harness.pipeline import RunSpec, evaluate_models
     from tasks import load_task
-    from tasks.evaluate import merge_shards
+    from tasks.evaluate import evaluate_model, merge_shards
     from tasks.evaluate import rescore as rescore_log
+    from tasks.generation import render_prompt
 
     names = [t.strip() for t in tasks.split(",") if t.strip()]
-    for name in names:
-        load_task(name)
+    task_options = {name: _task_options(name, data_source, num_fewshot) for name in names}
     part = parse_shard(shard)
     if merge:
         scores = {name: merge_shards(out / "samples", name, out) for name in names}
@@ -265,21 +268,31 @@ def eval_(
             log = out / "samples" / f"{name}.jsonl"
             if not log.exists():
                 raise HarnessError(f"no per-sample log to rescore: {log}")
-            scores[name] = rescore_log(log, name, str(log.relative_to(out)))
+            scores[name] = rescore_log(log, load_task(name, **task_options[name]), str(log.relative_to(out)))
     else:
-        pair = Pair(
-            name="eval",
-            teacher=model,
-            student=model,
-            architecture="LlamaForCausalLM",
-            tasks=tuple(names),
-            train_task=names[0],
-            dtype=dtype,
-        )
-        loaded, tokenizer = load_model(model, pair)
-        spec = RunSpec(pair="eval", method="eval", limit=limit, backend=backend)
-        key = cache_key({"model": model, "limit": limit, "dtype": dtype, "backend": backend})
-        scores = evaluate_models(pair, model, loaded, tokenizer, spec, out / "samples", out, key, part)
+        loaded, tokenizer = load_model(model, dtype)
+        settings = {"limit": limit, "dtype": dtype, "backend": backend, "seed": seed, "samples": samples}
+        scores = {}
+        for name in names:
+            key = cache_key({"model": model, "task": name, "options": task_options[name], "temperature": temperature})
+            scores |= evaluate_model(
+                [name],
+                model,
+                loaded,
+                tokenizer,
+                render=lambda messages: render_prompt(tokenizer, messages),
+                samples_dir=out / "samples",
+                results_dir=out,
+                backend=backend,
+                dtype=dtype,
+                limit=limit,
+                seed=seed,
+                samples=samples,
+                temperature=temperature,
+                task_options=task_options[name],
+                resume_key=cache_key(settings) + key,
+                shard=part,
+            )
     scores_file = f"scores.shard-{part[0]}-of-{part[1]}.json" if part else "scores.json"
     atomic_write_json(out / scores_file, {k: asdict(v) for k, v in scores.items()})
     table = Table(title=f"{model}")
@@ -330,6 +343,43 @@ def compare(
 
 
 @app.command()
+def analyze(
+    pair: Annotated[
+        str, typer.Option("--pair", "-p", help="`synthetic` (the finite-state study) or a pair with --run.")
+    ],
+    run_record: Annotated[
+        Path | None, typer.Option("--run", help="A run record whose outputs to colour by risk.")
+    ] = None,
+    methods: Annotated[str | None, typer.Option("--methods", help="Study methods (default: all).")] = None,
+    seeds: Annotated[str, typer.Option("--seeds", help="Comma-separated study seeds.")] = "0,1,2",
+    limit: Annotated[int, typer.Option("--limit", help="Completions per benchmark in the risk view.")] = 20,
+    out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("results/analysis"),
+    results_dir: ResultsDir = Path("results"),
+    pairs_file: PairsFile = None,
+) -> None:
+    """Bridge-Garden analysis: exact per-token risk on a known process, or a run's outputs coloured by risk."""
+    if pair == "synthetic":
+        import torch
+
+        from harness.analysis.study import DEFAULT_METHODS, run_study
+
+        torch.set_num_threads(1)
+        chosen = [m.strip() for m in methods.split(",")] if methods else list(DEFAULT_METHODS)
+        result = run_study(out, methods=chosen, seeds=[int(s) for s in seeds.split(",")], log=console.print)
+        for path in result.paths.values():
+            console.print(f"wrote {path}")
+        return
+    if run_record is None:
+        raise HarnessError(f"--pair {pair} needs --run RECORD (only `synthetic` runs the study)")
+    from harness.analysis.record_risk import risk_report
+
+    path = risk_report(
+        run_record, results_dir, out / f"{run_record.stem}-risk.html", limit=limit, pairs_file=pairs_file
+    )
+    console.print(f"wrote {path}")
+
+
+@app.command()
 def pairs(pairs_file: PairsFile = None) -> None:
     """List the teacher-student pairs."""
     from harness.pairs import load_pairs
@@ -374,6 +424,22 @@ def tasks_() -> None:
         task = load_task(name)
         table.add_row(name, task.primary_metric, str(len(task.docs("test"))))
     console.print(table)
+
+
+def _task_options(name: str, data_source: str, num_fewshot: int) -> dict[str, object]:
+    """The options to build task `name` with: `data_source` where the task reads data files (synthetic `arith`
+    does not), `num_fewshot` where it has few-shot examples."""
+    import inspect
+
+    from tasks import load_task
+
+    accepted = inspect.signature(type(load_task(name)).__init__).parameters
+    chosen: dict[str, object] = {"data_source": data_source} if "data_source" in accepted else {}
+    if num_fewshot:
+        if "num_fewshot" not in accepted:
+            raise HarnessError(f"task {name!r} has no few-shot examples; drop --num-fewshot")
+        chosen["num_fewshot"] = num_fewshot
+    return chosen
 
 
 def quiet_library_progress() -> None:

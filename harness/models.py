@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import (
@@ -13,8 +14,8 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from harness.errors import HarnessError
-from harness.pairs import Pair
+from harness.errors import HarnessError, unknown_choice
+from harness.pairs import DTYPES
 
 BUILTIN = "builtin:"
 
@@ -42,12 +43,16 @@ def load_tokenizer(path: str) -> PreTrainedTokenizerBase:
     return AutoTokenizer.from_pretrained(path)
 
 
-def load_model(ref: str, pair: Pair) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Model (eval mode, on the GPU when there is one) and tokenizer for a pair's teacher or student ref."""
+def load_model(
+    ref: str, dtype: str = "float32", model_kwargs: dict[str, Any] | None = None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Model (eval mode, on the GPU when there is one) and tokenizer for a hub id, folder or builtin ref."""
+    if dtype not in DTYPES:
+        raise unknown_choice("dtype", dtype, DTYPES)
     path = resolve(ref)
     try:
         tokenizer = load_tokenizer(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, pair.dtype), **pair.model_kwargs)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype), **(model_kwargs or {}))
     except OSError as err:
         raise HarnessError(f"cannot load model {ref!r}: {str(err).splitlines()[0]}") from None
     if tokenizer.pad_token_id is None:

@@ -6,14 +6,11 @@ a reused phase is charged with the cost of its original build (see harness.accou
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from harness import launch
 from harness.accounting import CostLedger, device_count, device_kind
@@ -25,16 +22,15 @@ from harness.pairs import Pair, get_pair
 from harness.progress import console
 from harness.records import RunRecord, TaskScore, environment, new_run_id, write_record
 from harness.resume import RunState, run_folder
-from harness.supervise import SupervisionSettings, encode_prompt, load_or_build_supervision
+from harness.supervise import SupervisionSettings, load_or_build_supervision, pair_renderer, reference_examples
 from tasks import load_task
-from tasks.evaluate import evaluate_task, log_name, merge_shards
-from tasks.generation import Generator, TransformersGenerator
+from tasks.evaluate import evaluate_model, merge_shards
+from tasks.generation import BACKENDS, make_generator
 from trainers.loop import TrainConfig, TrainResult, train
 from trainers.objectives import Objective, load_method
 from trainers.onpolicy import StudentSampler
 from trainers.vocab import shared_vocab
 
-BACKENDS = ("auto", "transformers", "vllm")
 TEACHER_SIGNALS = ("topk", "online")
 
 
@@ -55,19 +51,6 @@ class RunSpec:
     pairs_file: Path | None = None
 
 
-def make_generator(
-    model_ref: str, model: Any, tokenizer: Any, backend: str, pair: Pair, seed: int, vocab_rows: int | None = None
-) -> Generator:
-    """A generator on the chosen backend: vLLM when asked, or on `auto` when it is installed and a GPU is present.
-
-    `vocab_rows` limits generation to the vocabulary shared with the student."""
-    if backend == "vllm" or (backend == "auto" and importlib.util.find_spec("vllm") and torch.cuda.is_available()):
-        from tasks.vllm_backend import VLLMGenerator
-
-        return VLLMGenerator(model_ref, dtype=pair.dtype, seed=seed, vocab_rows=vocab_rows)
-    return TransformersGenerator(model, tokenizer, vocab_rows=vocab_rows)
-
-
 def train_config(pair: Pair, spec: RunSpec) -> TrainConfig:
     values = {**pair.train, **spec.train_overrides, "seed": spec.seed}
     valid = TrainConfig.__dataclass_fields__
@@ -77,41 +60,7 @@ def train_config(pair: Pair, spec: RunSpec) -> TrainConfig:
     return TrainConfig(**values)
 
 
-def evaluate_models(
-    pair: Pair,
-    model_ref: str,
-    model: Any,
-    tokenizer: Any,
-    spec: RunSpec,
-    samples_dir: Path,
-    results_dir: Path,
-    resume_key: str | None = None,
-    shard: tuple[int, int] | None = None,
-) -> dict[str, TaskScore]:
-    """Scores of one model on the pair's benchmarks (or shard `(i, n)` of their docs), with per-sample logs under
-    `samples_dir`; with `resume_key`, an evaluation killed part-way resumes from its partial logs."""
-    generator = make_generator(model_ref, model, tokenizer, spec.backend, pair, spec.seed)
-    scores = {}
-    try:
-        for name in pair.tasks:
-            path = samples_dir / log_name(name, shard)
-            scores[name] = evaluate_task(
-                load_task(name),
-                generator,
-                lambda messages: tokenizer.decode(encode_prompt(pair, tokenizer, messages)),
-                limit=spec.limit,
-                seed=spec.seed,
-                samples_path=path,
-                samples_ref=str(path.relative_to(results_dir)),
-                resume_key=resume_key,
-                shard=shard,
-            )
-    finally:
-        generator.close()
-    return scores
-
-
-def evaluate_everywhere(
+def evaluate_pair_model(
     pair: Pair,
     model_ref: str,
     model: Any,
@@ -121,12 +70,28 @@ def evaluate_everywhere(
     results_dir: Path,
     resume_key: str,
 ) -> dict[str, TaskScore] | None:
-    """`evaluate_models`, resumable; under a launch of N processes each evaluates shard (rank, N) of the docs and
-    the main process merges the shards' logs and gets the scores (the others None)."""
+    """A pair's teacher or student on the pair's benchmarks, prompted the pair's way; resumable (`resume_key`).
+
+    Under a launch of N processes each evaluates shard (rank, N) of the docs and the main process merges the
+    shards' logs and gets the scores (the others None)."""
     world = launch.world_size()
+    scores = evaluate_model(
+        list(pair.tasks),
+        model_ref,
+        model,
+        tokenizer,
+        render=pair_renderer(pair, tokenizer),
+        samples_dir=samples_dir,
+        results_dir=results_dir,
+        backend=spec.backend,
+        dtype=pair.dtype,
+        limit=spec.limit,
+        seed=spec.seed,
+        resume_key=resume_key,
+        shard=launch.part() if world > 1 else None,
+    )
     if world == 1:
-        return evaluate_models(pair, model_ref, model, tokenizer, spec, samples_dir, results_dir, resume_key)
-    evaluate_models(pair, model_ref, model, tokenizer, spec, samples_dir, results_dir, resume_key, launch.part())
+        return scores
     launch.barrier()
     if not launch.is_main_process():
         return None
@@ -141,8 +106,8 @@ def teacher_scores(pair: Pair, teacher_ref: str, spec: RunSpec) -> dict[str, Tas
     if (folder / "scores.json").exists():
         return {k: TaskScore(**v) for k, v in json.loads((folder / "scores.json").read_text()).items()}
     console.print("[bold]Evaluating the teacher[/] (once; cached)")
-    model, tokenizer = load_model(teacher_ref, pair)
-    scores = evaluate_everywhere(pair, teacher_ref, model, tokenizer, spec, folder / "samples", folder, key)
+    model, tokenizer = load_model(teacher_ref, pair.dtype, pair.model_kwargs)
+    scores = evaluate_pair_model(pair, teacher_ref, model, tokenizer, spec, folder / "samples", folder, key)
     if scores is not None:
         atomic_write_json(folder / "scores.json", {k: asdict(v) for k, v in scores.items()})
     return scores
@@ -165,7 +130,9 @@ def teacher_supervision(
         teacher_ref,
         teacher_tokenizer,
         load_teacher,
-        lambda teacher: make_generator(teacher_ref, teacher, teacher_tokenizer, spec.backend, pair, 0, vocab_rows),
+        lambda teacher: make_generator(
+            teacher_ref, teacher, teacher_tokenizer, backend=spec.backend, dtype=pair.dtype, vocab_rows=vocab_rows
+        ),
         SupervisionSettings(top_k=spec.top_k, seed=0),
         ledger,
         vocab_rows,
@@ -183,22 +150,14 @@ def supervise(spec: RunSpec, part: tuple[int, int] = (0, 1)) -> Any:
         teacher_tokenizer, load_tokenizer(student_ref), _embedding_rows(teacher_ref), _embedding_rows(student_ref)
     )
     return teacher_supervision(
-        spec, pair, teacher_tokenizer, lambda: load_model(teacher_ref, pair)[0], vocab_rows, CostLedger(), part
+        spec,
+        pair,
+        teacher_tokenizer,
+        lambda: load_model(teacher_ref, pair.dtype, pair.model_kwargs)[0],
+        vocab_rows,
+        CostLedger(),
+        part,
     )
-
-
-def reference_examples(pair: Pair, tokenizer: Any) -> list[dict[str, Any]]:
-    """Prompt + the data set's own reference answer, for methods that train without a teacher (`sft`)."""
-    task = load_task(pair.train_task)
-    return [
-        {
-            "prompt_ids": encode_prompt(pair, tokenizer, task.prompt(doc)),
-            "completion_ids": tokenizer(task.reference(doc) + tokenizer.eos_token, add_special_tokens=False)[
-                "input_ids"
-            ],
-        }
-        for doc in task.docs("train")[: pair.train_prompts]
-    ]
 
 
 def recorded_settings(spec: RunSpec, objective: Objective, config: TrainConfig) -> dict[str, dict[str, Any]]:
@@ -230,9 +189,9 @@ def check_spec(spec: RunSpec) -> tuple[Pair, Objective, TrainConfig]:
 def run(spec: RunSpec) -> tuple[RunRecord, Path] | None:
     """Run one distillation experiment end to end and write its record; returns the record and its path.
 
-    Under `accelerate launch` / `torchrun` every process builds a slice of the supervision, trains its share
-    of each batch and evaluates a shard of the docs; the main process writes the record and gets it back,
-    the others get None."""
+    A run that was stopped resumes from its last checkpoint (see harness.resume). Under `accelerate launch` /
+    `torchrun` every process builds a slice of the supervision, trains its share of each batch and evaluates a
+    shard of the docs; the main process writes the record and gets it back, the others get None."""
     pair, objective, config = check_spec(spec)
     launch.init()
     results_dir = Path(spec.results_dir)
@@ -245,7 +204,7 @@ def run(spec: RunSpec) -> tuple[RunRecord, Path] | None:
     run_id = state.run_id
     ledger = CostLedger()
     teacher_ref, student_ref = resolve(pair.teacher), resolve(pair.student)
-    student, tokenizer = load_model(student_ref, pair)
+    student, tokenizer = load_model(student_ref, pair.dtype, pair.model_kwargs)
     teacher_tokenizer = load_tokenizer(teacher_ref)
     teacher_config_rows = _embedding_rows(teacher_ref)
     vocab_rows = shared_vocab(
@@ -255,11 +214,13 @@ def run(spec: RunSpec) -> tuple[RunRecord, Path] | None:
 
     def load_teacher() -> Any:
         if not teacher_model:
-            teacher_model.append(load_model(teacher_ref, pair)[0])
+            teacher_model.append(load_model(teacher_ref, pair.dtype, pair.model_kwargs)[0])
         return teacher_model[0]
 
     if objective.completions == "reference":
-        examples: Any = reference_examples(pair, tokenizer)
+        task = load_task(pair.train_task)
+        docs = task.docs("train")[: pair.train_prompts]
+        examples: Any = reference_examples(task, docs, tokenizer, pair_renderer(pair, tokenizer))
     else:
         examples = teacher_supervision(spec, pair, teacher_tokenizer, load_teacher, vocab_rows, ledger, launch.part())
         if launch.world_size() > 1:  # each process built a slice of the shards; all of them are there after this
@@ -301,10 +262,10 @@ def run(spec: RunSpec) -> tuple[RunRecord, Path] | None:
         tokenizer.save_pretrained(model_dir)
     if launch.world_size() > 1:  # evaluate the saved student: the trained weights may be sharded over processes
         launch.barrier()
-        student = load_model(str(model_dir), pair)[0]
+        student = load_model(str(model_dir), pair.dtype, pair.model_kwargs)[0]
     with ledger.phase("evaluate") as cost:
         samples = results_dir / "samples" / run_id
-        scores = evaluate_everywhere(pair, str(model_dir), student, tokenizer, spec, samples, results_dir, run_id)
+        scores = evaluate_pair_model(pair, str(model_dir), student, tokenizer, spec, samples, results_dir, run_id)
         if scores is not None:
             tokens = _sample_tokens(tokenizer, results_dir, scores)
             cost.add_work(tokens, sum(p.numel() for p in student.parameters()), 2)

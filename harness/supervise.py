@@ -29,7 +29,7 @@ from harness.io import atomic_write_json
 from harness.launch import is_main_process
 from harness.pairs import Pair
 from harness.progress import progress_bar
-from tasks import Task, load_task
+from tasks import Doc, Messages, Task, load_task
 from tasks.generation import Generator, render_prompt
 from trainers.batch import collate
 from trainers.loop import hidden_rows, logits_fn
@@ -50,20 +50,35 @@ META_FILE = "meta.json"  # a shard's row count and build cost, written last
 logger = logging.getLogger(__name__)
 
 
+def pair_renderer(pair: Pair, tokenizer: PreTrainedTokenizerBase) -> Callable[[Messages], str]:
+    """Chat messages -> prompt text, as the pair says: its tokenizer's chat template (with the pair's template
+    arguments) or plain text."""
+    return lambda messages: render_prompt(
+        tokenizer, messages, chat_template=pair.chat_template == "model", **pair.chat_template_kwargs
+    )
+
+
+def encode(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
 def prompt_ids(pair: Pair, task: Task, tokenizer: PreTrainedTokenizerBase) -> list[list[int]]:
     """Token ids of the pair's distillation prompts: the first `train_prompts` docs of its train task."""
-    docs = task.docs("train")[: pair.train_prompts]
-    return [encode_prompt(pair, tokenizer, task.prompt(doc)) for doc in docs]
+    render = pair_renderer(pair, tokenizer)
+    return [encode(tokenizer, render(task.prompt(doc))) for doc in task.docs("train")[: pair.train_prompts]]
 
 
-def encode_prompt(pair: Pair, tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]]) -> list[int]:
-    if pair.chat_template == "model" and tokenizer.chat_template:
-        text = tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=True, **pair.chat_template_kwargs
-        )
-    else:
-        text = render_prompt(tokenizer, messages) if pair.chat_template == "model" else messages[-1]["content"]
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
+def reference_examples(
+    task: Task, docs: list[Doc], tokenizer: PreTrainedTokenizerBase, render: Callable[[Messages], str]
+) -> list[dict[str, Any]]:
+    """Prompt + the data set's own reference answer (+ EOS), for training without a teacher (`sft`)."""
+    return [
+        {
+            "prompt_ids": encode(tokenizer, render(task.prompt(doc))),
+            "completion_ids": encode(tokenizer, task.reference(doc) + tokenizer.eos_token),
+        }
+        for doc in docs
+    ]
 
 
 def teacher_topk(

@@ -100,7 +100,9 @@ def ensure_tiny_pair(spec: TinySpec | None = None) -> Path:
     root = tiny_pair_dir(spec)
     if (root / "spec.json").exists():
         return root
+    from harness.supervise import reference_examples
     from tasks import load_task
+    from tasks.generation import render_prompt
     from trainers.loop import TrainConfig, train
     from trainers.objectives import load_method
 
@@ -108,7 +110,7 @@ def ensure_tiny_pair(spec: TinySpec | None = None) -> Path:
     task = load_task("arith")
     docs = task.docs("train")
     tokenizer = build_tokenizer([d["question"] + "\n" + d["answer"] for d in docs], spec.vocab_size)
-    examples = reference_examples(task, docs, tokenizer)
+    examples = reference_examples(task, docs, tokenizer, lambda messages: render_prompt(tokenizer, messages))
     staging = root.with_name(root.name + ".building")
     shutil.rmtree(staging, ignore_errors=True)
     for role in ("teacher", "student"):
@@ -122,21 +124,3 @@ def ensure_tiny_pair(spec: TinySpec | None = None) -> Path:
     shutil.rmtree(root, ignore_errors=True)
     staging.rename(root)
     return root
-
-
-def reference_examples(task, docs, tokenizer) -> list[dict]:
-    """Prompt + reference-answer token ids for `sft` training."""
-    from tasks.generation import render_prompt
-
-    examples = []
-    for doc in docs:
-        prompt = render_prompt(tokenizer, task.prompt(doc))
-        examples.append(
-            {
-                "prompt_ids": tokenizer(prompt, add_special_tokens=False)["input_ids"],
-                "completion_ids": tokenizer(task.reference(doc) + tokenizer.eos_token, add_special_tokens=False)[
-                    "input_ids"
-                ],
-            }
-        )
-    return examples

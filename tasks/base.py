@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
 
-from harness.errors import unknown_choice
+from harness.errors import HarnessError, unknown_choice
 
 Doc = dict[str, Any]
 Messages = list[dict[str, str]]
@@ -44,6 +44,15 @@ class Task(ABC):
         """The answer the scorer read from `completion` (for per-sample logs); None when there is none."""
         return None
 
+    def metrics_batch(self, docs: list[Doc], completions: list[str]) -> list[dict[str, float]]:
+        """`metrics` for many (doc, completion) pairs at once; tasks that can score in parallel override it."""
+        return [self.metrics(doc, completion) for doc, completion in zip(docs, completions, strict=True)]
+
+    def combine(self, samples: list[dict[str, float]]) -> dict[str, float]:
+        """One doc's metrics from several samples' metrics (default: the mean; HumanEval: unbiased pass@k)."""
+        names = sorted({name for sample in samples for name in sample})
+        return {name: sum(sample.get(name, 0.0) for sample in samples) / len(samples) for name in names}
+
 
 _REGISTRY: dict[str, Callable[[], Task]] = {}
 
@@ -63,8 +72,12 @@ def task_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def load_task(name: str) -> Task:
-    """The task registered as `name`; a HarnessError naming the valid choices otherwise."""
+def load_task(name: str, **options: Any) -> Task:
+    """The task registered as `name`, built with `options` (e.g. data_source, num_fewshot); a HarnessError
+    naming the valid choices otherwise."""
     if name not in _REGISTRY:
         raise unknown_choice("task", name, _REGISTRY)
-    return _REGISTRY[name]()
+    try:
+        return _REGISTRY[name](**options)
+    except TypeError as err:
+        raise HarnessError(f"bad options for task {name!r}: {err}") from None

@@ -1,9 +1,10 @@
 """Evaluation: prompts -> generator -> task metrics, with a per-sample log that can be re-scored later.
 
-Each task's log is JSON lines: `{"doc_id", "prompt", "completion", "extracted", "score", "metrics"}`,
-so a score can be audited, and re-scored with a changed scorer without generating again. An evaluation
-killed part-way resumes from its partial log, and one split into shards (`--shard i/n`, e.g. one per
-machine) is merged from the shards' logs into the same log and score as an unsharded one.
+Each task's log is JSON lines: `{"doc_id", "prompt", "completion", "extracted", "score", "metrics"}`
+(with `--samples n`: `completions` and `samples` hold all n, `completion` the first), so a score can be
+audited, and re-scored with a changed scorer without generating again. An evaluation killed part-way resumes
+from its partial log, and one split into shards (`--shard i/n`, e.g. one per machine) is merged from the
+shards' logs into the same log and score as an unsharded one.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
 from harness.errors import HarnessError
 from harness.io import atomic_write_text
 from harness.records import TaskScore
 from tasks.base import Doc, Messages, Task, load_task
-from tasks.generation import Generator
+from tasks.generation import Generator, make_generator
 
 EVAL_CHUNK = 256  # docs generated per call: the unit of resuming and of sharding an evaluation
 
@@ -29,14 +32,27 @@ def _summarise(task: Task, rows: list[dict], samples: str | None) -> TaskScore:
     return TaskScore(score=metrics.get(task.primary_metric, 0.0), n=len(rows), metrics=metrics, samples=samples)
 
 
-def _score_row(task: Task, doc: Doc, row: dict) -> dict:
-    metrics = task.metrics(doc, row["completion"])
-    return {
-        **row,
-        "extracted": task.extract(row["completion"]),
-        "score": metrics[task.primary_metric],
-        "metrics": metrics,
-    }
+def _score_rows(task: Task, docs: list[Doc], rows: list[dict]) -> list[dict]:
+    """Score every completion of every row in one batch; each row's metrics combine its samples."""
+    completions = [row.get("completions") or [row["completion"]] for row in rows]
+    flat_docs = [doc for doc, outs in zip(docs, completions, strict=True) for _ in outs]
+    flat = task.metrics_batch(flat_docs, [c for outs in completions for c in outs])
+    scored, start = [], 0
+    for row, outs in zip(rows, completions, strict=True):
+        samples = flat[start : start + len(outs)]
+        start += len(outs)
+        metrics = task.combine(samples) if len(outs) > 1 else samples[0]
+        extra = {"samples": samples} if len(outs) > 1 else {}
+        scored.append(
+            {
+                **row,
+                **extra,
+                "extracted": task.extract(outs[0]),
+                "score": metrics[task.primary_metric],
+                "metrics": metrics,
+            }
+        )
+    return scored
 
 
 def log_name(task_name: str, shard: tuple[int, int] | None = None) -> str:
@@ -58,13 +74,15 @@ def evaluate_task(
     *,
     limit: int | None = None,
     seed: int = 0,
+    samples: int = 1,
+    temperature: float = 0.0,
     samples_path: Path | None = None,
     samples_ref: str | None = None,
     resume_key: str | None = None,
     shard: tuple[int, int] | None = None,
 ) -> TaskScore:
-    """Greedy-decode the first `limit` test docs of `task` (or shard `(i, n)` of them) and score them; log every
-    sample to `samples_path`.
+    """Decode the first `limit` test docs of `task` (or shard `(i, n)` of them; greedy, or `samples` completions
+    each at `temperature`) and score them; log every sample to `samples_path`.
 
     Docs are generated `EVAL_CHUNK` at a time and each chunk's rows are appended to `<samples_path>.partial`
     (first line: `resume_key`). A later call with the same `resume_key` (same model and settings) generates only
@@ -75,14 +93,22 @@ def evaluate_task(
     partial = samples_path.with_name(samples_path.name + ".partial") if samples_path and resume_key else None
     done = _read_partial(partial, resume_key) if partial else {}
     pending = [d for d in wanted if d not in done]
-    for _, block in itertools.groupby(pending, key=lambda d: d // EVAL_CHUNK):
-        chunk = list(block)
+    for block, ids in itertools.groupby(pending, key=lambda d: d // EVAL_CHUNK):
+        chunk = list(ids)
         prompts = [render(task.prompt(docs[d])) for d in chunk]
-        completions = generator.generate(prompts, max_new_tokens=task.max_new_tokens, stop=task.stop, seed=seed)
+        completions = generator.generate(
+            prompts,
+            max_new_tokens=task.max_new_tokens,
+            temperature=temperature,
+            stop=task.stop,
+            seed=seed * 1_000_003 + block,
+            n=samples,
+        )
         rows = [
-            _score_row(task, docs[d], {"doc_id": d, "prompt": prompt, "completion": outs[0]})
+            {"doc_id": d, "prompt": prompt, "completion": outs[0], **({"completions": outs} if samples > 1 else {})}
             for d, prompt, outs in zip(chunk, prompts, completions, strict=True)
         ]
+        rows = _score_rows(task, [docs[d] for d in chunk], rows)
         if partial:
             _append_rows(partial, resume_key, rows)
         done.update((row["doc_id"], row) for row in rows)
@@ -91,6 +117,15 @@ def evaluate_task(
         _write_log(samples_path, rows)
         if partial:
             partial.unlink(missing_ok=True)
+    return _summarise(task, rows, samples_ref)
+
+
+def rescore(samples_path: Path, task: Task, samples_ref: str | None = None) -> TaskScore:
+    """Score a per-sample log again with the current scorer, without generating."""
+    docs = task.docs("test")
+    rows = _read_rows(samples_path)
+    rows = _score_rows(task, [docs[row["doc_id"]] for row in rows], rows)
+    _write_log(samples_path, rows)
     return _summarise(task, rows, samples_ref)
 
 
@@ -161,10 +196,46 @@ def _append_rows(path: Path, resume_key: str, rows: list[dict]) -> None:
         os.fsync(handle.fileno())
 
 
-def rescore(samples_path: Path, task_name: str, samples_ref: str | None = None) -> TaskScore:
-    """Score a per-sample log again with the current scorer, without generating."""
-    task = load_task(task_name)
-    docs = task.docs("test")
-    rows = [_score_row(task, docs[row["doc_id"]], row) for row in _read_rows(samples_path)]
-    _write_log(samples_path, rows)
-    return _summarise(task, rows, samples_ref)
+def evaluate_model(
+    task_names: list[str],
+    model_ref: str,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    render: Callable[[Messages], str],
+    samples_dir: Path,
+    results_dir: Path,
+    backend: str = "auto",
+    dtype: str = "float32",
+    limit: int | None = None,
+    seed: int = 0,
+    samples: int = 1,
+    temperature: float = 0.0,
+    task_options: dict | None = None,
+    resume_key: str | None = None,
+    shard: tuple[int, int] | None = None,
+) -> dict[str, TaskScore]:
+    """Scores of one model on several benchmarks (or shard `(i, n)` of their docs), with per-sample logs
+    `samples_dir/<task>.jsonl` (their paths in the scores are relative to `results_dir`); with `resume_key`, an
+    evaluation killed part-way resumes from its partial logs."""
+    generator = make_generator(model_ref, model, tokenizer, backend=backend, dtype=dtype, seed=seed)
+    scores = {}
+    try:
+        for name in task_names:
+            path = samples_dir / log_name(name, shard)
+            scores[name] = evaluate_task(
+                load_task(name, **(task_options or {})),
+                generator,
+                render,
+                limit=limit,
+                seed=seed,
+                samples=samples,
+                temperature=temperature,
+                samples_path=path,
+                samples_ref=str(path.relative_to(results_dir)),
+                resume_key=resume_key,
+                shard=shard,
+            )
+    finally:
+        generator.close()
+    return scores

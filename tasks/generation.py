@@ -6,27 +6,26 @@ A generator takes rendered prompt strings (or token ids) and returns completions
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from harness.errors import HarnessError, unknown_choice
 from harness.progress import progress_bar
 from tasks.base import Messages
 
 
-def render_prompt(tokenizer: PreTrainedTokenizerBase, messages: Messages) -> str:
-    """The model's chat template applied to `messages`; plain concatenated contents when it has none."""
-    if tokenizer.chat_template:
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+def render_prompt(
+    tokenizer: PreTrainedTokenizerBase, messages: Messages, *, chat_template: bool = True, **template_kwargs: Any
+) -> str:
+    """The model's chat template applied to `messages` (with `template_kwargs`, e.g. enable_thinking=False);
+    the plain concatenated contents when `chat_template` is off or the tokenizer has none."""
+    if chat_template and tokenizer.chat_template:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **template_kwargs)
     return "\n\n".join(m["content"] for m in messages) + "\n"
-
-
-def truncate_at_stop(text: str, stop: Sequence[str]) -> str:
-    """`text` cut before the first stop string."""
-    cut = min((i for s in stop if (i := text.find(s)) >= 0), default=len(text))
-    return text[:cut]
 
 
 class Generator(Protocol):
@@ -75,6 +74,15 @@ class TransformersGenerator:
         rows = model.get_output_embeddings().weight.shape[0]
         self.suppress = list(range(vocab_rows, rows)) if vocab_rows is not None and vocab_rows < rows else None
 
+    def _budget(self, prompt_width: int, max_new_tokens: int) -> int:
+        """`max_new_tokens`, capped so prompt + completion fit the model's context window."""
+        context = getattr(self.model.config, "max_position_embeddings", None)
+        if context is None:
+            return max_new_tokens
+        if prompt_width >= context:
+            raise HarnessError(f"a prompt of {prompt_width} tokens does not fit the model's context of {context}")
+        return min(max_new_tokens, context - prompt_width)
+
     def generate_ids(
         self, prompt_ids: list[list[int]], *, max_new_tokens: int, temperature: float = 0.0, seed: int = 0
     ) -> list[list[int]]:
@@ -89,6 +97,7 @@ class TransformersGenerator:
             for start in range(0, len(order), self.batch_size):
                 index = order[start : start + self.batch_size]
                 width = max(len(prompt_ids[i]) for i in index)
+                budget = self._budget(width, max_new_tokens)
                 ids = torch.full((len(index), width), pad, dtype=torch.long)
                 mask = torch.zeros_like(ids)
                 for row, i in enumerate(index):
@@ -98,7 +107,7 @@ class TransformersGenerator:
                     out = self.model.generate(
                         input_ids=ids.to(self.model.device),
                         attention_mask=mask.to(self.model.device),
-                        max_new_tokens=max_new_tokens,
+                        max_new_tokens=budget,
                         pad_token_id=pad,
                         eos_token_id=eos,
                         suppress_tokens=self.suppress,
@@ -133,3 +142,33 @@ class TransformersGenerator:
 
     def close(self) -> None:
         """Nothing to release: the model is garbage-collected with the generator."""
+
+
+BACKENDS = ("auto", "transformers", "vllm")
+
+
+def make_generator(
+    model_ref: str,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    backend: str = "auto",
+    dtype: str = "float32",
+    seed: int = 0,
+    vocab_rows: int | None = None,
+) -> Generator:
+    """A generator on `backend`: vLLM when asked, or on `auto` when vLLM is installed and a GPU is present;
+    transformers otherwise. `vocab_rows` limits generation to the vocabulary shared with a student."""
+    if backend not in BACKENDS:
+        raise unknown_choice("backend", backend, BACKENDS)
+    if backend == "vllm" or (backend == "auto" and importlib.util.find_spec("vllm") and torch.cuda.is_available()):
+        from tasks.vllm_backend import VLLMGenerator
+
+        return VLLMGenerator(model_ref, dtype=dtype, seed=seed, vocab_rows=vocab_rows)
+    return TransformersGenerator(model, tokenizer, vocab_rows=vocab_rows)
+
+
+def truncate_at_stop(text: str, stop: Sequence[str]) -> str:
+    """`text` cut before the first stop string."""
+    cut = min((i for s in stop if (i := text.find(s)) >= 0), default=len(text))
+    return text[:cut]

@@ -6,7 +6,7 @@ import pytest
 from harness.analysis.exposure import occupancy
 from harness.analysis.kappa import exact_kappa, mc_q, prefix_kappa
 from harness.analysis.process import ROLES, TOKEN_ID, FiniteStateTeacher
-from harness.analysis.students import table_student
+from harness.analysis.students import kl_at_states, table_student
 
 
 @pytest.fixture(scope="module")
@@ -132,3 +132,14 @@ def test_prefix_kappa_matches_monte_carlo_for_a_student_that_reads_the_history(p
         assert error > 0 and abs(mean - exact.q[token]) < 4 * error
     state = process.states_along(np.array([prefix]))[0, -1]
     assert not np.allclose(exact.q, exact_kappa(process, noisy_table).q[state])  # the history matters
+
+
+def test_kl_at_states_matches_the_formula(process, noisy_table):
+    states = np.arange(process.num_states)
+    p, q = process.teacher, noisy_table
+    dense = np.where(p > 0, p * np.log(np.where(p > 0, p, 1) / q), 0).sum(axis=1)
+    np.testing.assert_allclose(kl_at_states(process, states, q), dense, rtol=1e-12, atol=1e-15)
+    assert (kl_at_states(process, states, process.teacher) == 0).all()
+    missing = process.teacher.copy()
+    missing[process.initial] = np.roll(missing[process.initial], 1)
+    assert np.isinf(kl_at_states(process, states, missing)[process.initial])

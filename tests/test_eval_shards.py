@@ -13,7 +13,7 @@ from harness.cli import main
 from harness.errors import HarnessError
 from harness.models import load_model, resolve
 from harness.pairs import get_pair
-from harness.supervise import encode_prompt
+from harness.supervise import pair_renderer
 from tasks import evaluate, load_task
 from tasks.generation import TransformersGenerator
 
@@ -37,7 +37,7 @@ class CountingGenerator(TransformersGenerator):
 def student(mini_tiny, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(evaluate, "EVAL_CHUNK", 3)
     pair = get_pair("tiny")
-    model, tokenizer = load_model(resolve(pair.student), pair)
+    model, tokenizer = load_model(resolve(pair.student), pair.dtype, pair.model_kwargs)
     return pair, model, tokenizer
 
 
@@ -46,7 +46,7 @@ def run_eval(student, path: Path, generator: TransformersGenerator, key: str | N
     return evaluate.evaluate_task(
         load_task("arith"),
         generator,
-        lambda messages: tokenizer.decode(encode_prompt(pair, tokenizer, messages)),
+        pair_renderer(pair, tokenizer),
         limit=8,
         samples_path=path,
         resume_key=key,

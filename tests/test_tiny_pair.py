@@ -65,3 +65,30 @@ def test_harness_run_tiny_end_to_end(mini_tiny, method: str, tmp_path: Path, mon
     assert len(samples) == 4 and {"prompt", "completion", "score"} <= set(json.loads(samples[0]))
     board = (results / "leaderboard.md").read_text()
     assert method in board
+    if method == "hybrid":  # colour the run's outputs by the teacher-estimated bridge risk
+        rows = [json.loads(line) for line in samples]
+        rows[0]["completion"] = "2 + 3 = 5\n#### 5"  # a mini student may stop at once; make one output non-empty
+        (results / record["scores"]["arith"]["samples"]).write_text("".join(json.dumps(r) + "\n" for r in rows))
+        monkeypatch.setattr(
+            sys,
+            "argv",
+            [
+                "harness",
+                "analyze",
+                "--pair",
+                "tiny",
+                "--run",
+                str(record_path),
+                "--results-dir",
+                str(results),
+                "--out",
+                str(tmp_path / "analysis"),
+                "--limit",
+                "2",
+            ],
+        )
+        with pytest.raises(SystemExit) as done:
+            main()
+        assert done.value.code == 0
+        page = (tmp_path / "analysis" / f"{record_path.stem}-risk.html").read_text()
+        assert page.count("arith #") == sum(1 for row in rows[:2] if row["completion"]) >= 1

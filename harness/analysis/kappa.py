@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from harness.analysis.process import FiniteStateTeacher
-from harness.analysis.students import StudentFn, kl_to_teacher, position_kl
+from harness.analysis.students import StudentFn, kl_at_states, position_kl
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class KappaTable:
 
 def state_costs(process: FiniteStateTeacher, student_table: np.ndarray) -> np.ndarray:
     """[S] KL(p_T(.|s) || p_S(.|s)), 0 at the terminal state."""
-    cost = kl_to_teacher(process.teacher, student_table)
+    cost = kl_at_states(process, np.arange(process.num_states), student_table)
     cost[process.terminal] = 0.0
     return cost
 

@@ -200,6 +200,11 @@ class FiniteStateTeacher:
                 self.teacher[i, token] = prob
             self.next_state[i] = [self.index[step(state, a)] for a in range(v)]
         self.role = np.array([ROLES.index("terminal" if s.terminal else SLOTS[s.slot][1]) for s in self.states])
+        # The teacher's support, padded with probability 0: KL(p_T || p_S) reads only these entries of p_S.
+        width = int((self.teacher > 0).sum(axis=1).max())
+        self.support = np.argsort(-self.teacher, axis=1, kind="stable")[:, :width]
+        self.support_probs = np.take_along_axis(self.teacher, self.support, axis=1)
+        self.support_log_probs = np.log(np.where(self.support_probs > 0, self.support_probs, 1.0))  # padding: 0
         self._continuations: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
 
     @staticmethod

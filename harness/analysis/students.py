@@ -20,12 +20,14 @@ from harness.analysis.process import FiniteStateTeacher, Policy
 StudentFn = Callable[[np.ndarray], np.ndarray]
 
 
-def kl_to_teacher(teacher: np.ndarray, student: np.ndarray) -> np.ndarray:
-    """KL(p_T || p_S) over the last axis, with 0 log 0 = 0 (infinite where the student gives 0 to a teacher token)."""
-    support = teacher > 0
+def kl_at_states(process: FiniteStateTeacher, states: np.ndarray, student_probs: np.ndarray) -> np.ndarray:
+    """KL(p_T(.|s) || p_S) for states [...] and student probabilities [..., V] (infinite where p_S misses a teacher
+    token; 0 log 0 = 0)."""
+    probs = process.support_probs[states]
+    student_on_support = np.take_along_axis(student_probs, process.support[states], axis=-1)
     with np.errstate(divide="ignore"):
-        log_ratio = np.log(np.where(support, teacher, 1.0)) - np.log(np.where(support, student, 1.0))
-    return np.where(support, teacher * log_ratio, 0.0).sum(axis=-1)
+        log_ratio = process.support_log_probs[states] - np.log(np.where(probs > 0, student_on_support, 1.0))
+    return (probs * log_ratio).sum(axis=-1)
 
 
 def table_student(process: FiniteStateTeacher, table: np.ndarray) -> StudentFn:
@@ -48,6 +50,6 @@ def position_kl(process: FiniteStateTeacher, student: StudentFn, tokens: np.ndar
     for start in range(0, len(tokens), chunk):
         batch = tokens[start : start + chunk]
         states = process.states_along(batch)[:, :-1]
-        kl = kl_to_teacher(process.teacher[states], student(batch)[:, :-1])
+        kl = kl_at_states(process, states, student(batch)[:, :-1])
         parts.append(np.where(states != process.terminal, kl, 0.0))
     return np.concatenate(parts)
