@@ -24,6 +24,10 @@ app = typer.Typer(
 STATE = {"debug": False}
 
 ResultsDir = Annotated[Path, typer.Option("--results-dir", help="Where records, samples and the leaderboard live.")]
+TensorParallel = Annotated[int, typer.Option("--tensor-parallel", help="vLLM: GPUs per generation engine.")]
+DataParallel = Annotated[
+    int, typer.Option("--data-parallel", help="vLLM: generation engines, one process each, sharing the prompts.")
+]
 PairsFile = Annotated[
     Path | None, typer.Option("--pairs-file", help="A pairs TOML file to use instead of the shipped one.")
 ]
@@ -90,6 +94,8 @@ def run(
     ] = "topk",
     top_k: Annotated[int, typer.Option("--top-k", help="Teacher log-probs kept per token for soft labels.")] = 32,
     backend: Annotated[str, typer.Option(help="Generation backend: auto, transformers or vllm.")] = "auto",
+    tensor_parallel: TensorParallel = 1,
+    data_parallel: DataParallel = 1,
     results_dir: ResultsDir = Path("results"),
     pairs_file: PairsFile = None,
 ) -> None:
@@ -114,6 +120,8 @@ def run(
         backend=backend,
         results_dir=results_dir,
         pairs_file=pairs_file,
+        tensor_parallel=tensor_parallel,
+        data_parallel=data_parallel,
     )
     outcome = run_pipeline(spec)
     if outcome is None:  # a process of a multi-process launch other than the main one: the main one reports
@@ -204,6 +212,8 @@ def supervise(
     shard: Annotated[
         str | None, typer.Option("--shard", help="Build only slice i/n of the cache's shards (e.g. one per machine).")
     ] = None,
+    tensor_parallel: TensorParallel = 1,
+    data_parallel: DataParallel = 1,
     pairs_file: PairsFile = None,
 ) -> None:
     """Build a pair's teacher supervision cache (or one slice of it) ahead of its runs; a killed build resumes."""
@@ -212,7 +222,15 @@ def supervise(
     from harness.pipeline import supervise as build_supervision
 
     part = parse_shard(shard) or (0, 1)
-    spec = RunSpec(pair=pair, method="hard", top_k=top_k, backend=backend, pairs_file=pairs_file)
+    spec = RunSpec(
+        pair=pair,
+        method="hard",
+        top_k=top_k,
+        backend=backend,
+        pairs_file=pairs_file,
+        tensor_parallel=tensor_parallel,
+        data_parallel=data_parallel,
+    )
     data = build_supervision(spec, part)
     if data is None:
         console.print(f"slice {part[0]}/{part[1]} built; the cache is complete once every slice is built")
@@ -244,6 +262,8 @@ def eval_(
     merge: Annotated[
         bool, typer.Option("--merge", help="Merge the finished shard logs in --out into one log and scores.json.")
     ] = False,
+    tensor_parallel: TensorParallel = 1,
+    data_parallel: DataParallel = 1,
 ) -> None:
     """Evaluate any model on benchmarks, with per-sample logs; an interrupted evaluation resumes where it stopped."""
     from dataclasses import asdict
@@ -292,6 +312,7 @@ def eval_(
                 task_options=task_options[name],
                 resume_key=cache_key(settings) + key,
                 shard=part,
+                parallel={"tensor_parallel": tensor_parallel, "data_parallel": data_parallel},
             )
     scores_file = f"scores.shard-{part[0]}-of-{part[1]}.json" if part else "scores.json"
     atomic_write_json(out / scores_file, {k: asdict(v) for k, v in scores.items()})

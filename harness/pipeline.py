@@ -15,7 +15,7 @@ from typing import Any
 from harness import launch
 from harness.accounting import CostLedger, device_count, device_kind
 from harness.cache import cache_key, cache_root
-from harness.errors import unknown_choice
+from harness.errors import HarnessError, unknown_choice
 from harness.io import atomic_write_json, atomic_write_text
 from harness.models import load_model, load_tokenizer, resolve
 from harness.pairs import Pair, get_pair
@@ -49,6 +49,14 @@ class RunSpec:
     backend: str = "auto"
     results_dir: Path = Path("results")
     pairs_file: Path | None = None
+    tensor_parallel: int = 1  # vLLM: GPUs per generation engine
+    data_parallel: int = 1  # vLLM: generation engines, one process each
+
+    def parallel(self) -> dict[str, int]:
+        return {"tensor_parallel": self.tensor_parallel, "data_parallel": self.data_parallel}
+
+    def generation_devices(self) -> int:
+        return self.tensor_parallel * self.data_parallel * launch.world_size()
 
 
 def train_config(pair: Pair, spec: RunSpec) -> TrainConfig:
@@ -89,6 +97,7 @@ def evaluate_pair_model(
         seed=spec.seed,
         resume_key=resume_key,
         shard=launch.part() if world > 1 else None,
+        parallel=spec.parallel(),
     )
     if world == 1:
         return scores
@@ -131,7 +140,13 @@ def teacher_supervision(
         teacher_tokenizer,
         load_teacher,
         lambda teacher: make_generator(
-            teacher_ref, teacher, teacher_tokenizer, backend=spec.backend, dtype=pair.dtype, vocab_rows=vocab_rows
+            teacher_ref,
+            teacher,
+            teacher_tokenizer,
+            backend=spec.backend,
+            dtype=pair.dtype,
+            vocab_rows=vocab_rows,
+            **spec.parallel(),
         ),
         SupervisionSettings(top_k=spec.top_k, seed=0),
         ledger,
@@ -183,6 +198,11 @@ def check_spec(spec: RunSpec) -> tuple[Pair, Objective, TrainConfig]:
         raise unknown_choice("backend", spec.backend, BACKENDS)
     if spec.teacher_signal not in TEACHER_SIGNALS:
         raise unknown_choice("teacher signal", spec.teacher_signal, TEACHER_SIGNALS)
+    if launch.world_size() > 1 and spec.generation_devices() > launch.world_size():
+        raise HarnessError(
+            "--tensor-parallel/--data-parallel are for a single process (vLLM starts its own workers); under "
+            "accelerate launch or torchrun every process generates its own shard"
+        )
     return pair, objective, train_config(pair, spec)
 
 
@@ -263,7 +283,7 @@ def run(spec: RunSpec) -> tuple[RunRecord, Path] | None:
     if launch.world_size() > 1:  # evaluate the saved student: the trained weights may be sharded over processes
         launch.barrier()
         student = load_model(str(model_dir), pair.dtype, pair.model_kwargs)[0]
-    with ledger.phase("evaluate") as cost:
+    with ledger.phase("evaluate", devices=spec.generation_devices()) as cost:
         samples = results_dir / "samples" / run_id
         scores = evaluate_pair_model(pair, str(model_dir), student, tokenizer, spec, samples, results_dir, run_id)
         if scores is not None:

@@ -214,11 +214,13 @@ def evaluate_model(
     task_options: dict | None = None,
     resume_key: str | None = None,
     shard: tuple[int, int] | None = None,
+    parallel: dict[str, int] | None = None,
 ) -> dict[str, TaskScore]:
     """Scores of one model on several benchmarks (or shard `(i, n)` of their docs), with per-sample logs
     `samples_dir/<task>.jsonl` (their paths in the scores are relative to `results_dir`); with `resume_key`, an
-    evaluation killed part-way resumes from its partial logs."""
-    generator = make_generator(model_ref, model, tokenizer, backend=backend, dtype=dtype, seed=seed)
+    evaluation killed part-way resumes from its partial logs. `parallel`: vLLM's `tensor_parallel` and
+    `data_parallel` (see `make_generator`)."""
+    generator = make_generator(model_ref, model, tokenizer, backend=backend, dtype=dtype, seed=seed, **(parallel or {}))
     scores = {}
     try:
         for name in task_names:
