@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import sys
@@ -485,3 +486,13 @@ def main() -> None:
             raise
         console.print(f"[red]error:[/] {err}", highlight=False)
         sys.exit(err.exit_code)
+    except OSError as err:
+        if err.errno != errno.ENOSPC or STATE["debug"]:
+            raise
+        console.print(
+            f"[red]error:[/] no space left on device writing {err.filename or 'a file'}; records, caches and "
+            "checkpoints are written whole or not at all, so nothing half-written was kept: free space and run "
+            "the same command to resume",
+            highlight=False,
+        )
+        sys.exit(1)

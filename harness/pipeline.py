@@ -22,7 +22,13 @@ from harness.pairs import Pair, get_pair
 from harness.progress import console
 from harness.records import RunRecord, TaskScore, environment, new_run_id, write_record
 from harness.resume import RunState, run_folder
-from harness.supervise import SupervisionSettings, load_or_build_supervision, pair_renderer, reference_examples
+from harness.supervise import (
+    SupervisionSettings,
+    fitting,
+    load_or_build_supervision,
+    pair_renderer,
+    reference_examples,
+)
 from tasks import load_task
 from tasks.evaluate import evaluate_model, merge_shards
 from tasks.generation import BACKENDS, make_generator
@@ -60,7 +66,7 @@ class RunSpec:
 
 
 def train_config(pair: Pair, spec: RunSpec) -> TrainConfig:
-    values = {**pair.train, **spec.train_overrides, "seed": spec.seed}
+    values = {"max_length": pair.max_length, **pair.train, **spec.train_overrides, "seed": spec.seed}
     valid = TrainConfig.__dataclass_fields__
     for key in values:
         if key not in valid:
@@ -241,6 +247,7 @@ def run(spec: RunSpec) -> tuple[RunRecord, Path] | None:
         task = load_task(pair.train_task)
         docs = task.docs("train")[: pair.train_prompts]
         examples: Any = reference_examples(task, docs, tokenizer, pair_renderer(pair, tokenizer))
+        examples = fitting(examples, [len(e["prompt_ids"]) for e in examples], pair.max_length, "reference examples")
     else:
         examples = teacher_supervision(spec, pair, teacher_tokenizer, load_teacher, vocab_rows, ledger, launch.part())
         if launch.world_size() > 1:  # each process built a slice of the shards; all of them are there after this

@@ -52,7 +52,15 @@ logger = logging.getLogger(__name__)
 
 def pair_renderer(pair: Pair, tokenizer: PreTrainedTokenizerBase) -> Callable[[Messages], str]:
     """Chat messages -> prompt text, as the pair says: its tokenizer's chat template (with the pair's template
-    arguments) or plain text."""
+    arguments) or plain text. A pair that asks for the chat template of a tokenizer without one gets plain text,
+    with a warning."""
+    if pair.chat_template == "model" and not tokenizer.chat_template:
+        logger.warning(
+            "pair %r: tokenizer %s has no chat template; prompts are plain text "
+            '(set chat_template = "none" in the pair to say so)',
+            pair.name,
+            getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__,
+        )
     return lambda messages: render_prompt(
         tokenizer, messages, chat_template=pair.chat_template == "model", **pair.chat_template_kwargs
     )
@@ -63,9 +71,26 @@ def encode(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
 
 
 def prompt_ids(pair: Pair, task: Task, tokenizer: PreTrainedTokenizerBase) -> list[list[int]]:
-    """Token ids of the pair's distillation prompts: the first `train_prompts` docs of its train task."""
+    """Token ids of the pair's distillation prompts: the first `train_prompts` docs of its train task, without
+    those too long for the pair's `max_length` (skipped, with a warning)."""
     render = pair_renderer(pair, tokenizer)
-    return [encode(tokenizer, render(task.prompt(doc))) for doc in task.docs("train")[: pair.train_prompts]]
+    prompts = [encode(tokenizer, render(task.prompt(doc))) for doc in task.docs("train")[: pair.train_prompts]]
+    return fitting(prompts, [len(p) for p in prompts], pair.max_length, "distillation prompts")
+
+
+def fitting(items: list[Any], prompt_lengths: list[int], max_length: int, what: str) -> list[Any]:
+    """The items whose prompt leaves room for at least one completion token within `max_length` tokens; the
+    others are skipped (not truncated: cutting a question changes it), with a warning that counts them."""
+    kept = [item for item, length in zip(items, prompt_lengths, strict=True) if length < max_length]
+    if len(kept) < len(items):
+        logger.warning(
+            "%d of %d %s are %d tokens or longer (the pair's max_length) and are skipped",
+            len(items) - len(kept),
+            len(items),
+            what,
+            max_length,
+        )
+    return kept
 
 
 def reference_examples(
@@ -117,6 +142,10 @@ def build_supervision(
         prompts, max_new_tokens=max_new_tokens, temperature=settings.temperature, seed=settings.seed
     )
     kept = [(p, c) for p, c in zip(prompts, completions, strict=True) if c]
+    if len(kept) < len(prompts):
+        logger.warning(
+            "%d of %d teacher completions are empty and are left out", len(prompts) - len(kept), len(prompts)
+        )
     examples = [{"prompt_ids": p, "completion_ids": c} for p, c in kept]
     soft = teacher_topk(teacher, examples, tokenizer.pad_token_id, settings.top_k, settings.batch_size, vocab_rows)
     columns = {

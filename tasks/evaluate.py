@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +24,7 @@ from harness.records import TaskScore
 from tasks.base import Doc, Messages, Task, load_task
 from tasks.generation import Generator, make_generator
 
+logger = logging.getLogger(__name__)
 EVAL_CHUNK = 256  # docs generated per call: the unit of resuming and of sharding an evaluation
 
 
@@ -113,6 +115,10 @@ def evaluate_task(
             _append_rows(partial, resume_key, rows)
         done.update((row["doc_id"], row) for row in rows)
     rows = [done[d] for d in wanted]
+    if empty := sum(not row["completion"].strip() for row in rows):
+        logger.warning(
+            "%s: %d of %d completions are empty (scored as wrong, kept in the log)", task.name, empty, len(rows)
+        )
     if samples_path is not None:
         _write_log(samples_path, rows)
         if partial:

@@ -3,7 +3,9 @@ merge into one cache, and an unreadable shard is rebuilt; every way gives the da
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -96,3 +98,23 @@ def test_slices_merge_and_an_unreadable_shard_is_rebuilt(pairs_file: Path, caplo
     assert columns(supervise(spec)) == reference
     assert "supervision shard" in caplog.text and "unreadable" in caplog.text and "rebuilding it" in caplog.text
     assert (folder / "cost.json").exists()
+
+
+@pytest.mark.slow
+def test_a_full_disk_while_writing_a_shard_leaves_no_shard(pairs_file: Path, monkeypatch) -> None:
+    folder, reference = build_reference(pairs_file)
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        if "/supervision/" in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    spec = RunSpec(pair="tiny", method="hard", pairs_file=pairs_file)
+    with pytest.raises(OSError, match="No space left on device") as failed:
+        supervise(spec)
+    assert "/supervision/" in failed.value.filename
+    assert not list((folder / "shards").iterdir())  # neither a shard nor a half-written staging folder
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert columns(supervise(spec)) == reference

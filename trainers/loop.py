@@ -9,6 +9,7 @@ restarted with the same output folder resumes from the last one.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import random
 import shutil
@@ -34,6 +35,7 @@ from trainers.batch import Batch, collate
 from trainers.chunked import chunked_token_loss
 from trainers.objectives import Objective, TeacherRows, entropy_rows, teacher_logprobs
 
+logger = logging.getLogger(__name__)
 STEP_FILE = "step.txt"  # steps done; written last, it marks a checkpoint complete
 HISTORY_FILE = "history.json"  # the per-step diagnostics so far
 RESULT_NEUTRAL = ("checkpoint_every",)  # TrainConfig fields that never change a run's results
@@ -51,6 +53,7 @@ class TrainConfig:
     chunk_size: int = 2048  # completion rows per loss chunk
     mixed_precision: str = "no"  # "bf16" on GPUs that have it
     checkpoint_every: int = 0  # steps; 0 = only at the end (and at SIGTERM)
+    max_length: int | None = None  # prompt + completion tokens; longer completions are cut to fit
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -202,6 +205,7 @@ def train(
     history = _load_checkpoint(accelerator, checkpoint_dir) if checkpoint_dir else []
     start = len(history)
     result = TrainResult(steps=start, history=history, resumed_from=start)
+    _warn_if_cut(examples, config.max_length)
     model.train()
     with progress_bar(description, total=config.max_steps, completed=start) as advance, _sigterm_flag() as stopping:
         for step in range(start, config.max_steps):
@@ -212,7 +216,7 @@ def train(
                 chunk = [examples[i] for i in indices[rank::world]]  # this process's share of the global batch
                 if on_policy is not None:
                     chunk = on_policy(chunk, index)
-                batch = _to_device(collate(chunk, pad_id), accelerator.device)
+                batch = _to_device(collate(chunk, pad_id, config.max_length), accelerator.device)
                 with accelerator.accumulate(model), accelerator.autocast():
                     terms = model(batch, step / config.max_steps, teacher)
                     sums = _global_sums(accelerator, terms, batch)
@@ -266,6 +270,27 @@ class StudentRows(torch.nn.Module):
 
     def forward(self, batch: Batch, progress: float, teacher: PreTrainedModel | None = None) -> dict[str, Tensor]:
         return row_terms(self.objective, self.student, batch, progress, self.chunk_size, teacher, self.vocab_rows)
+
+
+def _warn_if_cut(examples: Any, max_length: int | None) -> None:
+    """Say how many examples are longer than `max_length` (their completions are cut to fit in every batch)."""
+    if max_length is None:
+        return
+    lengths = [_column_lengths(examples, key) for key in ("prompt_ids", "completion_ids")]
+    long = sum(p + c > max_length for p, c in zip(*lengths, strict=True))
+    if long:
+        logger.warning(
+            "%d of %d training examples are longer than max_length=%d tokens: their completions are cut to fit",
+            long,
+            len(examples),
+            max_length,
+        )
+
+
+def _column_lengths(examples: Any, key: str) -> list[int]:
+    """Lengths of one field of every example (read as a column from an Arrow data set, not row by row)."""
+    column = examples[key] if hasattr(examples, "column_names") else [ex[key] for ex in examples]
+    return [len(value) for value in column]
 
 
 def _global_sums(accelerator: Accelerator, terms: dict[str, Tensor], batch: Batch) -> dict[str, Tensor]:
