@@ -300,6 +300,9 @@ def run(spec: RunSpec) -> tuple[RunRecord, Path] | None:
     if not launch.is_main_process():
         return None
     state.save(ledger)
+    training = training_summary(result, results_dir, run_id)
+    if sampler is not None:
+        training["on_policy_batches"] = sampler.sampled_batches
     record = RunRecord(
         pair=pair.name,
         method=objective.name,
@@ -311,7 +314,7 @@ def run(spec: RunSpec) -> tuple[RunRecord, Path] | None:
         teacher_scores=teachers,
         cost=state.total_cost().to_dict(),
         environment=environment(device_kind(), device_count()),
-        training=training_summary(result, results_dir, run_id),
+        training=training,
         run_id=run_id,
         attempts=state.attempts,
     )

@@ -31,9 +31,8 @@ def _session_cache(factory: pytest.TempPathFactory) -> str:
 
 
 MINI = tiny.TinySpec(
-    teacher=tiny.TinyModelSpec(hidden_size=32, layers=1, heads=2, intermediate_size=64, steps=3, lr=1e-3),
-    student=tiny.TinyModelSpec(hidden_size=16, layers=1, heads=2, intermediate_size=32, steps=2, lr=1e-3),
-    batch_size=8,
+    teacher=tiny.TinyModelSpec(hidden_size=32, layers=1, heads=2, intermediate_size=64, steps=3, lr=1e-3, batch_size=8),
+    student=tiny.TinyModelSpec(hidden_size=16, layers=1, heads=2, intermediate_size=32, steps=2, lr=1e-3, batch_size=8),
 )
 
 

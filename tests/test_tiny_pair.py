@@ -33,33 +33,28 @@ def test_tiny_pair_is_cached_and_deterministic(mini_tiny, tmp_path: Path, monkey
     assert student_params < teacher_params
 
 
-@pytest.mark.parametrize("method", ["hard", "soft", "hybrid"])
+METHOD_ARGS = {"gkd": ["--param", "lmbda=1"], "hybrid-gkd": ["--param", "lmbda=1"], "soft": ["--div", "jsd"]}
+
+
+@pytest.mark.parametrize("method", ["sft", "hard", "soft", "hybrid", "gkd", "hybrid-gkd"])
 def test_harness_run_tiny_end_to_end(mini_tiny, method: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     results = tmp_path / "results"
-    monkeypatch.setattr(
-        sys,
-        "argv",
-        [
-            "harness",
-            "run",
-            "--method",
-            method,
-            "--pair",
-            "tiny",
-            "--max-steps",
-            "2",
-            "--limit",
-            "4",
-            "--results-dir",
-            str(results),
-        ],
-    )
+    args = ["run", "--method", method, "--pair", "tiny", "--max-steps", "2", "--limit", "4"]
+    monkeypatch.setattr(sys, "argv", ["harness", *args, "--results-dir", str(results), *METHOD_ARGS.get(method, [])])
     with pytest.raises(SystemExit) as done:
         main()
     assert done.value.code == 0
     (record_path,) = (results / "runs").glob("*.json")
     record = json.loads(record_path.read_text())
     assert record["method"] == method and record["scores"]["arith"]["n"] == 4
+    if method.endswith("gkd"):  # on-policy: every micro-batch was sampled by the student itself (lmbda=1)
+        assert record["training"]["on_policy_batches"] == 2
+    if method == "sft":  # no teacher: no supervision phase
+        assert "supervise" not in record["cost"]["phases"]
+    if method.endswith("gkd"):  # on-policy: every micro-batch was sampled by the student itself (lmbda=1)
+        assert record["training"]["on_policy_batches"] == 2
+    if method == "sft":  # no teacher: no supervision phase
+        assert "supervise" not in record["cost"]["phases"]
     assert record["cost"]["phases"]["train"]["device_hours"] > 0
     samples = (results / record["scores"]["arith"]["samples"]).read_text().splitlines()
     assert len(samples) == 4 and {"prompt", "completion", "score"} <= set(json.loads(samples[0]))
