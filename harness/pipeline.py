@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -220,6 +220,8 @@ def run(spec: RunSpec) -> tuple[RunRecord, Path] | None:
     shard of the docs; the main process writes the record and gets it back, the others get None."""
     pair, objective, config = check_spec(spec)
     launch.init()
+    if launch.world_size() > 1 and spec.backend == "auto":  # vLLM would want the GPUs the training processes hold
+        spec = replace(spec, backend="transformers")
     results_dir = Path(spec.results_dir)
     state = RunState.begin(run_folder(spec), lambda: new_run_id(pair.name, objective.name, spec.seed))
     if state.record and Path(state.record).exists():  # killed after writing its record: only clean up
