@@ -156,15 +156,33 @@ def make_generator(
     dtype: str = "float32",
     seed: int = 0,
     vocab_rows: int | None = None,
+    tensor_parallel: int = 1,
+    data_parallel: int = 1,
 ) -> Generator:
     """A generator on `backend`: vLLM when asked, or on `auto` when vLLM is installed and a GPU is present;
-    transformers otherwise. `vocab_rows` limits generation to the vocabulary shared with a student."""
+    transformers otherwise. `vocab_rows` limits generation to the vocabulary shared with a student.
+
+    vLLM only: `tensor_parallel` GPUs per engine, and `data_parallel` engines (one process each, see
+    `tasks.parallel`) sharing every call; the generator's `devices` is their product."""
     if backend not in BACKENDS:
         raise unknown_choice("backend", backend, BACKENDS)
     if backend == "vllm" or (backend == "auto" and importlib.util.find_spec("vllm") and torch.cuda.is_available()):
+        from functools import partial
+
+        from tasks.parallel import DataParallelGenerator
         from tasks.vllm_backend import VLLMGenerator
 
-        return VLLMGenerator(model_ref, dtype=dtype, seed=seed, vocab_rows=vocab_rows)
+        engine = partial(
+            VLLMGenerator, model_ref, dtype=dtype, seed=seed, vocab_rows=vocab_rows, tensor_parallel=tensor_parallel
+        )
+        if data_parallel > 1:
+            return DataParallelGenerator(engine, data_parallel, devices_per_worker=tensor_parallel)
+        return engine()
+    if tensor_parallel > 1 or data_parallel > 1:
+        raise HarnessError(
+            f"--tensor-parallel {tensor_parallel} / --data-parallel {data_parallel} need vLLM: pass --backend vllm "
+            "on a machine with vLLM and GPUs"
+        )
     return TransformersGenerator(model, tokenizer, vocab_rows=vocab_rows)
 
 

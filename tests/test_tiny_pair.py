@@ -1,7 +1,7 @@
 """The embedded tiny pair: built offline, cached, deterministic; `harness run --pair tiny` end to end.
 
-A miniature spec (a few training steps) stands in for the default so the tests take seconds; the default
-spec's scores are measured by the README's main command.
+A miniature spec (`mini_tiny` in conftest: a few training steps) stands in for the default so the tests take
+seconds; the default spec's scores are measured by the README's main command.
 """
 
 from __future__ import annotations
@@ -16,17 +16,6 @@ from safetensors.torch import load_file
 from harness import tiny
 from harness.cli import main
 from harness.models import resolve
-
-MINI = tiny.TinySpec(
-    teacher=tiny.TinyModelSpec(hidden_size=32, layers=1, heads=2, intermediate_size=64, steps=3, lr=1e-3, batch_size=8),
-    student=tiny.TinyModelSpec(hidden_size=16, layers=1, heads=2, intermediate_size=32, steps=2, lr=1e-3, batch_size=8),
-)
-
-
-@pytest.fixture
-def mini_tiny(monkeypatch: pytest.MonkeyPatch) -> tiny.TinySpec:
-    monkeypatch.setattr(tiny, "DEFAULT_SPEC", MINI)
-    return MINI
 
 
 def test_tiny_pair_is_cached_and_deterministic(mini_tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
