@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from harness import launch
 from harness.accounting import CostLedger, device_count, device_kind
 from harness.cache import cache_key, cache_root
@@ -219,6 +221,8 @@ def run(spec: RunSpec) -> tuple[RunRecord, Path] | None:
     `torchrun` every process builds a slice of the supervision, trains its share of each batch and evaluates a
     shard of the docs; the main process writes the record and gets it back, the others get None."""
     pair, objective, config = check_spec(spec)
+    if pair.cpu_threads and not torch.cuda.is_available():
+        torch.set_num_threads(pair.cpu_threads)
     launch.init()
     if launch.world_size() > 1 and spec.backend == "auto":  # vLLM would want the GPUs the training processes hold
         spec = replace(spec, backend="transformers")
