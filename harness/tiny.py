@@ -42,8 +42,8 @@ class TinyModelSpec:
 
 @dataclass(frozen=True)
 class TinySpec:
-    """The tiny pair's recipe. Measured on 2 shared CPU cores (see README): the teacher (0.69M parameters) reaches
-    ~87% on held-out `arith` after 600 steps; the student (0.19M) ~9% after its 150-step pre-training."""
+    """The tiny pair's recipe. Measured on 2 shared CPU cores (see README): the teacher (0.69M parameters) scores
+    99.6% on the 500 held-out `arith` problems after 600 steps; the student (0.19M) 12.0% after its 150 steps."""
 
     vocab_size: int = 384
     teacher: TinyModelSpec = TinyModelSpec(
