@@ -95,6 +95,7 @@ def build_model(spec: TinyModelSpec, tokenizer: PreTrainedTokenizerFast, seed: i
 
 
 DEFAULT_SPEC = TinySpec()
+BUILD_THREADS = 1
 
 
 def tiny_pair_dir(spec: TinySpec) -> Path:
@@ -107,13 +108,24 @@ def ensure_tiny_pair(spec: TinySpec | None = None) -> Path:
     root = tiny_pair_dir(spec)
     if (root / "spec.json").exists():
         return root
+    console.print(f"[bold]Building the tiny pair[/] (once) in {root}")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(BUILD_THREADS)  # the weights depend on the thread count: pin it so every build agrees
+    try:
+        _build(spec, root)
+    finally:
+        torch.set_num_threads(threads)
+    return root
+
+
+def _build(spec: TinySpec, root: Path) -> None:
+    """Train the tokenizer, teacher and student, and move them into `root` when all are saved."""
     from harness.supervise import reference_examples
     from tasks import load_task
     from tasks.generation import render_prompt
     from trainers.loop import TrainConfig, train
     from trainers.objectives import load_method
 
-    console.print(f"[bold]Building the tiny pair[/] (once) in {root}")
     task = load_task("arith")
     docs = task.docs("train")
     tokenizer = build_tokenizer([d["question"] + "\n" + d["answer"] for d in docs], spec.vocab_size)
@@ -133,4 +145,3 @@ def ensure_tiny_pair(spec: TinySpec | None = None) -> Path:
         staging.rename(root)
     except OSError:  # another process finished the same build first: keep its copy
         shutil.rmtree(staging, ignore_errors=True)
-    return root
