@@ -60,7 +60,7 @@ class PhaseCost:
         self.flops += float(flops_per_param_token) * params * tokens
 
 
-def _timed(cost: PhaseCost, start: float) -> PhaseCost:
+def timed(cost: PhaseCost, start: float) -> PhaseCost:
     """`cost` with the wall time since `start` added, and its device-hours and peak memory updated."""
     cost.wall_s += time.perf_counter() - start
     cost.device_hours = cost.wall_s * cost.devices / 3600.0
@@ -102,7 +102,7 @@ class CostLedger:
             yield cost
         finally:
             del self._running[name]
-            self.add(name, _timed(cost, start))
+            self.add(name, timed(cost, start))
 
     def reuse(self, name: str, key: str, original: dict[str, Any] | None) -> None:
         """Record that phase `name` was served from cache entry `key`, built at cost `original`."""
@@ -115,7 +115,7 @@ class CostLedger:
         persists so that a later attempt can charge it)."""
         snapshot = CostLedger({name: replace(cost) for name, cost in self.phases.items()})
         for name, (cost, start) in self._running.items():
-            snapshot.add(name, _timed(replace(cost), start))
+            snapshot.add(name, timed(replace(cost), start))
         return {name: asdict(cost) for name, cost in snapshot.phases.items()}
 
     def add(self, name: str, cost: PhaseCost) -> None:

@@ -1,4 +1,4 @@
-"""The `harness` command line: run, eval, leaderboard, pairs, methods."""
+"""The `harness` command line: run, sweep, supervise, eval, leaderboard, compare, analyze, pairs, methods, tasks."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""One run, top to bottom: supervise -> train -> evaluate -> record -> leaderboard.
+"""One run, top to bottom: supervise -> train -> evaluate -> record (the CLI then rebuilds the leaderboard).
 
 Every phase is timed by one CostLedger. Teacher supervision and teacher scores are cached and reused;
 a reused phase is charged with the cost of its original build (see harness.accounting).

@@ -23,7 +23,7 @@ import pyarrow as pa
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from harness.accounting import CostLedger, PhaseCost, device_kind, peak_memory_bytes
+from harness.accounting import CostLedger, PhaseCost, device_kind, timed
 from harness.cache import cache_key, cache_root
 from harness.io import atomic_write_json
 from harness.launch import is_main_process
@@ -255,9 +255,7 @@ def _write_shard(folder: Path, index: int, data: datasets.Dataset, cost: PhaseCo
     staging = folder / "shards" / f".{index:05d}.{os.getpid()}.{secrets.token_hex(3)}"
     try:
         data.save_to_disk(str(staging / "data"))
-        cost.wall_s = time.perf_counter() - clock
-        cost.device_hours = cost.wall_s * cost.devices / 3600.0
-        cost.peak_memory_bytes = peak_memory_bytes()
+        timed(cost, clock)  # a fresh cost: its wall time becomes the time since `clock`
         atomic_write_json(staging / META_FILE, {"rows": len(data), "cost": asdict(cost)})
         try:
             staging.rename(_shard_dir(folder, index))
