@@ -12,10 +12,12 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
+
+from harness.launch import world_size
 
 
 def device_kind() -> str:
@@ -26,10 +28,11 @@ def device_kind() -> str:
 
 
 def device_count() -> int:
-    return torch.cuda.device_count() if torch.cuda.is_available() else 1
+    """Devices a phase runs on: one per process of the launch (1 without `accelerate launch` / `torchrun`)."""
+    return world_size()
 
 
-def _peak_memory_bytes() -> int:
+def peak_memory_bytes() -> int:
     """Peak accelerator memory when on GPU, else the process's peak resident set size."""
     if torch.cuda.is_available():
         return int(torch.cuda.max_memory_allocated())
@@ -57,11 +60,35 @@ class PhaseCost:
         self.flops += float(flops_per_param_token) * params * tokens
 
 
+def timed(cost: PhaseCost, start: float) -> PhaseCost:
+    """`cost` with the wall time since `start` added, and its device-hours and peak memory updated."""
+    cost.wall_s += time.perf_counter() - start
+    cost.device_hours = cost.wall_s * cost.devices / 3600.0
+    cost.peak_memory_bytes = peak_memory_bytes()
+    return cost
+
+
 @dataclass
 class CostLedger:
     """Collects the phases of one run in the order they ran."""
 
     phases: dict[str, PhaseCost] = field(default_factory=dict)
+    _running: dict[str, tuple[PhaseCost, float]] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def over_attempts(cls, attempts: list[dict[str, dict[str, Any]]]) -> CostLedger:
+        """One run's cost over its attempts (each a `phases` mapping): fresh work is summed over attempts; a phase
+        served from a cache counts once, and only when no attempt built it (a resumed run reuses its own build)."""
+        ledger = cls()
+        for phases in attempts:
+            for name, cost in phases.items():
+                if not cost["reused"]:
+                    ledger.add(name, PhaseCost(**cost))
+        for phases in attempts:
+            for name, cost in phases.items():
+                if cost["reused"] and name not in ledger.phases:
+                    ledger.add(name, PhaseCost(**cost))
+        return ledger
 
     @contextmanager
     def phase(self, name: str, devices: int | None = None) -> Iterator[PhaseCost]:
@@ -70,21 +97,29 @@ class CostLedger:
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()
+        self._running[name] = (cost, start)
         try:
             yield cost
         finally:
-            cost.wall_s += time.perf_counter() - start
-            cost.device_hours = cost.wall_s * cost.devices / 3600.0
-            cost.peak_memory_bytes = _peak_memory_bytes()
-            self._merge(name, cost)
+            del self._running[name]
+            self.add(name, timed(cost, start))
 
     def reuse(self, name: str, key: str, original: dict[str, Any] | None) -> None:
         """Record that phase `name` was served from cache entry `key`, built at cost `original`."""
         cost = PhaseCost(**(original or {}))
         cost.reused, cost.cache_key = True, key
-        self._merge(name, cost)
+        self.add(name, cost)
 
-    def _merge(self, name: str, cost: PhaseCost) -> None:
+    def so_far(self) -> dict[str, dict[str, Any]]:
+        """The phases as `to_dict()["phases"]` has them, with any phase still running timed up to now (what a run
+        persists so that a later attempt can charge it)."""
+        snapshot = CostLedger({name: replace(cost) for name, cost in self.phases.items()})
+        for name, (cost, start) in self._running.items():
+            snapshot.add(name, timed(replace(cost), start))
+        return {name: asdict(cost) for name, cost in snapshot.phases.items()}
+
+    def add(self, name: str, cost: PhaseCost) -> None:
+        """Add a measured cost to phase `name` (summed with what the phase already has)."""
         if name not in self.phases:
             self.phases[name] = cost
             return

@@ -1,7 +1,8 @@
-"""The `harness` command line: run, eval, leaderboard, pairs, methods."""
+"""The `harness` command line: run, sweep, supervise, eval, leaderboard, compare, analyze, pairs, methods, tasks."""
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import sys
@@ -24,6 +25,10 @@ app = typer.Typer(
 STATE = {"debug": False}
 
 ResultsDir = Annotated[Path, typer.Option("--results-dir", help="Where records, samples and the leaderboard live.")]
+TensorParallel = Annotated[int, typer.Option("--tensor-parallel", help="vLLM: GPUs per generation engine.")]
+DataParallel = Annotated[
+    int, typer.Option("--data-parallel", help="vLLM: generation engines, one process each, sharing the prompts.")
+]
 PairsFile = Annotated[
     Path | None, typer.Option("--pairs-file", help="A pairs TOML file to use instead of the shipped one.")
 ]
@@ -41,6 +46,18 @@ def parse_params(items: list[str]) -> dict[str, object]:
         except json.JSONDecodeError:
             params[key] = raw
     return params
+
+
+def train_overrides(
+    max_steps: int | None, batch_size: int | None, lr: float | None, checkpoint_every: int | None
+) -> dict[str, object]:
+    """The training settings given on the command line (the pair's own apply to the others)."""
+    settings = {"max_steps": max_steps, "batch_size": batch_size, "lr": lr, "checkpoint_every": checkpoint_every}
+    return {k: v for k, v in settings.items() if v is not None}
+
+
+def comma_list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
 
 
 @app.callback()
@@ -66,6 +83,10 @@ def run(
         int | None, typer.Option("--batch-size", help="Micro-batch size (default: the pair's).")
     ] = None,
     lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate (default: the pair's).")] = None,
+    checkpoint_every: Annotated[
+        int | None,
+        typer.Option("--checkpoint-every", help="Checkpoint every N steps (default: the pair's); rerun to resume."),
+    ] = None,
     limit: Annotated[
         int | None, typer.Option("--limit", help="Evaluate on the first N docs of each benchmark.")
     ] = None,
@@ -74,6 +95,8 @@ def run(
     ] = "topk",
     top_k: Annotated[int, typer.Option("--top-k", help="Teacher log-probs kept per token for soft labels.")] = 32,
     backend: Annotated[str, typer.Option(help="Generation backend: auto, transformers or vllm.")] = "auto",
+    tensor_parallel: TensorParallel = 1,
+    data_parallel: DataParallel = 1,
     results_dir: ResultsDir = Path("results"),
     pairs_file: PairsFile = None,
 ) -> None:
@@ -85,7 +108,7 @@ def run(
     params = parse_params(param)
     if div:
         params["divergence"] = div
-    overrides = {k: v for k, v in {"max_steps": max_steps, "batch_size": batch_size, "lr": lr}.items() if v is not None}
+    overrides = train_overrides(max_steps, batch_size, lr, checkpoint_every)
     spec = RunSpec(
         pair=pair,
         method=method,
@@ -98,8 +121,13 @@ def run(
         backend=backend,
         results_dir=results_dir,
         pairs_file=pairs_file,
+        tensor_parallel=tensor_parallel,
+        data_parallel=data_parallel,
     )
-    record, path = run_pipeline(spec)
+    outcome = run_pipeline(spec)
+    if outcome is None:  # a process of a multi-process launch other than the main one: the main one reports
+        return
+    record, path = outcome
     table = Table(title=f"{record.pair} / {record.method} / seed {record.seed}")
     for column in ("benchmark", "student", "teacher", "n"):
         table.add_column(column)
@@ -115,6 +143,100 @@ def run(
     console.print(f"record: {path}")
     for output in build_leaderboard(results_dir):
         console.print(f"leaderboard: {output}")
+
+
+@app.command()
+def sweep(
+    pairs: Annotated[str, typer.Option("--pairs", help="Comma-separated pairs.")] = "tiny",
+    methods: Annotated[str, typer.Option("--methods", help="Comma-separated methods.")] = "hard,soft,hybrid",
+    seeds: Annotated[str, typer.Option("--seeds", help="Comma-separated training seeds.")] = "0",
+    param: Annotated[
+        list[str], typer.Option("--param", help="key=value for every method that has the parameter (repeatable).")
+    ] = [],  # noqa: B006
+    div: Annotated[str | None, typer.Option("--div", help="Divergence for the soft and hybrid methods.")] = None,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Optimiser steps (default: the pair's).")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Micro-batch size.")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate.")] = None,
+    checkpoint_every: Annotated[
+        int | None, typer.Option("--checkpoint-every", help="Checkpoint every N steps.")
+    ] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="Evaluate on the first N docs.")] = None,
+    top_k: Annotated[int, typer.Option("--top-k", help="Teacher log-probs kept per token for soft labels.")] = 32,
+    backend: Annotated[str, typer.Option(help="Generation backend: auto, transformers or vllm.")] = "auto",
+    results_dir: ResultsDir = Path("results"),
+    pairs_file: PairsFile = None,
+) -> None:
+    """Run the grid pairs x methods x seeds, skipping cells that have a record and going on after failures."""
+    from harness.launch import is_main_process
+    from harness.leaderboard import build_leaderboard
+    from harness.pipeline import RunSpec
+    from harness.sweep import SweepIncomplete, grid, run_sweep
+
+    params = parse_params(param)
+    if div:
+        params["divergence"] = div
+    try:
+        seed_list = [int(s) for s in comma_list(seeds)]
+    except ValueError:
+        raise HarnessError(f"malformed --seeds {seeds!r}; expected integers separated by commas") from None
+    template = RunSpec(
+        pair="",
+        method="",
+        train_overrides=train_overrides(max_steps, batch_size, lr, checkpoint_every),
+        limit=limit,
+        top_k=top_k,
+        backend=backend,
+        results_dir=results_dir,
+        pairs_file=pairs_file,
+    )
+    specs = grid(comma_list(pairs), comma_list(methods), seed_list, params, template)
+    result = run_sweep(specs, results_dir)
+    if not is_main_process():
+        return
+    console.print(
+        f"sweep: {len(result.ran)} ran, {len(result.skipped)} already had a record, {len(result.failed)} failed"
+    )
+    for output in build_leaderboard(results_dir):
+        console.print(f"leaderboard: {output}")
+    if result.failed:
+        raise SweepIncomplete(
+            f"{len(result.failed)} of {len(specs)} cells failed (see {results_dir / 'failures'}); "
+            "run the same command again to retry them"
+        )
+
+
+@app.command()
+def supervise(
+    pair: Annotated[str, typer.Option("--pair", "-p", help="Teacher-student pair (see `harness pairs`).")] = "tiny",
+    top_k: Annotated[int, typer.Option("--top-k", help="Teacher log-probs kept per token for soft labels.")] = 32,
+    backend: Annotated[str, typer.Option(help="Generation backend: auto, transformers or vllm.")] = "auto",
+    shard: Annotated[
+        str | None, typer.Option("--shard", help="Build only slice i/n of the cache's shards (e.g. one per machine).")
+    ] = None,
+    tensor_parallel: TensorParallel = 1,
+    data_parallel: DataParallel = 1,
+    pairs_file: PairsFile = None,
+) -> None:
+    """Build a pair's teacher supervision cache (or one slice of it) ahead of its runs; a killed build resumes."""
+    from harness.launch import parse_shard
+    from harness.pipeline import RunSpec
+    from harness.pipeline import supervise as build_supervision
+
+    part = parse_shard(shard) or (0, 1)
+    spec = RunSpec(
+        pair=pair,
+        method="hard",
+        top_k=top_k,
+        backend=backend,
+        pairs_file=pairs_file,
+        tensor_parallel=tensor_parallel,
+        data_parallel=data_parallel,
+    )
+    data = build_supervision(spec, part)
+    if data is None:
+        console.print(f"slice {part[0]}/{part[1]} built; the cache is complete once every slice is built")
+    else:
+        console.print(f"teacher supervision for {pair}: {len(data)} examples, complete")
 
 
 @app.command("eval")
@@ -135,20 +257,33 @@ def eval_(
     rescore: Annotated[
         bool, typer.Option("--rescore", help="Score existing per-sample logs in --out again, without generating.")
     ] = False,
+    shard: Annotated[
+        str | None, typer.Option("--shard", help="Evaluate only slice i/n of the docs (e.g. one per machine).")
+    ] = None,
+    merge: Annotated[
+        bool, typer.Option("--merge", help="Merge the finished shard logs in --out into one log and scores.json.")
+    ] = False,
+    tensor_parallel: TensorParallel = 1,
+    data_parallel: DataParallel = 1,
 ) -> None:
-    """Evaluate any model on benchmarks, with per-sample logs."""
+    """Evaluate any model on benchmarks, with per-sample logs; an interrupted evaluation resumes where it stopped."""
     from dataclasses import asdict
 
+    from harness.cache import cache_key
     from harness.io import atomic_write_json
+    from harness.launch import parse_shard
     from harness.models import load_model
     from tasks import load_task
-    from tasks.evaluate import evaluate_model
+    from tasks.evaluate import evaluate_model, merge_shards
     from tasks.evaluate import rescore as rescore_log
     from tasks.generation import render_prompt
 
     names = [t.strip() for t in tasks.split(",") if t.strip()]
     task_options = {name: _task_options(name, data_source, num_fewshot) for name in names}
-    if rescore:
+    part = parse_shard(shard)
+    if merge:
+        scores = {name: merge_shards(out / "samples", name, out) for name in names}
+    elif rescore:
         scores = {}
         for name in names:
             log = out / "samples" / f"{name}.jsonl"
@@ -157,8 +292,10 @@ def eval_(
             scores[name] = rescore_log(log, load_task(name, **task_options[name]), str(log.relative_to(out)))
     else:
         loaded, tokenizer = load_model(model, dtype)
+        settings = {"limit": limit, "dtype": dtype, "backend": backend, "seed": seed, "samples": samples}
         scores = {}
         for name in names:
+            key = cache_key({"model": model, "task": name, "options": task_options[name], "temperature": temperature})
             scores |= evaluate_model(
                 [name],
                 model,
@@ -174,8 +311,12 @@ def eval_(
                 samples=samples,
                 temperature=temperature,
                 task_options=task_options[name],
+                resume_key=cache_key(settings) + key,
+                shard=part,
+                parallel={"tensor_parallel": tensor_parallel, "data_parallel": data_parallel},
             )
-    atomic_write_json(out / "scores.json", {k: asdict(v) for k, v in scores.items()})
+    scores_file = f"scores.shard-{part[0]}-of-{part[1]}.json" if part else "scores.json"
+    atomic_write_json(out / scores_file, {k: asdict(v) for k, v in scores.items()})
     table = Table(title=f"{model}")
     for column in ("benchmark", "score", "n", "metrics"):
         table.add_column(column)
@@ -221,6 +362,43 @@ def compare(
     task_list = [t.strip() for t in tasks.split(",")] if tasks else None
     comparisons = compare_runs(results_dir, pair, names, tasks=task_list, n_boot=n_boot, seed=seed, all_pairs=all_pairs)
     console.print(comparison_table(comparisons, title=f"{pair}: paired differences (95% bootstrap CI)"))
+
+
+@app.command()
+def analyze(
+    pair: Annotated[
+        str, typer.Option("--pair", "-p", help="`synthetic` (the finite-state study) or a pair with --run.")
+    ],
+    run_record: Annotated[
+        Path | None, typer.Option("--run", help="A run record whose outputs to colour by risk.")
+    ] = None,
+    methods: Annotated[str | None, typer.Option("--methods", help="Study methods (default: all).")] = None,
+    seeds: Annotated[str, typer.Option("--seeds", help="Comma-separated study seeds.")] = "0,1,2",
+    limit: Annotated[int, typer.Option("--limit", help="Completions per benchmark in the risk view.")] = 20,
+    out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("results/analysis"),
+    results_dir: ResultsDir = Path("results"),
+    pairs_file: PairsFile = None,
+) -> None:
+    """Bridge-Garden analysis: exact per-token risk on a known process, or a run's outputs coloured by risk."""
+    if pair == "synthetic":
+        import torch
+
+        from harness.analysis.study import DEFAULT_METHODS, run_study
+
+        torch.set_num_threads(1)
+        chosen = [m.strip() for m in methods.split(",")] if methods else list(DEFAULT_METHODS)
+        result = run_study(out, methods=chosen, seeds=[int(s) for s in seeds.split(",")], log=console.print)
+        for path in result.paths.values():
+            console.print(f"wrote {path}")
+        return
+    if run_record is None:
+        raise HarnessError(f"--pair {pair} needs --run RECORD (only `synthetic` runs the study)")
+    from harness.analysis.record_risk import risk_report
+
+    path = risk_report(
+        run_record, results_dir, out / f"{run_record.stem}-risk.html", limit=limit, pairs_file=pairs_file
+    )
+    console.print(f"wrote {path}")
 
 
 @app.command()
@@ -307,4 +485,14 @@ def main() -> None:
         if STATE["debug"]:
             raise
         console.print(f"[red]error:[/] {err}", highlight=False)
-        sys.exit(2)
+        sys.exit(err.exit_code)
+    except OSError as err:
+        if err.errno != errno.ENOSPC or STATE["debug"]:
+            raise
+        console.print(
+            f"[red]error:[/] no space left on device writing {err.filename or 'a file'}; records, caches and "
+            "checkpoints are written whole or not at all, so nothing half-written was kept: free space and run "
+            "the same command to resume",
+            highlight=False,
+        )
+        sys.exit(1)

@@ -34,6 +34,7 @@ class Pair:
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)  # TrainConfig defaults for this pair
+    cpu_threads: int | None = None  # torch threads on a CPU-only machine (None: torch's default, one per core)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -58,7 +59,7 @@ def _parse_pair(name: str, entry: Any, source: Path) -> Pair:
     for key, kind in (("teacher", str), ("student", str), ("train_task", str), ("tasks", tuple)):
         if not isinstance(values[key], kind) or not values[key]:
             raise HarnessError(f"{where}: field {key!r} must be a non-empty {kind.__name__}")
-    for key in ("max_length", "max_new_tokens", "train_prompts"):
+    for key in ("max_length", "max_new_tokens", "train_prompts", "cpu_threads"):
         if key in values and (not isinstance(values[key], int) or values[key] <= 0):
             raise HarnessError(f"{where}: field {key!r} must be a positive integer, got {values[key]!r}")
     if values.get("dtype", "bfloat16") not in DTYPES:

@@ -1,4 +1,4 @@
-"""One run, top to bottom: supervise -> train -> evaluate -> record -> leaderboard.
+"""One run, top to bottom: supervise -> train -> evaluate -> record (the CLI then rebuilds the leaderboard).
 
 Every phase is timed by one CostLedger. Teacher supervision and teacher scores are cached and reused;
 a reused phase is charged with the cost of its original build (see harness.accounting).
@@ -7,22 +7,32 @@ a reused phase is charged with the cost of its original build (see harness.accou
 from __future__ import annotations
 
 import json
-import shutil
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from harness import launch
 from harness.accounting import CostLedger, device_count, device_kind
 from harness.cache import cache_key, cache_root
-from harness.errors import unknown_choice
+from harness.errors import HarnessError, unknown_choice
 from harness.io import atomic_write_json, atomic_write_text
 from harness.models import load_model, load_tokenizer, resolve
 from harness.pairs import Pair, get_pair
 from harness.progress import console
 from harness.records import RunRecord, TaskScore, environment, new_run_id, write_record
-from harness.supervise import SupervisionSettings, load_or_build_supervision, pair_renderer, reference_examples
+from harness.resume import RunState, run_folder
+from harness.supervise import (
+    SupervisionSettings,
+    fitting,
+    load_or_build_supervision,
+    pair_renderer,
+    reference_examples,
+)
 from tasks import load_task
-from tasks.evaluate import evaluate_model
+from tasks.evaluate import evaluate_model, merge_shards
 from tasks.generation import BACKENDS, make_generator
 from trainers.loop import TrainConfig, TrainResult, train
 from trainers.objectives import Objective, load_method
@@ -47,10 +57,18 @@ class RunSpec:
     backend: str = "auto"
     results_dir: Path = Path("results")
     pairs_file: Path | None = None
+    tensor_parallel: int = 1  # vLLM: GPUs per generation engine
+    data_parallel: int = 1  # vLLM: generation engines, one process each
+
+    def parallel(self) -> dict[str, int]:
+        return {"tensor_parallel": self.tensor_parallel, "data_parallel": self.data_parallel}
+
+    def generation_devices(self) -> int:
+        return self.tensor_parallel * self.data_parallel * launch.world_size()
 
 
 def train_config(pair: Pair, spec: RunSpec) -> TrainConfig:
-    values = {**pair.train, **spec.train_overrides, "seed": spec.seed}
+    values = {"max_length": pair.max_length, **pair.train, **spec.train_overrides, "seed": spec.seed}
     valid = TrainConfig.__dataclass_fields__
     for key in values:
         if key not in valid:
@@ -59,10 +77,21 @@ def train_config(pair: Pair, spec: RunSpec) -> TrainConfig:
 
 
 def evaluate_pair_model(
-    pair: Pair, model_ref: str, model: Any, tokenizer: Any, spec: RunSpec, samples_dir: Path, results_dir: Path
-) -> dict[str, TaskScore]:
-    """A pair's teacher or student on the pair's benchmarks, prompted the pair's way."""
-    return evaluate_model(
+    pair: Pair,
+    model_ref: str,
+    model: Any,
+    tokenizer: Any,
+    spec: RunSpec,
+    samples_dir: Path,
+    results_dir: Path,
+    resume_key: str,
+) -> dict[str, TaskScore] | None:
+    """A pair's teacher or student on the pair's benchmarks, prompted the pair's way; resumable (`resume_key`).
+
+    Under a launch of N processes each evaluates shard (rank, N) of the docs and the main process merges the
+    shards' logs and gets the scores (the others None)."""
+    world = launch.world_size()
+    scores = evaluate_model(
         list(pair.tasks),
         model_ref,
         model,
@@ -74,20 +103,97 @@ def evaluate_pair_model(
         dtype=pair.dtype,
         limit=spec.limit,
         seed=spec.seed,
+        resume_key=resume_key,
+        shard=launch.part() if world > 1 else None,
+        parallel=spec.parallel(),
     )
+    if world == 1:
+        return scores
+    launch.barrier()
+    if not launch.is_main_process():
+        return None
+    return {name: merge_shards(samples_dir, name, results_dir, world) for name in pair.tasks}
 
 
-def teacher_scores(pair: Pair, teacher_ref: str, spec: RunSpec) -> dict[str, TaskScore]:
-    """The teacher's scores on the pair's benchmarks, evaluated once per (teacher, tasks, limit) and cached."""
+def teacher_scores(pair: Pair, teacher_ref: str, spec: RunSpec) -> dict[str, TaskScore] | None:
+    """The teacher's scores on the pair's benchmarks, evaluated once per (teacher, tasks, limit) and cached
+    (None on the processes of a launch other than the main one)."""
     key = cache_key({"teacher": teacher_ref, "tasks": pair.tasks, "limit": spec.limit, "chat": pair.chat_template})
     folder = cache_root() / "teacher_scores" / key
     if (folder / "scores.json").exists():
         return {k: TaskScore(**v) for k, v in json.loads((folder / "scores.json").read_text()).items()}
     console.print("[bold]Evaluating the teacher[/] (once; cached)")
     model, tokenizer = load_model(teacher_ref, pair.dtype, pair.model_kwargs)
-    scores = evaluate_pair_model(pair, teacher_ref, model, tokenizer, spec, folder / "samples", folder)
-    atomic_write_json(folder / "scores.json", {k: asdict(v) for k, v in scores.items()})
+    scores = evaluate_pair_model(pair, teacher_ref, model, tokenizer, spec, folder / "samples", folder, key)
+    if scores is not None:
+        atomic_write_json(folder / "scores.json", {k: asdict(v) for k, v in scores.items()})
     return scores
+
+
+def teacher_supervision(
+    spec: RunSpec,
+    pair: Pair,
+    teacher_tokenizer: Any,
+    load_teacher: Callable[[], Any],
+    vocab_rows: int,
+    ledger: CostLedger,
+    part: tuple[int, int] = (0, 1),
+) -> Any:
+    """The run's teacher supervision from the cache, building slice `part` of its missing shards first (see
+    harness.supervise); None while other slices are still missing."""
+    teacher_ref = resolve(pair.teacher)
+    return load_or_build_supervision(
+        pair,
+        teacher_ref,
+        teacher_tokenizer,
+        load_teacher,
+        lambda teacher: make_generator(
+            teacher_ref,
+            teacher,
+            teacher_tokenizer,
+            backend=spec.backend,
+            dtype=pair.dtype,
+            vocab_rows=vocab_rows,
+            **spec.parallel(),
+        ),
+        SupervisionSettings(top_k=spec.top_k, seed=0),
+        ledger,
+        vocab_rows,
+        part,
+    )
+
+
+def supervise(spec: RunSpec, part: tuple[int, int] = (0, 1)) -> Any:
+    """Build slice `part` of the teacher supervision a run of `spec` uses, without training (e.g. one slice per
+    machine before the runs start); the data once every slice is there, else None."""
+    pair, _, _ = check_spec(spec)
+    teacher_ref, student_ref = resolve(pair.teacher), resolve(pair.student)
+    teacher_tokenizer = load_tokenizer(teacher_ref)
+    vocab_rows = shared_vocab(
+        teacher_tokenizer, load_tokenizer(student_ref), _embedding_rows(teacher_ref), _embedding_rows(student_ref)
+    )
+    return teacher_supervision(
+        spec,
+        pair,
+        teacher_tokenizer,
+        lambda: load_model(teacher_ref, pair.dtype, pair.model_kwargs)[0],
+        vocab_rows,
+        CostLedger(),
+        part,
+    )
+
+
+def recorded_settings(spec: RunSpec, objective: Objective, config: TrainConfig) -> dict[str, dict[str, Any]]:
+    """The settings a run's record carries besides pair, method and seed: what makes two runs comparable."""
+    return {
+        "method_params": objective.config(),
+        "train_config": {
+            **config.to_dict(),
+            "teacher_signal": spec.teacher_signal,
+            "top_k": spec.top_k,
+            "limit": spec.limit,
+        },
+    }
 
 
 def check_spec(spec: RunSpec) -> tuple[Pair, Objective, TrainConfig]:
@@ -100,14 +206,34 @@ def check_spec(spec: RunSpec) -> tuple[Pair, Objective, TrainConfig]:
         raise unknown_choice("backend", spec.backend, BACKENDS)
     if spec.teacher_signal not in TEACHER_SIGNALS:
         raise unknown_choice("teacher signal", spec.teacher_signal, TEACHER_SIGNALS)
+    if launch.world_size() > 1 and spec.generation_devices() > launch.world_size():
+        raise HarnessError(
+            "--tensor-parallel/--data-parallel are for a single process (vLLM starts its own workers); under "
+            "accelerate launch or torchrun every process generates its own shard"
+        )
     return pair, objective, train_config(pair, spec)
 
 
-def run(spec: RunSpec) -> tuple[RunRecord, Path]:
-    """Run one distillation experiment end to end and write its record; returns the record and its path."""
+def run(spec: RunSpec) -> tuple[RunRecord, Path] | None:
+    """Run one distillation experiment end to end and write its record; returns the record and its path.
+
+    A run that was stopped resumes from its last checkpoint (see harness.resume). Under `accelerate launch` /
+    `torchrun` every process builds a slice of the supervision, trains its share of each batch and evaluates a
+    shard of the docs; the main process writes the record and gets it back, the others get None."""
     pair, objective, config = check_spec(spec)
+    if pair.cpu_threads and not torch.cuda.is_available():
+        torch.set_num_threads(pair.cpu_threads)
+    launch.init()
+    if launch.world_size() > 1 and spec.backend == "auto":  # vLLM would want the GPUs the training processes hold
+        spec = replace(spec, backend="transformers")
     results_dir = Path(spec.results_dir)
-    run_id = new_run_id(pair.name, objective.name, spec.seed)
+    state = RunState.begin(run_folder(spec), lambda: new_run_id(pair.name, objective.name, spec.seed))
+    if state.record and Path(state.record).exists():  # killed after writing its record: only clean up
+        state.close()
+        if not launch.is_main_process():
+            return None
+        return RunRecord.from_dict(json.loads(Path(state.record).read_text())), Path(state.record)
+    run_id = state.run_id
     ledger = CostLedger()
     teacher_ref, student_ref = resolve(pair.teacher), resolve(pair.student)
     student, tokenizer = load_model(student_ref, pair.dtype, pair.model_kwargs)
@@ -127,20 +253,14 @@ def run(spec: RunSpec) -> tuple[RunRecord, Path]:
         task = load_task(pair.train_task)
         docs = task.docs("train")[: pair.train_prompts]
         examples: Any = reference_examples(task, docs, tokenizer, pair_renderer(pair, tokenizer))
+        examples = fitting(examples, [len(e["prompt_ids"]) for e in examples], pair.max_length, "reference examples")
     else:
-        settings = SupervisionSettings(top_k=spec.top_k, seed=0)
-        examples = load_or_build_supervision(
-            pair,
-            teacher_ref,
-            teacher_tokenizer,
-            load_teacher,
-            lambda teacher: make_generator(
-                teacher_ref, teacher, teacher_tokenizer, backend=spec.backend, dtype=pair.dtype, vocab_rows=vocab_rows
-            ),
-            settings,
-            ledger,
-            vocab_rows,
-        )
+        examples = teacher_supervision(spec, pair, teacher_tokenizer, load_teacher, vocab_rows, ledger, launch.part())
+        if launch.world_size() > 1:  # each process built a slice of the shards; all of them are there after this
+            launch.barrier()
+            if examples is None:
+                examples = teacher_supervision(spec, pair, teacher_tokenizer, load_teacher, vocab_rows, ledger)
+        state.save(ledger)
     online = objective.on_policy or (objective.soft_labels and spec.teacher_signal == "online")
     sampler = None
     if objective.on_policy:
@@ -153,7 +273,7 @@ def run(spec: RunSpec) -> tuple[RunRecord, Path]:
             max_new_tokens=params.max_new_tokens or pair.max_new_tokens,
             seed=spec.seed,
         )
-    checkpoint_dir = cache_root() / "checkpoints" / cache_key({"run": asdict(spec) | {"results_dir": None}})
+    model_dir = results_dir / "models" / run_id
     with ledger.phase("train") as cost:
         result = train(
             student,
@@ -163,43 +283,50 @@ def run(spec: RunSpec) -> tuple[RunRecord, Path]:
             pad_id=tokenizer.pad_token_id,
             teacher=load_teacher() if online else None,
             vocab_rows=vocab_rows,
-            out_dir=checkpoint_dir,
+            out_dir=state.folder,
             cost=cost,
             on_policy=sampler,
+            on_checkpoint=lambda step: state.save(ledger),
+            final_dir=model_dir,
             description=f"train {objective.name}",
         )
+    state.save(ledger)
+    if launch.is_main_process():
+        tokenizer.save_pretrained(model_dir)
+    if launch.world_size() > 1:  # evaluate the saved student: the trained weights may be sharded over processes
+        launch.barrier()
+        student = load_model(str(model_dir), pair.dtype, pair.model_kwargs)[0]
+    with ledger.phase("evaluate", devices=spec.generation_devices()) as cost:
+        samples = results_dir / "samples" / run_id
+        scores = evaluate_pair_model(pair, str(model_dir), student, tokenizer, spec, samples, results_dir, run_id)
+        if scores is not None:
+            tokens = _sample_tokens(tokenizer, results_dir, scores)
+            cost.add_work(tokens, sum(p.numel() for p in student.parameters()), 2)
+    teachers = teacher_scores(pair, teacher_ref, spec)
+    if not launch.is_main_process():
+        return None
+    state.save(ledger)
     training = training_summary(result, results_dir, run_id)
-    model_dir = results_dir / "models" / run_id
-    student.save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
-    with ledger.phase("evaluate") as cost:
-        scores = evaluate_pair_model(
-            pair, str(model_dir), student, tokenizer, spec, results_dir / "samples" / run_id, results_dir
-        )
-        cost.add_work(_sample_tokens(tokenizer, results_dir, scores), sum(p.numel() for p in student.parameters()), 2)
+    if sampler is not None:
+        training["on_policy_batches"] = sampler.sampled_batches
     record = RunRecord(
         pair=pair.name,
         method=objective.name,
         seed=spec.seed,
-        method_params=objective.config(),
-        train_config={
-            **config.to_dict(),
-            "teacher_signal": spec.teacher_signal,
-            "top_k": spec.top_k,
-            "limit": spec.limit,
-        },
+        **recorded_settings(spec, objective, config),
         teacher=pair.teacher,
         student=pair.student,
         scores=scores,
-        teacher_scores=teacher_scores(pair, teacher_ref, spec),
-        cost=ledger.to_dict(),
+        teacher_scores=teachers,
+        cost=state.total_cost().to_dict(),
         environment=environment(device_kind(), device_count()),
         training=training,
         run_id=run_id,
-        attempts=1 + (result.resumed_from > 0),
+        attempts=state.attempts,
     )
     path = write_record(record, results_dir)
-    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    state.recorded(path)
+    state.close()
     return record, path
 
 

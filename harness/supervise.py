@@ -1,24 +1,32 @@
 """Teacher supervision: the teacher's completions (hard labels) and top-k log-probs (soft labels).
 
-Built once per (teacher, prompts, settings) and cached on disk as an Arrow data set; later runs reuse it,
-and the record charges the original build's cost with `reused: true`.
+Built once per (teacher, prompts, settings) and cached on disk as Arrow shards; later runs reuse it, and the
+record charges the original build's cost with `reused: true`. A build killed part-way resumes at its first
+missing shard, and several machines can each build a slice of the shards (`harness supervise --shard i/n`).
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
+import secrets
 import shutil
+import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import datasets
+import pyarrow as pa
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from harness.accounting import CostLedger
+from harness.accounting import CostLedger, PhaseCost, device_kind, timed
 from harness.cache import cache_key, cache_root
 from harness.io import atomic_write_json
+from harness.launch import is_main_process
 from harness.pairs import Pair
 from harness.progress import progress_bar
 from tasks import Doc, Messages, Task, load_task
@@ -34,11 +42,25 @@ class SupervisionSettings:
     temperature: float = 0.0  # 0 = greedy teacher completions (sequence-level KD's usual choice)
     seed: int = 0
     batch_size: int = 64
+    shard_size: int = 256  # prompts per cache shard: the unit of resuming a build and of splitting it over machines
+
+
+COST_FILE = "cost.json"  # written once every shard exists: the entry is complete
+META_FILE = "meta.json"  # a shard's row count and build cost, written last
+logger = logging.getLogger(__name__)
 
 
 def pair_renderer(pair: Pair, tokenizer: PreTrainedTokenizerBase) -> Callable[[Messages], str]:
     """Chat messages -> prompt text, as the pair says: its tokenizer's chat template (with the pair's template
-    arguments) or plain text."""
+    arguments) or plain text. A pair that asks for the chat template of a tokenizer without one gets plain text,
+    with a warning."""
+    if pair.chat_template == "model" and not tokenizer.chat_template:
+        logger.warning(
+            "pair %r: tokenizer %s has no chat template; prompts are plain text "
+            '(set chat_template = "none" in the pair to say so)',
+            pair.name,
+            getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__,
+        )
     return lambda messages: render_prompt(
         tokenizer, messages, chat_template=pair.chat_template == "model", **pair.chat_template_kwargs
     )
@@ -49,9 +71,26 @@ def encode(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
 
 
 def prompt_ids(pair: Pair, task: Task, tokenizer: PreTrainedTokenizerBase) -> list[list[int]]:
-    """Token ids of the pair's distillation prompts: the first `train_prompts` docs of its train task."""
+    """Token ids of the pair's distillation prompts: the first `train_prompts` docs of its train task, without
+    those too long for the pair's `max_length` (skipped, with a warning)."""
     render = pair_renderer(pair, tokenizer)
-    return [encode(tokenizer, render(task.prompt(doc))) for doc in task.docs("train")[: pair.train_prompts]]
+    prompts = [encode(tokenizer, render(task.prompt(doc))) for doc in task.docs("train")[: pair.train_prompts]]
+    return fitting(prompts, [len(p) for p in prompts], pair.max_length, "distillation prompts")
+
+
+def fitting(items: list[Any], prompt_lengths: list[int], max_length: int, what: str) -> list[Any]:
+    """The items whose prompt leaves room for at least one completion token within `max_length` tokens; the
+    others are skipped (not truncated: cutting a question changes it), with a warning that counts them."""
+    kept = [item for item, length in zip(items, prompt_lengths, strict=True) if length < max_length]
+    if len(kept) < len(items):
+        logger.warning(
+            "%d of %d %s are %d tokens or longer (the pair's max_length) and are skipped",
+            len(items) - len(kept),
+            len(items),
+            what,
+            max_length,
+        )
+    return kept
 
 
 def reference_examples(
@@ -103,6 +142,10 @@ def build_supervision(
         prompts, max_new_tokens=max_new_tokens, temperature=settings.temperature, seed=settings.seed
     )
     kept = [(p, c) for p, c in zip(prompts, completions, strict=True) if c]
+    if len(kept) < len(prompts):
+        logger.warning(
+            "%d of %d teacher completions are empty and are left out", len(prompts) - len(kept), len(prompts)
+        )
     examples = [{"prompt_ids": p, "completion_ids": c} for p, c in kept]
     soft = teacher_topk(teacher, examples, tokenizer.pad_token_id, settings.top_k, settings.batch_size, vocab_rows)
     columns = {
@@ -141,39 +184,103 @@ def load_or_build_supervision(
     settings: SupervisionSettings,
     ledger: CostLedger,
     vocab_rows: int,
-) -> datasets.Dataset:
-    """The cached supervision for this pair and settings, building it (and charging the build) on a miss.
+    part: tuple[int, int] = (0, 1),
+) -> datasets.Dataset | None:
+    """The cached supervision for this pair and settings, building what is missing (and charging it) on a miss.
 
-    `load_teacher()` and `make_generator(teacher)` are only called on a miss: a cache hit never loads the teacher.
+    The cache entry holds one Arrow shard per `settings.shard_size` prompts. A miss builds the missing shards of
+    slice `part = (i, n)`: shards i, i+n, ..., so n machines or processes can share the work, and a killed build
+    resumes at its first missing shard. A shard that cannot be read is rebuilt, with a warning. Once every shard
+    exists the entry is complete: its build cost (the sum of its shards') is charged to `ledger` and the data is
+    returned; until then None is returned. The teacher is only loaded when this slice has a shard to build.
     """
     task = load_task(pair.train_task)
     prompts = prompt_ids(pair, task, tokenizer)
     key = supervision_key(teacher_id, pair, prompts, settings)
     folder = cache_root() / "supervision" / key
-    if (folder / "cost.json").exists():
-        ledger.reuse("supervise", key, json.loads((folder / "cost.json").read_text()))
-        return datasets.load_from_disk(str(folder / "data")).with_format("torch")
-    with ledger.phase("supervise") as cost:
-        cost.cache_key = key
-        teacher = load_teacher()
-        generator = make_generator(teacher)
-        data = build_supervision(
-            teacher,
-            tokenizer,
-            generator,
-            prompts,
-            max_new_tokens=pair.max_new_tokens,
-            settings=settings,
-            vocab_rows=vocab_rows,
-        )
-        generator.close()
-        n_params = sum(p.numel() for p in teacher.parameters())
-        tokens = sum(len(p) + len(c) for p, c in zip(data["prompt_ids"], data["completion_ids"], strict=True))
-        cost.add_work(tokens, n_params, 2)
-    staging = folder.with_name(key + ".building")
-    shutil.rmtree(staging, ignore_errors=True)
-    data.save_to_disk(str(staging / "data"))
-    atomic_write_json(staging / "cost.json", asdict(ledger.phases["supervise"]))
-    shutil.rmtree(folder, ignore_errors=True)
-    staging.rename(folder)
-    return datasets.load_from_disk(str(folder / "data")).with_format("torch")
+    size = settings.shard_size
+    bounds = [(start, min(start + size, len(prompts))) for start in range(0, len(prompts), size)]
+    if (folder / COST_FILE).exists():
+        shards = [_read_shard(folder, i) for i in range(len(bounds))]
+        if all(shard is not None for shard in shards):
+            ledger.reuse("supervise", key, json.loads((folder / COST_FILE).read_text()))
+            return datasets.concatenate_datasets([data for data, _ in shards]).with_format("torch")
+        (folder / COST_FILE).unlink(missing_ok=True)
+    teacher = generator = None
+    clock = time.perf_counter()  # the first shard a slice builds is charged the teacher's loading too
+    try:
+        for i in range(part[0], len(bounds), part[1]):
+            if _read_shard(folder, i) is not None:
+                continue
+            if teacher is None:
+                teacher = load_teacher()
+                generator = make_generator(teacher)
+            start, stop = bounds[i]
+            data = build_supervision(
+                teacher,
+                tokenizer,
+                generator,
+                prompts[start:stop],
+                max_new_tokens=pair.max_new_tokens,
+                settings=replace(settings, seed=settings.seed * 1_000_003 + i),
+                vocab_rows=vocab_rows,
+            )
+            cost = PhaseCost(devices=getattr(generator, "devices", 1), device=device_kind(), cache_key=key)
+            tokens = sum(len(p) + len(c) for p, c in zip(data["prompt_ids"], data["completion_ids"], strict=True))
+            cost.add_work(tokens, sum(p.numel() for p in teacher.parameters()), 2)
+            _write_shard(folder, i, data, cost, clock)
+            clock = time.perf_counter()
+    finally:
+        if generator is not None:
+            generator.close()
+    shards = [_read_shard(folder, i) for i in range(len(bounds))]
+    if not all(shard is not None for shard in shards):
+        return None
+    build = CostLedger()
+    for _, cost in shards:
+        build.add("supervise", cost)
+    if is_main_process():
+        atomic_write_json(folder / COST_FILE, asdict(build.phases["supervise"]))
+    ledger.add("supervise", build.phases["supervise"])
+    return datasets.concatenate_datasets([data for data, _ in shards]).with_format("torch")
+
+
+def _shard_dir(folder: Path, index: int) -> Path:
+    return folder / "shards" / f"{index:05d}"
+
+
+def _write_shard(folder: Path, index: int, data: datasets.Dataset, cost: PhaseCost, clock: float) -> None:
+    """Save shard `index` under a private name, charge it the time since `clock`, and publish it with one rename:
+    a shard folder is always complete (its meta file is written last), whatever kills the process."""
+    staging = folder / "shards" / f".{index:05d}.{os.getpid()}.{secrets.token_hex(3)}"
+    try:
+        data.save_to_disk(str(staging / "data"))
+        timed(cost, clock)  # a fresh cost: its wall time becomes the time since `clock`
+        atomic_write_json(staging / META_FILE, {"rows": len(data), "cost": asdict(cost)})
+        try:
+            staging.rename(_shard_dir(folder, index))
+        except OSError:  # another process published this shard first: keep theirs
+            if _read_shard(folder, index) is None:
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _read_shard(folder: Path, index: int) -> tuple[datasets.Dataset, PhaseCost] | None:
+    """Shard `index` and its build cost; None when it is missing, or unreadable (then it is removed, with a
+    warning, so that it is built again)."""
+    path = _shard_dir(folder, index)
+    if not (path / META_FILE).exists():
+        return None
+    try:
+        meta = json.loads((path / META_FILE).read_text())
+        data = datasets.load_from_disk(str(path / "data"))
+        data.data.validate(full=True)
+        if len(data) != meta["rows"]:
+            raise ValueError(f"{len(data)} rows, expected {meta['rows']}")
+        cost = PhaseCost(**meta["cost"])
+    except (OSError, ValueError, KeyError, TypeError, pa.ArrowException) as err:
+        logger.warning("supervision shard %s is unreadable (%s); rebuilding it", path, str(err).splitlines()[0])
+        shutil.rmtree(path, ignore_errors=True)
+        return None
+    return data, cost

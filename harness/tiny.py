@@ -8,6 +8,8 @@ clearly beats the student before distillation. Built once per spec and cached un
 
 from __future__ import annotations
 
+import os
+import secrets
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,16 +37,21 @@ class TinyModelSpec:
     intermediate_size: int
     steps: int
     lr: float
+    batch_size: int = 32
 
 
 @dataclass(frozen=True)
 class TinySpec:
+    """The tiny pair's recipe. Measured on 2 shared CPU cores (see README): the teacher (0.69M parameters) scores
+    99.6% on the 500 held-out `arith` problems after 600 steps; the student (0.19M) 12.0% after its 150 steps."""
+
     vocab_size: int = 384
     teacher: TinyModelSpec = TinyModelSpec(
-        hidden_size=160, layers=4, heads=4, intermediate_size=448, steps=900, lr=3e-3
+        hidden_size=128, layers=3, heads=4, intermediate_size=384, steps=600, lr=3e-3, batch_size=32
     )
-    student: TinyModelSpec = TinyModelSpec(hidden_size=64, layers=2, heads=2, intermediate_size=192, steps=150, lr=3e-3)
-    batch_size: int = 64
+    student: TinyModelSpec = TinyModelSpec(
+        hidden_size=80, layers=2, heads=2, intermediate_size=224, steps=150, lr=3e-3, batch_size=16
+    )
     seed: int = 0
 
 
@@ -88,6 +95,7 @@ def build_model(spec: TinyModelSpec, tokenizer: PreTrainedTokenizerFast, seed: i
 
 
 DEFAULT_SPEC = TinySpec()
+BUILD_THREADS = 1
 
 
 def tiny_pair_dir(spec: TinySpec) -> Path:
@@ -100,27 +108,40 @@ def ensure_tiny_pair(spec: TinySpec | None = None) -> Path:
     root = tiny_pair_dir(spec)
     if (root / "spec.json").exists():
         return root
+    console.print(f"[bold]Building the tiny pair[/] (once) in {root}")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(BUILD_THREADS)  # the weights depend on the thread count: pin it so every build agrees
+    try:
+        _build(spec, root)
+    finally:
+        torch.set_num_threads(threads)
+    return root
+
+
+def _build(spec: TinySpec, root: Path) -> None:
+    """Train the tokenizer, teacher and student, and move them into `root` when all are saved."""
     from harness.supervise import reference_examples
     from tasks import load_task
     from tasks.generation import render_prompt
     from trainers.loop import TrainConfig, train
     from trainers.objectives import load_method
 
-    console.print(f"[bold]Building the tiny pair[/] (once) in {root}")
     task = load_task("arith")
     docs = task.docs("train")
     tokenizer = build_tokenizer([d["question"] + "\n" + d["answer"] for d in docs], spec.vocab_size)
     examples = reference_examples(task, docs, tokenizer, lambda messages: render_prompt(tokenizer, messages))
-    staging = root.with_name(root.name + ".building")
-    shutil.rmtree(staging, ignore_errors=True)
+    staging = root.with_name(f"{root.name}.building-{os.getpid()}-{secrets.token_hex(3)}")
     for role in ("teacher", "student"):
         model_spec = getattr(spec, role)
         model = build_model(model_spec, tokenizer, spec.seed)
-        config = TrainConfig(max_steps=model_spec.steps, batch_size=spec.batch_size, lr=model_spec.lr, seed=spec.seed)
+        config = TrainConfig(
+            max_steps=model_spec.steps, batch_size=model_spec.batch_size, lr=model_spec.lr, seed=spec.seed
+        )
         train(model, load_method("sft"), examples, config, pad_id=tokenizer.pad_token_id, description=f"tiny {role}")
         model.save_pretrained(staging / role)
         tokenizer.save_pretrained(staging / role)
     atomic_write_json(staging / "spec.json", asdict(spec))
-    shutil.rmtree(root, ignore_errors=True)
-    staging.rename(root)
-    return root
+    try:
+        staging.rename(root)
+    except OSError:  # another process finished the same build first: keep its copy
+        shutil.rmtree(staging, ignore_errors=True)

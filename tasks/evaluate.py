@@ -2,21 +2,30 @@
 
 Each task's log is JSON lines: `{"doc_id", "prompt", "completion", "extracted", "score", "metrics"}`
 (with `--samples n`: `completions` and `samples` hold all n, `completion` the first), so a score can be
-audited, and re-scored with a changed scorer without generating again.
+audited, and re-scored with a changed scorer without generating again. An evaluation killed part-way resumes
+from its partial log, and one split into shards (`--shard i/n`, e.g. one per machine) is merged from the
+shards' logs into the same log and score as an unsharded one.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from harness.errors import HarnessError
 from harness.io import atomic_write_text
 from harness.records import TaskScore
 from tasks.base import Doc, Messages, Task, load_task
 from tasks.generation import Generator, make_generator
+
+logger = logging.getLogger(__name__)
+EVAL_CHUNK = 256  # docs generated per call: the unit of resuming and of sharding an evaluation
 
 
 def _summarise(task: Task, rows: list[dict], samples: str | None) -> TaskScore:
@@ -48,6 +57,18 @@ def _score_rows(task: Task, docs: list[Doc], rows: list[dict]) -> list[dict]:
     return scored
 
 
+def log_name(task_name: str, shard: tuple[int, int] | None = None) -> str:
+    """The per-sample log's file name: `<task>.jsonl`, or `<task>.shard-<i>-of-<n>.jsonl` for one shard."""
+    return f"{task_name}.shard-{shard[0]}-of-{shard[1]}.jsonl" if shard else f"{task_name}.jsonl"
+
+
+def shard_docs(n_docs: int, shard: tuple[int, int] | None) -> list[int]:
+    """The doc ids shard `(i, n)` evaluates: chunks i, i+n, i+2n, ... of `EVAL_CHUNK` consecutive docs, so a doc
+    is generated in the same chunk (the same batch) whether the evaluation is sharded, resumed or neither."""
+    i, n = shard or (0, 1)
+    return [d for d in range(n_docs) if (d // EVAL_CHUNK) % n == i]
+
+
 def evaluate_task(
     task: Task,
     generator: Generator,
@@ -59,31 +80,126 @@ def evaluate_task(
     temperature: float = 0.0,
     samples_path: Path | None = None,
     samples_ref: str | None = None,
+    resume_key: str | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> TaskScore:
-    """Decode the first `limit` test docs of `task` (greedy, or `samples` completions each at `temperature`) and
-    score them; log every sample to `samples_path`."""
+    """Decode the first `limit` test docs of `task` (or shard `(i, n)` of them; greedy, or `samples` completions
+    each at `temperature`) and score them; log every sample to `samples_path`.
+
+    Docs are generated `EVAL_CHUNK` at a time and each chunk's rows are appended to `<samples_path>.partial`
+    (first line: `resume_key`). A later call with the same `resume_key` (same model and settings) generates only
+    the docs missing there; the finished log replaces the partial one.
+    """
     docs = task.docs("test")[:limit]
-    prompts = [render(task.prompt(doc)) for doc in docs]
-    completions = generator.generate(
-        prompts, max_new_tokens=task.max_new_tokens, temperature=temperature, stop=task.stop, seed=seed, n=samples
-    )
-    rows = [
-        {"doc_id": i, "prompt": prompt, "completion": outs[0], **({"completions": outs} if samples > 1 else {})}
-        for i, (prompt, outs) in enumerate(zip(prompts, completions, strict=True))
-    ]
-    rows = _score_rows(task, docs, rows)
+    wanted = shard_docs(len(docs), shard)
+    partial = samples_path.with_name(samples_path.name + ".partial") if samples_path and resume_key else None
+    done = _read_partial(partial, resume_key) if partial else {}
+    pending = [d for d in wanted if d not in done]
+    for block, ids in itertools.groupby(pending, key=lambda d: d // EVAL_CHUNK):
+        chunk = list(ids)
+        prompts = [render(task.prompt(docs[d])) for d in chunk]
+        completions = generator.generate(
+            prompts,
+            max_new_tokens=task.max_new_tokens,
+            temperature=temperature,
+            stop=task.stop,
+            seed=seed * 1_000_003 + block,
+            n=samples,
+        )
+        rows = [
+            {"doc_id": d, "prompt": prompt, "completion": outs[0], **({"completions": outs} if samples > 1 else {})}
+            for d, prompt, outs in zip(chunk, prompts, completions, strict=True)
+        ]
+        rows = _score_rows(task, [docs[d] for d in chunk], rows)
+        if partial:
+            _append_rows(partial, resume_key, rows)
+        done.update((row["doc_id"], row) for row in rows)
+    rows = [done[d] for d in wanted]
+    if empty := sum(not row["completion"].strip() for row in rows):
+        logger.warning(
+            "%s: %d of %d completions are empty (scored as wrong, kept in the log)", task.name, empty, len(rows)
+        )
     if samples_path is not None:
-        atomic_write_text(samples_path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+        _write_log(samples_path, rows)
+        if partial:
+            partial.unlink(missing_ok=True)
     return _summarise(task, rows, samples_ref)
 
 
 def rescore(samples_path: Path, task: Task, samples_ref: str | None = None) -> TaskScore:
     """Score a per-sample log again with the current scorer, without generating."""
     docs = task.docs("test")
-    rows = [json.loads(line) for line in samples_path.read_text().splitlines() if line.strip()]
+    rows = _read_rows(samples_path)
     rows = _score_rows(task, [docs[row["doc_id"]] for row in rows], rows)
-    atomic_write_text(samples_path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    _write_log(samples_path, rows)
     return _summarise(task, rows, samples_ref)
+
+
+def merge_shards(samples_dir: Path, task_name: str, results_dir: Path, count: int | None = None) -> TaskScore:
+    """Merge the per-sample logs of all shards of one task's evaluation (`<task>.shard-<i>-of-<n>.jsonl`, i = 0..n-1;
+    n = `count` when given, else the one split found) into `<task>.jsonl`, ordered by doc id, and score it: the
+    same log and score as an unsharded evaluation."""
+    logs = sorted(samples_dir.glob(f"{task_name}.shard-*-of-{count or '*'}.jsonl"))
+    counts = {int(p.name.rsplit("-of-", 1)[1].removesuffix(".jsonl")) for p in logs}
+    if len(counts) != 1:
+        found = ", ".join(p.name for p in logs) or "none"
+        raise HarnessError(f"{task_name}: need the shard logs of exactly one split in {samples_dir}; found {found}")
+    (n,) = counts
+    missing = [i for i in range(n) if not (samples_dir / log_name(task_name, (i, n))).exists()]
+    if missing:
+        raise HarnessError(
+            f"{task_name}: shard(s) {', '.join(f'{i}/{n}' for i in missing)} not finished in {samples_dir}"
+        )
+    rows = sorted((row for log in logs for row in _read_rows(log)), key=lambda row: row["doc_id"])
+    ids = [row["doc_id"] for row in rows]
+    if ids != list(range(len(ids))):
+        raise HarnessError(f"{task_name}: the shard logs in {samples_dir} do not hold docs 0..{len(ids) - 1} once each")
+    path = samples_dir / log_name(task_name)
+    _write_log(path, rows)
+    return _summarise(load_task(task_name), rows, str(path.relative_to(results_dir)))
+
+
+def _write_log(path: Path, rows: list[dict]) -> None:
+    atomic_write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+
+
+def _read_rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _read_partial(path: Path, resume_key: str) -> dict[int, dict]:
+    """The rows of a partial log written for `resume_key`; none when it is missing or for something else.
+    A torn last line (the process died while writing it) is dropped: its doc is generated again."""
+    if not path.exists():
+        return {}
+    lines = path.read_text().splitlines()
+    try:
+        header = json.loads(lines[0]) if lines else {}
+    except json.JSONDecodeError:
+        header = {}
+    if header.get("resume_key") != resume_key:
+        path.unlink()
+        return {}
+    rows = {}
+    for line in lines[1:]:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            break
+        rows[row["doc_id"]] = row
+    return rows
+
+
+def _append_rows(path: Path, resume_key: str, rows: list[dict]) -> None:
+    """Append one chunk's rows to the partial log and flush them to disk."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    if not path.exists():
+        text = json.dumps({"resume_key": resume_key}) + "\n" + text
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def evaluate_model(
@@ -102,14 +218,19 @@ def evaluate_model(
     samples: int = 1,
     temperature: float = 0.0,
     task_options: dict | None = None,
+    resume_key: str | None = None,
+    shard: tuple[int, int] | None = None,
+    parallel: dict[str, int] | None = None,
 ) -> dict[str, TaskScore]:
-    """Scores of one model on several benchmarks, with per-sample logs `samples_dir/<task>.jsonl` (their paths in
-    the scores are relative to `results_dir`)."""
-    generator = make_generator(model_ref, model, tokenizer, backend=backend, dtype=dtype, seed=seed)
+    """Scores of one model on several benchmarks (or shard `(i, n)` of their docs), with per-sample logs
+    `samples_dir/<task>.jsonl` (their paths in the scores are relative to `results_dir`); with `resume_key`, an
+    evaluation killed part-way resumes from its partial logs. `parallel`: vLLM's `tensor_parallel` and
+    `data_parallel` (see `make_generator`)."""
+    generator = make_generator(model_ref, model, tokenizer, backend=backend, dtype=dtype, seed=seed, **(parallel or {}))
     scores = {}
     try:
         for name in task_names:
-            path = samples_dir / f"{name}.jsonl"
+            path = samples_dir / log_name(name, shard)
             scores[name] = evaluate_task(
                 load_task(name, **(task_options or {})),
                 generator,
@@ -120,6 +241,8 @@ def evaluate_model(
                 temperature=temperature,
                 samples_path=path,
                 samples_ref=str(path.relative_to(results_dir)),
+                resume_key=resume_key,
+                shard=shard,
             )
     finally:
         generator.close()

@@ -7,6 +7,7 @@ A generator takes rendered prompt strings (or token ids) and returns completions
 from __future__ import annotations
 
 import importlib.util
+import logging
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -16,6 +17,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 from harness.errors import HarnessError, unknown_choice
 from harness.progress import progress_bar
 from tasks.base import Messages
+
+logger = logging.getLogger(__name__)
 
 
 def render_prompt(
@@ -74,19 +77,28 @@ class TransformersGenerator:
         rows = model.get_output_embeddings().weight.shape[0]
         self.suppress = list(range(vocab_rows, rows)) if vocab_rows is not None and vocab_rows < rows else None
 
+    def _fit(self, prompt_ids: list[list[int]], max_new_tokens: int) -> list[list[int]]:
+        """Prompts cut from the left (as lm-evaluation-harness does) where prompt + completion budget would not fit
+        the model's context window; the completion budget kept is min(max_new_tokens, context / 4)."""
+        context = getattr(self.model.config, "max_position_embeddings", None)
+        if context is None:
+            return prompt_ids
+        keep = context - max(1, min(max_new_tokens, context // 4))
+        cut = [ids[-keep:] if len(ids) > keep else ids for ids in prompt_ids]
+        if n_cut := sum(len(a) != len(b) for a, b in zip(cut, prompt_ids, strict=True)):
+            logger.warning("%d of %d prompts were cut from the left to fit the context of %d", n_cut, len(cut), context)
+        return cut
+
     def _budget(self, prompt_width: int, max_new_tokens: int) -> int:
         """`max_new_tokens`, capped so prompt + completion fit the model's context window."""
         context = getattr(self.model.config, "max_position_embeddings", None)
-        if context is None:
-            return max_new_tokens
-        if prompt_width >= context:
-            raise HarnessError(f"a prompt of {prompt_width} tokens does not fit the model's context of {context}")
-        return min(max_new_tokens, context - prompt_width)
+        return max_new_tokens if context is None else min(max_new_tokens, context - prompt_width)
 
     def generate_ids(
         self, prompt_ids: list[list[int]], *, max_new_tokens: int, temperature: float = 0.0, seed: int = 0
     ) -> list[list[int]]:
         torch.manual_seed(seed)
+        prompt_ids = self._fit(prompt_ids, max_new_tokens)
         pad, eos = self.tokenizer.pad_token_id, self.tokenizer.eos_token_id
         order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
         results: list[list[int]] = [[] for _ in prompt_ids]
@@ -156,15 +168,33 @@ def make_generator(
     dtype: str = "float32",
     seed: int = 0,
     vocab_rows: int | None = None,
+    tensor_parallel: int = 1,
+    data_parallel: int = 1,
 ) -> Generator:
     """A generator on `backend`: vLLM when asked, or on `auto` when vLLM is installed and a GPU is present;
-    transformers otherwise. `vocab_rows` limits generation to the vocabulary shared with a student."""
+    transformers otherwise. `vocab_rows` limits generation to the vocabulary shared with a student.
+
+    vLLM only: `tensor_parallel` GPUs per engine, and `data_parallel` engines (one process each, see
+    `tasks.parallel`) sharing every call; the generator's `devices` is their product."""
     if backend not in BACKENDS:
         raise unknown_choice("backend", backend, BACKENDS)
     if backend == "vllm" or (backend == "auto" and importlib.util.find_spec("vllm") and torch.cuda.is_available()):
+        from functools import partial
+
+        from tasks.parallel import DataParallelGenerator
         from tasks.vllm_backend import VLLMGenerator
 
-        return VLLMGenerator(model_ref, dtype=dtype, seed=seed, vocab_rows=vocab_rows)
+        engine = partial(
+            VLLMGenerator, model_ref, dtype=dtype, seed=seed, vocab_rows=vocab_rows, tensor_parallel=tensor_parallel
+        )
+        if data_parallel > 1:
+            return DataParallelGenerator(engine, data_parallel, devices_per_worker=tensor_parallel)
+        return engine()
+    if tensor_parallel > 1 or data_parallel > 1:
+        raise HarnessError(
+            f"--tensor-parallel {tensor_parallel} / --data-parallel {data_parallel} need vLLM: pass --backend vllm "
+            "on a machine with vLLM and GPUs"
+        )
     return TransformersGenerator(model, tokenizer, vocab_rows=vocab_rows)
 
 

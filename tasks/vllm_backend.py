@@ -63,6 +63,7 @@ class VLLMGenerator:
         if max_model_len is not None:
             engine_kwargs["max_model_len"] = max_model_len
         self.llm = LLM(model=model_path, dtype=dtype, seed=seed, tensor_parallel_size=tensor_parallel, **engine_kwargs)
+        self.devices = tensor_parallel  # GPUs this generator occupies (for cost accounting)
         self.tokenizer = self.llm.get_tokenizer()
         self.max_logprobs = engine_kwargs["max_logprobs"]
         rows = self.llm.llm_engine.model_config.get_vocab_size()

@@ -7,6 +7,8 @@ import os
 import pytest
 import torch
 
+from harness import tiny
+
 torch.set_num_threads(1)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HARNESS_NO_PROGRESS", "1")
@@ -26,3 +28,16 @@ def _session_cache(factory: pytest.TempPathFactory) -> str:
     if not _CACHE:
         _CACHE.append(str(factory.getbasetemp() / "harness-cache"))
     return _CACHE[0]
+
+
+MINI = tiny.TinySpec(
+    teacher=tiny.TinyModelSpec(hidden_size=32, layers=1, heads=2, intermediate_size=64, steps=3, lr=1e-3, batch_size=8),
+    student=tiny.TinyModelSpec(hidden_size=16, layers=1, heads=2, intermediate_size=32, steps=2, lr=1e-3, batch_size=8),
+)
+
+
+@pytest.fixture
+def mini_tiny(monkeypatch: pytest.MonkeyPatch) -> tiny.TinySpec:
+    """The tiny pair in miniature (a few training steps), so end-to-end runs take seconds."""
+    monkeypatch.setattr(tiny, "DEFAULT_SPEC", MINI)
+    return MINI

@@ -77,7 +77,7 @@ def test_entropy_and_interval_known_values():
     assert np.isnan(interval([1.0])["low"])
 
 
-def test_tiny_study_writes_its_outputs(process, tmp_path):
+def test_tiny_study_writes_its_outputs(tmp_path):
     result = run_study(
         tmp_path,
         methods=("hard", "soft"),

@@ -29,6 +29,8 @@ def invoke(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, *args
         (("run", "--backend", "tpu"), "unknown backend 'tpu'"),
         (("run", "--pairs-file", "/nonexistent.toml"), "pairs file not found: /nonexistent.toml"),
         (("eval", "--model", "x", "--tasks", "arith,nope"), "unknown task 'nope'"),
+        (("eval", "--model", "x", "--tasks", "arith", "--num-fewshot", "2"), "task 'arith' has no few-shot examples"),
+        (("analyze", "--pair", "tiny"), "--pair tiny needs --run RECORD"),
     ],
 )
 def test_user_errors(monkeypatch, capsys, args: tuple[str, ...], message: str) -> None:
@@ -57,7 +59,7 @@ def test_leaderboard_on_empty_results(monkeypatch, capsys, tmp_path: Path) -> No
     assert code == 0 and (tmp_path / "leaderboard.md").exists()
 
 
-@pytest.mark.parametrize("command", ["run", "eval", "leaderboard", "pairs", "methods", "compare", "tasks"])
+@pytest.mark.parametrize("command", ["run", "eval", "leaderboard", "pairs", "methods", "compare", "tasks", "analyze"])
 def test_help(monkeypatch, capsys, command: str) -> None:
     code, output = invoke(monkeypatch, capsys, command, "--help")
     assert code == 0 and "Usage" in output

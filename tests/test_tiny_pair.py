@@ -1,7 +1,7 @@
 """The embedded tiny pair: built offline, cached, deterministic; `harness run --pair tiny` end to end.
 
-A miniature spec (a few training steps) stands in for the default so the tests take seconds; the default
-spec's scores are measured by the README's main command.
+A miniature spec (`mini_tiny` in conftest: a few training steps) stands in for the default so the tests take
+seconds; the default spec's scores are measured by the README's main command.
 """
 
 from __future__ import annotations
@@ -16,18 +16,6 @@ from safetensors.torch import load_file
 from harness import tiny
 from harness.cli import main
 from harness.models import resolve
-
-MINI = tiny.TinySpec(
-    teacher=tiny.TinyModelSpec(hidden_size=32, layers=1, heads=2, intermediate_size=64, steps=3, lr=1e-3),
-    student=tiny.TinyModelSpec(hidden_size=16, layers=1, heads=2, intermediate_size=32, steps=2, lr=1e-3),
-    batch_size=8,
-)
-
-
-@pytest.fixture
-def mini_tiny(monkeypatch: pytest.MonkeyPatch) -> tiny.TinySpec:
-    monkeypatch.setattr(tiny, "DEFAULT_SPEC", MINI)
-    return MINI
 
 
 def test_tiny_pair_is_cached_and_deterministic(mini_tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -45,35 +33,57 @@ def test_tiny_pair_is_cached_and_deterministic(mini_tiny, tmp_path: Path, monkey
     assert student_params < teacher_params
 
 
-@pytest.mark.parametrize("method", ["hard", "soft", "hybrid"])
+METHOD_ARGS = {"gkd": ["--param", "lmbda=1"], "hybrid-gkd": ["--param", "lmbda=1"], "soft": ["--div", "jsd"]}
+
+
+@pytest.mark.parametrize("method", ["sft", "hard", "soft", "hybrid", "gkd", "hybrid-gkd"])
 def test_harness_run_tiny_end_to_end(mini_tiny, method: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     results = tmp_path / "results"
-    monkeypatch.setattr(
-        sys,
-        "argv",
-        [
-            "harness",
-            "run",
-            "--method",
-            method,
-            "--pair",
-            "tiny",
-            "--max-steps",
-            "2",
-            "--limit",
-            "4",
-            "--results-dir",
-            str(results),
-        ],
-    )
+    args = ["run", "--method", method, "--pair", "tiny", "--max-steps", "2", "--limit", "4"]
+    monkeypatch.setattr(sys, "argv", ["harness", *args, "--results-dir", str(results), *METHOD_ARGS.get(method, [])])
     with pytest.raises(SystemExit) as done:
         main()
     assert done.value.code == 0
     (record_path,) = (results / "runs").glob("*.json")
     record = json.loads(record_path.read_text())
     assert record["method"] == method and record["scores"]["arith"]["n"] == 4
+    if method.endswith("gkd"):  # on-policy: every micro-batch was sampled by the student itself (lmbda=1)
+        assert record["training"]["on_policy_batches"] == 2
+    if method == "sft":  # no teacher: no supervision phase
+        assert "supervise" not in record["cost"]["phases"]
+    if method.endswith("gkd"):  # on-policy: every micro-batch was sampled by the student itself (lmbda=1)
+        assert record["training"]["on_policy_batches"] == 2
+    if method == "sft":  # no teacher: no supervision phase
+        assert "supervise" not in record["cost"]["phases"]
     assert record["cost"]["phases"]["train"]["device_hours"] > 0
     samples = (results / record["scores"]["arith"]["samples"]).read_text().splitlines()
     assert len(samples) == 4 and {"prompt", "completion", "score"} <= set(json.loads(samples[0]))
     board = (results / "leaderboard.md").read_text()
     assert method in board
+    if method == "hybrid":  # colour the run's outputs by the teacher-estimated bridge risk
+        rows = [json.loads(line) for line in samples]
+        rows[0]["completion"] = "2 + 3 = 5\n#### 5"  # a mini student may stop at once; make one output non-empty
+        (results / record["scores"]["arith"]["samples"]).write_text("".join(json.dumps(r) + "\n" for r in rows))
+        monkeypatch.setattr(
+            sys,
+            "argv",
+            [
+                "harness",
+                "analyze",
+                "--pair",
+                "tiny",
+                "--run",
+                str(record_path),
+                "--results-dir",
+                str(results),
+                "--out",
+                str(tmp_path / "analysis"),
+                "--limit",
+                "2",
+            ],
+        )
+        with pytest.raises(SystemExit) as done:
+            main()
+        assert done.value.code == 0
+        page = (tmp_path / "analysis" / f"{record_path.stem}-risk.html").read_text()
+        assert page.count("arith #") == sum(1 for row in rows[:2] if row["completion"]) >= 1

@@ -31,8 +31,11 @@ class Batch:
         return int(self.attention_mask.sum())
 
 
-def collate(examples: list[dict[str, Any]], pad_id: int) -> Batch:
-    """Right-pad the examples into one batch and gather the rows that predict completion tokens."""
+def collate(examples: list[dict[str, Any]], pad_id: int, max_length: int | None = None) -> Batch:
+    """Right-pad the examples into one batch and gather the rows that predict completion tokens.
+
+    With `max_length`, an example longer than that keeps its whole prompt and the completion tokens (and their
+    soft-label rows) that fit, at least one."""
     examples = [
         {
             key: value.tolist() if key.endswith("_ids") and hasattr(value, "tolist") else value
@@ -40,6 +43,8 @@ def collate(examples: list[dict[str, Any]], pad_id: int) -> Batch:
         }
         for ex in examples
     ]
+    if max_length is not None:
+        examples = [_cut(ex, max(1, max_length - len(ex["prompt_ids"]))) for ex in examples]
     sequences = [ex["prompt_ids"] + ex["completion_ids"] for ex in examples]
     width = max(len(seq) for seq in sequences)
     input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
@@ -63,3 +68,11 @@ def collate(examples: list[dict[str, Any]], pad_id: int) -> Batch:
         batch.topk_ids = torch.cat([torch.as_tensor(ex["topk_ids"], dtype=torch.long) for ex in examples])
         batch.topk_logprobs = torch.cat([torch.as_tensor(ex["topk_logprobs"]).to(torch.float32) for ex in examples])
     return batch
+
+
+def _cut(example: dict[str, Any], room: int) -> dict[str, Any]:
+    """`example` with its completion (and the soft-label rows along it) cut to `room` tokens."""
+    if len(example["completion_ids"]) <= room:
+        return example
+    rows = ("completion_ids", "topk_ids", "topk_logprobs")
+    return {key: value[:room] if key in rows and value is not None else value for key, value in example.items()}

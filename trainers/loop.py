@@ -8,25 +8,37 @@ restarted with the same output folder resumes from the last one.
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import random
 import shutil
+import signal
+import threading
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, DataLoaderConfiguration
 from torch import Tensor
 from transformers import PreTrainedModel, get_cosine_schedule_with_warmup
 
 from harness.accounting import PhaseCost
+from harness.errors import HarnessError, Interrupted
+from harness.io import atomic_write_json, atomic_write_text
 from harness.progress import progress_bar
 from trainers.batch import Batch, collate
 from trainers.chunked import chunked_token_loss
 from trainers.objectives import Objective, TeacherRows, entropy_rows, teacher_logprobs
+
+logger = logging.getLogger(__name__)
+STEP_FILE = "step.txt"  # steps done; written last, it marks a checkpoint complete
+HISTORY_FILE = "history.json"  # the per-step diagnostics so far
+RESULT_NEUTRAL = ("checkpoint_every",)  # TrainConfig fields that never change a run's results
 
 
 @dataclass
@@ -40,11 +52,13 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     chunk_size: int = 2048  # completion rows per loss chunk
     mixed_precision: str = "no"  # "bf16" on GPUs that have it
-    checkpoint_every: int = 0  # steps; 0 = only at the end
+    checkpoint_every: int = 0  # steps; 0 = only at the end (and at SIGTERM)
+    max_length: int | None = None  # prompt + completion tokens; longer completions are cut to fit
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The settings that can change results (how often checkpoints are taken does not)."""
+        return {k: v for k, v in asdict(self).items() if k not in RESULT_NEUTRAL}
 
 
 @dataclass
@@ -138,69 +152,204 @@ def train(
     out_dir: str | Path | None = None,
     cost: PhaseCost | None = None,
     on_policy: Callable[[list[dict[str, Any]], int], list[dict[str, Any]]] | None = None,
+    on_checkpoint: Callable[[int], None] | None = None,
+    final_dir: str | Path | None = None,
     description: str = "train",
 ) -> TrainResult:
     """Train `student` in place with `objective` on `examples` for `config.max_steps` optimiser steps.
 
     `on_policy(examples, micro_batch_index)`, when given, replaces a micro-batch's examples before
-    collation (on-policy methods use it to swap in student samples). `cost` receives token and FLOP counts.
+    collation (on-policy methods use it to swap in student samples). `cost` receives token and FLOP counts
+    (of all processes). `final_dir`: where the trained student is saved (`save_pretrained`).
+
+    Under `accelerate launch` / `torchrun`, each of the N processes trains on every N-th example of each
+    micro-batch (`batch_size` is the global batch) and the loss is the mean over the global batch's rows, so
+    the updates are those of one process with the same batch.
+
+    With `out_dir`, the full training state is checkpointed in `<out_dir>/checkpoint` every
+    `config.checkpoint_every` steps, after the last step, and at the end of the step during which SIGTERM
+    arrived (then `Interrupted` is raised); a later call with the same `out_dir` resumes from it.
+    `on_checkpoint(step)` runs as each checkpoint is saved, just before it replaces the previous one. A non-finite
+    loss or gradient norm stops training before the update with a `HarnessError`, leaving the last checkpoint.
     """
     torch.manual_seed(config.seed)
     accelerator = Accelerator(
         cpu=not torch.cuda.is_available(),
         mixed_precision=config.mixed_precision,
         gradient_accumulation_steps=config.grad_accum,
+        # the processes split each global batch: one scheduler step per optimiser step, whatever their number
+        dataloader_config=DataLoaderConfiguration(split_batches=True),
     )
+    world, rank = accelerator.num_processes, accelerator.process_index
+    if config.batch_size % world:
+        raise HarnessError(
+            f"batch_size {config.batch_size} does not split evenly over {world} processes; "
+            f"use a multiple of {world} (it is the global batch)"
+        )
+    if accelerator.state.deepspeed_plugin is not None:  # DeepSpeed needs the micro-batch up front
+        accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = (
+            config.batch_size // world
+        )
+    n_params = sum(p.numel() for p in student.parameters())
+    teacher_params = sum(p.numel() for p in teacher.parameters()) if teacher is not None else 0
     optimizer = torch.optim.AdamW(student.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(
         optimizer, math.ceil(config.warmup_frac * config.max_steps), config.max_steps
     )
-    student, optimizer, scheduler = accelerator.prepare(student, optimizer, scheduler)
+    model, optimizer, scheduler = accelerator.prepare(
+        StudentRows(student, objective, config.chunk_size, vocab_rows), optimizer, scheduler
+    )
     if teacher is not None:
         teacher = teacher.to(accelerator.device).eval()
     checkpoint_dir = Path(out_dir) / "checkpoint" if out_dir else None
-    start = 0
-    if checkpoint_dir and (checkpoint_dir / "step.txt").exists():
-        accelerator.load_state(str(checkpoint_dir))
-        start = int((checkpoint_dir / "step.txt").read_text())
-    result = TrainResult(steps=start, resumed_from=start)
-    n_params = sum(p.numel() for p in student.parameters())
-    teacher_params = sum(p.numel() for p in teacher.parameters()) if teacher is not None else 0
-    student.train()
-    with progress_bar(description, total=config.max_steps, completed=start) as advance:
+    history = _load_checkpoint(accelerator, checkpoint_dir) if checkpoint_dir else []
+    start = len(history)
+    result = TrainResult(steps=start, history=history, resumed_from=start)
+    _warn_if_cut(examples, config.max_length)
+    model.train()
+    with progress_bar(description, total=config.max_steps, completed=start) as advance, _sigterm_flag() as stopping:
         for step in range(start, config.max_steps):
             totals: dict[str, float] = defaultdict(float)
             for micro in range(config.grad_accum):
                 index = step * config.grad_accum + micro
-                chunk = [examples[i] for i in _batch_indices(index, len(examples), config.batch_size, config.seed)]
+                indices = _batch_indices(index, len(examples), config.batch_size, config.seed)
+                chunk = [examples[i] for i in indices[rank::world]]  # this process's share of the global batch
                 if on_policy is not None:
                     chunk = on_policy(chunk, index)
-                batch = _to_device(collate(chunk, pad_id), accelerator.device)
-                with accelerator.accumulate(student), accelerator.autocast():
-                    terms = row_terms(
-                        objective, student, batch, step / config.max_steps, config.chunk_size, teacher, vocab_rows
-                    )
-                    loss = terms["loss"].mean()
-                    if not torch.isfinite(loss):
-                        raise FloatingPointError(f"non-finite loss at step {step}")
-                    accelerator.backward(loss)
+                batch = _to_device(collate(chunk, pad_id, config.max_length), accelerator.device)
+                with accelerator.accumulate(model), accelerator.autocast():
+                    terms = model(batch, step / config.max_steps, teacher)
+                    sums = _global_sums(accelerator, terms, batch)
+                    _check_finite("loss", sums["loss"] / sums["rows"], step + 1, checkpoint_dir)
+                    # mean over the global batch's rows; DDP averages gradients over processes, hence x world
+                    accelerator.backward(terms["loss"].sum() * (world / sums["rows"]))
                     if accelerator.sync_gradients and config.max_grad_norm:
-                        accelerator.clip_grad_norm_(student.parameters(), config.max_grad_norm)
+                        norm = accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+                        if norm is not None:  # None under DeepSpeed, which clips by itself
+                            _check_finite("gradient norm", norm, step + 1, checkpoint_dir)
                     optimizer.step()
                     scheduler.step()
                     optimizer.zero_grad()
-                for name, value in terms.items():
-                    totals[name] += float(value.detach().mean()) / config.grad_accum
+                for name in terms:
+                    totals[name] += float(sums[name] / sums["rows"]) / config.grad_accum
                 if cost is not None:
-                    cost.add_work(batch.num_tokens, n_params, 6)
-                    cost.flops += 2.0 * teacher_params * batch.num_tokens
+                    cost.add_work(int(sums["tokens"]), n_params, 6)
+                    cost.flops += 2.0 * teacher_params * float(sums["tokens"])
             result.history.append(dict(totals))
             result.steps = step + 1
             advance(loss=totals["loss"])
-            if checkpoint_dir and config.checkpoint_every and result.steps % config.checkpoint_every == 0:
-                _save_checkpoint(accelerator, checkpoint_dir, result.steps)
-    student.eval()
+            stop = _on_any_process(accelerator, stopping())
+            due = config.checkpoint_every and result.steps % config.checkpoint_every == 0
+            if checkpoint_dir and (due or result.steps == config.max_steps or stop):
+                _save_checkpoint(accelerator, checkpoint_dir, result.history, on_checkpoint)
+            if stop:
+                kept = f"checkpoint saved in {checkpoint_dir}" if checkpoint_dir else "no checkpoint folder: not saved"
+                raise Interrupted(
+                    f"stopped by SIGTERM after step {result.steps}/{config.max_steps}; {kept}; "
+                    "run the same command to resume"
+                )
+    model.eval()
+    if final_dir is not None:
+        _save_student(accelerator, model, Path(final_dir))
     return result
+
+
+class StudentRows(torch.nn.Module):
+    """The student with its loss in `forward`: per-row loss terms for a batch (see `row_terms`).
+
+    This is the module accelerate wraps (DDP, FSDP, DeepSpeed), so that every use of the student's parameters,
+    the output head's included, happens inside the wrapped forward. The teacher is an argument, not a submodule:
+    it is never trained, synchronised or sharded with the student.
+    """
+
+    def __init__(self, student: PreTrainedModel, objective: Objective, chunk_size: int, vocab_rows: int | None):
+        super().__init__()
+        self.student = student
+        self.objective, self.chunk_size, self.vocab_rows = objective, chunk_size, vocab_rows
+        self._no_split_modules = getattr(student, "_no_split_modules", None)  # FSDP wraps these layers
+
+    def forward(self, batch: Batch, progress: float, teacher: PreTrainedModel | None = None) -> dict[str, Tensor]:
+        return row_terms(self.objective, self.student, batch, progress, self.chunk_size, teacher, self.vocab_rows)
+
+
+def _warn_if_cut(examples: Any, max_length: int | None) -> None:
+    """Say how many examples are longer than `max_length` (their completions are cut to fit in every batch)."""
+    if max_length is None:
+        return
+    lengths = [_column_lengths(examples, key) for key in ("prompt_ids", "completion_ids")]
+    long = sum(p + c > max_length for p, c in zip(*lengths, strict=True))
+    if long:
+        logger.warning(
+            "%d of %d training examples are longer than max_length=%d tokens: their completions are cut to fit",
+            long,
+            len(examples),
+            max_length,
+        )
+
+
+def _column_lengths(examples: Any, key: str) -> list[int]:
+    """Lengths of one field of every example (read as a column from an Arrow data set, not row by row)."""
+    column = examples[key] if hasattr(examples, "column_names") else [ex[key] for ex in examples]
+    return [len(value) for value in column]
+
+
+def _global_sums(accelerator: Accelerator, terms: dict[str, Tensor], batch: Batch) -> dict[str, Tensor]:
+    """Each term summed over the rows of the global batch (all processes), with the row and token counts."""
+    names = [*terms, "rows", "tokens"]
+    local = torch.stack(
+        [
+            *(value.detach().float().sum() for value in terms.values()),
+            torch.tensor(float(batch.targets.numel()), device=batch.targets.device),
+            torch.tensor(float(batch.num_tokens), device=batch.targets.device),
+        ]
+    )
+    total = accelerator.reduce(local, reduction="sum") if accelerator.num_processes > 1 else local
+    return dict(zip(names, total, strict=True))
+
+
+def _on_any_process(accelerator: Accelerator, flag: bool) -> bool:
+    """True on every process when `flag` is true on one of them (so they all stop at the same step)."""
+    if accelerator.num_processes == 1:
+        return flag
+    return bool(accelerator.reduce(torch.tensor(float(flag), device=accelerator.device), reduction="sum") > 0)
+
+
+def _save_student(accelerator: Accelerator, model: torch.nn.Module, folder: Path) -> None:
+    """Save the trained student with `save_pretrained`, gathering its weights when they are sharded (FSDP,
+    ZeRO-3); the main process writes."""
+    state = accelerator.get_state_dict(model)  # every process takes part in the gather
+    if accelerator.is_main_process:
+        student = accelerator.unwrap_model(model).student
+        weights = {key.removeprefix("student."): value for key, value in state.items()}
+        student.save_pretrained(folder, state_dict=weights)
+    accelerator.wait_for_everyone()
+
+
+@contextmanager
+def _sigterm_flag() -> Iterator[Callable[[], bool]]:
+    """While training, SIGTERM only sets a flag (the loop then checkpoints at the end of the step and stops)."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
+    try:
+        yield lambda: bool(received)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _check_finite(what: str, value: Tensor, step: int, checkpoint_dir: Path | None) -> None:
+    """Stop before a non-finite value reaches the weights, naming the checkpoint that is kept."""
+    if torch.isfinite(value):
+        return
+    kept = "no checkpoint to keep"
+    if checkpoint_dir and (checkpoint_dir / STEP_FILE).exists():
+        kept = f"last good checkpoint (step {(checkpoint_dir / STEP_FILE).read_text()}) kept in {checkpoint_dir}"
+    raise HarnessError(
+        f"non-finite {what} ({float(value.detach())}) at step {step}: training stopped before the update; {kept}; "
+        "lower --lr or check the data"
+    )
 
 
 def _to_device(batch: Batch, device: torch.device) -> Batch:
@@ -210,11 +359,52 @@ def _to_device(batch: Batch, device: torch.device) -> Batch:
     return batch
 
 
-def _save_checkpoint(accelerator: Accelerator, checkpoint_dir: Path, step: int) -> None:
-    """Save the full training state next to the old checkpoint, then swap it in."""
-    staging = checkpoint_dir.with_name(checkpoint_dir.name + ".new")
-    shutil.rmtree(staging, ignore_errors=True)
-    accelerator.save_state(str(staging))
-    (staging / "step.txt").write_text(str(step))
-    shutil.rmtree(checkpoint_dir, ignore_errors=True)
-    staging.rename(checkpoint_dir)
+def _load_checkpoint(accelerator: Accelerator, checkpoint_dir: Path) -> list[dict[str, float]]:
+    """Restore the last complete checkpoint (model, optimiser, scheduler, RNG states); the history of the steps
+    it holds (empty when there is none)."""
+    staging, previous = _sibling(checkpoint_dir, "new"), _sibling(checkpoint_dir, "old")
+    if accelerator.is_main_process and not checkpoint_dir.exists():  # killed between the two renames of a swap
+        if (staging / STEP_FILE).exists():
+            staging.rename(checkpoint_dir)
+        elif (previous / STEP_FILE).exists():
+            previous.rename(checkpoint_dir)
+    accelerator.wait_for_everyone()
+    if not (checkpoint_dir / STEP_FILE).exists():
+        return []
+    accelerator.load_state(str(checkpoint_dir))
+    return json.loads((checkpoint_dir / HISTORY_FILE).read_text())
+
+
+def _save_checkpoint(
+    accelerator: Accelerator,
+    checkpoint_dir: Path,
+    history: list[dict[str, float]],
+    before_swap: Callable[[int], None] | None,
+) -> None:
+    """Save the full training state next to the old checkpoint, then swap it in: at every moment one complete
+    checkpoint exists on disk (the step file is written last and marks a checkpoint complete).
+
+    `before_swap(step)` runs between the two (on the main process), so whatever it records (the cost so far)
+    never lags the checkpoint a later attempt resumes from: a kill in between makes that attempt redo, and be
+    charged for, a few steps."""
+    staging, previous = _sibling(checkpoint_dir, "new"), _sibling(checkpoint_dir, "old")
+    if accelerator.is_main_process:
+        shutil.rmtree(staging, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(staging))  # every process saves its part (its RNG states at least)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        atomic_write_json(staging / HISTORY_FILE, history)
+        atomic_write_text(staging / STEP_FILE, str(len(history)))
+        if before_swap is not None:
+            before_swap(len(history))
+        shutil.rmtree(previous, ignore_errors=True)
+        if checkpoint_dir.exists():
+            checkpoint_dir.rename(previous)
+        staging.rename(checkpoint_dir)
+        shutil.rmtree(previous, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def _sibling(checkpoint_dir: Path, suffix: str) -> Path:
+    return checkpoint_dir.with_name(f"{checkpoint_dir.name}.{suffix}")

@@ -1,0 +1,68 @@
+"""Several processes or machines: which slice of the work is this process's, and which process writes.
+
+Training runs under `accelerate launch` or `torchrun` (they set `RANK` and `WORLD_SIZE`); every process trains
+its share of each batch, and only the main process (rank 0) writes records, caches and leaderboards.
+Generation (teacher supervision, evaluation) is split into shards: `--shard i/n` on machine i of n, or the
+process's rank of the launch's world size; the shards are merged into one cache or one score.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from harness.errors import HarnessError
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """`"i/n"` -> `(i, n)` with 0 <= i < n; None for None."""
+    if text is None:
+        return None
+    index, sep, count = text.partition("/")
+    if sep and index.isdigit() and count.isdigit() and 0 <= int(index) < int(count):
+        return int(index), int(count)
+    raise HarnessError(f"malformed --shard {text!r}; expected i/n with 0 <= i < n, e.g. 0/4")
+
+
+def world_size() -> int:
+    """Processes in this launch (1 when not launched by accelerate or torchrun)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def is_main_process() -> bool:
+    return rank() == 0
+
+
+def init() -> None:
+    """Join the launch's process group, on this process's own GPU (a no-op for a single process)."""
+    if world_size() > 1:
+        import torch
+        from accelerate import PartialState
+
+        PartialState(cpu=not torch.cuda.is_available())
+
+
+def broadcast(value: Any) -> Any:
+    """The main process's `value`, on every process (picklable values)."""
+    if world_size() == 1:
+        return value
+    from accelerate.utils import broadcast_object_list
+
+    return broadcast_object_list([value])[0]
+
+
+def part() -> tuple[int, int]:
+    """This process's slice of shared work: (rank, world size)."""
+    return rank(), world_size()
+
+
+def barrier() -> None:
+    """Wait until every process of the launch gets here (no-op for a single process)."""
+    if world_size() > 1:
+        from accelerate import PartialState
+
+        PartialState().wait_for_everyone()

@@ -1,0 +1,139 @@
+"""A sweep: the grid pairs x methods x seeds, run cell by cell until it is complete.
+
+A cell is skipped when the results dir already holds its record (same pair, method, method parameters, seed
+and training settings). A cell that fails is recorded in `<results_dir>/failures/<cell>.json` (its one-line
+error and the traceback) and the sweep goes on with the next one; the failure file goes once the cell
+succeeds. Re-running the same command after a crash, or after fixing a failure's cause, runs only what is
+missing. SIGTERM stops the sweep (the running cell keeps its checkpoint and resumes on the re-run).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import traceback
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from harness import launch, pipeline
+from harness.cache import cache_key
+from harness.errors import HarnessError, Interrupted, unknown_choice
+from harness.io import atomic_write_json
+from harness.progress import console
+from harness.records import load_records, utc_now
+from trainers.objectives import METHODS
+
+FAILURES_DIR = "failures"
+
+
+class SweepIncomplete(HarnessError):
+    """Some cells failed; the others are done. The same command retries the failed ones."""
+
+    exit_code = 1
+
+
+@dataclass
+class SweepResult:
+    ran: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # cell -> one-line error
+
+
+def grid(
+    pairs: list[str], methods: list[str], seeds: list[int], params: dict[str, Any], template: pipeline.RunSpec
+) -> list[pipeline.RunSpec]:
+    """One spec per (pair, method, seed), in that order; each method takes the `params` it has (a parameter no
+    method of the sweep has is an error), the rest of every spec comes from `template`."""
+    for method in methods:
+        if method not in METHODS:
+            raise unknown_choice("method", method, METHODS)
+    fields = {m: {f.name for f in dataclasses.fields(METHODS[m].Params)} for m in methods}
+    for key in params:
+        if not any(key in names for names in fields.values()):
+            raise HarnessError(f"parameter {key!r} belongs to none of the methods {', '.join(methods)}")
+    specs = [
+        replace(
+            template,
+            pair=pair,
+            method=method,
+            seed=seed,
+            method_params={k: v for k, v in params.items() if k in fields[method]},
+        )
+        for pair in pairs
+        for method in methods
+        for seed in seeds
+    ]
+    for spec in specs:
+        pipeline.check_spec(spec)  # every name and parameter is checked before the first cell runs
+    return specs
+
+
+def cell_name(spec: pipeline.RunSpec) -> str:
+    """`<pair>-<method>-s<seed>-<settings hash>`: a file name for the cell."""
+    return f"{spec.pair}-{spec.method}-s{spec.seed}-{cache_key(_identity(spec))[:8]}"
+
+
+def run_sweep(specs: list[pipeline.RunSpec], results_dir: Path) -> SweepResult:
+    """Run every cell that has no record yet, going on after failures (see the module docstring)."""
+    result = SweepResult()
+    done = {json.dumps(_record_identity(r), sort_keys=True) for r in load_records(results_dir)[0]}
+    for spec in specs:
+        name = cell_name(spec)
+        failure = Path(results_dir) / FAILURES_DIR / f"{name}.json"
+        if json.dumps(_identity(spec), sort_keys=True) in done:
+            result.skipped.append(name)
+            continue
+        console.print(f"[bold]sweep[/] {name}")
+        try:
+            pipeline.run(replace(spec, results_dir=results_dir))
+        except Interrupted:
+            raise
+        except Exception as err:  # any failure of one cell is recorded; the sweep goes on with the next
+            line = _one_line(err)
+            result.failed[name] = line
+            console.print(f"[red]failed:[/] {name}: {line}", highlight=False)
+            if launch.is_main_process():
+                atomic_write_json(failure, _failure(spec, err, line))
+            continue
+        result.ran.append(name)
+        if launch.is_main_process():
+            failure.unlink(missing_ok=True)
+    return result
+
+
+def _identity(spec: pipeline.RunSpec) -> dict[str, Any]:
+    """What a record of this cell would say about pair, method, seed and settings (as JSON would hold it)."""
+    _, objective, config = pipeline.check_spec(spec)
+    identity = {"pair": spec.pair, "method": objective.name, "seed": spec.seed}
+    return json.loads(json.dumps(identity | pipeline.recorded_settings(spec, objective, config)))
+
+
+def _record_identity(record: Any) -> dict[str, Any]:
+    return {
+        "pair": record.pair,
+        "method": record.method,
+        "seed": record.seed,
+        "method_params": record.method_params,
+        "train_config": record.train_config,
+    }
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    message = text[0] if text else ""
+    return message if isinstance(err, HarnessError) else f"{type(err).__name__}: {message}"
+
+
+def _failure(spec: pipeline.RunSpec, err: BaseException, line: str) -> dict[str, Any]:
+    return {
+        "cell": cell_name(spec),
+        "pair": spec.pair,
+        "method": spec.method,
+        "seed": spec.seed,
+        "method_params": spec.method_params,
+        "train_overrides": spec.train_overrides,
+        "error": line,
+        "traceback": traceback.format_exception(err),
+        "failed_at": utc_now(),
+    }
