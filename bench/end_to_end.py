@@ -4,12 +4,12 @@ Cold: a fresh, empty $HARNESS_CACHE, so the run builds everything it needs once:
 and student trained from scratch on CPU; this takes minutes, most of the cold time), the teacher supervision and the
 teacher's scores. Warm: the same command again on that cache, so only training, evaluating the student, the record
 and the leaderboard remain. Each run is a separate `python -m harness run` process into its own results dir; the
-per-phase wall seconds are read from its record. The runs use torch's default thread count (what a user gets) unless
-`--threads` sets OMP_NUM_THREADS.
+per-phase wall seconds are read from its record. The runs use the threads the pair pins (`cpu_threads` in
+harness/pairs.toml, 1 for the tiny pair).
 `--skip-cold` times only the warm run, on the default cache (or `--cache`), which must then hold the tiny pair
 already (else that run is cold too, and the script says so).
 
-    PYTHONPATH=. python bench/end_to_end.py [--skip-cold] [--cache DIR] [--max-steps N] [--limit N] [--threads N]
+    PYTHONPATH=. python bench/end_to_end.py [--skip-cold] [--cache DIR] [--max-steps N] [--limit N]
 """
 
 from __future__ import annotations
@@ -24,18 +24,17 @@ from pathlib import Path
 
 from bench.common import configure, print_settings
 from harness.cache import cache_root
+from harness.pairs import get_pair
 from harness.records import load_records
 from harness.tiny import DEFAULT_SPEC, tiny_pair_dir
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def timed_run(cache: Path, results: Path, extra: list[str], threads: int | None) -> tuple[float, dict[str, float]]:
+def timed_run(cache: Path, results: Path, extra: list[str]) -> tuple[float, dict[str, float]]:
     """Wall seconds of one `harness run` process and the wall seconds of each phase in its record."""
     command = [sys.executable, "-m", "harness", "run", "--method", "hybrid", "--pair", "tiny", "--results-dir"]
     env = {**os.environ, "HARNESS_CACHE": str(cache), "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
-    if threads:
-        env["OMP_NUM_THREADS"] = str(threads)
     start = time.perf_counter()
     done = subprocess.run([*command, str(results), *extra], cwd=REPO, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - start
@@ -57,7 +56,6 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, help="cache for --skip-cold (default: $HARNESS_CACHE or its default)")
     parser.add_argument("--max-steps", type=int, help="passed to harness run (default: the pair's)")
     parser.add_argument("--limit", type=int, help="passed to harness run (default: the whole test split)")
-    parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS for the runs (default: torch's own choice)")
     args = parser.parse_args()
     configure()
     extra = [*(["--max-steps", str(args.max_steps)] if args.max_steps else [])]
@@ -66,7 +64,7 @@ def main() -> None:
         command="harness run --method hybrid --pair tiny " + " ".join(extra),
         skip_cold=args.skip_cold,
         cache=args.cache or ("fresh temp dir" if not args.skip_cold else cache_root()),
-        harness_threads=args.threads or "torch default, as a user gets it",
+        harness_threads=f"the pair's cpu_threads ({get_pair('tiny').cpu_threads})",
     )
     with tempfile.TemporaryDirectory() as tmp:
         if args.skip_cold:
@@ -76,9 +74,9 @@ def main() -> None:
                 print(f"note: {cache} holds no tiny pair yet, so this 'warm' run builds it (a cold run)")
         else:
             cache = Path(tmp, "cache")
-            cold = timed_run(cache, Path(tmp, "cold"), extra, args.threads)
+            cold = timed_run(cache, Path(tmp, "cold"), extra)
             show("cold (empty cache)", *cold, "tiny-pair build, teacher scores, start-up, loading, leaderboard")
-        warm = timed_run(cache, Path(tmp, "warm"), extra, args.threads)
+        warm = timed_run(cache, Path(tmp, "warm"), extra)
         show("warm (cache filled)", *warm, "start-up, loading, leaderboard")
         if not args.skip_cold:
             print(f"cold/warm = {cold[0] / warm[0]:.1f}x")

@@ -49,10 +49,20 @@ def parse_params(items: list[str]) -> dict[str, object]:
 
 
 def train_overrides(
-    max_steps: int | None, batch_size: int | None, lr: float | None, checkpoint_every: int | None
+    max_steps: int | None,
+    batch_size: int | None,
+    lr: float | None,
+    checkpoint_every: int | None,
+    lora_r: int | None = None,
 ) -> dict[str, object]:
     """The training settings given on the command line (the pair's own apply to the others)."""
-    settings = {"max_steps": max_steps, "batch_size": batch_size, "lr": lr, "checkpoint_every": checkpoint_every}
+    settings = {
+        "max_steps": max_steps,
+        "batch_size": batch_size,
+        "lr": lr,
+        "checkpoint_every": checkpoint_every,
+        "lora_r": lora_r,
+    }
     return {k: v for k, v in settings.items() if v is not None}
 
 
@@ -83,6 +93,9 @@ def run(
         int | None, typer.Option("--batch-size", help="Micro-batch size (default: the pair's).")
     ] = None,
     lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate (default: the pair's).")] = None,
+    lora_r: Annotated[
+        int | None, typer.Option("--lora-r", help="Train LoRA adapters of this rank (peft); merged at the end.")
+    ] = None,
     checkpoint_every: Annotated[
         int | None,
         typer.Option("--checkpoint-every", help="Checkpoint every N steps (default: the pair's); rerun to resume."),
@@ -108,7 +121,7 @@ def run(
     params = parse_params(param)
     if div:
         params["divergence"] = div
-    overrides = train_overrides(max_steps, batch_size, lr, checkpoint_every)
+    overrides = train_overrides(max_steps, batch_size, lr, checkpoint_every, lora_r)
     spec = RunSpec(
         pair=pair,
         method=method,

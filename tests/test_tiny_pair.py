@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from harness import tiny
@@ -87,3 +88,20 @@ def test_harness_run_tiny_end_to_end(mini_tiny, method: str, tmp_path: Path, mon
         assert done.value.code == 0
         page = (tmp_path / "analysis" / f"{record_path.stem}-risk.html").read_text()
         assert page.count("arith #") == sum(1 for row in rows[:2] if row["completion"]) >= 1
+
+
+def test_lora_run_saves_a_merged_student(mini_tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    results = tmp_path / "results"
+    args = ["run", "--method", "hybrid", "--pair", "tiny", "--max-steps", "3", "--limit", "2", "--lora-r", "4"]
+    monkeypatch.setattr(sys, "argv", ["harness", *args, "--lr", "0.05", "--results-dir", str(results)])
+    with pytest.raises(SystemExit) as done:
+        main()
+    assert done.value.code == 0
+    (record_path,) = (results / "runs").glob("*.json")
+    record = json.loads(record_path.read_text())
+    assert record["train_config"]["lora_r"] == 4
+    trained = load_file(results / "models" / record["run_id"] / "model.safetensors")
+    initial = load_file(tiny.ensure_tiny_pair() / "student" / "model.safetensors")
+    assert trained.keys() == initial.keys()  # merged: a plain model, no adapter weights
+    changed = [k for k in initial if not torch.equal(initial[k], trained[k])]
+    assert changed and all("embed" not in k and "norm" not in k for k in changed)  # only the linear layers moved

@@ -54,11 +54,15 @@ class TrainConfig:
     mixed_precision: str = "no"  # "bf16" on GPUs that have it
     checkpoint_every: int = 0  # steps; 0 = only at the end (and at SIGTERM)
     max_length: int | None = None  # prompt + completion tokens; longer completions are cut to fit
+    lora_r: int = 0  # > 0: train LoRA adapters of this rank on every linear layer (peft) and merge them at the end
+    lora_alpha: float = 16.0
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        """The settings that can change results (how often checkpoints are taken does not)."""
-        return {k: v for k, v in asdict(self).items() if k not in RESULT_NEUTRAL}
+        """The settings that can change results (how often checkpoints are taken does not; nor do the LoRA
+        settings of a run without LoRA)."""
+        neutral = RESULT_NEUTRAL if self.lora_r else (*RESULT_NEUTRAL, "lora_r", "lora_alpha")
+        return {k: v for k, v in asdict(self).items() if k not in neutral}
 
 
 @dataclass
@@ -192,7 +196,10 @@ def train(
         )
     n_params = sum(p.numel() for p in student.parameters())
     teacher_params = sum(p.numel() for p in teacher.parameters()) if teacher is not None else 0
-    optimizer = torch.optim.AdamW(student.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    if config.lora_r:
+        student = _with_lora(student, config)
+    trainable = [p for p in student.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(
         optimizer, math.ceil(config.warmup_frac * config.max_steps), config.max_steps
     )
@@ -314,12 +321,27 @@ def _on_any_process(accelerator: Accelerator, flag: bool) -> bool:
     return bool(accelerator.reduce(torch.tensor(float(flag), device=accelerator.device), reduction="sum") > 0)
 
 
+def _with_lora(student: PreTrainedModel, config: TrainConfig) -> torch.nn.Module:
+    """`student` with LoRA adapters on every linear layer (peft); only the adapters train. The adapters are
+    injected into `student` itself, so merging them at the end leaves the caller's model trained."""
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, target_modules="all-linear", task_type="CAUSAL_LM")
+    return get_peft_model(student, lora)
+
+
 def _save_student(accelerator: Accelerator, model: torch.nn.Module, folder: Path) -> None:
-    """Save the trained student with `save_pretrained`, gathering its weights when they are sharded (FSDP,
-    ZeRO-3); the main process writes."""
+    """Save the trained student with `save_pretrained` (LoRA adapters merged into the weights), gathering its
+    weights when they are sharded (FSDP, ZeRO-3); the main process writes."""
+    student = accelerator.unwrap_model(model).student
+    if hasattr(student, "merge_and_unload"):  # a LoRA-wrapped student: save a plain model, loadable anywhere
+        merged = student.merge_and_unload()
+        if accelerator.is_main_process:
+            merged.save_pretrained(folder)
+        accelerator.wait_for_everyone()
+        return
     state = accelerator.get_state_dict(model)  # every process takes part in the gather
     if accelerator.is_main_process:
-        student = accelerator.unwrap_model(model).student
         weights = {key.removeprefix("student."): value for key, value in state.items()}
         student.save_pretrained(folder, state_dict=weights)
     accelerator.wait_for_everyone()
