@@ -99,7 +99,10 @@ BUILD_THREADS = 1
 
 
 def tiny_pair_dir(spec: TinySpec) -> Path:
-    return cache_root() / "tiny" / cache_key(asdict(spec))
+    """The cache folder of a build: keyed by the recipe and by the `arith` training data it trains on."""
+    from tasks.arith import generate_split
+
+    return cache_root() / "tiny" / cache_key({**asdict(spec), "data": cache_key({"train": generate_split("train")})})
 
 
 def ensure_tiny_pair(spec: TinySpec | None = None) -> Path:
