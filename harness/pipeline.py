@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -169,9 +170,7 @@ def supervise(spec: RunSpec, part: tuple[int, int] = (0, 1)) -> Any:
     pair, _, _ = check_spec(spec)
     teacher_ref, student_ref = resolve(pair.teacher), resolve(pair.student)
     teacher_tokenizer = load_tokenizer(teacher_ref)
-    vocab_rows = shared_vocab(
-        teacher_tokenizer, load_tokenizer(student_ref), _embedding_rows(teacher_ref), _embedding_rows(student_ref)
-    )
+    vocab_rows = aligned_vocab(teacher_ref, student_ref, teacher_tokenizer, load_tokenizer(student_ref))
     return teacher_supervision(
         spec,
         pair,
@@ -238,16 +237,8 @@ def run(spec: RunSpec) -> tuple[RunRecord, Path] | None:
     teacher_ref, student_ref = resolve(pair.teacher), resolve(pair.student)
     student, tokenizer = load_model(student_ref, pair.dtype, pair.model_kwargs)
     teacher_tokenizer = load_tokenizer(teacher_ref)
-    teacher_config_rows = _embedding_rows(teacher_ref)
-    vocab_rows = shared_vocab(
-        teacher_tokenizer, tokenizer, teacher_config_rows, student.get_output_embeddings().weight.shape[0]
-    )
-    teacher_model: list[Any] = []
-
-    def load_teacher() -> Any:
-        if not teacher_model:
-            teacher_model.append(load_model(teacher_ref, pair.dtype, pair.model_kwargs)[0])
-        return teacher_model[0]
+    vocab_rows = aligned_vocab(teacher_ref, student_ref, teacher_tokenizer, tokenizer)
+    load_teacher = cache(lambda: load_model(teacher_ref, pair.dtype, pair.model_kwargs)[0])  # loaded once, if needed
 
     if objective.completions == "reference":
         task = load_task(pair.train_task)
@@ -356,8 +347,10 @@ def _sample_tokens(tokenizer: Any, results_dir: Path, scores: dict[str, TaskScor
     return total
 
 
-def _embedding_rows(model_ref: str) -> int:
-    """Rows of a model's output embedding, read from its config without loading weights."""
+def aligned_vocab(teacher_ref: str, student_ref: str, teacher_tokenizer: Any, student_tokenizer: Any) -> int:
+    """The vocabulary rows teacher and student are compared on (`trainers.vocab.shared_vocab`), with each model's
+    row count read from its config, without loading weights."""
     from transformers import AutoConfig
 
-    return AutoConfig.from_pretrained(model_ref).vocab_size
+    rows = [AutoConfig.from_pretrained(ref).vocab_size for ref in (teacher_ref, student_ref)]
+    return shared_vocab(teacher_tokenizer, student_tokenizer, *rows)
