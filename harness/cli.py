@@ -13,8 +13,8 @@ import typer
 from rich.logging import RichHandler
 from rich.table import Table
 
-from harness.errors import HarnessError
-from harness.progress import console
+from kdcore.errors import HarnessError
+from kdcore.progress import console
 
 app = typer.Typer(
     help="KD Harness: compare knowledge-distillation methods on fixed teacher-student pairs, with their cost.",
@@ -283,9 +283,9 @@ def eval_(
     from dataclasses import asdict
 
     from harness.cache import cache_key
-    from harness.io import atomic_write_json
     from harness.launch import parse_shard
     from harness.models import load_model
+    from kdcore.io import atomic_write_json
     from tasks import load_task
     from tasks.evaluate import evaluate_model, merge_shards
     from tasks.evaluate import rescore as rescore_log

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 from rich.table import Table
 
-from harness.errors import HarnessError, unknown_choice
 from harness.leaderboard import Group, group_runs, resolve_method, usable_records
+from kdcore.errors import HarnessError, unknown_choice
 
 LEVEL = 0.95
 BOOT_CELLS = 1 << 22  # resampled indices held at once: bounds memory whatever the number of problems

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from harness.errors import HarnessError
+from kdcore.errors import HarnessError
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:

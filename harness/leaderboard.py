@@ -37,11 +37,11 @@ from typing import Any
 import numpy as np
 
 from harness.cache import cache_key
-from harness.errors import HarnessError, unknown_choice
-from harness.io import atomic_write_bytes, atomic_write_text
 from harness.leaderboard_html import Cell, Section, render_html
 from harness.plots import pair_plots
 from harness.records import RunRecord, load_records
+from kdcore.errors import HarnessError, unknown_choice
+from kdcore.io import atomic_write_bytes, atomic_write_text
 
 log = logging.getLogger(__name__)
 

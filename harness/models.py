@@ -14,8 +14,8 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from harness.errors import HarnessError, unknown_choice
 from harness.pairs import DTYPES
+from kdcore.errors import HarnessError, unknown_choice
 
 BUILTIN = "builtin:"
 

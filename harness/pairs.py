@@ -9,7 +9,7 @@ from typing import Any
 
 import tomllib
 
-from harness.errors import HarnessError, unknown_choice
+from kdcore.errors import HarnessError, unknown_choice
 
 DEFAULT_PAIRS_FILE = Path(__file__).with_name("pairs.toml")
 SCHEMA_VERSION = 1

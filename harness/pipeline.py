@@ -16,14 +16,11 @@ from typing import Any
 import torch
 
 from harness import launch
-from harness.accounting import CostLedger, device_count, device_kind
+from harness.accounting import CostLedger, device_count
 from harness.cache import cache_key, cache_root
-from harness.errors import HarnessError, unknown_choice
-from harness.io import atomic_write_json, atomic_write_text
 from harness.models import load_model, load_tokenizer, resolve
 from harness.pairs import Pair, get_pair
-from harness.progress import console
-from harness.records import RunRecord, TaskScore, environment, new_run_id, write_record
+from harness.records import RunRecord, environment, new_run_id, write_record
 from harness.resume import RunState, run_folder
 from harness.supervise import (
     SupervisionSettings,
@@ -32,6 +29,11 @@ from harness.supervise import (
     pair_renderer,
     reference_examples,
 )
+from kdcore.costs import device_kind
+from kdcore.errors import HarnessError, unknown_choice
+from kdcore.io import atomic_write_json, atomic_write_text
+from kdcore.progress import console
+from kdcore.scores import TaskScore
 from tasks import load_task
 from tasks.evaluate import evaluate_model, merge_shards
 from tasks.generation import BACKENDS, make_generator

@@ -10,13 +10,14 @@ import json
 import platform
 import secrets
 import subprocess
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from harness.io import atomic_write_json
+from kdcore.io import atomic_write_json
+from kdcore.scores import TaskScore
 
 SCHEMA_VERSION = 1
 RECORD_GLOB = "runs/*.json"
@@ -40,16 +41,6 @@ def new_run_id(pair: str, method: str, seed: int, created: str | None = None) ->
     """A unique, sortable run id: pair, method, seed, UTC time and a random suffix."""
     stamp = (created or utc_now()).replace("-", "").replace(":", "")
     return f"{pair}-{method}-s{seed}-{stamp}-{secrets.token_hex(3)}"
-
-
-@dataclass
-class TaskScore:
-    """A benchmark's score for one model: the primary metric, the number of docs, and any other metrics."""
-
-    score: float
-    n: int
-    metrics: dict[str, float] = field(default_factory=dict)
-    samples: str | None = None  # per-sample log, relative to the results dir
 
 
 @dataclass

@@ -21,7 +21,7 @@ from typing import Any
 from harness import launch
 from harness.accounting import CostLedger
 from harness.cache import cache_key, cache_root
-from harness.io import atomic_write_json
+from kdcore.io import atomic_write_json
 
 STATE_FILE = "run.json"
 

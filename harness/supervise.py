@@ -23,12 +23,13 @@ import pyarrow as pa
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from harness.accounting import CostLedger, PhaseCost, device_kind, timed
+from harness.accounting import CostLedger
 from harness.cache import cache_key, cache_root
-from harness.io import atomic_write_json
 from harness.launch import is_main_process
 from harness.pairs import Pair
-from harness.progress import progress_bar
+from kdcore.costs import PhaseCost, device_kind, timed
+from kdcore.io import atomic_write_json
+from kdcore.progress import progress_bar
 from tasks import Doc, Messages, Task, load_task
 from tasks.generation import Generator, render_prompt
 from trainers.batch import collate

@@ -18,10 +18,10 @@ from typing import Any
 
 from harness import launch, pipeline
 from harness.cache import cache_key
-from harness.errors import HarnessError, Interrupted, unknown_choice
-from harness.io import atomic_write_json
-from harness.progress import console
 from harness.records import load_records, utc_now
+from kdcore.errors import HarnessError, Interrupted, unknown_choice
+from kdcore.io import atomic_write_json
+from kdcore.progress import console
 from trainers.objectives import METHODS
 
 FAILURES_DIR = "failures"

@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
 
-from harness.errors import HarnessError, unknown_choice
+from kdcore.errors import HarnessError, unknown_choice
 
 Doc = dict[str, Any]
 Messages = list[dict[str, str]]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from harness.errors import HarnessError, unknown_choice
+from kdcore.errors import HarnessError, unknown_choice
 from tasks.base import Doc
 
 DATA_DIR = Path(__file__).with_name("data")

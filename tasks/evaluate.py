@@ -18,9 +18,9 @@ from pathlib import Path
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from harness.errors import HarnessError
-from harness.io import atomic_write_text
-from harness.records import TaskScore
+from kdcore.errors import HarnessError
+from kdcore.io import atomic_write_text
+from kdcore.scores import TaskScore
 from tasks.base import Doc, Messages, Task, load_task
 from tasks.generation import Generator, make_generator
 

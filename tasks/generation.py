@@ -14,8 +14,8 @@ from typing import Any, Protocol
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from harness.errors import HarnessError, unknown_choice
-from harness.progress import progress_bar
+from kdcore.errors import HarnessError, unknown_choice
+from kdcore.progress import progress_bar
 from tasks.base import Messages
 
 logger = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from harness.errors import unknown_choice
+from kdcore.errors import unknown_choice
 from tasks.base import Doc, Messages, Task, register_task
 from tasks.data import DATA_SOURCES, fewshot_docs, load_docs
 

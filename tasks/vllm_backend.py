@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from harness.errors import HarnessError
+from kdcore.errors import HarnessError
 from tasks.generation import truncate_at_stop
 
 CPU_KV_CACHE_BYTES = 1 << 30

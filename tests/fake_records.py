@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from harness.cache import cache_key
-from harness.records import RunRecord, TaskScore, write_record
+from harness.records import RunRecord, write_record
+from kdcore.scores import TaskScore
 
 ARITH_DOCS = 200
 SUPERVISE_TINY = {"key": "sup-tiny-0123", "hours": 0.024}  # one teacher-supervision build on the tiny pair

@@ -17,7 +17,7 @@ from harness.analysis.tiny_student import (
     study_objective,
     train_student,
 )
-from harness.errors import HarnessError
+from kdcore.errors import HarnessError
 from trainers.objectives import TeacherRows
 
 torch.set_num_threads(1)

@@ -11,8 +11,9 @@ from rich.console import Console
 
 import harness.compare
 from harness.compare import bootstrap_interval, compare, comparison_table
-from harness.errors import HarnessError
-from harness.records import TaskScore, write_record
+from harness.records import write_record
+from kdcore.errors import HarnessError
+from kdcore.scores import TaskScore
 from tests.fake_records import make_record, phase, write_fake_results, write_samples
 
 

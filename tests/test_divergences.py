@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from harness.errors import HarnessError
+from kdcore.errors import HarnessError
 from trainers.divergences import DIVERGENCES, divergence_from_logprobs, token_divergence
 
 torch.set_num_threads(1)

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.errors import HarnessError
 from harness.models import load_model, resolve
 from harness.pairs import get_pair
 from harness.supervise import pair_renderer
+from kdcore.errors import HarnessError
 from tasks import evaluate, load_task
 from tasks.generation import TransformersGenerator
 

@@ -12,7 +12,7 @@ from lm_eval.api.instance import Instance
 from lm_eval.api.metrics import exact_match_hf_evaluate
 from lm_eval.filters import build_filter_ensemble
 
-from harness.errors import HarnessError
+from kdcore.errors import HarnessError
 from tasks import load_task
 from tasks.arith import Arith
 from tasks.gsm8k import GSM8K

@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 
 from harness.accounting import CostLedger
-from harness.errors import HarnessError
 from harness.leaderboard import (
     build_leaderboard,
     charged_hours,
@@ -27,7 +26,9 @@ from harness.leaderboard import (
     leaderboard_latex,
 )
 from harness.plots import pareto_front
-from harness.records import TaskScore, load_records, write_record
+from harness.records import load_records, write_record
+from kdcore.errors import HarnessError
+from kdcore.scores import TaskScore
 from tests.fake_records import (
     ACCURACY,
     SUPERVISE_QWEN,

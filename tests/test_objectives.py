@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from harness.errors import HarnessError
+from kdcore.errors import HarnessError
 from trainers.objectives import METHODS, TeacherRows, load_method
 from trainers.topk import topk_logprobs
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import HarnessError
 from harness.pairs import ARCHITECTURES, get_pair, load_pairs
+from kdcore.errors import HarnessError
 
 REAL_PAIRS = {"qwen", "qwen3", "llama", "llama-3b", "gemma", "deepseek", "deepseek-coder"}
 

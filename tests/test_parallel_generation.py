@@ -7,9 +7,9 @@ from functools import partial
 
 import pytest
 
-from harness.errors import HarnessError
 from harness.models import resolve
 from harness.pairs import get_pair
+from kdcore.errors import HarnessError
 from tasks import load_task
 from tasks.generation import TransformersGenerator, make_generator, render_prompt
 from tasks.parallel import DataParallelGenerator

@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 from harness.accounting import CostLedger
-from harness.records import RunRecord, TaskScore, load_records, write_record
+from harness.records import RunRecord, load_records, write_record
+from kdcore.scores import TaskScore
 
 
 def make_record(**overrides) -> RunRecord:

@@ -19,11 +19,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from harness.accounting import CostLedger, PhaseCost
+from harness.accounting import CostLedger
 from harness.cli import main
-from harness.errors import HarnessError, Interrupted
 from harness.pipeline import RunSpec
 from harness.resume import RunState, run_folder
+from kdcore.costs import PhaseCost
+from kdcore.errors import HarnessError, Interrupted
 from tests.tiny_training import synthetic_examples, tiny_student
 from trainers.loop import TrainConfig, train
 from trainers.objectives import load_method

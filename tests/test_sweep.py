@@ -10,11 +10,11 @@ import pytest
 
 from harness import pipeline
 from harness.cli import main
-from harness.errors import HarnessError
 from harness.leaderboard import usable_records
 from harness.pipeline import RunSpec
 from harness.records import load_records
 from harness.sweep import cell_name, grid
+from kdcore.errors import HarnessError
 
 
 def sweep(monkeypatch: pytest.MonkeyPatch, results: Path, *extra: str) -> int:

@@ -9,7 +9,7 @@ import shutil
 import datasets
 import pytest
 
-from harness.errors import HarnessError
+from kdcore.errors import HarnessError
 from tasks import data
 from tasks.data import DATA_DIR, fewshot_docs, load_docs
 from tasks.gsm8k import GSM8K

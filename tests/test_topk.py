@@ -8,7 +8,7 @@ import pytest
 import torch
 from datasets import Dataset
 
-from harness.errors import HarnessError
+from kdcore.errors import HarnessError
 from trainers.divergences import DIVERGENCES, token_divergence
 from trainers.topk import (
     mean_topk_gap,

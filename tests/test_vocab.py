@@ -7,7 +7,7 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from harness.errors import HarnessError
+from kdcore.errors import HarnessError
 from trainers.divergences import token_divergence
 from trainers.vocab import align_logits, shared_vocab
 

@@ -48,7 +48,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from harness.errors import HarnessError, unknown_choice
+from kdcore.errors import HarnessError, unknown_choice
 
 
 @dataclass(frozen=True)

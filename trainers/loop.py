@@ -27,10 +27,10 @@ from accelerate import Accelerator, DataLoaderConfiguration
 from torch import Tensor
 from transformers import PreTrainedModel, get_cosine_schedule_with_warmup
 
-from harness.accounting import PhaseCost
-from harness.errors import HarnessError, Interrupted
-from harness.io import atomic_write_json, atomic_write_text
-from harness.progress import progress_bar
+from kdcore.costs import PhaseCost
+from kdcore.errors import HarnessError, Interrupted
+from kdcore.io import atomic_write_json, atomic_write_text
+from kdcore.progress import progress_bar
 from trainers.batch import Batch, collate
 from trainers.chunked import chunked_token_loss
 from trainers.objectives import Objective, TeacherRows, entropy_rows, teacher_logprobs

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from harness.errors import HarnessError, unknown_choice
+from kdcore.errors import HarnessError, unknown_choice
 
 
 @dataclass

@@ -39,7 +39,7 @@ import torch
 from datasets import Features, List, Value
 from torch import Tensor
 
-from harness.errors import HarnessError
+from kdcore.errors import HarnessError
 from trainers.divergences import divergence_from_logprobs, log_softmax
 
 

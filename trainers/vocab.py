@@ -11,7 +11,7 @@ from __future__ import annotations
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
-from harness.errors import HarnessError
+from kdcore.errors import HarnessError
 
 
 def _ids_used(tokenizer: PreTrainedTokenizerBase) -> int:

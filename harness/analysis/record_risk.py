@@ -8,11 +8,11 @@ from pathlib import Path
 import torch
 
 from harness.analysis.risk_view import risk_panel, write_risk_html
-from harness.errors import HarnessError
 from harness.models import load_model
 from harness.pairs import get_pair
 from harness.records import RunRecord
 from harness.supervise import encode
+from kdcore.errors import HarnessError
 from trainers.batch import collate
 from trainers.loop import hidden_rows, logits_fn
 

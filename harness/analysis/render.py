@@ -17,7 +17,7 @@ import numpy as np
 from matplotlib import colors
 from matplotlib.figure import Figure
 
-from harness.io import atomic_write_bytes, atomic_write_text
+from kdcore.io import atomic_write_bytes, atomic_write_text
 
 
 @dataclass(frozen=True)

@@ -36,8 +36,8 @@ from harness.analysis.process import ROLES, FiniteStateTeacher
 from harness.analysis.render import Panel, write_heatmap_png, write_token_html
 from harness.analysis.students import StudentFn
 from harness.analysis.tiny_student import STUDY_METHODS, TrainConfig, model_student, train_student
-from harness.errors import unknown_choice
-from harness.io import atomic_write_json, atomic_write_text
+from kdcore.errors import unknown_choice
+from kdcore.io import atomic_write_json, atomic_write_text
 
 DEFAULT_METHODS = ("hard", "soft", "hybrid", "hybrid-confidence", "hybrid-risk")
 DEFAULT_SEEDS = (0, 1, 2)

@@ -19,7 +19,7 @@ from torch import nn
 
 from harness.analysis.process import FiniteStateTeacher
 from harness.analysis.students import StudentFn
-from harness.errors import unknown_choice
+from kdcore.errors import unknown_choice
 from trainers import load_method
 from trainers.objectives import Objective, TeacherRows
 
