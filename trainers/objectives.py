@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from kdcore.errors import HarnessError, unknown_choice
+from trainers.plan import DataPlan
 
 
 @dataclass
@@ -61,6 +62,17 @@ class Objective(ABC):
 
     def config(self) -> dict[str, Any]:
         return dataclasses.asdict(self.params)
+
+    def data_plan(self, teacher_signal: str = "topk") -> DataPlan:
+        """What the driver prepares for this method; `teacher_signal` ('topk' or 'online') is the run's choice
+        for methods that read soft labels (on-policy methods always need the online teacher)."""
+        if self.on_policy:
+            signal = "online"
+        elif self.soft_labels:
+            signal = teacher_signal
+        else:
+            signal = "none"
+        return DataPlan(completions=self.completions, teacher_signal=signal, on_policy=self.on_policy)  # type: ignore[arg-type]
 
 
 METHODS: dict[str, type[Objective]] = {}

@@ -1,0 +1,36 @@
+"""A method's data plan: what the run driver must prepare before training, so it never branches on method names.
+
+Each objective returns one from `Objective.data_plan(teacher_signal)`; the driver (harness/) reads only this.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Completions = Literal["reference", "teacher"]
+TeacherSignal = Literal["none", "topk", "online"]
+
+
+@dataclass(frozen=True)
+class DataPlan:
+    """What a method trains on.
+
+    completions: the completions of the training examples: the data set's reference answers, or the teacher's
+        samples (the supervision cache, which also holds the top-k soft labels).
+    teacher_signal: the teacher's distribution during training: none, top-k soft labels from the cache, or a
+        teacher model resident beside the student (full logits, online).
+    on_policy: the student's own samples replace some batches during training (needs the online teacher).
+    student_responses: the initial student's own responses to the training prompts, generated once before
+        training and cached like the teacher's supervision (DistiLLM-2's second data set).
+    """
+
+    completions: Completions = "teacher"
+    teacher_signal: TeacherSignal = "none"
+    on_policy: bool = False
+    student_responses: bool = False
+
+    @property
+    def needs_teacher_model(self) -> bool:
+        """Whether the teacher's weights must be resident while the student trains."""
+        return self.teacher_signal == "online"
