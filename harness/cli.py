@@ -88,6 +88,9 @@ def run(
     div: Annotated[
         str | None, typer.Option("--div", help="Divergence for soft/hybrid methods (fkl, rkl, jsd, ...).")
     ] = None,
+    preset: Annotated[
+        str | None, typer.Option("--preset", help="Named parameter values, e.g. bridge-garden (see `harness methods`).")
+    ] = None,
     max_steps: Annotated[int | None, typer.Option("--max-steps", help="Optimiser steps (default: the pair's).")] = None,
     batch_size: Annotated[
         int | None, typer.Option("--batch-size", help="Micro-batch size (default: the pair's).")
@@ -117,10 +120,12 @@ def run(
     from harness.leaderboard import build_leaderboard
     from harness.pipeline import RunSpec
     from harness.pipeline import run as run_pipeline
+    from trainers.bridge_garden import apply_preset
 
     params = parse_params(param)
     if div:
         params["divergence"] = div
+    params = apply_preset(method, preset, params)
     overrides = train_overrides(max_steps, batch_size, lr, checkpoint_every, lora_r)
     spec = RunSpec(
         pair=pair,
@@ -429,22 +434,37 @@ def pairs(pairs_file: PairsFile = None) -> None:
 
 @app.command()
 def methods() -> None:
-    """List the distillation methods and their parameters."""
-    import dataclasses
-
+    """List the distillation methods, each parameter's meaning, default, range and source, the divergences and
+    the presets."""
+    from trainers.bridge_garden import PRESETS
+    from trainers.divergences import DIVERGENCES
     from trainers.objectives import METHODS
+    from trainers.params import describe
 
-    table = Table(title="methods")
-    for column in ("method", "description", "parameters (defaults)"):
+    table = Table(title="methods", show_lines=True)
+    for column in ("method", "description", "parameter", "default", "allowed", "meaning", "source"):
         table.add_column(column)
     for name in sorted(METHODS):
         cls = METHODS[name]
-        params = ", ".join(
-            f"{f.name}={f.default if f.default is not dataclasses.MISSING else f.default_factory()}"
-            for f in dataclasses.fields(cls.Params)
-        )
-        table.add_row(name, cls.description, params or "-")
+        rows = describe(cls.Params) or [dict.fromkeys(("name", "default", "allowed", "meaning", "source"), "-")]
+        for i, row in enumerate(rows):
+            first = (name, cls.description) if i == 0 else ("", "")
+            table.add_row(*first, row["name"], row["default"], row["allowed"], row["meaning"], row["source"])
     console.print(table)
+    divergences = Table(title="divergences (--div NAME, --param div_params='{...}')")
+    for column in ("divergence", "formula", "parameters (defaults)"):
+        divergences.add_column(column)
+    for spec in DIVERGENCES.values():
+        defaults = ", ".join(f"{k}={v}" for k, v in spec.defaults.items()) or "-"
+        divergences.add_row(spec.name, spec.description, defaults)
+    console.print(divergences)
+    presets = Table(title="presets (--preset NAME; explicit --param values win)")
+    for column in ("preset", "method", "values"):
+        presets.add_column(column)
+    for preset, by_method in PRESETS.items():
+        for method, values in by_method.items():
+            presets.add_row(preset, method, ", ".join(f"{k}={v}" for k, v in values.items()))
+    console.print(presets)
 
 
 @app.command("tasks")

@@ -39,6 +39,19 @@ def ab_formula(alpha: float, beta: float, p: list[float] = P, q: list[float] = Q
     )
 
 
+def entropy(x: list[float]) -> float:
+    return -sum(a * math.log(a) for a in x)
+
+
+def csd_formula(z_s: list[float], z_t: list[float], a: list[float], b: list[float]) -> float:
+    """1/4 sum_ij a_i b_j (d_i - d_j)^2, d = z_s - z_t: the O(V^2) definition."""
+    d = [x - y for x, y in zip(z_s, z_t, strict=True)]
+    return 0.25 * sum(a[i] * b[j] * (d[i] - d[j]) ** 2 for i in range(len(d)) for j in range(len(d)))
+
+
+LOG_P, LOG_Q = [math.log(a) for a in P], [math.log(b) for b in Q]
+H_P, H_Q = entropy(P), entropy(Q)
+
 KNOWN_VALUES = {
     ("fkl", ()): kl(P, Q),
     ("rkl", ()): kl(Q, P),
@@ -54,6 +67,17 @@ KNOWN_VALUES = {
     ("ab", (("alpha", 2.0), ("beta", 1.0))): ab_formula(2.0, 1.0),
     ("ab", (("alpha", 0.2), ("beta", 0.7))): ab_formula(0.2, 0.7),
     ("ab", (("alpha", 1.5), ("beta", -0.5))): ab_formula(1.5, -0.5),
+    ("jsd-skew", (("lam", 0.1),)): 0.9 * kl(P, mix(0.9, P, Q)) + 0.1 * kl(Q, mix(0.9, P, Q)),
+    ("akl-entropy", ()): H_P / (H_P + H_Q) * kl(P, Q) + H_Q / (H_P + H_Q) * kl(Q, P),
+    # From log-probs a logit divergence takes them as logits at T = 1: student weights are Q itself.
+    ("csd", (("weights", "student"),)): csd_formula(LOG_Q, LOG_P, Q, Q),
+    ("csd", (("weights", "teacher-student"),)): csd_formula(LOG_Q, LOG_P, P, Q),
+    ("csd", (("weights", "uniform-student"),)): csd_formula(LOG_Q, LOG_P, [1 / 3] * 3, Q),
+    ("dld", (("weights", "uniform"), ("normalization", "none"))): 0.25
+    * sum((b - a) ** 2 for a, b in zip(LOG_P, LOG_Q, strict=True))
+    / 3,
+    ("dld", (("weights", "teacher"), ("normalization", "none"))): 0.25
+    * sum(p * (b - a) ** 2 for p, a, b in zip(P, LOG_P, LOG_Q, strict=True)),
 }
 
 
@@ -242,7 +266,8 @@ def test_float64_inputs_stay_float64() -> None:
 
 def test_unknown_names_and_parameters_list_the_valid_ones() -> None:
     logprobs = random_logprobs(2, 3)
-    with pytest.raises(HarnessError, match="unknown divergence 'kl'; valid choices: ab, akl, fkl"):
+    valid = "ab, akl, akl-entropy, csd, dld, fkl"
+    with pytest.raises(HarnessError, match=f"unknown divergence 'kl'; valid choices: {valid}"):
         divergence_from_logprobs("kl", logprobs, logprobs)
     with pytest.raises(HarnessError, match="unknown parameter 'beta' for divergence 'sfkl'; valid parameters: skew"):
         divergence_from_logprobs("sfkl", logprobs, logprobs, beta=0.5)
@@ -270,3 +295,165 @@ def test_registry_describes_every_divergence() -> None:
     for name, spec in DIVERGENCES.items():
         assert spec.name == name and spec.description
     assert DIVERGENCES["ab"].defaults == {"alpha": 0.5, "beta": 0.5}
+
+
+# --- logit divergences (csd, dld) and the Bridge-Garden / DistiLLM variants -----------------------------------
+
+
+def test_csd_student_weights_is_half_the_weighted_variance_of_the_logit_gap() -> None:
+    torch.manual_seed(7)
+    z_s, z_t = torch.randn(5, 9, dtype=torch.float64), torch.randn(5, 9, dtype=torch.float64)
+    for tau in (1.0, 0.5, 2.0):
+        w = torch.softmax(z_s / tau, -1)
+        d = z_s - z_t  # raw logits: the temperature only sets the weights, as in the CSD release
+        variance = (w * (d - (w * d).sum(-1, keepdim=True)) ** 2).sum(-1)
+        assert torch.allclose(token_divergence("csd", z_s, z_t, temperature=tau), 0.5 * variance, rtol=1e-12)
+
+
+@pytest.mark.parametrize("weights", ["student", "teacher", "uniform", "teacher-student", "uniform-student"])
+def test_csd_equals_the_pairwise_definition(weights: str) -> None:
+    z_s, z_t = [1.0, -2.0, 0.5, 3.0], [0.0, 1.0, -1.0, 2.5]
+    soft = {
+        "student": torch.tensor(z_s, dtype=torch.float64).softmax(-1).tolist(),
+        "teacher": torch.tensor(z_t, dtype=torch.float64).softmax(-1).tolist(),
+        "uniform": [0.25] * 4,
+    }
+    first, _, second = weights.partition("-")
+    expected = csd_formula(z_s, z_t, soft[first], soft[second or first])
+    value = token_divergence(
+        "csd", torch.tensor(z_s, dtype=torch.float64), torch.tensor(z_t, dtype=torch.float64), weights=weights
+    )
+    assert value.item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_csd_is_invariant_to_a_shift_of_either_logit_vector() -> None:
+    torch.manual_seed(8)
+    z_s, z_t = torch.randn(4, 7, dtype=torch.float64), torch.randn(4, 7, dtype=torch.float64)
+    shift_s, shift_t = torch.randn(4, 1, dtype=torch.float64) * 50, torch.randn(4, 1, dtype=torch.float64) * 50
+    for weights in ("student", "teacher-student", "uniform-student"):
+        base = token_divergence("csd", z_s, z_t, weights=weights)
+        shifted = token_divergence("csd", z_s + shift_s, z_t + shift_t, weights=weights)
+        assert torch.allclose(base, shifted, rtol=1e-9)
+
+
+def test_csd_gradient_is_the_papers_linear_time_estimator() -> None:
+    torch.manual_seed(9)
+    z_t = torch.randn(3, 8, dtype=torch.float64)
+    z_s = torch.randn(3, 8, dtype=torch.float64, requires_grad=True)
+    (grad,) = torch.autograd.grad(token_divergence("csd", z_s, z_t, temperature=0.7).sum(), z_s)
+    w, d = torch.softmax(z_s.detach() / 0.7, -1), z_s.detach() - z_t
+    assert torch.allclose(grad, w * (d - (w * d).sum(-1, keepdim=True)), rtol=1e-12, atol=1e-15)
+    # CSD (T,S): the release's csd_weighting_function gradient, 1/2 p_S (d - E_T d) + 1/2 p_T (d - E_S d)
+    (grad,) = torch.autograd.grad(token_divergence("csd", z_s, z_t, weights="teacher-student").sum(), z_s)
+    p_s, p_t = torch.softmax(z_s.detach(), -1), torch.softmax(z_t, -1)
+    expected = 0.5 * p_t * (d - (p_s * d).sum(-1, keepdim=True)) + 0.5 * p_s * (d - (p_t * d).sum(-1, keepdim=True))
+    assert torch.allclose(grad, expected, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [
+        ("csd", {"weights": "student"}),
+        ("csd", {"weights": "uniform-student"}),
+        ("dld", {"weights": "student", "normalization": "mean"}),
+        ("dld", {"weights": "uniform", "normalization": "std"}),
+        ("dld", {"weights": "uniform", "normalization": "none"}),
+        ("dld", {"weights": "student", "normalization": "logsoftmax"}),
+    ],
+    ids=str,
+)
+def test_logit_divergence_gradcheck_with_respect_to_the_teacher(name: str, params: dict) -> None:
+    # Student and uniform weights do not depend on the teacher, so the value is smooth in z_T with its exact gradient.
+    torch.manual_seed(10)
+    z_s = torch.randn(3, 6, dtype=torch.float64)
+    z_t = torch.randn(3, 6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: token_divergence(name, z_s, t, **params), (z_t,))
+
+
+def test_dld_with_uniform_weights_gradcheck_with_respect_to_the_student() -> None:
+    z_t = torch.randn(3, 6, dtype=torch.float64)
+    z_s = torch.randn(3, 6, dtype=torch.float64, requires_grad=True)
+    for normalization in ("none", "mean", "min", "max", "std", "range", "logsoftmax"):
+        assert torch.autograd.gradcheck(
+            lambda s, n=normalization: token_divergence("dld", s, z_t, weights="uniform", normalization=n), (z_s,)
+        )
+
+
+def test_dld_normalisations_on_a_hand_case() -> None:
+    z_s, z_t = [1.0, 2.0, 4.0], [0.0, 3.0, 3.0]
+
+    def mean_c(z):
+        m = sum(z) / 3
+        return [x - m for x in z]
+
+    def std_c(z):
+        c = mean_c(z)
+        sd = math.sqrt(sum(x * x for x in c) / 2)  # Bessel's correction, as torch.std
+        return [x / (sd + 1e-9) for x in c]
+
+    def rng(z):
+        return [2 * (x - min(z)) / (max(z) - min(z) + 1e-9) - 1 for x in z]
+
+    def lsm(z):
+        lse = math.log(sum(math.exp(x) for x in z))
+        return [x - lse for x in z]
+
+    norms = {
+        "none": lambda z: z,
+        "mean": mean_c,
+        "min": lambda z: [x - min(z) for x in z],
+        "max": lambda z: [x - max(z) for x in z],
+        "std": std_c,
+        "range": rng,
+        "logsoftmax": lsm,
+    }
+    w_s = torch.tensor(z_s, dtype=torch.float64).softmax(-1).tolist()
+    for normalization, n in norms.items():
+        gap = [a - b for a, b in zip(n(z_s), n(z_t), strict=True)]
+        args = (torch.tensor([z_s], dtype=torch.float64), torch.tensor([z_t], dtype=torch.float64))
+        uniform = token_divergence("dld", *args, weights="uniform", normalization=normalization).item()
+        assert uniform == pytest.approx(0.25 * sum(g * g for g in gap) / 3, rel=1e-12), normalization
+        student = token_divergence("dld", *args, weights="student", normalization=normalization).item()
+        assert student == pytest.approx(0.25 * sum(w * g * g for w, g in zip(w_s, gap, strict=True)), rel=1e-12)
+
+
+def test_jsd_skew_is_jsd_with_beta_one_minus_lambda() -> None:
+    torch.manual_seed(11)
+    teacher, student = random_logprobs(5, 8), random_logprobs(5, 8)
+    assert torch.allclose(
+        divergence_from_logprobs("jsd-skew", student, teacher, lam=0.1),
+        divergence_from_logprobs("jsd", student, teacher, beta=0.9),
+        rtol=1e-12,
+    )
+    logits = torch.randn(3, 8, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda z: divergence_from_logprobs("jsd-skew", torch.log_softmax(z, -1), teacher[:3]), (logits,)
+    )
+
+
+def test_akl_entropy_gradient_treats_its_weights_as_constants() -> None:
+    teacher = torch.tensor(P, dtype=torch.float64).log()
+    logits = torch.tensor(Q, dtype=torch.float64).log().requires_grad_(True)
+
+    def grad(name: str) -> torch.Tensor:
+        return torch.autograd.grad(token_divergence(name, logits, teacher), logits)[0]
+
+    w = H_P / (H_P + H_Q)
+    assert torch.allclose(grad("akl-entropy"), w * grad("fkl") + (1 - w) * grad("rkl"), rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "message"),
+    [
+        ("csd", {"weights": "student-student-teacher"}, "csd weights"),
+        ("csd", {"weights": 0.5}, "must be a string"),
+        ("dld", {"normalization": "zscore"}, "dld normalization 'zscore' unknown"),
+        ("dld", {"weights": "both"}, "dld weights 'both' unknown"),
+        ("jsd-skew", {"lam": 1.0}, "lam must be in"),
+        ("csd", {"beta": 0.5}, "unknown parameter 'beta' for divergence 'csd'"),
+    ],
+)
+def test_bad_logit_divergence_parameters_are_rejected(name: str, params: dict, message: str) -> None:
+    logits = torch.randn(2, 3)
+    with pytest.raises(HarnessError, match=message):
+        token_divergence(name, logits, logits, **params)

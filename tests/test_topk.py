@@ -36,7 +36,9 @@ def test_equals_the_full_divergence_when_k_is_the_vocabulary(name: str) -> None:
     ids, logprobs = topk_logprobs(teacher, 10, dtype=torch.float32)
     assert torch.isneginf(logprobs[..., -1]).all()
     bucketed = topk_divergence(name, student, ids, logprobs)
-    assert torch.allclose(bucketed, token_divergence(name, student, teacher), rtol=1e-5, atol=1e-5)
+    # The cache stores log-probs, not raw logits: cached dld (normalisation none) is dld on log-softmaxed logits.
+    params = {"normalization": "logsoftmax"} if name == "dld" else {}
+    assert torch.allclose(bucketed, token_divergence(name, student, teacher, **params), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -150,3 +152,32 @@ def test_bad_k_and_column_counts_are_rejected() -> None:
         topk_logprobs(torch.randn(2, 5), 6)
     with pytest.raises(ValueError, match="columns"):
         teacher_buckets(torch.zeros(2, 3, dtype=torch.int32), torch.zeros(2, 5))
+
+
+def test_cached_csd_is_exact_on_top_k_pairs_and_treats_the_tail_as_one_token() -> None:
+    # The cached log-probs are the teacher's logits up to a per-position shift on the top-k ids; csd cancels shifts.
+    torch.manual_seed(5)
+    z_s, z_t = torch.randn(4, 12, dtype=torch.float64) * 2, torch.randn(4, 12, dtype=torch.float64) * 2
+    ids, logprobs = topk_logprobs(z_t, 5, dtype=torch.float64)
+    tail = torch.ones_like(z_s, dtype=torch.bool).scatter(-1, ids.long(), False)
+
+    def buckets(z: torch.Tensor) -> torch.Tensor:  # top-k logits, then the log of the tail's summed exp
+        return torch.cat([z.gather(-1, ids.long()), z.masked_fill(~tail, -torch.inf).logsumexp(-1, keepdim=True)], -1)
+
+    d = buckets(z_s) - buckets(z_t)  # raw logits here: equal to the cached value only if the shifts cancel
+    w = torch.softmax(z_s, -1)
+    w = torch.cat([w.gather(-1, ids.long()), (w * tail).sum(-1, keepdim=True)], -1)  # full-vocabulary weights
+    pairs = 0.25 * (w[:, :, None] * w[:, None, :] * (d[:, :, None] - d[:, None, :]) ** 2).sum((-1, -2))
+    assert torch.allclose(topk_divergence("csd", z_s, ids, logprobs), pairs, rtol=1e-10)
+
+
+def test_cached_csd_gradient_reaches_the_student() -> None:
+    torch.manual_seed(6)
+    z_t = torch.randn(3, 10, dtype=torch.float64)
+    ids, logprobs = topk_logprobs(z_t, 4, dtype=torch.float64)
+    z_s = torch.randn(3, 10, dtype=torch.float64, requires_grad=True)
+    (grad,) = torch.autograd.grad(topk_divergence("csd", z_s, ids, logprobs).sum(), z_s)
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+    # gradcheck with respect to the stored teacher log-probs (the weights are the student's: smooth in them)
+    stored = logprobs.clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda lp: topk_divergence("csd", z_s.detach(), ids, lp), (stored,))

@@ -5,6 +5,9 @@ Public API: `token_divergence` / `divergence_from_logprobs` (every divergence, p
 chunked loss and the training loop (`train`, `TrainConfig`).
 """
 
+import trainers.csd  # registers csd, dld
+import trainers.distillm2  # registers distillm2
+import trainers.taid  # noqa: F401  (registers taid; the imports above bind the same name)
 from trainers.chunked import chunked_token_loss
 from trainers.divergences import DIVERGENCES, DivergenceSpec, divergence_from_logprobs, token_divergence
 from trainers.loop import TrainConfig, TrainResult, train

@@ -24,6 +24,7 @@ class Batch:
     topk_ids: Tensor | None = None  # [N, k] teacher top-k token ids
     topk_logprobs: Tensor | None = None  # [N, k] teacher top-k log-probs (float32)
     prompt_lengths: Tensor | None = None  # [B]
+    from_student: Tensor | None = None  # [N] bool: the row is on a student response (examples with "from_student")
 
     @property
     def num_tokens(self) -> int:
@@ -64,6 +65,10 @@ def collate(examples: list[dict[str, Any]], pad_id: int, max_length: int | None 
         targets=torch.tensor(targets, dtype=torch.long),
         prompt_lengths=torch.tensor([len(ex["prompt_ids"]) for ex in examples]),
     )
+    if any("from_student" in ex for ex in examples):
+        batch.from_student = torch.tensor(
+            [bool(ex.get("from_student", False)) for ex in examples for _ in ex["completion_ids"]], dtype=torch.bool
+        )
     if examples and examples[0].get("topk_ids") is not None:
         batch.topk_ids = torch.cat([torch.as_tensor(ex["topk_ids"], dtype=torch.long) for ex in examples])
         batch.topk_logprobs = torch.cat([torch.as_tensor(ex["topk_logprobs"]).to(torch.float32) for ex in examples])

@@ -38,6 +38,42 @@ Conventions (P = teacher, Q = student), and where each one comes from:
   alpha, beta or alpha+beta raise near-zero probabilities to negative powers: the value can overflow to inf there.
   The default (0.5, 0.5), the midpoint between FKL and RKL on the alpha+beta=1 line, equals 2*sum(sqrt p - sqrt q)^2;
   ABKD tunes (alpha, beta) per task.
+- jsd-skew (lam) DistiLLM's `js_distance` (jongwooko/distillm, distillm/losses.py; the same function ships in the CSD
+  release, aailab-kaist/CSD task_agnostic_distillation/csd/losses.py): (1-lam)*KL(P||M) + lam*KL(Q||M) with
+  M = (1-lam)*P + lam*Q, default lam = 0.1. It is `jsd` with beta = 1 - lam: the same family under the skew
+  parametrisation and default that DistiLLM (and, per issue 13, the Bridge-Garden release) use.
+- akl-entropy  forward and reverse KL mixed by an entropy ratio, the weights fixed: w = H(P) / (H(P) + H(Q)),
+  w*KL(P||Q) + (1-w)*KL(Q||P) (1/2 each where both entropies are 0): a flat teacher pulls toward mass-covering FKL,
+  a flat student toward mode-seeking RKL. Issue 13 says the Bridge-Garden release mixes FKL and RKL "by an entropy
+  ratio"; its code was not available to us, so this exact ratio is our reading, not a copy.
+
+Logit divergences (on_logits; Kim et al. 2025, "Distillation of LLMs via Concrete Score Matching", arXiv
+2509.25837, official code aailab-kaist/CSD, task_agnostic_distillation/csd/losses.py). They compare logits, not
+distributions; `token_divergence` passes them the raw logits and the temperature only sets their weights, as in the
+release (`csd`, `dld_ablation`: d uses the raw logits, the weight softmax(z / temp)). All weights are held fixed (no
+gradient through them). Entries that are -inf on either side (masked) are left out.
+
+- csd (weights) with d = z_S - z_T and fixed weightings a, b over the vocabulary:
+  1/4 sum_ij a_i b_j (d_i - d_j)^2 = 1/4 (E_a[e^2] + E_b[e^2]), e = d - E_a[d]. The default a = b = w =
+  softmax(z_S / T) gives 1/2 Var_w(d), whose gradient with respect to z_S is w * (d - E_w[d]), the release's O(V)
+  estimator (its `csd` builds a surrogate with exactly this gradient; we return the value it is the gradient of).
+  `weights` 'x' or 'x-y' with x, y in student, teacher, uniform: 'teacher-student' and 'uniform-student' are the
+  release's CSD (T,S) and (U,S) (`csd_weighting_function`: gradient 1/2 a*(d - E_b d) + 1/2 b*(d - E_a d), the
+  gradient of the value above). Invariant to adding a constant to either logit vector.
+- dld (weights, normalization): 1/4 sum_v w_v (n(z_S)_v - n(z_T)_v)^2, w = softmax(z_S/T), softmax(z_T/T) or uniform
+  (1/V over the support), n one of the release's normalisations (`dld_ablation`): none, mean (z - mean z), min
+  (z - min z), max (z - max z), std ((z - mean) / (std + 1e-9), std with Bessel's correction as torch.std),
+  range (2 (z - min) / (max - min + 1e-9) - 1), plus logsoftmax (z - logsumexp z), ours. Default uniform weights on
+  raw logits: the classic logit regression. Zero on equal logits whatever the choice.
+
+From log-probs (`divergence_from_logprobs`, top-k buckets) a logit divergence takes the log-probs as logits at
+temperature 1: exact for csd (shift-invariant), and for dld it means normalisation `none` compares log-probs (the
+cache does not store the teacher's raw logits; use an online teacher for raw-logit dld). On cached top-k soft labels
+(`topk_divergence`) the k + 1 buckets are the vocabulary: the cached log-probs equal the teacher's logits up to one
+per-position shift on the top-k ids, and the student's bucket log-probs equal its logits up to another, so every
+pair (i, j) of top-k ids enters csd exactly as in the full-vocabulary value, with exactly the full-vocabulary weights
+at T = 1; the tail bucket acts as one more token whose logit is the log of the tail mass (at T != 1 its weight is
+(tail mass)^(1/T) renormalised rather than the tempered tail mass). It equals the full value at k = V.
 """
 
 from __future__ import annotations
@@ -57,8 +93,11 @@ class DivergenceSpec:
 
     name: str
     description: str
-    defaults: Mapping[str, float]
+    defaults: Mapping[str, float | str]
     fn: Callable[..., Tensor]  # (teacher_logprobs, student_logprobs, **params) -> per-position values
+    # A logit divergence (csd, dld) reads logits, not normalised log-probs, and applies the temperature itself:
+    # fn(teacher_logits, student_logits, temperature, **params). Fed log-probs, it treats them as logits.
+    on_logits: bool = False
 
 
 def _kl(x: Tensor, y: Tensor) -> Tensor:
@@ -177,6 +216,104 @@ def _ab(t: Tensor, s: Tensor, alpha: float, beta: float) -> Tensor:
     return terms.sum(-1)
 
 
+def _jsd_skew(t: Tensor, s: Tensor, lam: float) -> Tensor:
+    _require(0.0 < lam < 1.0, f"jsd-skew lam must be in (0, 1), got {lam}")
+    m = _log_mix(t, s, 1.0 - lam)
+    return (1.0 - lam) * _kl(t, m) + lam * _kl(s, m)
+
+
+def _entropy(x: Tensor) -> Tensor:
+    return -(x.exp() * x).sum(-1)
+
+
+def _akl_entropy(t: Tensor, s: Tensor) -> Tensor:
+    with torch.no_grad():
+        h_teacher, h_student = _entropy(t), _entropy(s)
+        total = h_teacher + h_student
+        w_forward = torch.where(total > 0, h_teacher / total.clamp(min=torch.finfo(t.dtype).tiny), 0.5)
+    return w_forward * _kl(t, s) + (1.0 - w_forward) * _kl(s, t)
+
+
+WEIGHTS = ("student", "teacher", "uniform")
+NORMALIZATIONS = ("none", "mean", "min", "max", "std", "range", "logsoftmax")
+
+
+def _support(t: Tensor, s: Tensor) -> Tensor:
+    """Entries finite on both sides (-inf, clamped to the lowest float, marks a masked entry)."""
+    lowest = torch.finfo(t.dtype).min
+    return (t > lowest) & (s > lowest)
+
+
+def _weight(kind: str, t: Tensor, s: Tensor, temperature: float, support: Tensor) -> Tensor:
+    """A fixed (no-gradient) weighting over the vocabulary: softmax(z_S / T), softmax(z_T / T) or uniform over
+    the support."""
+    with torch.no_grad():
+        if kind == "uniform":
+            return support.to(t.dtype) / support.sum(-1, keepdim=True).clamp(min=1)
+        logits = s if kind == "student" else t
+        return torch.softmax(logits.masked_fill(~support, -torch.inf) / temperature, dim=-1).nan_to_num(0.0)
+
+
+def _weight_pair(weights: str) -> tuple[str, str]:
+    """'student' -> (student, student); 'teacher-student' -> (teacher, student)."""
+    parts = tuple(weights.split("-"))
+    pair = parts * 2 if len(parts) == 1 else parts
+    valid = [w for w in WEIGHTS] + [f"{a}-{b}" for a in WEIGHTS for b in WEIGHTS if a != b]
+    _require(len(pair) == 2 and all(p in WEIGHTS for p in pair), f"csd weights {weights!r} unknown; valid: {valid}")
+    return pair[0], pair[1]
+
+
+def _csd(t: Tensor, s: Tensor, temperature: float, weights: str) -> Tensor:
+    first, second = _weight_pair(weights)
+    support = _support(t, s)
+    d = torch.where(support, s - t, 0.0)
+    wa = _weight(first, t, s, temperature, support)
+    wb = wa if second == first else _weight(second, t, s, temperature, support)
+    # 1/4 sum_ij a_i b_j (d_i - d_j)^2 = 1/4 (E_a[e^2] + E_b[e^2]) with e = d - E_a[d], the same function of d
+    # (a, b fixed), computed around the a-mean so large logits cancel before squaring.
+    e = d - (wa * d).sum(-1, keepdim=True)
+    sq = e * e
+    return 0.25 * ((wa * sq).sum(-1) + (wb * sq).sum(-1))
+
+
+def _masked_mean(x: Tensor, support: Tensor) -> Tensor:
+    return torch.where(support, x, 0.0).sum(-1, keepdim=True) / support.sum(-1, keepdim=True).clamp(min=1)
+
+
+def _normalize(x: Tensor, how: str, support: Tensor) -> Tensor:
+    """The CSD release's logit normalisations (dld_ablation), over the support; logsoftmax is ours."""
+    if how == "none":
+        return x
+    if how == "mean":
+        return x - _masked_mean(x, support)
+    if how == "logsoftmax":
+        return x - x.masked_fill(~support, -torch.inf).logsumexp(-1, keepdim=True)
+    low = x.masked_fill(~support, torch.inf).amin(-1, keepdim=True)
+    high = x.masked_fill(~support, -torch.inf).amax(-1, keepdim=True)
+    if how == "min":
+        return x - low
+    if how == "max":
+        return x - high
+    if how == "range":
+        return 2.0 * (x - low) / (high - low + 1e-9) - 1.0
+    centred = x - _masked_mean(x, support)
+    count = support.sum(-1, keepdim=True)
+    var = torch.where(support, centred * centred, 0.0).sum(-1, keepdim=True) / (count - 1).clamp(min=1)
+    return centred / (var.sqrt() + 1e-9)
+
+
+def _dld(t: Tensor, s: Tensor, temperature: float, weights: str, normalization: str) -> Tensor:
+    _require(weights in WEIGHTS, f"dld weights {weights!r} unknown; valid: {', '.join(WEIGHTS)}")
+    _require(
+        normalization in NORMALIZATIONS,
+        f"dld normalization {normalization!r} unknown; valid: {', '.join(NORMALIZATIONS)}",
+    )
+    support = _support(t, s)
+    w = _weight(weights, t, s, temperature, support)
+    d = torch.where(support, _normalize(s, normalization, support) - _normalize(t, normalization, support), 0.0)
+    return 0.25 * (w * d * d).sum(-1)
+
+
 DIVERGENCES: dict[str, DivergenceSpec] = {
     spec.name: spec
     for spec in (
@@ -188,6 +325,34 @@ DIVERGENCES: dict[str, DivergenceSpec] = {
         DivergenceSpec("tv", "total variation: 0.5 * sum |P - Q|", {}, _tv),
         DivergenceSpec("akl", "adaptive KL (Wu et al. 2024): head/tail-gap-weighted FKL + RKL", {"mu": 0.5}, _akl),
         DivergenceSpec("ab", "alpha-beta divergence (ABKD): (1,0) is FKL, (0,1) RKL", {"alpha": 0.5, "beta": 0.5}, _ab),
+        DivergenceSpec(
+            "jsd-skew",
+            "DistiLLM's js_distance: (1-lam)*KL(P||M) + lam*KL(Q||M), M = (1-lam)*P + lam*Q (= jsd beta=1-lam)",
+            {"lam": 0.1},
+            _jsd_skew,
+        ),
+        DivergenceSpec(
+            "akl-entropy",
+            "entropy-ratio KL mix: H(P)/(H(P)+H(Q)) * KL(P||Q) + H(Q)/(H(P)+H(Q)) * KL(Q||P), weights fixed",
+            {},
+            _akl_entropy,
+        ),
+        DivergenceSpec(
+            "csd",
+            "concrete score distillation (Kim et al. 2025): 1/4 sum_ij a_i b_j (d_i - d_j)^2, d = z_S - z_T; "
+            "weights a-b from student/teacher/uniform, fixed; 'student' = 1/2 Var_w(d), w = softmax(z_S/T)",
+            {"weights": "student"},
+            _csd,
+            on_logits=True,
+        ),
+        DivergenceSpec(
+            "dld",
+            "direct logit distillation: 1/4 sum_v w_v (n(z_S)_v - n(z_T)_v)^2, w fixed (student/teacher/uniform), "
+            "n a logit normalisation (none, mean, min, max, std, range, logsoftmax)",
+            {"weights": "uniform", "normalization": "none"},
+            _dld,
+            on_logits=True,
+        ),
     )
 }
 
@@ -198,6 +363,35 @@ def divergence_from_logprobs(name: str, student_logprobs: Tensor, teacher_logpro
     Returns the leading shape, in float64 if either input is float64, else float32. Parameters not given take the
     registered defaults; an unknown name or parameter raises HarnessError listing the valid ones.
     """
+    spec = _check_params(name, params)
+    if student_logprobs.shape != teacher_logprobs.shape:
+        raise ValueError(f"student {tuple(student_logprobs.shape)} and teacher {tuple(teacher_logprobs.shape)} differ")
+    dtype = torch.float64 if torch.float64 in (student_logprobs.dtype, teacher_logprobs.dtype) else torch.float32
+    lowest = torch.finfo(dtype).min
+    teacher = teacher_logprobs.to(dtype).clamp(min=lowest)
+    student = student_logprobs.to(dtype).clamp(min=lowest)
+    values = _values(spec, params)
+    return spec.fn(teacher, student, 1.0, **values) if spec.on_logits else spec.fn(teacher, student, **values)
+
+
+def _values(spec: DivergenceSpec, params: Mapping[str, float | str]) -> dict[str, float | str]:
+    """The parameters with defaults filled in, each converted to its default's type (float or str)."""
+    values: dict[str, float | str] = {}
+    for key, default in spec.defaults.items():
+        value = params.get(key, default)
+        if isinstance(default, str):
+            _require(isinstance(value, str), f"{spec.name} {key} must be a string, got {value!r}")
+            values[key] = value
+        else:
+            _require(
+                isinstance(value, int | float) and not isinstance(value, bool),
+                f"{spec.name} {key} must be a number, got {value!r}",
+            )
+            values[key] = float(value)
+    return values
+
+
+def _check_params(name: str, params: Mapping[str, object]) -> DivergenceSpec:
     if name not in DIVERGENCES:
         raise unknown_choice("divergence", name, DIVERGENCES)
     spec = DIVERGENCES[name]
@@ -205,14 +399,7 @@ def divergence_from_logprobs(name: str, student_logprobs: Tensor, teacher_logpro
         if key not in spec.defaults:
             valid = ", ".join(sorted(spec.defaults)) or "none"
             raise HarnessError(f"unknown parameter {key!r} for divergence {name!r}; valid parameters: {valid}")
-    if student_logprobs.shape != teacher_logprobs.shape:
-        raise ValueError(f"student {tuple(student_logprobs.shape)} and teacher {tuple(teacher_logprobs.shape)} differ")
-    dtype = torch.float64 if torch.float64 in (student_logprobs.dtype, teacher_logprobs.dtype) else torch.float32
-    lowest = torch.finfo(dtype).min
-    teacher = teacher_logprobs.to(dtype).clamp(min=lowest)
-    student = student_logprobs.to(dtype).clamp(min=lowest)
-    values = {key: float(params.get(key, default)) for key, default in spec.defaults.items()}
-    return spec.fn(teacher, student, **values)
+    return spec
 
 
 def token_divergence(
@@ -225,9 +412,27 @@ def token_divergence(
     """
     if not temperature > 0:
         raise HarnessError(f"temperature must be > 0, got {temperature}")
+    if _check_params(name, params).on_logits:
+        return logit_divergence(name, student_logits, teacher_logits, temperature=temperature, **params)
     return divergence_from_logprobs(
         name, log_softmax(student_logits, temperature), log_softmax(teacher_logits, temperature), **params
     )
+
+
+def logit_divergence(
+    name: str, student_logits: Tensor, teacher_logits: Tensor, *, temperature: float = 1.0, **params: float | str
+) -> Tensor:
+    """A logit divergence (csd, dld) between raw logits (or anything equal to them up to a per-position shift,
+    for the shift-invariant ones), promoted to float32 (float64 stays), -inf clamped as for log-probs."""
+    spec = _check_params(name, params)
+    _require(spec.on_logits, f"divergence {name!r} compares distributions, not logits: use token_divergence")
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(f"student {tuple(student_logits.shape)} and teacher {tuple(teacher_logits.shape)} differ")
+    dtype = torch.float64 if torch.float64 in (student_logits.dtype, teacher_logits.dtype) else torch.float32
+    lowest = torch.finfo(dtype).min
+    teacher = teacher_logits.to(dtype).clamp(min=lowest)
+    student = student_logits.to(dtype).clamp(min=lowest)
+    return spec.fn(teacher, student, temperature, **_values(spec, params))
 
 
 def log_softmax(logits: Tensor, temperature: float = 1.0) -> Tensor:

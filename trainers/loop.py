@@ -107,7 +107,7 @@ def row_terms(
     if teacher is not None and objective.soft_labels:
         with torch.no_grad():
             teacher_hidden, teacher_head = hidden_rows(teacher, batch), logits_fn(teacher)
-    topk = TeacherRows(batch.topk_ids, batch.topk_logprobs)
+    topk = TeacherRows(batch.topk_ids, batch.topk_logprobs, from_student=batch.from_student)
     names: list[str] = []
 
     def chunk_terms(logits: Tensor, rows: slice) -> Tensor:
@@ -115,7 +115,8 @@ def row_terms(
         signal = topk[rows]
         if teacher_hidden is not None:
             with torch.no_grad():
-                signal = TeacherRows(logits=teacher_head(teacher_hidden[rows])[..., :vocab_rows])
+                online = teacher_head(teacher_hidden[rows])[..., :vocab_rows]
+                signal = TeacherRows(logits=online, from_student=signal.from_student)
         terms = objective.token_losses(logits, batch.targets[rows], signal if objective.soft_labels else None, progress)
         terms.update(diagnostics(logits, signal, batch.targets[rows]))
         names[:] = list(terms)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -18,7 +18,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from kdcore.errors import HarnessError, unknown_choice
+from trainers.params import check_fields, param
 from trainers.plan import DataPlan
+from trainers.selection import entropy_rows as entropy_rows  # re-exported for trainers.loop
+from trainers.selection import select_rows
 
 
 @dataclass
@@ -28,14 +31,20 @@ class TeacherRows:
     topk_ids: Tensor | None = None  # [n, k]
     topk_logprobs: Tensor | None = None  # [n, k]
     logits: Tensor | None = None  # [n, V]
+    from_student: Tensor | None = None  # [n] bool: the row is on one of the initial student's own responses
 
     def __getitem__(self, rows: slice) -> TeacherRows:
-        return TeacherRows(*(None if t is None else t[rows] for t in (self.topk_ids, self.topk_logprobs, self.logits)))
+        fields = (self.topk_ids, self.topk_logprobs, self.logits, self.from_student)
+        return TeacherRows(*(None if t is None else t[rows] for t in fields))
 
 
 @dataclass
 class Params:
-    """Base class of every method's parameters."""
+    """Base class of every method's parameters: fields declared with `trainers.params.param` are checked on
+    construction (type, range, choices), so bad values fail before anything loads."""
+
+    def __post_init__(self) -> None:
+        check_fields(self, type(self).__name__)
 
 
 class Objective(ABC):
@@ -99,6 +108,8 @@ def load_method(name: str, **params: Any) -> Objective:
             raise unknown_choice(f"parameter for method {name!r}:", key, valid)
     try:
         return cls(cls.Params(**params))
+    except HarnessError as err:
+        raise HarnessError(f"method {name!r}: {err}") from None
     except (TypeError, ValueError) as err:
         raise HarnessError(f"bad parameters for method {name!r}: {err}") from None
 
@@ -106,11 +117,6 @@ def load_method(name: str, **params: Any) -> Objective:
 def cross_entropy_rows(logits: Tensor, targets: Tensor) -> Tensor:
     """Per-row cross-entropy in float32."""
     return F.cross_entropy(logits.float(), targets, reduction="none")
-
-
-def entropy_rows(logprobs: Tensor) -> Tensor:
-    """Per-row entropy of normalised log-probs (0 log 0 = 0)."""
-    return -(logprobs.exp() * logprobs).nan_to_num(0.0).sum(-1)
 
 
 @register_method
@@ -132,11 +138,44 @@ class Hard(Objective):
         return {"loss": cross_entropy_rows(logits, targets)}
 
 
+SE_KD = "SE-KD (student-entropy position selection; almogtavor/SE-KD3x)"
+
+
 @dataclass
 class SoftParams(Params):
-    divergence: str = "fkl"
-    temperature: float = 1.0
-    div_params: dict[str, float] = field(default_factory=dict)
+    divergence: str = param("fkl", "divergence to the teacher (see trainers.divergences)", kind="str", source="-")
+    temperature: float = param(
+        1.0,
+        "softmax temperature (logit divergences: of their weights)",
+        kind="float",
+        low=0.0,
+        open_low=True,
+        source="Hinton et al. 2015",
+    )
+    div_params: dict[str, float] = param(  # noqa: RUF009 (param returns a dataclass field)
+        None, 'the divergence\'s own parameters, e.g. {"beta": 0.5}', kind="dict", source="per divergence"
+    )
+    select_top: float = param(
+        1.0,
+        "distil only this fraction of rows, those of highest student entropy (per chunk; 1 = all)",
+        kind="float",
+        low=0.0,
+        high=1.0,
+        open_low=True,
+        source=SE_KD,
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_divergence(self.divergence, self.temperature, self.div_params)
+
+
+def check_divergence(name: str, temperature: float, params: dict[str, Any]) -> None:
+    """Raise the divergence's own HarnessError for an unknown name, parameter or value, on a 1 x 2 dummy."""
+    from trainers.divergences import token_divergence
+
+    dummy = torch.zeros(1, 2)
+    token_divergence(name, dummy, dummy, temperature=temperature, **params)
 
 
 def soft_term(params: SoftParams, logits: Tensor, teacher: TeacherRows) -> Tensor:
@@ -145,17 +184,19 @@ def soft_term(params: SoftParams, logits: Tensor, teacher: TeacherRows) -> Tenso
     from trainers.topk import topk_divergence
 
     if teacher.logits is not None:
-        return token_divergence(
+        values = token_divergence(
             params.divergence, logits, teacher.logits, temperature=params.temperature, **params.div_params
         )
-    return topk_divergence(
-        params.divergence,
-        logits,
-        teacher.topk_ids,
-        teacher.topk_logprobs,
-        temperature=params.temperature,
-        **params.div_params,
-    )
+    else:
+        values = topk_divergence(
+            params.divergence,
+            logits,
+            teacher.topk_ids,
+            teacher.topk_logprobs,
+            temperature=params.temperature,
+            **params.div_params,
+        )
+    return select_rows(logits, values, params.select_top)
 
 
 @register_method
@@ -170,21 +211,63 @@ class Soft(Objective):
         return {"loss": soft, "soft_loss": soft.detach()}
 
 
-WEIGHTINGS = ("static", "confidence", "entropy", "curriculum", "risk")
+WEIGHTINGS = ("static", "confidence", "entropy", "curriculum", "margin-entropy", "reverse-adaptive", "wsl")
+BG = "Bridge-Garden (issue 13; release code not found, see trainers.bridge_garden)"
 
 
 @dataclass
 class HybridParams(SoftParams):
-    alpha: float = 0.5  # soft weight for `static`, and the ceiling `curriculum` ramps to; hard gets 1 - weight
-    weighting: str = "static"
-    gamma: float = 2.0  # exponent of the smoothness measure sum(p^gamma) for `entropy`
-    warmup: float = 0.3  # fraction of training over which `curriculum` ramps the soft weight from 0 to alpha
+    alpha: float = param(
+        0.5,
+        "soft weight for static, and the ceiling curriculum ramps to (hard gets 1 - weight)",
+        kind="float",
+        low=0.0,
+        high=1.0,
+        source="Hinton et al. 2015; Bridge-Garden release: 0.2",
+    )
+    weighting: str = param(
+        "static",
+        "how the per-token soft weight w is set (formulas: harness methods / README)",
+        kind="str",
+        choices=WEIGHTINGS,
+        source=BG,
+    )
+    gamma: float = param(
+        2.0,
+        "entropy: exponent of the teacher smoothness sum(p^gamma) (not 1)",
+        kind="float",
+        low=0.0,
+        open_low=True,
+        source=f"{BG}; release default 0.1",
+    )
+    warmup: float = param(
+        0.3,
+        "curriculum: fraction of training over which w ramps from 0 to alpha",
+        kind="float",
+        low=0.0,
+        high=1.0,
+        source=f"{BG}; release default 0.2",
+    )
+    hard_term: str = param(
+        "ce",
+        "the hard-label term: cross-entropy, or chi2 (IQ-Learn chi^2 soft-Q term, the risk-guided variant)",
+        kind="str",
+        choices=("ce", "chi2"),
+        source=f"{BG}; Garg et al. 2021 (IQ-Learn)",
+    )
+    chi2_alpha: float = param(
+        0.5,
+        "chi2: the chi^2 regulariser's alpha in phi(r) = r - r^2 / (4 alpha)",
+        kind="float",
+        low=0.0,
+        open_low=True,
+        source="Garg et al. 2021 (IQ-Learn)",
+    )
 
     def __post_init__(self) -> None:
-        if self.weighting not in WEIGHTINGS:
-            raise unknown_choice("weighting", self.weighting, WEIGHTINGS)
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+        super().__post_init__()
+        if self.weighting == "entropy" and self.gamma == 1.0:
+            raise HarnessError("gamma = 1 makes the entropy weighting constant (sum p = 1); use gamma != 1")
 
 
 def teacher_logprobs(teacher: TeacherRows, targets: Tensor) -> tuple[Tensor, Tensor]:
@@ -212,9 +295,11 @@ def smoothness(logprobs: Tensor, vocab_size: int, gamma: float) -> Tensor:
 class Hybrid(Objective):
     name = "hybrid"
     description = (
-        "hard + soft labels: (1 - w) * CE(teacher tokens) + w * divergence; w per --param weighting: "
-        "static (alpha), confidence (1 - teacher prob of the token), entropy (teacher smoothness), "
-        "curriculum (ramps to alpha), risk (1 - estimated bridge risk)"
+        "hard + soft labels: (1 - w) * H + w * divergence, H = CE(teacher tokens) or the chi2 soft-Q term; w per "
+        "--param weighting: static (alpha), confidence (1 - p_T(y)), entropy (teacher smoothness "
+        "1 - (sum p^gamma - V^(1-gamma)) / (1 - V^(1-gamma))), curriculum (alpha * min(1, progress / warmup)), "
+        "margin-entropy (1 - (p1 - p2)(1 - H(p_T)/log V), this harness's estimate), reverse-adaptive (p_T(y)), "
+        "wsl (1 - exp(-log p_S(y) / log p_T(y)))"
     )
     Params = HybridParams
     soft_labels = True
@@ -232,12 +317,20 @@ class Hybrid(Objective):
             return 1.0 - target_logprob.exp()
         if params.weighting == "entropy":
             return smoothness(logprobs, logits.shape[-1], params.gamma)
+        if params.weighting in ("reverse-adaptive", "wsl"):
+            from trainers.bridge_garden import reverse_adaptive_weight, wsl_weight
+
+            if params.weighting == "wsl":
+                return wsl_weight(logits, targets, target_logprob)
+            return reverse_adaptive_weight(target_logprob)
         from harness.analysis.estimate import estimated_risk
 
         return 1.0 - estimated_risk(logprobs)
 
     def token_losses(self, logits, targets, teacher, progress):
-        hard = cross_entropy_rows(logits, targets)
+        from trainers.bridge_garden import hard_term
+
+        hard = hard_term(self.params.hard_term, logits, targets, self.params.chi2_alpha)
         soft = soft_term(self.params, logits, teacher)
         weight = self.soft_weight(logits, targets, teacher, progress)
         return {
@@ -248,12 +341,49 @@ class Hybrid(Objective):
         }
 
 
+GKD_SOURCE = "Agarwal et al. 2024 (GKD), TRL GKDTrainer"
+
+
 @dataclass
 class GKDParams(Params):
-    lmbda: float = 0.5  # fraction of micro-batches whose completions the student samples itself (on-policy)
-    beta: float = 0.5  # JSD mixture: 0 = forward KL, 1 = reverse KL (TRL's convention)
-    temperature: float = 0.9  # the student's sampling temperature for on-policy completions
-    max_new_tokens: int | None = None  # on-policy completion budget (default: the pair's)
+    lmbda: float = param(
+        0.5,
+        "fraction of micro-batches whose completions the student samples itself (on-policy)",
+        kind="float",
+        low=0.0,
+        high=1.0,
+        source=GKD_SOURCE,
+    )
+    beta: float = param(
+        0.5,
+        "JSD mixture: toward 0 forward KL, toward 1 reverse KL (TRL's convention)",
+        kind="float",
+        low=0.0,
+        high=1.0,
+        open_low=True,
+        open_high=True,
+        source=GKD_SOURCE,
+    )
+    temperature: float = param(
+        0.9,
+        "the student's sampling temperature for on-policy completions",
+        kind="float",
+        low=0.0,
+        open_low=True,
+        source=GKD_SOURCE,
+    )
+    max_new_tokens: int | None = param(
+        None, "on-policy completion budget (null: the pair's)", kind="int", low=1, optional=True, source=GKD_SOURCE
+    )
+    select_top: float = param(
+        1.0,
+        "distil only this fraction of rows, those of highest student entropy (per chunk; 1 = all)",
+        kind="float",
+        low=0.0,
+        high=1.0,
+        open_low=True,
+        source=SE_KD,
+    )
 
 
 @register_method
@@ -269,7 +399,8 @@ class GKD(Objective):
     def jsd(self, logits: Tensor, teacher: TeacherRows) -> Tensor:
         from trainers.divergences import token_divergence
 
-        return token_divergence("jsd", logits, teacher.logits, beta=self.params.beta)
+        jsd = token_divergence("jsd", logits, teacher.logits, beta=self.params.beta)
+        return select_rows(logits, jsd, self.params.select_top)
 
     def token_losses(self, logits, targets, teacher, progress):
         soft = self.jsd(logits, teacher)
@@ -278,7 +409,14 @@ class GKD(Objective):
 
 @dataclass
 class HybridGKDParams(GKDParams):
-    alpha: float = 0.5  # weight of the JSD term; the teacher-argmax cross-entropy gets 1 - alpha
+    alpha: float = param(
+        0.5,
+        "weight of the JSD term; the teacher-argmax cross-entropy gets 1 - alpha",
+        kind="float",
+        low=0.0,
+        high=1.0,
+        source=GKD_SOURCE,
+    )
 
 
 @register_method

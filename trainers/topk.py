@@ -40,7 +40,7 @@ from datasets import Features, List, Value
 from torch import Tensor
 
 from kdcore.errors import HarnessError
-from trainers.divergences import divergence_from_logprobs, log_softmax
+from trainers.divergences import DIVERGENCES, divergence_from_logprobs, log_softmax, logit_divergence
 
 
 class TopK(NamedTuple):
@@ -107,10 +107,15 @@ def topk_divergence(
     """The divergence `name` between teacher and student over the k + 1 buckets, at every position.
 
     `temperature` applies to the student's logits; the stored teacher log-probs already carry the temperature the
-    cache was built with, and the two should match.
+    cache was built with, and the two should match. A logit divergence (csd, dld) gets the k + 1 bucket log-probs
+    at temperature 1 as logits (see trainers.divergences) and applies `temperature` to its weights only.
     """
     if not temperature > 0:
         raise HarnessError(f"temperature must be > 0, got {temperature}")
+    if name in DIVERGENCES and DIVERGENCES[name].on_logits:
+        student = student_buckets(student_logits, topk_ids)
+        teacher = teacher_buckets(topk_ids, topk_logprobs)
+        return logit_divergence(name, student, teacher, temperature=temperature, **params)
     student = student_buckets(student_logits, topk_ids, temperature=temperature)
     return divergence_from_logprobs(name, student, teacher_buckets(topk_ids, topk_logprobs), **params)
 

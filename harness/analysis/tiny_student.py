@@ -29,7 +29,7 @@ STUDY_METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "hybrid": ("hybrid", {}),
     "hybrid-confidence": ("hybrid", {"weighting": "confidence"}),
     "hybrid-entropy": ("hybrid", {"weighting": "entropy"}),
-    "hybrid-risk": ("hybrid", {"weighting": "risk"}),
+    "hybrid-risk": ("hybrid", {"weighting": "margin-entropy"}),
 }
 
 

@@ -1,0 +1,153 @@
+"""TAID: temporally adaptive interpolated distillation (Shing et al., ICLR 2025, arXiv 2501.16937; official code
+SakanaAI/TAID, `src/distil_losses/taid.py`, read in the gn64/TAID copy's description).
+
+The target is the softmax of logits interpolated between the detached student's and the teacher's,
+p_t = softmax((1 - t) * stopgrad(z_S) + t * z_T), and the loss is KL(p_t || q_S). The interpolation weight t starts
+at t_start and moves toward t_end: after each optimiser step, with J the step's mean TAID loss,
+delta = (J_prev - J) / (J_prev + 1e-15), m <- beta * m + (1 - beta) * delta, and
+t <- min(t_end, max(t_linear, t + alpha * sigmoid(m) * (1 - t))), t_linear = t_start + (t_end - t_start) * progress
+(the release's `update_t`; with adaptive = false, t = t_linear). Defaults are the release's (t_start 0.4,
+t_end 1.0, alpha 5e-4, beta 0.99).
+
+On cached top-k soft labels the k + 1 bucket log-probs stand in for the logits: softmax is shift-invariant, so the
+interpolation is exact on the top-k ids, and the tail bucket interpolates the two tail masses' logs. Differences
+from the release: the schedule state (t, m, J_prev) lives in the objective, not in the checkpoint, so a resumed run
+restarts it from t_linear at the resume point; under several processes each process adapts t on its own share of
+the batch (the release reduces the loss over processes first).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from kdcore.errors import HarnessError
+from trainers.divergences import log_softmax
+from trainers.objectives import SE_KD, Objective, Params, TeacherRows, register_method
+from trainers.params import param
+from trainers.selection import select_rows
+from trainers.topk import student_buckets, teacher_buckets
+
+TAID_PAPER = "Shing et al. 2025, TAID (SakanaAI/TAID)"
+
+
+@dataclass
+class TAIDParams(Params):
+    t_start: float = param(
+        0.4,
+        "initial interpolation weight t (0 = student, 1 = teacher)",
+        kind="float",
+        low=0.0,
+        high=1.0,
+        open_high=True,
+        source=TAID_PAPER,
+    )
+    t_end: float = param(
+        1.0, "final interpolation weight t", kind="float", low=0.0, high=1.0, open_low=True, source=TAID_PAPER
+    )
+    alpha: float = param(
+        5e-4, "step size of the adaptive update of t", kind="float", low=0.0, high=1.0, source=TAID_PAPER
+    )
+    beta: float = param(
+        0.99, "momentum of the relative loss change", kind="float", low=0.0, high=1.0, open_high=True, source=TAID_PAPER
+    )
+    adaptive: bool = param(
+        True, "adapt t to the loss (false: linear schedule t_start -> t_end)", kind="bool", source=TAID_PAPER
+    )
+    select_top: float = param(
+        1.0,
+        "distil only this fraction of rows, those of highest student entropy",
+        kind="float",
+        low=0.0,
+        high=1.0,
+        open_low=True,
+        source=SE_KD,
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.t_start > self.t_end:
+            raise HarnessError(f"taid needs t_start <= t_end, got t_start={self.t_start} > t_end={self.t_end}")
+
+
+class Schedule:
+    """TAID's interpolation weight, updated once per optimiser step from the step's mean loss."""
+
+    def __init__(self, params: TAIDParams) -> None:
+        self.params = params
+        self.t = params.t_start
+        self.momentum = 0.0
+        self.previous_loss = math.inf
+        self.progress: float | None = None  # the step whose losses are being collected
+        self.loss_sum, self.loss_count = 0.0, 0
+
+    def linear(self, progress: float) -> float:
+        p = self.params
+        return p.t_start + (p.t_end - p.t_start) * progress
+
+    def at(self, progress: float) -> float:
+        """t for the step at `progress`, first folding in the step before it (calls within a step share t)."""
+        if self.progress is None:
+            self.t = max(self.t, self.linear(progress))  # a fresh or resumed run starts on the linear floor
+        elif progress != self.progress and self.loss_count:
+            self._update(self.loss_sum / self.loss_count, progress)
+        if progress != self.progress:
+            self.progress, self.loss_sum, self.loss_count = progress, 0.0, 0
+        return self.t
+
+    def record(self, losses: Tensor) -> None:
+        self.loss_sum += float(losses.detach().sum())
+        self.loss_count += losses.numel()
+
+    def _update(self, loss: float, progress: float) -> None:
+        p = self.params
+        if not math.isfinite(loss):
+            return
+        if not p.adaptive:
+            self.t = self.linear(progress)
+            return
+        if math.isinf(self.previous_loss):
+            self.previous_loss = loss
+            return
+        change = (self.previous_loss - loss) / (self.previous_loss + 1e-15)
+        self.momentum = p.beta * self.momentum + (1.0 - p.beta) * change
+        step = p.alpha * (1.0 / (1.0 + math.exp(-self.momentum))) * (1.0 - self.t)
+        self.t = min(p.t_end, max(self.linear(progress), self.t + step))
+        self.previous_loss = loss
+
+
+def taid_loss(student_logprobs: Tensor, teacher_logprobs: Tensor, t: float) -> Tensor:
+    """KL(softmax((1 - t) stopgrad(s) + t * teacher) || softmax(s)) per row, from log-probs (or logits)."""
+    target = torch.log_softmax((1.0 - t) * student_logprobs.detach() + t * teacher_logprobs, dim=-1)
+    student = torch.log_softmax(student_logprobs, dim=-1)
+    return (target.exp() * (target - student)).sum(-1)
+
+
+@register_method
+class TAID(Objective):
+    name = "taid"
+    description = (
+        "TAID: KL(p_t || q_S), p_t = softmax((1 - t) stopgrad(z_S) + t z_T); t from t_start toward t_end, "
+        "t <- min(t_end, max(linear, t + alpha sigmoid(m) (1 - t))), m the momentum of the relative loss change"
+    )
+    Params = TAIDParams
+    soft_labels = True
+
+    def __init__(self, params: TAIDParams | None = None) -> None:
+        super().__init__(params)
+        self.schedule = Schedule(self.params)
+
+    def token_losses(self, logits: Tensor, targets: Tensor, teacher: TeacherRows, progress: float):
+        t = self.schedule.at(progress)
+        if teacher.logits is not None:
+            student, target = log_softmax(logits), log_softmax(teacher.logits)
+        else:
+            student = student_buckets(logits, teacher.topk_ids)
+            target = teacher_buckets(teacher.topk_ids, teacher.topk_logprobs)
+        losses = taid_loss(student, target, t)
+        self.schedule.record(losses)
+        soft = select_rows(logits, losses, self.params.select_top)
+        return {"loss": soft, "soft_loss": soft.detach(), "taid_t": torch.full_like(soft, t).detach()}
