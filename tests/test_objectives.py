@@ -75,11 +75,64 @@ def test_hybrid_curriculum_ramps_to_alpha() -> None:
     assert [w.item() for w in weight] == pytest.approx([0.0, 0.3, 0.6, 0.6])
 
 
-def test_hybrid_risk_weight() -> None:
-    # uniform teacher: margin 0, risk 0, all soft; one-hot teacher: risk 1, all hard
-    assert losses("hybrid", full_topk(torch.zeros(1, 2)), weighting="risk")["soft_weight"].item() == pytest.approx(1.0)
+def test_hybrid_margin_entropy_weight() -> None:
+    # this harness's estimate (was `risk`): uniform teacher: margin 0, all soft; one-hot teacher: all hard
+    uniform = full_topk(torch.zeros(1, 2))
+    assert losses("hybrid", uniform, weighting="margin-entropy")["soft_weight"].item() == pytest.approx(1.0)
     peaked = full_topk(torch.tensor([[30.0, -30.0]]))
-    assert losses("hybrid", peaked, weighting="risk")["soft_weight"].item() == pytest.approx(0.0, abs=1e-6)
+    assert losses("hybrid", peaked, weighting="margin-entropy")["soft_weight"].item() == pytest.approx(0.0, abs=1e-6)
+    # p = (0.8, 0.2): margin 0.6, certainty 1 - H(p) / log V, V = the 3 buckets (2 ids + an empty tail)
+    h = -(0.8 * math.log(0.8) + 0.2 * math.log(0.2))
+    weight = losses("hybrid", full_topk(TEACHER), weighting="margin-entropy")["soft_weight"].item()
+    assert weight == pytest.approx(1 - 0.6 * (1 - h / math.log(3)), rel=1e-6)
+
+
+def test_hybrid_wsl_weight() -> None:
+    # student q(y) = 1/2, teacher p(y) = 0.8: w = 1 - exp(-log q / log p)
+    weight = losses("hybrid", full_topk(TEACHER), weighting="wsl")["soft_weight"].item()
+    assert weight == pytest.approx(1 - math.exp(-math.log(0.5) / math.log(0.8)), rel=1e-6)
+    # a certain teacher (log p = 0): the soft labels are fully trusted
+    certain = full_topk(torch.tensor([[60.0, -60.0]], dtype=torch.float64))
+    assert losses("hybrid", certain, weighting="wsl")["soft_weight"].item() == pytest.approx(1.0)
+
+
+def test_hybrid_reverse_adaptive_weight_is_teacher_prob_of_token() -> None:
+    assert losses("hybrid", full_topk(TEACHER), weighting="reverse-adaptive")["soft_weight"].item() == pytest.approx(
+        0.8
+    )
+
+
+def test_hybrid_entropy_weight_at_the_release_gamma() -> None:
+    # gamma = 0.1 < 1: sum p^0.1 runs from 1 (one-hot) to V^0.9 (uniform); same 0..1 rescaling
+    collision = 0.8**0.1 + 0.2**0.1
+    expected = 1 - (collision - 2**0.9) / (1 - 2**0.9)
+    weight = losses("hybrid", full_topk(TEACHER), weighting="entropy", gamma=0.1)["soft_weight"].item()
+    assert weight == pytest.approx(expected, rel=1e-6)
+
+
+def test_hybrid_chi2_hard_term() -> None:
+    # alpha = 0: hard term only; CE = log 2 against the uniform student
+    out = losses("hybrid", full_topk(TEACHER), alpha=0.0, hard_term="chi2", chi2_alpha=0.25)
+    assert out["loss"].item() == pytest.approx(LOG2 + LOG2**2 / (4 * 0.25), rel=1e-6)
+    assert out["hard_loss"].item() == pytest.approx(LOG2 + LOG2**2, rel=1e-6)
+    logits = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
+    targets = torch.tensor([0, 3, 1])
+    from trainers.bridge_garden import hard_term
+
+    assert torch.autograd.gradcheck(lambda z: hard_term("chi2", z, targets, 0.5), (logits,))
+
+
+def test_bridge_garden_preset() -> None:
+    from trainers.bridge_garden import apply_preset
+
+    assert apply_preset("hybrid", "bridge-garden", {}) == {"alpha": 0.2, "gamma": 0.1, "warmup": 0.2}
+    assert apply_preset("hybrid", "bridge-garden", {"alpha": 0.5})["alpha"] == 0.5  # explicit values win
+    assert apply_preset("soft", None, {"divergence": "rkl"}) == {"divergence": "rkl"}
+    with pytest.raises(HarnessError, match="unknown preset 'paper'"):
+        apply_preset("hybrid", "paper", {})
+    with pytest.raises(HarnessError, match="preset 'bridge-garden' has no values for method 'soft'"):
+        apply_preset("soft", "bridge-garden", {})
+    load_method("hybrid", **apply_preset("hybrid", "bridge-garden", {"weighting": "entropy"}))
 
 
 def test_gkd_is_jsd_and_hybrid_gkd_adds_argmax_ce() -> None:
@@ -96,6 +149,7 @@ def test_loss_gradients_reach_student_logits() -> None:
     for name in METHODS:
         logits = STUDENT.clone().requires_grad_(True)
         teacher = TeacherRows(logits=TEACHER) if METHODS[name].on_policy else full_topk(TEACHER)
+        teacher.from_student = torch.tensor([name == "distillm2"])
         load_method(name).token_losses(logits, TARGET, teacher, 0.5)["loss"].sum().backward()
         assert logits.grad is not None and logits.grad.abs().sum() > 0, name
 
@@ -104,11 +158,87 @@ def test_loss_gradients_reach_student_logits() -> None:
     ("name", "params", "message"),
     [
         ("nope", {}, "unknown method 'nope'"),
-        ("hybrid", {"weighting": "magic"}, "unknown weighting 'magic'"),
-        ("hybrid", {"alpha": 2.0}, "alpha must be in"),
+        ("hybrid", {"weighting": "magic"}, "unknown weighting for HybridParams: 'magic'"),
+        ("hybrid", {"weighting": "risk"}, "valid choices: confidence, curriculum, entropy, margin-entropy"),
+        ("hybrid", {"alpha": 2.0}, "'alpha' of HybridParams: 2.0 is not allowed; allowed: float in \\[0, 1\\]"),
+        ("hybrid", {"alpha": "high"}, "'alpha' of HybridParams: 'high' is not allowed"),
+        ("hybrid", {"alpha": True}, "'alpha' of HybridParams: True is not allowed"),
+        ("hybrid", {"warmup": float("nan")}, "'warmup'"),
+        ("hybrid", {"weighting": "entropy", "gamma": 1.0}, "gamma = 1"),
+        ("hybrid", {"hard_term": "mse"}, "unknown hard_term"),
         ("soft", {"colour": 1}, "unknown parameter"),
+        ("soft", {"temperature": 0}, "'temperature' of SoftParams: 0.0 is not allowed"),
+        ("soft", {"divergence": "kl"}, "unknown divergence 'kl'"),
+        ("soft", {"divergence": "jsd", "div_params": {"beta": 1.5}}, "jsd beta must be in"),
+        ("soft", {"divergence": "csd", "div_params": {"skew": 0.1}}, "unknown parameter 'skew' for divergence 'csd'"),
+        ("soft", {"select_top": 0.0}, "'select_top'"),
+        ("soft", {"div_params": [1]}, "'div_params' of SoftParams"),
+        ("gkd", {"beta": 0.0}, "'beta' of GKDParams"),
+        ("gkd", {"max_new_tokens": 0}, "'max_new_tokens'"),
+        ("taid", {"t_start": 0.9, "t_end": 0.5}, "t_start <= t_end"),
+        ("taid", {"t_start": 1.0}, "'t_start'"),
+        ("distillm2", {"skew_teacher": 0.005}, "adaptive skew needs"),
+        ("distillm2", {"beta": 3.0}, "'beta' of DistiLLM2Params"),
     ],
 )
 def test_bad_method_arguments(name: str, params: dict, message: str) -> None:
     with pytest.raises(HarnessError, match=message):
         load_method(name, **params)
+
+
+def test_every_parameter_is_documented() -> None:
+    from trainers.params import describe
+
+    for name, cls in METHODS.items():
+        for row in describe(cls.Params):
+            assert row["meaning"] != "-" and row["source"] != "-" and row["allowed"] != "-", (name, row["name"])
+
+
+def invoke(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str]:
+    import sys
+
+    from harness.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["harness", *args])
+    with pytest.raises(SystemExit) as done:
+        main()
+    captured = capsys.readouterr()
+    return done.value.code, captured.out + captured.err
+
+
+def test_harness_methods_shows_each_parameter_with_its_range_and_source(monkeypatch, capsys) -> None:
+    code, out = invoke(monkeypatch, capsys, "methods")
+    assert code == 0
+    expected = (
+        "csd",
+        "dld",
+        "taid",
+        "distillm2",
+        "margin-entropy",
+        "wsl",
+        "select_top",
+        "float in [0, 1]",
+        "bridge-garden",
+        "jsd-skew",
+        "akl-entropy",
+        "Kim et al. 2025",
+        "SE-KD",
+        "t_start",
+    )
+    for text in expected:
+        assert text in out, text
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--preset", "paper"), "unknown preset 'paper'; valid choices: bridge-garden"),
+        (("--method", "soft", "--preset", "bridge-garden"), "preset 'bridge-garden' has no values for method 'soft'"),
+        (("--param", "alpha=2"), "method 'hybrid': parameter 'alpha' of HybridParams: 2.0 is not allowed"),
+        (("--method", "csd", "--param", 'div_params={"weights": "x"}'), "csd weights 'x' unknown"),
+    ],
+)
+def test_bad_method_input_fails_in_one_line_before_anything_loads(monkeypatch, capsys, tmp_path, args, message):
+    code, out = invoke(monkeypatch, capsys, "run", "--pair", "tiny", "--results-dir", str(tmp_path), *args)
+    assert code == 2 and message in out and len(out.strip().splitlines()) == 1
+    assert not any(tmp_path.iterdir())  # nothing written

@@ -115,8 +115,8 @@ def load_method(name: str, **params: Any) -> Objective:
 
 
 def cross_entropy_rows(logits: Tensor, targets: Tensor) -> Tensor:
-    """Per-row cross-entropy in float32."""
-    return F.cross_entropy(logits.float(), targets, reduction="none")
+    """Per-row cross-entropy in float32 (float64 stays float64)."""
+    return F.cross_entropy(logits if logits.dtype == torch.float64 else logits.float(), targets, reduction="none")
 
 
 @register_method
@@ -143,7 +143,9 @@ SE_KD = "SE-KD (student-entropy position selection; almogtavor/SE-KD3x)"
 
 @dataclass
 class SoftParams(Params):
-    divergence: str = param("fkl", "divergence to the teacher (see trainers.divergences)", kind="str", source="-")
+    divergence: str = param(
+        "fkl", "divergence to the teacher", kind="str", source="per divergence (the divergences table below)"
+    )
     temperature: float = param(
         1.0,
         "softmax temperature (logit divergences: of their weights)",

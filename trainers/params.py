@@ -69,9 +69,9 @@ def check_value(owner: str, name: str, value: Any, meta: dict[str, Any]) -> Any:
     if value is None and meta["optional"]:
         return value
     kind = KINDS[meta["kind"]]
-    bad = HarnessError(f"parameter {name!r} of {owner}: {value!r} is not allowed; allowed: {allowed(meta)}")
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
+    bad = HarnessError(f"parameter {name!r} of {owner}: {value!r} is not allowed; allowed: {allowed(meta)}")
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise bad
     if meta["choices"] and value not in meta["choices"]:

@@ -90,11 +90,11 @@ class Schedule:
 
     def at(self, progress: float) -> float:
         """t for the step at `progress`, first folding in the step before it (calls within a step share t)."""
-        if self.progress is None:
-            self.t = max(self.t, self.linear(progress))  # a fresh or resumed run starts on the linear floor
-        elif progress != self.progress and self.loss_count:
-            self._update(self.loss_sum / self.loss_count, progress)
         if progress != self.progress:
+            if self.progress is not None and self.loss_count:
+                self._update(self.loss_sum / self.loss_count, progress)
+            # the linear schedule is a floor at every step (a fresh or resumed run starts on it)
+            self.t = min(self.params.t_end, max(self.t, self.linear(progress)))
             self.progress, self.loss_sum, self.loss_count = progress, 0.0, 0
         return self.t
 
@@ -120,7 +120,10 @@ class Schedule:
 
 
 def taid_loss(student_logprobs: Tensor, teacher_logprobs: Tensor, t: float) -> Tensor:
-    """KL(softmax((1 - t) stopgrad(s) + t * teacher) || softmax(s)) per row, from log-probs (or logits)."""
+    """KL(softmax((1 - t) stopgrad(s) + t * teacher) || softmax(s)) per row, from log-probs (or logits); -inf
+    entries (an empty top-k tail) are clamped to the lowest float, so they contribute exactly 0."""
+    lowest = torch.finfo(student_logprobs.dtype).min
+    student_logprobs, teacher_logprobs = student_logprobs.clamp(min=lowest), teacher_logprobs.clamp(min=lowest)
     target = torch.log_softmax((1.0 - t) * student_logprobs.detach() + t * teacher_logprobs, dim=-1)
     student = torch.log_softmax(student_logprobs, dim=-1)
     return (target.exp() * (target - student)).sum(-1)
