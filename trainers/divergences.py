@@ -251,7 +251,11 @@ def _weight(kind: str, t: Tensor, s: Tensor, temperature: float, support: Tensor
         if kind == "uniform":
             return support.to(t.dtype) / support.sum(-1, keepdim=True).clamp(min=1)
         logits = s if kind == "student" else t
-        return torch.softmax(logits.masked_fill(~support, -torch.inf) / temperature, dim=-1).nan_to_num(0.0)
+        if temperature != 1.0:
+            logits = logits / temperature
+        if bool(support.all()):
+            return torch.softmax(logits, dim=-1)
+        return torch.softmax(logits.masked_fill(~support, -torch.inf), dim=-1).nan_to_num(0.0)
 
 
 def _weight_pair(weights: str) -> tuple[str, str]:
@@ -266,14 +270,35 @@ def _weight_pair(weights: str) -> tuple[str, str]:
 def _csd(t: Tensor, s: Tensor, temperature: float, weights: str) -> Tensor:
     first, second = _weight_pair(weights)
     support = _support(t, s)
-    d = torch.where(support, s - t, 0.0)
+    d = s - t if bool(support.all()) else torch.where(support, s - t, 0.0)
     wa = _weight(first, t, s, temperature, support)
     wb = wa if second == first else _weight(second, t, s, temperature, support)
-    # 1/4 sum_ij a_i b_j (d_i - d_j)^2 = 1/4 (E_a[e^2] + E_b[e^2]) with e = d - E_a[d], the same function of d
-    # (a, b fixed), computed around the a-mean so large logits cancel before squaring.
-    e = d - (wa * d).sum(-1, keepdim=True)
-    sq = e * e
-    return 0.25 * ((wa * sq).sum(-1) + (wb * sq).sum(-1))
+    return _PairwiseGap.apply(d, wa, wb)
+
+
+class _PairwiseGap(torch.autograd.Function):
+    """1/4 sum_ij a_i b_j (d_i - d_j)^2 per row for fixed weightings a, b, and its O(V) gradient in d.
+
+    The value is 1/4 (E_a[e^2] + E_b[e^2]) with e = d - E_a[d] (the same function of d, computed around the a-mean so
+    large logits cancel before squaring); the gradient is 1/2 a (d - E_b[d]) + 1/2 b (d - E_a[d]), i.e. a (d - E_a[d])
+    when a = b. Written out so that autograd keeps two [n, V] tensors instead of the whole expression's graph.
+    """
+
+    @staticmethod
+    def forward(ctx, d: Tensor, a: Tensor, b: Tensor) -> Tensor:  # type: ignore[override]
+        ea = d - (a * d).sum(-1, keepdim=True)
+        sq = ea * ea
+        if b is a:
+            ctx.save_for_backward(a * ea)
+            return 0.5 * (a * sq).sum(-1)
+        eb = d - (b * d).sum(-1, keepdim=True)
+        ctx.save_for_backward(0.5 * (a * eb + b * ea))
+        return 0.25 * ((a * sq).sum(-1) + (b * sq).sum(-1))
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
+        (grad_d,) = ctx.saved_tensors
+        return grad[..., None] * grad_d, None, None
 
 
 def _masked_mean(x: Tensor, support: Tensor) -> Tensor:
