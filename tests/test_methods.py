@@ -166,36 +166,50 @@ def test_distillm2_gradients() -> None:
     assert torch.allclose(grad, expected, rtol=1e-12, atol=1e-14)
 
 
-def test_distillm2_needs_student_response_rows() -> None:
+def test_distillm2_needs_student_responses_and_the_online_teacher() -> None:
     method = load_method("distillm2")
-    assert method.data_plan("topk").student_responses and method.data_plan("online").needs_teacher_model
+    plan = method.data_plan("topk")
+    assert plan.student_responses and plan.needs_teacher_model  # the cache has no teacher signal on student text
     with pytest.raises(HarnessError, match="needs the initial student's responses"):
+        method.batch_examples([{"prompt_ids": [5], "completion_ids": [7, 1]}])
+    with pytest.raises(HarnessError, match="flagged from_student"):
         method.token_losses(
             torch.zeros(1, 3), torch.zeros(1, dtype=torch.long), TeacherRows(logits=torch.zeros(1, 3)), 0
         )
+    with pytest.raises(HarnessError, match="online teacher"):
+        method.token_losses(
+            torch.zeros(1, 3), torch.zeros(1, dtype=torch.long), TeacherRows(from_student=torch.tensor([True])), 0
+        )
 
 
-def test_collate_marks_student_response_rows() -> None:
+def test_distillm2_batches_both_responses_and_collate_flags_them() -> None:
     examples = [
-        {"prompt_ids": [5, 6], "completion_ids": [7, 8, 1]},
-        {"prompt_ids": [5], "completion_ids": [9, 1], "from_student": True},
+        {"prompt_ids": [5, 6], "completion_ids": [7, 8, 1], "student_completion_ids": [9, 1], "topk_ids": [[1]] * 3},
+        {"prompt_ids": [5], "completion_ids": [9, 1], "student_completion_ids": [1]},
     ]
-    assert collate(examples, pad_id=0).from_student.tolist() == [False, False, False, True, True]
-    assert collate(examples[:1], pad_id=0).from_student is None
+    rows = load_method("distillm2").batch_examples(examples)
+    assert [r["completion_ids"] for r in rows] == [[7, 8, 1], [9, 1], [9, 1], [1]]
+    batch = collate(rows, pad_id=0)
+    assert batch.from_student.tolist() == [False, False, False, True, True, False, False, True]
+    assert batch.topk_ids is None  # the online teacher supplies both kinds of rows
+    assert collate(examples[1:], pad_id=0).from_student is None
 
 
-def test_distillm2_trains_on_mixed_rows_through_the_loop() -> None:
+def test_distillm2_trains_on_both_responses_through_the_loop() -> None:
     from tests.tiny_training import synthetic_examples, tiny_student
 
     teacher = tiny_student()
     with torch.no_grad():  # a different teacher: perturbed weights
         for p in teacher.parameters():
             p.add_(torch.randn_like(p) * 0.5)
-    examples = [dict(ex, from_student=i % 2 == 1) for i, ex in enumerate(synthetic_examples(16))]
+    data = synthetic_examples(16)
+    examples = [dict(ex, student_completion_ids=data[-1 - i]["completion_ids"]) for i, ex in enumerate(data)]
     config = TrainConfig(max_steps=3, batch_size=8, lr=1e-2, seed=0)
     result = train(tiny_student(), load_method("distillm2"), examples, config, pad_id=0, teacher=teacher)
     assert result.steps == 3 and all(math.isfinite(h["loss"]) for h in result.history)
     assert all(0 < h["student_rows"] < 1 for h in result.history)
+    with pytest.raises(HarnessError, match="initial student's responses"):
+        train(tiny_student(), load_method("distillm2"), synthetic_examples(8), config, pad_id=0, teacher=teacher)
 
 
 # --- end to end on the tiny pair --------------------------------------------------------------------------------

@@ -15,14 +15,20 @@ release, which measures g per sequence (exp of the mean token log-prob) and take
 over the whole data set: rows here are independent positions with no sequence grouping, so g is the token's gap and
 g0 the mean gap over the rows of the same kind in the chunk (no state to checkpoint). adaptive = false uses a0.
 
-Interface (until the run driver prepares student responses): `TeacherRows.from_student` [n] bool marks the rows on
-student responses (an example with "from_student": true in the training data; trainers.batch collates it). A batch
-without the flag is an error: the method is not DistiLLM-2 without its second data set.
+Data (trainers/plan.py on the `phases` branch): with `DataPlan(student_responses=True)` every training example
+carries `student_completion_ids`, the initial student's greedy completion of its prompt. `batch_examples` turns each
+example into two rows of the micro-batch, its teacher completion and its student completion, flagged
+`from_student` (trainers.batch collates the flag into `TeacherRows.from_student`). The teacher's distribution on
+the student's responses is not in the supervision cache, so the method asks for the online teacher
+(`teacher_signal = online` in its data plan, whatever the run's --teacher-signal), as the release does (it runs
+the teacher on both kinds of responses). Training data without student responses is an error: the method is not
+DistiLLM-2 without its second data set.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -136,13 +142,28 @@ class DistiLLM2(Objective):
     soft_labels = True
 
     def data_plan(self, teacher_signal: str = "topk") -> DataPlan:
-        return DataPlan(completions="teacher", teacher_signal=teacher_signal, student_responses=True)  # type: ignore[arg-type]
+        return DataPlan(completions="teacher", teacher_signal="online", student_responses=True)
+
+    def batch_examples(self, examples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Each example as two rows: its teacher completion and the initial student's (`from_student`)."""
+        if any("student_completion_ids" not in ex for ex in examples):
+            raise HarnessError(
+                "distillm2 needs the initial student's responses (student_completion_ids in every training example, "
+                "prepared by the run driver from DataPlan(student_responses=True)); this training data has none"
+            )
+        rows = []
+        for ex in examples:
+            prompt = ex["prompt_ids"]
+            rows.append({"prompt_ids": prompt, "completion_ids": ex["completion_ids"], "from_student": False})
+            rows.append({"prompt_ids": prompt, "completion_ids": ex["student_completion_ids"], "from_student": True})
+        return rows
 
     def token_losses(self, logits: Tensor, targets: Tensor, teacher: TeacherRows, progress: float):
         if teacher.from_student is None:
+            raise HarnessError("distillm2 rows must be flagged from_student (see DistiLLM2.batch_examples)")
+        if teacher.logits is None and teacher.topk_ids is None:
             raise HarnessError(
-                "distillm2 needs the initial student's responses beside the teacher's (rows flagged from_student); "
-                "this training data has none"
+                "distillm2 needs the teacher's distribution on every row: run it with the online teacher"
             )
         if teacher.logits is not None:
             student, target = log_softmax(logits), log_softmax(teacher.logits)

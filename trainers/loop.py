@@ -224,6 +224,7 @@ def train(
                 chunk = [examples[i] for i in indices[rank::world]]  # this process's share of the global batch
                 if on_policy is not None:
                     chunk = on_policy(chunk, index)
+                chunk = objective.batch_examples(chunk)
                 batch = _to_device(collate(chunk, pad_id, config.max_length), accelerator.device)
                 with accelerator.accumulate(model), accelerator.autocast():
                     terms = model(batch, step / config.max_steps, teacher)

@@ -69,6 +69,11 @@ class Objective(ABC):
         `progress` is the fraction of training done, in [0, 1] (for schedules such as a curriculum).
         """
 
+    def batch_examples(self, examples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The examples a micro-batch trains on, from the data set's (the loop calls it before collating); most
+        methods use them as they are."""
+        return examples
+
     def config(self) -> dict[str, Any]:
         return dataclasses.asdict(self.params)
 
