@@ -27,7 +27,6 @@ import torch
 from torch import Tensor
 
 from kdcore.errors import HarnessError, unknown_choice
-from trainers.objectives import cross_entropy_rows
 
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "bridge-garden": {"hybrid": {"alpha": 0.2, "gamma": 0.1, "warmup": 0.2}},
@@ -63,9 +62,9 @@ def reverse_adaptive_weight(teacher_target_logprob: Tensor) -> Tensor:
     return teacher_target_logprob.float().exp()
 
 
-def hard_term(kind: str, logits: Tensor, targets: Tensor, chi2_alpha: float) -> Tensor:
-    """The per-row hard-label term: cross-entropy, or the chi^2 soft-Q term CE + CE^2 / (4 alpha)."""
-    ce = cross_entropy_rows(logits, targets)
+def hard_term(kind: str, cross_entropy: Tensor, chi2_alpha: float) -> Tensor:
+    """The per-row hard-label term from the per-row cross-entropy: itself, or the chi^2 soft-Q term
+    CE + CE^2 / (4 alpha)."""
     if kind == "ce":
-        return ce
-    return ce + ce * ce / (4.0 * chi2_alpha)
+        return cross_entropy
+    return cross_entropy + cross_entropy * cross_entropy / (4.0 * chi2_alpha)

@@ -337,7 +337,7 @@ class Hybrid(Objective):
     def token_losses(self, logits, targets, teacher, progress):
         from trainers.bridge_garden import hard_term
 
-        hard = hard_term(self.params.hard_term, logits, targets, self.params.chi2_alpha)
+        hard = hard_term(self.params.hard_term, cross_entropy_rows(logits, targets), self.params.chi2_alpha)
         soft = soft_term(self.params, logits, teacher)
         weight = self.soft_weight(logits, targets, teacher, progress)
         return {
