@@ -94,7 +94,8 @@ def adaptive_skew(gap: Tensor, ceiling: float) -> Tensor:
     """clip(1 - (1 - a0) * mean(gap) / (gap + 1e-5), 0.01, a0) per row (detached); a0 for a single row."""
     with torch.no_grad():
         anchor = (1.0 - ceiling) * gap.mean()
-        return (1.0 - anchor / (gap + 1e-5)).clamp(MIN_SKEW, ceiling)
+        skew = 1.0 - anchor / (gap + 1e-5)
+        return skew.nan_to_num(nan=ceiling).clamp(MIN_SKEW, ceiling)  # nan only at 0 / 0: no gap anywhere
 
 
 def log_mix(x: Tensor, y: Tensor, w: Tensor) -> Tensor:
