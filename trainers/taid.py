@@ -1,19 +1,20 @@
 """TAID: temporally adaptive interpolated distillation (Shing et al., ICLR 2025, arXiv 2501.16937; official code
-SakanaAI/TAID, `src/distil_losses/taid.py`, read in the gn64/TAID copy's description).
+SakanaAI/TAID, whose loss class `TAID(t_start=0.4, t_end=1.0, alpha=5e-4, beta=0.99, disable_adaptive=False)` we saw
+in copies of it; its update function itself was not in the corpus we could search, so the update below follows the
+paper's description).
 
 The target is the softmax of logits interpolated between the detached student's and the teacher's,
 p_t = softmax((1 - t) * stopgrad(z_S) + t * z_T), and the loss is KL(p_t || q_S). The interpolation weight t starts
 at t_start and moves toward t_end: after each optimiser step, with J the step's mean TAID loss,
 delta = (J_prev - J) / (J_prev + 1e-15), m <- beta * m + (1 - beta) * delta, and
 t <- min(t_end, max(t_linear, t + alpha * sigmoid(m) * (1 - t))), t_linear = t_start + (t_end - t_start) * progress
-(the release's `update_t`; with adaptive = false, t = t_linear). Defaults are the release's (t_start 0.4,
-t_end 1.0, alpha 5e-4, beta 0.99).
+(the linear schedule is a floor at every step; with adaptive = false, t = t_linear). Defaults are the release's.
 
 On cached top-k soft labels the k + 1 bucket log-probs stand in for the logits: softmax is shift-invariant, so the
 interpolation is exact on the top-k ids, and the tail bucket interpolates the two tail masses' logs. Differences
 from the release: the schedule state (t, m, J_prev) lives in the objective, not in the checkpoint, so a resumed run
 restarts it from t_linear at the resume point; under several processes each process adapts t on its own share of
-the batch (the release reduces the loss over processes first).
+the batch.
 """
 
 from __future__ import annotations
