@@ -19,7 +19,8 @@ from kdcore.errors import HarnessError
 class GenerationSettings:
     """Decoding settings; each field's meaning is the one vLLM's `SamplingParams` and lm-eval give it.
 
-    `max_new_tokens` None means each task's own budget (`Task.max_new_tokens`). `samples` completions are drawn
+    `max_new_tokens` None means each task's own budget (`Task.max_new_tokens`); `budgets` sets it per task (as
+    Llama 3.1's evaluation does: GSM8K 1024, MATH 5120) and wins over `max_new_tokens`. `samples` completions are drawn
     per problem: the score is pass@1 averaged over them (and unbiased pass@k for code). `stop` strings are added
     to the task's own. `shots` maps a task name to its number of few-shot examples (absent: zero-shot).
     `thinking`: the model writes `<think> ... </think>` first; answers are read after the block closes only.
@@ -30,6 +31,7 @@ class GenerationSettings:
     top_p: float = 1.0
     top_k: int = 0  # 0 = off
     max_new_tokens: int | None = None
+    budgets: dict[str, int] = field(default_factory=dict)
     samples: int = 1
     stop: tuple[str, ...] = ()
     shots: dict[str, int] = field(default_factory=dict)
@@ -43,18 +45,20 @@ class GenerationSettings:
     def greedy(self) -> bool:
         return self.temperature == 0.0
 
-    def budget(self, task_budget: int) -> int:
-        """The completion budget for a task whose own default is `task_budget`."""
+    def budget(self, task: str, task_budget: int) -> int:
+        """The completion budget for `task`, whose own default is `task_budget`."""
+        if task in self.budgets:
+            return self.budgets[task]
         return self.max_new_tokens if self.max_new_tokens is not None else task_budget
 
-    def generate_kwargs(self, task_budget: int, task_stop: tuple[str, ...] = ()) -> dict[str, Any]:
-        """Keyword arguments for `Generator.generate` for one task (its own budget and stop strings given)."""
+    def generate_kwargs(self, task: Any) -> dict[str, Any]:
+        """Keyword arguments for `Generator.generate` for one `tasks.Task` (its budget and stop strings)."""
         return {
-            "max_new_tokens": self.budget(task_budget),
+            "max_new_tokens": self.budget(task.name, task.max_new_tokens),
             "temperature": self.temperature,
             "top_p": self.top_p,
             "top_k": self.top_k,
-            "stop": tuple(dict.fromkeys((*task_stop, *self.stop))),
+            "stop": tuple(dict.fromkeys((*task.stop, *self.stop))),
             "n": self.samples,
         }
 
@@ -87,6 +91,11 @@ def check_settings(settings: GenerationSettings, where: str = "generation settin
             "max_new_tokens",
             s.max_new_tokens is None or (isinstance(s.max_new_tokens, int) and s.max_new_tokens > 0),
             "a positive integer",
+        ),
+        (
+            "budgets",
+            all(isinstance(k, str) and isinstance(v, int) and v > 0 for k, v in s.budgets.items()),
+            "a table of task = positive integer",
         ),
         ("samples", isinstance(s.samples, int) and s.samples > 0, "a positive integer"),
         ("stop", all(isinstance(x, str) and x for x in s.stop), "a list of non-empty strings"),
