@@ -19,6 +19,8 @@ class Task(ABC):
     primary_metric: str = "exact_match"
     max_new_tokens: int = 512
     stop: tuple[str, ...] = ()
+    scorable: bool = True  # False for a training-only task whose answers cannot be checked (no tests, no gold)
+    licence: str = ""  # the data's licence, shown by `harness tasks` ("" for generated data)
 
     @abstractmethod
     def docs(self, split: str = "test") -> list[Doc]:
@@ -94,6 +96,7 @@ class ThinkingTask(Task):
         self.inner = inner
         self.name, self.primary_metric = inner.name, inner.primary_metric
         self.max_new_tokens, self.stop = inner.max_new_tokens, inner.stop
+        self.scorable, self.licence = inner.scorable, inner.licence
 
     def __getattr__(self, attribute: str) -> Any:
         return getattr(self.__dict__["inner"], attribute)  # the wrapped task's options (data_source, ...)

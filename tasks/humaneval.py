@@ -40,6 +40,7 @@ class HumanEval(Task):
 
     primary_metric = "pass@1"
     max_new_tokens = 512
+    licence = "MIT"
 
     def __init__(self, *, timeout_s: float = 3.0, workers: int = DEFAULT_WORKERS, data_source: str = "shipped"):
         if data_source not in DATA_SOURCES:
