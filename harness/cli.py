@@ -507,7 +507,9 @@ def tasks_() -> None:
 @app.command()
 def verify(
     pair: Annotated[str, typer.Option("--pair", "-p", help="Teacher-student pair (see `harness pairs`).")],
-    limit: Annotated[int | None, typer.Option("--limit", help="First N docs of each benchmark (wider intervals).")] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", help="First N docs of each benchmark (wider intervals).")
+    ] = None,
     backend: Annotated[str, typer.Option(help="Generation backend: auto, transformers or vllm.")] = "auto",
     out: Annotated[Path | None, typer.Option("--out", help="Folder for verify.json and per-sample logs.")] = None,
     pairs_file: PairsFile = None,
@@ -544,7 +546,9 @@ def verify(
         )
     console.print(table)
     rows = [{**asdict(c), "agrees": c.agrees} for c in checks]
-    atomic_write_json(folder / "verify.json", {"pair": chosen.name, "evaluation": chosen.evaluation.to_record(), "checks": rows})
+    atomic_write_json(
+        folder / "verify.json", {"pair": chosen.name, "evaluation": chosen.evaluation.to_record(), "checks": rows}
+    )
     if not all(check.agrees for check in checks):
         raise typer.Exit(1)
 

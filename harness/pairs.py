@@ -36,6 +36,8 @@ class Published:
     source: str
     protocol: str
     metric: str | None = None
+
+
 DTYPES = ("float32", "bfloat16", "float16")
 ARCHITECTURES = ("LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Gemma2ForCausalLM", "Gemma3ForCausalLM")
 

@@ -47,6 +47,7 @@ class SupervisionSettings:
     shard_size: int = 256  # prompts per cache shard: the unit of resuming a build and of splitting it over machines
 
 
+KEEP_FINISHED = TraceFilter()  # the default: drop empty and budget-hit traces
 COST_FILE = "cost.json"  # written once every shard exists: the entry is complete
 META_FILE = "meta.json"  # a shard's row count and build cost, written last
 logger = logging.getLogger(__name__)
@@ -83,7 +84,9 @@ def prompt_docs(pair: Pair, task: Task, tokenizer: PreTrainedTokenizerBase) -> t
     render = pair_renderer(pair, tokenizer)
     docs = task.docs("train")[: pair.train_prompts]
     prompts = [encode(tokenizer, render(task.prompt(doc))) for doc in docs]
-    kept = fitting(list(zip(docs, prompts, strict=True)), [len(p) for p in prompts], pair.max_length, "distillation prompts")
+    kept = fitting(
+        list(zip(docs, prompts, strict=True)), [len(p) for p in prompts], pair.max_length, "distillation prompts"
+    )
     return [doc for doc, _ in kept], [prompt for _, prompt in kept]
 
 
@@ -145,7 +148,7 @@ def build_supervision(
     max_new_tokens: int,
     settings: SupervisionSettings,
     vocab_rows: int,
-    trace_filter: TraceFilter = TraceFilter(),
+    trace_filter: TraceFilter = KEEP_FINISHED,
     scorer: Callable[[list[list[int]]], Scorer] | None = None,
     counts: TraceCounts | None = None,
 ) -> datasets.Dataset:

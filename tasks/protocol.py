@@ -126,7 +126,7 @@ def parse_settings(
     values = dict(table)
     sources = values.pop("source", {})
     if not isinstance(sources, dict):
-        raise HarnessError(f"{where}: source must be a table of field = \"where the value comes from\"")
+        raise HarnessError(f'{where}: source must be a table of field = "where the value comes from"')
     rest = {key: values.pop(key) for key in extra if key in values}
     allowed = [f for f in FIELDS if f != "sources"]
     if unknown := sorted(set(values) - set(allowed)):
@@ -135,8 +135,10 @@ def parse_settings(
         if not isinstance(values["stop"], list):
             raise HarnessError(f"{where}: stop must be a list of strings, got {values['stop']!r}")
         values["stop"] = tuple(values["stop"])
-    if "temperature" in values and isinstance(values["temperature"], int) and not isinstance(
-        values["temperature"], bool
+    if (
+        "temperature" in values
+        and isinstance(values["temperature"], int)
+        and not isinstance(values["temperature"], bool)
     ):
         values["temperature"] = float(values["temperature"])
     base = defaults or GenerationSettings()

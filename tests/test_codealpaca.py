@@ -32,11 +32,35 @@ def test_every_record_is_python_with_a_parsing_answer() -> None:
 @pytest.mark.parametrize(
     ("record", "expected"),
     [
-        ({"instruction": "Write a Python function to add two numbers.", "input": "", "output": "def f(a, b):\n    return a + b"}, True),
-        ({"instruction": "Write a Java method to add two numbers.", "input": "", "output": "int f(int a, int b) { return a + b; }"}, False),
-        ({"instruction": "What are the distinct values?", "input": "[3, 9, 3]", "output": "The distinct values are 3 and 9."}, False),
+        (
+            {
+                "instruction": "Write a Python function to add two numbers.",
+                "input": "",
+                "output": "def f(a, b):\n    return a + b",
+            },
+            True,
+        ),
+        (
+            {
+                "instruction": "Write a Java method to add two numbers.",
+                "input": "",
+                "output": "int f(int a, int b) { return a + b; }",
+            },
+            False,
+        ),
+        (
+            {
+                "instruction": "What are the distinct values?",
+                "input": "[3, 9, 3]",
+                "output": "The distinct values are 3 and 9.",
+            },
+            False,
+        ),
         ({"instruction": "Write a SQL query listing users.", "input": "", "output": "print(1)"}, False),
-        ({"instruction": "Name a sorting algorithm.", "input": "", "output": "quicksort"}, False),  # parses, no statement
+        (
+            {"instruction": "Name a sorting algorithm.", "input": "", "output": "quicksort"},
+            False,
+        ),  # parses, no statement
     ],
 )
 def test_is_python(record: dict, expected: bool) -> None:

@@ -57,7 +57,9 @@ def test_thinking_teacher_is_judged_after_its_thinking() -> None:
     doc = task.docs("train")[0]
     gold = doc["answer"].rsplit("#### ", 1)[1]
     texts = [f"Let me think... {gold}</think>\n#### {gold}", f"Let me think... {gold}, wait"]
-    keep, counts = filter_traces(texts, [True, True], TraceFilter(require_correct=True), task_scorer(task, [doc] * 2, texts, str))
+    keep, counts = filter_traces(
+        texts, [True, True], TraceFilter(require_correct=True), task_scorer(task, [doc] * 2, texts, str)
+    )
     assert keep == [0] and counts.incorrect == 1
 
 
