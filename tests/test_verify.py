@@ -84,3 +84,28 @@ def test_an_unknown_task_is_refused_before_anything_loads(tmp_path: Path) -> Non
     pair = dataclasses.replace(get_pair("qwen"), published=(published(0.5, task="mmlu"),))
     with pytest.raises(HarnessError, match="unknown task in pair 'qwen' published scores: 'mmlu'"):
         verify_pair(pair, lambda role, tasks: pytest.fail("evaluated"))
+
+
+def test_verify_runs_end_to_end_on_the_tiny_pair(mini_tiny, tmp_path: Path) -> None:
+    """The real path (load the base models, decode with the pair's protocol, score, compare) on the miniature
+    tiny pair: a published value equal to what the models score agrees; one 40 points off is flagged."""
+    from harness.verify import evaluate_base_model
+
+    pair = get_pair("tiny")
+    measured = {}
+
+    def evaluate(role: str, tasks: list[str]) -> dict[str, TaskScore]:
+        scores = evaluate_base_model(pair, role, tasks, tmp_path, backend="transformers", limit=40)
+        measured[role] = scores["arith"].score
+        return scores
+
+    verify_pair(dataclasses.replace(pair, published=(published(0.5, "arith", "teacher"),)), evaluate)
+    teacher = measured["teacher"]
+    far = teacher + 0.4 if teacher < 0.5 else teacher - 0.4  # beyond any 95% interval of 40 problems (<= +-0.16)
+    pair = dataclasses.replace(
+        pair, published=(published(teacher, "arith", "teacher"), published(far, "arith", "teacher"))
+    )
+    checks = verify_pair(pair, evaluate)
+    assert [c.n for c in checks] == [40, 40] and [c.measured for c in checks] == [teacher, teacher]
+    assert [c.agrees for c in checks] == [True, False] and "student" not in measured
+    assert (tmp_path / "teacher" / "samples" / "arith.jsonl").exists()
