@@ -1,7 +1,8 @@
 """Evaluation: prompts -> generator -> task metrics, with a per-sample log that can be re-scored later.
 
-Each task's log is JSON lines: `{"doc_id", "prompt", "completion", "extracted", "score", "metrics"}`
-(with `--samples n`: `completions` and `samples` hold all n, `completion` the first), so a score can be
+Each task's log is JSON lines: `{"doc_id", "prompt", "completion", "extracted", "score", "metrics", "settings"}`
+(with `--samples n`: `completions` and `samples` hold all n, `completion` the first; `settings`: the generation
+settings, which the score carries too), so a score can be
 audited, and re-scored with a changed scorer without generating again. An evaluation killed part-way resumes
 from its partial log, and one split into shards (`--shard i/n`, e.g. one per machine) is merged from the
 shards' logs into the same log and score as an unsharded one.
@@ -29,9 +30,11 @@ logger = logging.getLogger(__name__)
 EVAL_CHUNK = 256  # docs generated per call: the unit of resuming and of sharding an evaluation
 
 
-def _summarise(task: Task, rows: list[dict], samples: str | None, settings: dict | None = None) -> TaskScore:
+def _summarise(task: Task, rows: list[dict], samples: str | None) -> TaskScore:
+    """The task's score over `rows`, with the generation settings its rows were made with (None for old logs)."""
     names = sorted({name for row in rows for name in row["metrics"]})
     metrics = {name: sum(row["metrics"].get(name, 0.0) for row in rows) / max(len(rows), 1) for name in names}
+    settings = rows[0].get("settings") if rows else None
     return TaskScore(
         score=metrics.get(task.primary_metric, 0.0), n=len(rows), metrics=metrics, samples=samples, settings=settings
     )
@@ -118,12 +121,23 @@ def evaluate_task(
     pending = [d for d in wanted if d not in done]
     sampling = _sampling(task, generation, samples, temperature)
     samples = sampling["n"]
+    settings = {
+        **(generation.to_record() if generation else {"temperature": temperature, "samples": samples}),
+        "max_new_tokens": sampling["max_new_tokens"],
+        "stop": list(sampling["stop"]),
+    }
     for block, ids in itertools.groupby(pending, key=lambda d: d // EVAL_CHUNK):
         chunk = list(ids)
         prompts = [render(task.prompt(docs[d])) for d in chunk]
         completions = generator.generate(prompts, **sampling, seed=seed * 1_000_003 + block)
         rows = [
-            {"doc_id": d, "prompt": prompt, "completion": outs[0], **({"completions": outs} if samples > 1 else {})}
+            {
+                "doc_id": d,
+                "prompt": prompt,
+                "completion": outs[0],
+                **({"completions": outs} if samples > 1 else {}),
+                "settings": settings,
+            }
             for d, prompt, outs in zip(chunk, prompts, completions, strict=True)
         ]
         rows = _score_rows(task, [docs[d] for d in chunk], rows)
@@ -139,8 +153,7 @@ def evaluate_task(
         _write_log(samples_path, rows)
         if partial:
             partial.unlink(missing_ok=True)
-    settings = generation.to_record() if generation else {"temperature": temperature, "samples": samples}
-    return _summarise(task, rows, samples_ref, {**settings, "max_new_tokens": sampling["max_new_tokens"]})
+    return _summarise(task, rows, samples_ref)
 
 
 def rescore(samples_path: Path, task: Task, samples_ref: str | None = None) -> TaskScore:

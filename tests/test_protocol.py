@@ -50,7 +50,7 @@ def test_without_settings_evaluation_is_as_before(tmp_path: Path) -> None:
     generator = RecordingGenerator([["#### 3"]])
     score = evaluate_task(load_task("arith"), generator, str, limit=1)
     assert generator.calls == [{"max_new_tokens": 32, "temperature": 0.0, "stop": ("\n\n",), "n": 1, "seed": 0}]
-    assert score.settings == {"temperature": 0.0, "samples": 1, "max_new_tokens": 32}
+    assert score.settings == {"temperature": 0.0, "samples": 1, "max_new_tokens": 32, "stop": ["\n\n"]}
 
 
 def test_a_generator_that_reports_ended_counts_truncated(tmp_path: Path) -> None:
