@@ -103,6 +103,14 @@ def _parse_pair(name: str, entry: Any, source: Path) -> Pair:
         raise unknown_choice(f"chat_template in {where}:", values["chat_template"], ("model", "none"))
     tables = _parse_tables(entry, where, values.get("max_new_tokens"))
     values["max_new_tokens"] = tables["supervision"].max_new_tokens
+    if tables["trace_filter"].require_correct:
+        from tasks import load_task
+
+        if not load_task(values["train_task"]).scorable:
+            raise HarnessError(
+                f"{where}: supervision.require_correct needs a train task with answers to check; "
+                f"{values['train_task']!r} has none"
+            )
     return Pair(name=name, **values, **tables)
 
 

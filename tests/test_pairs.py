@@ -161,3 +161,11 @@ def test_a_pair_without_tables_gets_the_defaults(tmp_path: Path) -> None:
     assert pair.evaluation.greedy and pair.evaluation.max_new_tokens is None
     assert pair.supervision.max_new_tokens == pair.max_new_tokens == 24
     assert pair.trace_filter.drop_truncated and not pair.trace_filter.require_correct and pair.published == ()
+
+
+def test_require_correct_needs_a_scorable_train_task(tmp_path: Path) -> None:
+    coding = GOOD.replace('train_task = "arith"', 'train_task = "codealpaca"')
+    with pytest.raises(HarnessError, match="require_correct needs a train task with answers to check; 'codealpaca'"):
+        load_pairs(_write(tmp_path, coding + "[pairs.x.supervision]\nrequire_correct = true\n"))
+    (pair,) = load_pairs(_write(tmp_path, GOOD + "[pairs.x.supervision]\nrequire_correct = true\n")).values()
+    assert pair.trace_filter.require_correct
