@@ -29,6 +29,7 @@ from harness.launch import is_main_process
 from harness.pairs import Pair
 from harness.trace_filter import Scorer, TraceCounts, TraceFilter, ended_at_eos, filter_traces, task_scorer
 from kdcore.costs import PhaseCost, device_kind, timed
+from kdcore.errors import HarnessError
 from kdcore.io import atomic_write_json
 from kdcore.progress import progress_bar
 from tasks import Doc, Messages, Task, load_task
@@ -164,6 +165,11 @@ def build_supervision(
         logger.warning(message)
     if counts is not None:
         counts.add(found)
+    if not keep:
+        raise HarnessError(
+            f"none of {len(prompts)} teacher completions could be kept ({'; '.join(found.messages())}): raise the "
+            "pair's supervision.max_new_tokens, or set supervision.drop_truncated = false for a teacher without EOS"
+        )
     kept = [(prompts[i], completions[i]) for i in keep]
     examples = [{"prompt_ids": p, "completion_ids": c} for p, c in kept]
     soft = teacher_topk(teacher, examples, tokenizer.pad_token_id, settings.top_k, settings.batch_size, vocab_rows)

@@ -125,3 +125,20 @@ def test_supervision_rejection_sampling_on_real_gsm8k_answers() -> None:
 def test_settings_record_leaves_sources_out() -> None:
     settings = GenerationSettings(temperature=0.6, samples=2, stop=("###",), sources={"temperature": "card"})
     assert settings.to_record()["stop"] == ["###"] and "sources" not in settings.to_record()
+
+
+def test_a_teacher_whose_every_trace_hits_the_budget_is_a_clear_error() -> None:
+    import pytest
+
+    from kdcore.errors import HarnessError
+
+    with pytest.raises(HarnessError, match=r"none of 2 teacher completions could be kept \(2 of 2 .*budget"):
+        build_supervision(
+            tiny_student(),
+            SimpleNamespace(pad_token_id=0, eos_token_id=1),
+            ScriptedIds([[5, 6], [7, 8]]),
+            [[2], [3]],
+            max_new_tokens=2,
+            settings=SupervisionSettings(top_k=4),
+            vocab_rows=40,
+        )
