@@ -1,4 +1,5 @@
-"""The `harness` command line: run, sweep, supervise, eval, leaderboard, compare, analyze, pairs, methods, tasks."""
+"""The `harness` command line: run, sweep, supervise, eval, leaderboard, compare, analyze, pairs, methods, tasks,
+verify."""
 
 from __future__ import annotations
 
@@ -420,16 +421,54 @@ def analyze(
 
 
 @app.command()
-def pairs(pairs_file: PairsFile = None) -> None:
-    """List the teacher-student pairs."""
-    from harness.pairs import load_pairs
+def pairs(
+    show: Annotated[
+        str | None, typer.Option("--show", help="Print one pair's generation settings, each with its source.")
+    ] = None,
+    pairs_file: PairsFile = None,
+) -> None:
+    """List the teacher-student pairs, or show one pair's evaluation and supervision settings with sources."""
+    from harness.pairs import get_pair, load_pairs
 
+    if show is not None:
+        _show_pair(get_pair(show, pairs_file))
+        return
     table = Table(title="pairs")
-    for column in ("pair", "teacher", "student", "architecture", "benchmarks"):
+    for column in ("pair", "teacher", "student", "architecture", "benchmarks", "protocol"):
         table.add_column(column)
     for pair in load_pairs(pairs_file).values():
-        table.add_row(pair.name, pair.teacher, pair.student, pair.architecture, ", ".join(pair.tasks))
+        protocol = ("thinking, " if pair.evaluation.thinking else "") + (
+            "greedy" if pair.evaluation.greedy else f"T={pair.evaluation.temperature} x{pair.evaluation.samples}"
+        )
+        table.add_row(pair.name, pair.teacher, pair.student, pair.architecture, ", ".join(pair.tasks), protocol)
     console.print(table)
+
+
+def _show_pair(pair) -> None:
+    """A pair's models, then its evaluation and supervision settings (value and source), then its published scores."""
+    import dataclasses
+
+    console.print(f"[bold]{pair.name}[/]: {pair.description}")
+    console.print(f"teacher {pair.teacher}, student {pair.student}; train task {pair.train_task}")
+    filters = f"drop_truncated={pair.trace_filter.drop_truncated}, require_correct={pair.trace_filter.require_correct}"
+    for title, settings in (("evaluation", pair.evaluation), ("supervision", pair.supervision)):
+        table = Table(title=f"{pair.name}: {title}" + (f" (trace filter: {filters})" if title == "supervision" else ""))
+        for column in ("setting", "value", "source"):
+            table.add_column(column)
+        for field in dataclasses.fields(settings):
+            if field.name == "sources":
+                continue
+            value = getattr(settings, field.name)
+            shown = "each task's own" if value is None else (str(value) if value not in ({}, ()) else "-")
+            table.add_row(field.name, shown, settings.sources.get(field.name, "default"))
+        console.print(table)
+    if pair.published:
+        table = Table(title=f"{pair.name}: published scores (`harness verify`)")
+        for column in ("model", "task", "score", "source", "protocol"):
+            table.add_column(column)
+        for item in pair.published:
+            table.add_row(item.model, item.task, f"{100 * item.score:.1f}", item.source, item.protocol)
+        console.print(table)
 
 
 @app.command()
@@ -469,16 +508,69 @@ def methods() -> None:
 
 @app.command("tasks")
 def tasks_() -> None:
-    """List the benchmarks."""
+    """List the benchmarks and training tasks, with their data's licence."""
     from tasks import load_task, task_names
 
-    table = Table(title="benchmarks")
-    for column in ("task", "primary metric", "test docs"):
+    table = Table(title="tasks")
+    for column in ("task", "primary metric", "test docs", "licence"):
         table.add_column(column)
     for name in task_names():
         task = load_task(name)
-        table.add_row(name, task.primary_metric, str(len(task.docs("test"))))
+        if task.scorable:
+            table.add_row(name, task.primary_metric, str(len(task.docs("test"))), task.licence or "generated")
+        else:
+            train = len(task.docs("train"))
+            table.add_row(name, f"- (training only: {train} train docs)", "-", task.licence)
     console.print(table)
+
+
+@app.command()
+def verify(
+    pair: Annotated[str, typer.Option("--pair", "-p", help="Teacher-student pair (see `harness pairs`).")],
+    limit: Annotated[
+        int | None, typer.Option("--limit", help="First N docs of each benchmark (wider intervals).")
+    ] = None,
+    backend: Annotated[str, typer.Option(help="Generation backend: auto, transformers or vllm.")] = "auto",
+    out: Annotated[Path | None, typer.Option("--out", help="Folder for verify.json and per-sample logs.")] = None,
+    pairs_file: PairsFile = None,
+) -> None:
+    """Score the pair's base teacher and student with the pair's protocol and compare with their published scores;
+    exit 1 if any differs by more than the binomial (Wilson 95%) interval of its number of problems."""
+    from dataclasses import asdict
+
+    from harness.pairs import get_pair
+    from harness.verify import check_published, evaluate_base_model, verify_pair
+    from kdcore.io import atomic_write_json
+
+    chosen = get_pair(pair, pairs_file)
+    check_published(chosen)
+    folder = out or Path("results") / "verify" / chosen.name
+    checks = verify_pair(
+        chosen, lambda role, names: evaluate_base_model(chosen, role, names, folder, backend=backend, limit=limit)
+    )
+    table = Table(title=f"{chosen.name}: measured with the pair's protocol vs published")
+    for column in ("model", "task", "metric", "published", "measured", "n", "95% interval", "", "source"):
+        table.add_column(column)
+    for check in checks:
+        item = check.published
+        table.add_row(
+            item.model,
+            item.task,
+            check.metric,
+            f"{100 * item.score:.1f}",
+            f"{100 * check.measured:.1f}",
+            str(check.n),
+            f"{100 * check.low:.1f}-{100 * check.high:.1f}",
+            "ok" if check.agrees else "[red]DIFFERS[/]",
+            item.source,
+        )
+    console.print(table)
+    rows = [{**asdict(c), "agrees": c.agrees} for c in checks]
+    atomic_write_json(
+        folder / "verify.json", {"pair": chosen.name, "evaluation": chosen.evaluation.to_record(), "checks": rows}
+    )
+    if not all(check.agrees for check in checks):
+        raise typer.Exit(1)
 
 
 def _task_options(name: str, data_source: str, num_fewshot: int) -> dict[str, object]:

@@ -1,4 +1,9 @@
-"""Teacher-student pairs, read from a versioned TOML file (`harness/pairs.toml`, or `--pairs-file`)."""
+"""Teacher-student pairs, read from a versioned TOML file (`harness/pairs.toml`, or `--pairs-file`).
+
+Besides the models, a pair holds how they are decoded: `evaluation` and `supervision` (`GenerationSettings`, each
+value with its source), the teacher-trace filter, and the published scores `harness verify` checks against.
+Everything is validated at load, with one-line errors naming the pair and field.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +14,30 @@ from typing import Any
 
 import tomllib
 
+from harness.trace_filter import TraceFilter
 from kdcore.errors import HarnessError, unknown_choice
+from tasks.protocol import GenerationSettings, parse_settings
 
 DEFAULT_PAIRS_FILE = Path(__file__).with_name("pairs.toml")
 SCHEMA_VERSION = 1
+ROLES = ("teacher", "student")
+TABLES = ("evaluation", "supervision", "published")  # parsed apart from the plain fields
+
+
+@dataclass(frozen=True)
+class Published:
+    """A score a model card or report gives for one of the pair's models, with where and how it was measured.
+
+    `score` is a fraction in [0, 1] of `metric` (default: the task's primary metric) on `task`'s test set."""
+
+    model: str  # "teacher" or "student"
+    task: str
+    score: float
+    source: str
+    protocol: str
+    metric: str | None = None
+
+
 DTYPES = ("float32", "bfloat16", "float16")
 ARCHITECTURES = ("LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Gemma2ForCausalLM", "Gemma3ForCausalLM")
 
@@ -35,6 +60,14 @@ class Pair:
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)  # TrainConfig defaults for this pair
     cpu_threads: int | None = None  # torch threads on a CPU-only machine (None: torch's default, one per core)
+    evaluation: GenerationSettings = field(default_factory=GenerationSettings)
+    supervision: GenerationSettings = field(default_factory=GenerationSettings)
+    trace_filter: TraceFilter = field(default_factory=TraceFilter)
+    published: tuple[Published, ...] = ()
+
+    def task_options(self, task: str) -> dict[str, Any]:
+        """`load_task` options for scoring this pair's models on `task`: thinking and shots, as evaluation says."""
+        return self.evaluation.task_options(task)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -44,7 +77,7 @@ def _parse_pair(name: str, entry: Any, source: Path) -> Pair:
     where = f"{source.name}: pair {name!r}"
     if not isinstance(entry, dict):
         raise HarnessError(f"{where} must be a table")
-    fields = {f.name: f for f in dataclasses.fields(Pair) if f.name != "name"}
+    fields = {f.name: f for f in dataclasses.fields(Pair) if f.name not in ("name", "trace_filter")}
     unknown = set(entry) - set(fields)
     if unknown:
         raise HarnessError(f"{where}: unknown field {sorted(unknown)[0]!r}; valid fields: {', '.join(sorted(fields))}")
@@ -54,7 +87,7 @@ def _parse_pair(name: str, entry: Any, source: Path) -> Pair:
     missing = [n for n in required if n not in entry]
     if missing:
         raise HarnessError(f"{where}: missing field {missing[0]!r}")
-    values = dict(entry)
+    values = {key: value for key, value in entry.items() if key not in TABLES}
     values["tasks"] = tuple(values["tasks"]) if isinstance(values["tasks"], list) else values["tasks"]
     for key, kind in (("teacher", str), ("student", str), ("train_task", str), ("tasks", tuple)):
         if not isinstance(values[key], kind) or not values[key]:
@@ -68,7 +101,64 @@ def _parse_pair(name: str, entry: Any, source: Path) -> Pair:
         raise unknown_choice(f"architecture in {where}:", values["architecture"], ARCHITECTURES)
     if values.get("chat_template", "model") not in ("model", "none"):
         raise unknown_choice(f"chat_template in {where}:", values["chat_template"], ("model", "none"))
-    return Pair(name=name, **values)
+    tables = _parse_tables(entry, where, values.get("max_new_tokens"))
+    values["max_new_tokens"] = tables["supervision"].max_new_tokens
+    if tables["trace_filter"].require_correct:
+        from tasks import load_task
+
+        if not load_task(values["train_task"]).scorable:
+            raise HarnessError(
+                f"{where}: supervision.require_correct needs a train task with answers to check; "
+                f"{values['train_task']!r} has none"
+            )
+    return Pair(name=name, **values, **tables)
+
+
+def _parse_tables(entry: dict[str, Any], where: str, teacher_budget: int | None) -> dict[str, Any]:
+    """The pair's `evaluation`, `supervision` (+ trace filter) and `published` tables, validated."""
+    evaluation, _ = parse_settings(entry.get("evaluation", {}), f"{where}: evaluation")
+    supervision, rest = parse_settings(
+        entry.get("supervision", {}), f"{where}: supervision", extra=("drop_truncated", "require_correct")
+    )
+    # the teacher's budget may be given as the pair's max_new_tokens or in its supervision table, not both apart
+    if supervision.max_new_tokens is None:
+        supervision = dataclasses.replace(supervision, max_new_tokens=teacher_budget or Pair.max_new_tokens)
+    elif teacher_budget is not None and teacher_budget != supervision.max_new_tokens:
+        raise HarnessError(
+            f"{where}: max_new_tokens = {teacher_budget} and supervision.max_new_tokens = "
+            f"{supervision.max_new_tokens} disagree; give the teacher's budget once"
+        )
+    for key, value in rest.items():
+        if not isinstance(value, bool):
+            raise HarnessError(f"{where}: supervision.{key} must be true or false, got {value!r}")
+    published = entry.get("published", [])
+    if not isinstance(published, list):
+        raise HarnessError(f"{where}: published must be an array of tables ([[pairs.<name>.published]])")
+    return {
+        "evaluation": evaluation,
+        "supervision": supervision,
+        "trace_filter": TraceFilter(**rest),
+        "published": tuple(_parse_published(item, f"{where}: published[{i}]") for i, item in enumerate(published)),
+    }
+
+
+def _parse_published(item: Any, where: str) -> Published:
+    if not isinstance(item, dict):
+        raise HarnessError(f"{where} must be a table")
+    fields = {f.name: f for f in dataclasses.fields(Published)}
+    if unknown := sorted(set(item) - set(fields)):
+        raise HarnessError(f"{where}: unknown field {unknown[0]!r}; valid fields: {', '.join(fields)}")
+    if missing := [n for n, f in fields.items() if f.default is dataclasses.MISSING and n not in item]:
+        raise HarnessError(f"{where}: missing field {missing[0]!r}")
+    if item["model"] not in ROLES:
+        raise unknown_choice(f"model in {where}:", item["model"], ROLES)
+    score = item["score"]
+    if isinstance(score, bool) or not isinstance(score, int | float) or not 0 <= score <= 1:
+        raise HarnessError(f"{where}: score must be a fraction in [0, 1] (83.9% is 0.839), got {score!r}")
+    for key in ("task", "source", "protocol"):
+        if not isinstance(item[key], str) or not item[key]:
+            raise HarnessError(f"{where}: {key} must be a non-empty string")
+    return Published(**{**item, "score": float(score)})
 
 
 def load_pairs(path: str | Path | None = None) -> dict[str, Pair]:

@@ -27,7 +27,9 @@ from harness.accounting import CostLedger
 from harness.cache import cache_key, cache_root
 from harness.launch import is_main_process
 from harness.pairs import Pair
+from harness.trace_filter import Scorer, TraceCounts, TraceFilter, ended_at_eos, filter_traces, task_scorer
 from kdcore.costs import PhaseCost, device_kind, timed
+from kdcore.errors import HarnessError
 from kdcore.io import atomic_write_json
 from kdcore.progress import progress_bar
 from tasks import Doc, Messages, Task, load_task
@@ -46,6 +48,7 @@ class SupervisionSettings:
     shard_size: int = 256  # prompts per cache shard: the unit of resuming a build and of splitting it over machines
 
 
+KEEP_FINISHED = TraceFilter()  # the default: drop empty and budget-hit traces
 COST_FILE = "cost.json"  # written once every shard exists: the entry is complete
 META_FILE = "meta.json"  # a shard's row count and build cost, written last
 logger = logging.getLogger(__name__)
@@ -74,9 +77,18 @@ def encode(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
 def prompt_ids(pair: Pair, task: Task, tokenizer: PreTrainedTokenizerBase) -> list[list[int]]:
     """Token ids of the pair's distillation prompts: the first `train_prompts` docs of its train task, without
     those too long for the pair's `max_length` (skipped, with a warning)."""
+    return prompt_docs(pair, task, tokenizer)[1]
+
+
+def prompt_docs(pair: Pair, task: Task, tokenizer: PreTrainedTokenizerBase) -> tuple[list[Doc], list[list[int]]]:
+    """The docs behind `prompt_ids` and the prompts, aligned (the correctness filter judges against the docs)."""
     render = pair_renderer(pair, tokenizer)
-    prompts = [encode(tokenizer, render(task.prompt(doc))) for doc in task.docs("train")[: pair.train_prompts]]
-    return fitting(prompts, [len(p) for p in prompts], pair.max_length, "distillation prompts")
+    docs = task.docs("train")[: pair.train_prompts]
+    prompts = [encode(tokenizer, render(task.prompt(doc))) for doc in docs]
+    kept = fitting(
+        list(zip(docs, prompts, strict=True)), [len(p) for p in prompts], pair.max_length, "distillation prompts"
+    )
+    return [doc for doc, _ in kept], [prompt for _, prompt in kept]
 
 
 def fitting(items: list[Any], prompt_lengths: list[int], max_length: int, what: str) -> list[Any]:
@@ -137,16 +149,28 @@ def build_supervision(
     max_new_tokens: int,
     settings: SupervisionSettings,
     vocab_rows: int,
+    trace_filter: TraceFilter = KEEP_FINISHED,
+    scorer: Callable[[list[list[int]]], Scorer] | None = None,
+    counts: TraceCounts | None = None,
 ) -> datasets.Dataset:
-    """Teacher completions for `prompts` and their top-k soft labels, as an Arrow data set."""
+    """Teacher completions for `prompts` and their top-k soft labels, as an Arrow data set. Empty and (by
+    default) budget-hit completions are left out, and with `trace_filter.require_correct` those `scorer(completions)`
+    judges wrong; what was left out is logged and added to `counts` (see harness.trace_filter)."""
     completions = generator.generate_ids(
         prompts, max_new_tokens=max_new_tokens, temperature=settings.temperature, seed=settings.seed
     )
-    kept = [(p, c) for p, c in zip(prompts, completions, strict=True) if c]
-    if len(kept) < len(prompts):
-        logger.warning(
-            "%d of %d teacher completions are empty and are left out", len(prompts) - len(kept), len(prompts)
+    ended = ended_at_eos(completions, getattr(tokenizer, "eos_token_id", None))
+    keep, found = filter_traces(completions, ended, trace_filter, scorer(completions) if scorer else None)
+    for message in found.messages():
+        logger.warning(message)
+    if counts is not None:
+        counts.add(found)
+    if not keep:
+        raise HarnessError(
+            f"none of {len(prompts)} teacher completions could be kept ({'; '.join(found.messages())}): raise the "
+            "pair's supervision.max_new_tokens, or set supervision.drop_truncated = false for a teacher without EOS"
         )
+    kept = [(prompts[i], completions[i]) for i in keep]
     examples = [{"prompt_ids": p, "completion_ids": c} for p, c in kept]
     soft = teacher_topk(teacher, examples, tokenizer.pad_token_id, settings.top_k, settings.batch_size, vocab_rows)
     columns = {
@@ -172,6 +196,8 @@ def supervision_key(teacher_id: str, pair: Pair, prompts: list[list[int]], setti
             "prompts": cache_key({"p": prompts}),
             "max_new_tokens": pair.max_new_tokens,
             **asdict(settings),
+            "generation": pair.supervision.to_record(),
+            "trace_filter": asdict(pair.trace_filter),
         }
     )
 
@@ -196,8 +222,9 @@ def load_or_build_supervision(
     returned; until then None is returned. The teacher is only loaded when this slice has a shard to build.
     """
     task = load_task(pair.train_task)
-    prompts = prompt_ids(pair, task, tokenizer)
+    docs, prompts = prompt_docs(pair, task, tokenizer)
     key = supervision_key(teacher_id, pair, prompts, settings)
+    judge = load_task(pair.train_task, thinking=pair.supervision.thinking)
     folder = cache_root() / "supervision" / key
     size = settings.shard_size
     bounds = [(start, min(start + size, len(prompts))) for start in range(0, len(prompts), size)]
@@ -225,11 +252,14 @@ def load_or_build_supervision(
                 max_new_tokens=pair.max_new_tokens,
                 settings=replace(settings, seed=settings.seed * 1_000_003 + i),
                 vocab_rows=vocab_rows,
+                trace_filter=pair.trace_filter,
+                scorer=lambda c, docs=docs[start:stop]: task_scorer(judge, docs, c, tokenizer.decode),
+                counts=(counts := TraceCounts()),
             )
             cost = PhaseCost(devices=getattr(generator, "devices", 1), device=device_kind(), cache_key=key)
             tokens = sum(len(p) + len(c) for p, c in zip(data["prompt_ids"], data["completion_ids"], strict=True))
             cost.add_work(tokens, sum(p.numel() for p in teacher.parameters()), 2)
-            _write_shard(folder, i, data, cost, clock)
+            _write_shard(folder, i, data, cost, clock, counts)
             clock = time.perf_counter()
     finally:
         if generator is not None:
@@ -246,18 +276,28 @@ def load_or_build_supervision(
     return datasets.concatenate_datasets([data for data, _ in shards]).with_format("torch")
 
 
+def trace_counts(folder: Path) -> TraceCounts:
+    """What the trace filter kept and left out over all built shards of a supervision cache entry (for the record)."""
+    total = TraceCounts()
+    for meta in sorted((folder / "shards").glob(f"*/{META_FILE}")):
+        total.add(TraceCounts(**json.loads(meta.read_text()).get("traces", {})))
+    return total
+
+
 def _shard_dir(folder: Path, index: int) -> Path:
     return folder / "shards" / f"{index:05d}"
 
 
-def _write_shard(folder: Path, index: int, data: datasets.Dataset, cost: PhaseCost, clock: float) -> None:
+def _write_shard(
+    folder: Path, index: int, data: datasets.Dataset, cost: PhaseCost, clock: float, counts: TraceCounts
+) -> None:
     """Save shard `index` under a private name, charge it the time since `clock`, and publish it with one rename:
     a shard folder is always complete (its meta file is written last), whatever kills the process."""
     staging = folder / "shards" / f".{index:05d}.{os.getpid()}.{secrets.token_hex(3)}"
     try:
         data.save_to_disk(str(staging / "data"))
         timed(cost, clock)  # a fresh cost: its wall time becomes the time since `clock`
-        atomic_write_json(staging / META_FILE, {"rows": len(data), "cost": asdict(cost)})
+        atomic_write_json(staging / META_FILE, {"rows": len(data), "cost": asdict(cost), "traces": counts.to_dict()})
         try:
             staging.rename(_shard_dir(folder, index))
         except OSError:  # another process published this shard first: keep theirs

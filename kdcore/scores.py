@@ -13,3 +13,4 @@ class TaskScore:
     n: int
     metrics: dict[str, float] = field(default_factory=dict)
     samples: str | None = None  # per-sample log, relative to the results dir
+    settings: dict | None = None  # the generation settings the score was made with (tasks.protocol)

@@ -47,7 +47,7 @@ class Split:
     """Where one split lives: a file under `tasks/data/` and its hub equivalent."""
 
     file: str
-    hub: HubSplit
+    hub: HubSplit | None  # None: shipped only
 
 
 MATH_TRAIN = Split("math/train.jsonl", HubSplit("EleutherAI/hendrycks_math", MATH_SUBJECTS, "train"))
@@ -68,6 +68,8 @@ SPLITS: dict[str, dict[str, Split]] = {
     "humaneval": {
         "test": Split("humaneval/HumanEval.jsonl.gz", HubSplit("openai/openai_humaneval", (None,), "test")),
     },
+    # CC BY-NC 4.0 (non-commercial); a filtered subset, so there is no hub equivalent (see tasks/codealpaca.py)
+    "codealpaca": {"train": Split("codealpaca/python.jsonl", None)},
 }
 
 
@@ -80,6 +82,8 @@ def load_docs(dataset: str, split: str = "test", source: str = "shipped", root: 
     if split not in SPLITS[dataset]:
         raise unknown_choice(f"{dataset} split", split, SPLITS[dataset])
     spec = SPLITS[dataset][split]
+    if source == "hub" and spec.hub is None:
+        raise HarnessError(f"{dataset} {split} is shipped only (tasks/data/{spec.file}); use --data-source shipped")
     records = read_shipped(root, spec.file) if source == "shipped" else read_hub(spec.hub)
     return [dict(record) for record in records]
 

@@ -1,7 +1,8 @@
 """Evaluation: prompts -> generator -> task metrics, with a per-sample log that can be re-scored later.
 
-Each task's log is JSON lines: `{"doc_id", "prompt", "completion", "extracted", "score", "metrics"}`
-(with `--samples n`: `completions` and `samples` hold all n, `completion` the first), so a score can be
+Each task's log is JSON lines: `{"doc_id", "prompt", "completion", "extracted", "score", "metrics", "settings"}`
+(with `--samples n`: `completions` and `samples` hold all n, `completion` the first; `settings`: the generation
+settings, which the score carries too), so a score can be
 audited, and re-scored with a changed scorer without generating again. An evaluation killed part-way resumes
 from its partial log, and one split into shards (`--shard i/n`, e.g. one per machine) is merged from the
 shards' logs into the same log and score as an unsharded one.
@@ -23,22 +24,43 @@ from kdcore.io import atomic_write_text
 from kdcore.scores import TaskScore
 from tasks.base import Doc, Messages, Task, load_task
 from tasks.generation import Generator, make_generator
+from tasks.protocol import GenerationSettings
 
 logger = logging.getLogger(__name__)
 EVAL_CHUNK = 256  # docs generated per call: the unit of resuming and of sharding an evaluation
 
 
 def _summarise(task: Task, rows: list[dict], samples: str | None) -> TaskScore:
+    """The task's score over `rows`, with the generation settings its rows were made with (None for old logs)."""
     names = sorted({name for row in rows for name in row["metrics"]})
     metrics = {name: sum(row["metrics"].get(name, 0.0) for row in rows) / max(len(rows), 1) for name in names}
-    return TaskScore(score=metrics.get(task.primary_metric, 0.0), n=len(rows), metrics=metrics, samples=samples)
+    settings = rows[0].get("settings") if rows else None
+    return TaskScore(
+        score=metrics.get(task.primary_metric, 0.0), n=len(rows), metrics=metrics, samples=samples, settings=settings
+    )
+
+
+def _sampling(task: Task, generation: GenerationSettings | None, samples: int, temperature: float) -> dict:
+    """`Generator.generate` keywords for `task`: the pair's `generation` settings, else the plain arguments.
+    top_p / top_k are passed only when set, so generators without them serve every greedy protocol."""
+    if generation is None:
+        return {"max_new_tokens": task.max_new_tokens, "temperature": temperature, "stop": task.stop, "n": samples}
+    kwargs = generation.generate_kwargs(task)
+    for name, off in (("top_p", 1.0), ("top_k", 0)):
+        if kwargs[name] == off:
+            del kwargs[name]
+    return kwargs
 
 
 def _score_rows(task: Task, docs: list[Doc], rows: list[dict]) -> list[dict]:
     """Score every completion of every row in one batch; each row's metrics combine its samples."""
     completions = [row.get("completions") or [row["completion"]] for row in rows]
     flat_docs = [doc for doc, outs in zip(docs, completions, strict=True) for _ in outs]
-    flat = task.metrics_batch(flat_docs, [c for outs in completions for c in outs])
+    ended = [row.get("ended") or [True] * len(outs) for row, outs in zip(rows, completions, strict=True)]
+    known = any("ended" in row for row in rows)  # generators that report finish reasons add `ended` to the rows
+    flat = task.score_batch(
+        flat_docs, [c for outs in completions for c in outs], [e for ends in ended for e in ends] if known else None
+    )
     scored, start = [], 0
     for row, outs in zip(rows, completions, strict=True):
         samples = flat[start : start + len(outs)]
@@ -82,9 +104,11 @@ def evaluate_task(
     samples_ref: str | None = None,
     resume_key: str | None = None,
     shard: tuple[int, int] | None = None,
+    generation: GenerationSettings | None = None,
 ) -> TaskScore:
     """Decode the first `limit` test docs of `task` (or shard `(i, n)` of them; greedy, or `samples` completions
-    each at `temperature`) and score them; log every sample to `samples_path`.
+    each at `temperature`; or as `generation`, a pair's protocol, says) and score them; log every sample to
+    `samples_path`. The score carries the settings it was made with.
 
     Docs are generated `EVAL_CHUNK` at a time and each chunk's rows are appended to `<samples_path>.partial`
     (first line: `resume_key`). A later call with the same `resume_key` (same model and settings) generates only
@@ -95,19 +119,25 @@ def evaluate_task(
     partial = samples_path.with_name(samples_path.name + ".partial") if samples_path and resume_key else None
     done = _read_partial(partial, resume_key) if partial else {}
     pending = [d for d in wanted if d not in done]
+    sampling = _sampling(task, generation, samples, temperature)
+    samples = sampling["n"]
+    settings = {
+        **(generation.to_record() if generation else {"temperature": temperature, "samples": samples}),
+        "max_new_tokens": sampling["max_new_tokens"],
+        "stop": list(sampling["stop"]),
+    }
     for block, ids in itertools.groupby(pending, key=lambda d: d // EVAL_CHUNK):
         chunk = list(ids)
         prompts = [render(task.prompt(docs[d])) for d in chunk]
-        completions = generator.generate(
-            prompts,
-            max_new_tokens=task.max_new_tokens,
-            temperature=temperature,
-            stop=task.stop,
-            seed=seed * 1_000_003 + block,
-            n=samples,
-        )
+        completions = generator.generate(prompts, **sampling, seed=seed * 1_000_003 + block)
         rows = [
-            {"doc_id": d, "prompt": prompt, "completion": outs[0], **({"completions": outs} if samples > 1 else {})}
+            {
+                "doc_id": d,
+                "prompt": prompt,
+                "completion": outs[0],
+                **({"completions": outs} if samples > 1 else {}),
+                "settings": settings,
+            }
             for d, prompt, outs in zip(chunk, prompts, completions, strict=True)
         ]
         rows = _score_rows(task, [docs[d] for d in chunk], rows)
@@ -221,18 +251,21 @@ def evaluate_model(
     resume_key: str | None = None,
     shard: tuple[int, int] | None = None,
     parallel: dict[str, int] | None = None,
+    generation: GenerationSettings | None = None,
 ) -> dict[str, TaskScore]:
     """Scores of one model on several benchmarks (or shard `(i, n)` of their docs), with per-sample logs
     `samples_dir/<task>.jsonl` (their paths in the scores are relative to `results_dir`); with `resume_key`, an
     evaluation killed part-way resumes from its partial logs. `parallel`: vLLM's `tensor_parallel` and
-    `data_parallel` (see `make_generator`)."""
+    `data_parallel` (see `make_generator`). `generation`: a pair's evaluation protocol (sampling, budgets, shots,
+    thinking), which then overrides `samples` and `temperature`."""
     generator = make_generator(model_ref, model, tokenizer, backend=backend, dtype=dtype, seed=seed, **(parallel or {}))
     scores = {}
     try:
         for name in task_names:
             path = samples_dir / log_name(name, shard)
+            options = {**(task_options or {}), **(generation.task_options(name) if generation else {})}
             scores[name] = evaluate_task(
-                load_task(name, **(task_options or {})),
+                load_task(name, **options),
                 generator,
                 render,
                 limit=limit,
@@ -243,6 +276,7 @@ def evaluate_model(
                 samples_ref=str(path.relative_to(results_dir)),
                 resume_key=resume_key,
                 shard=shard,
+                generation=generation,
             )
     finally:
         generator.close()

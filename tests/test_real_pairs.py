@@ -38,6 +38,7 @@ def test_pipeline_on_tiny_models(architecture: str, tokenizer, tmp_path: Path) -
         f'teacher = "{teacher}"\nstudent = "{student}"\narchitecture = "{architecture}"\n'
         'dtype = "float32"\ntasks = ["arith"]\ntrain_task = "arith"\ntrain_prompts = 6\nmax_new_tokens = 6\n'
         "train = { max_steps = 2, batch_size = 3, lr = 1e-3 }\n"
+        "[pairs.t.supervision]\ndrop_truncated = false\n"  # random teachers never emit EOS: keep their traces
     )
     spec = RunSpec(pair="t", method="hybrid", limit=3, results_dir=tmp_path / "results", pairs_file=pairs_file)
     record, path = run(spec)

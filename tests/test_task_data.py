@@ -21,6 +21,7 @@ EXPECTED = {
     ("math", "test"): (5000, {"problem", "level", "type", "solution", "unique_id"}),
     ("math", "train"): (7500, {"problem", "level", "type", "solution", "unique_id"}),
     ("humaneval", "test"): (164, {"task_id", "prompt", "entry_point", "canonical_solution", "test"}),
+    ("codealpaca", "train"): (1669, {"instruction", "input", "output", "file"}),
 }
 
 
@@ -36,7 +37,7 @@ def test_every_listed_file_is_shipped_with_its_license():
     listed = data.expected_checksums(DATA_DIR)
     for name in listed:
         data.verify_file(DATA_DIR, name)
-    for folder in ("gsm8k", "math", "humaneval"):
+    for folder in ("gsm8k", "math", "humaneval", "codealpaca"):
         assert f"{folder}/LICENSE" in listed
 
 
@@ -102,7 +103,7 @@ def test_verification_runs_once_per_file_per_process(tmp_path, monkeypatch):
     [
         (("gsm8k", "validation"), "unknown gsm8k split 'validation'; valid choices: test, train"),
         (("humaneval", "train"), "unknown humaneval split 'train'; valid choices: test"),
-        (("mmlu", "test"), "unknown data set 'mmlu'; valid choices: gsm8k, humaneval, math, math500"),
+        (("mmlu", "test"), "unknown data set 'mmlu'; valid choices: codealpaca, gsm8k, humaneval, math, math500"),
         (("gsm8k", "test", "s3"), "unknown data source 's3'; valid choices: hub, shipped"),
     ],
 )
