@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from harness.analysis.estimate import estimated_risk
 from harness.analysis.process import ROLES, FiniteStateTeacher
+from trainers.risk_estimate import estimated_risk
 
 
 def test_peaked_is_a_bridge_and_flat_is_a_garden():

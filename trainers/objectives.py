@@ -330,7 +330,7 @@ class Hybrid(Objective):
             if params.weighting == "wsl":
                 return wsl_weight(logits, targets, target_logprob)
             return reverse_adaptive_weight(target_logprob)
-        from harness.analysis.estimate import estimated_risk
+        from trainers.risk_estimate import estimated_risk
 
         return 1.0 - estimated_risk(logprobs)
 

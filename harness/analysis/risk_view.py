@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from harness.analysis.estimate import estimated_risk
 from harness.analysis.render import Panel, write_token_html
+from trainers.risk_estimate import estimated_risk
 
 NOTE = (
     "Colour = estimated bridge risk from the teacher alone: (top-1 minus top-2 teacher probability) x "

@@ -29,7 +29,6 @@ import numpy as np
 import torch
 from scipy import stats
 
-from harness.analysis.estimate import estimated_risk
 from harness.analysis.exposure import mc_exposure
 from harness.analysis.kappa import PrefixKappa, prefix_kappa
 from harness.analysis.process import ROLES, FiniteStateTeacher
@@ -38,6 +37,7 @@ from harness.analysis.students import StudentFn
 from harness.analysis.tiny_student import STUDY_METHODS, TrainConfig, model_student, train_student
 from kdcore.errors import unknown_choice
 from kdcore.io import atomic_write_json, atomic_write_text
+from trainers.risk_estimate import estimated_risk
 
 DEFAULT_METHODS = ("hard", "soft", "hybrid", "hybrid-confidence", "hybrid-risk")
 DEFAULT_SEEDS = (0, 1, 2)
