@@ -139,12 +139,13 @@ def split_identity(task_name: str, split: str) -> dict[str, str]:
 
 def data_identity(pair: Pair, limit: int | None) -> dict[str, Any]:
     """A record's `data`: the train split the prompts come from (and how many) and each benchmark's test split,
-    with the evaluation settings (doc limit, chat template) that decide which problems are scored and how."""
+    with the evaluation settings (doc limit, dtype, chat template) that decide which problems are scored and how."""
     return {
         "train": {"task": pair.train_task, "split": "train", "prompts": pair.train_prompts}
         | split_identity(pair.train_task, "train"),
         "eval": {
             "limit": limit,
+            "dtype": pair.dtype,
             "chat_template": pair.chat_template,
             "chat_template_kwargs": pair.chat_template_kwargs,
             "tasks": {name: {"split": "test"} | split_identity(name, "test") for name in pair.tasks},

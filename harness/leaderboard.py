@@ -512,12 +512,16 @@ def _short(value: Any) -> str:
     return f"{text[:12]}…" if re.fullmatch(r"[0-9a-f]{40,64}", text) else text
 
 
+def _limit(limit: Any) -> str:
+    return "all test docs" if limit is None else f"first {limit} test docs"
+
+
 def identity_note(identity: dict[str, Any]) -> str:
     """One line naming what a build pins (hashes shortened)."""
     if identity.get("unpinned"):
         return (
-            f"Unpinned (schema-1 records): `{identity['teacher']}` → `{identity['student']}`, doc limit "
-            f"{_show(identity['limit'])}; these records do not name model weights, tokenizers or data, so they are "
+            f"Unpinned (schema-1 records): `{identity['teacher']}` → `{identity['student']}`, "
+            f"{_limit(identity['limit'])}; these records do not name model weights, tokenizers or data, so they are "
             "never grouped with pinned runs."
         )
     parts = []
@@ -533,7 +537,7 @@ def identity_note(identity: dict[str, Any]) -> str:
     )
     evaluation = data.get("eval", {})
     tasks = ", ".join(f"{t} {_short(v.get('sha256'))}" for t, v in sorted(evaluation.get("tasks", {}).items()))
-    parts.append(f"eval {tasks}, doc limit {_show(evaluation.get('limit'))}")
+    parts.append(f"eval {tasks}, {_limit(evaluation.get('limit'))}")
     return "Pinned: " + "; ".join(parts) + "."
 
 

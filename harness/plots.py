@@ -65,9 +65,9 @@ def pareto_png(table: PairTable) -> bytes | None:
     rows = [r for r in table.rows if r.average is not None and r.total_hours > 0]
     if not rows:
         return None
-    axes_costs = [("device-hours per run (amortised)", [r.total_hours for r in rows])]
+    axes_costs = [("device-hours", [r.total_hours for r in rows])]
     if all(r.total_flops > 0 for r in rows):
-        axes_costs.append(("estimated FLOPs per run (amortised)", [r.total_flops for r in rows]))
+        axes_costs.append(("estimated FLOPs", [r.total_flops for r in rows]))
     with matplotlib.style.context("default"), mpl.rc_context(STYLE):
         fig = Figure(figsize=(6.4 * len(axes_costs), 4.2), layout="constrained")
         for panel, (xlabel, costs) in enumerate(axes_costs):
@@ -101,11 +101,11 @@ def pareto_png(table: PairTable) -> bytes | None:
                     ax.axhline(ref.average.mean, color=TEACHER_COLOR, ls=style, lw=1, label=ref.label)
             if max(costs) / min(costs) > 20:
                 ax.set_xscale("log")
-            ax.set_xlabel(xlabel)
+            ax.set_xlabel(f"{xlabel} per run (amortised)")
             ax.set_ylabel(
                 "mean score over benchmarks (%)" if len(table.benchmarks) > 1 else f"{table.benchmarks[0]} (%)"
             )
-            ax.set_title(f"{table.title}: score vs cost")
+            ax.set_title(f"{table.title}: score vs {xlabel}")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7, loc="best")
         return _png(fig)

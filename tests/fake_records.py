@@ -77,6 +77,7 @@ def data(pair: str, limit: int | None = None) -> dict[str, object]:
         },
         "eval": {
             "limit": limit,
+            "dtype": "float32",
             "chat_template": "model",
             "chat_template_kwargs": {},
             "tasks": {t: {"split": "test", "sha256": fake_sha(t, "test"), "of": "records"} for t in tasks},
