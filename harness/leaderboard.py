@@ -387,16 +387,22 @@ def _estimate(values: list[float], replicates: np.ndarray | None) -> Estimate:
 
 
 def _score_estimates(logs: _Logs, benchmarks: list[str]) -> tuple[dict[str, Estimate], Estimate | None]:
-    """Per-benchmark estimates and the macro average (from values that have every benchmark)."""
+    """Per-benchmark estimates and the macro average (from values that have every benchmark), from one joint
+    bootstrap of all benchmarks where the same values have them all, else one per benchmark."""
     tasks = [b for b in benchmarks if logs.means.get(b)]
+    joint = len(tasks) == len(benchmarks) and len({logs.seeds[b] for b in benchmarks}) == 1
+    reps = _replicates([logs], benchmarks) if joint else None
     scores = {}
     for task in tasks:
-        reps = _replicates([logs], [task])
-        scores[task] = _estimate(logs.means[task], None if reps is None else reps[:, 0, 0])
-    if len(tasks) != len(benchmarks) or len({logs.seeds[b] for b in benchmarks}) != 1:
+        if reps is not None:
+            one = reps[:, 0, benchmarks.index(task)]
+        else:
+            alone = None if joint else _replicates([logs], [task])
+            one = None if alone is None else alone[:, 0, 0]
+        scores[task] = _estimate(logs.means[task], one)
+    if not joint:
         return scores, None
     averages = [float(np.mean(column)) for column in zip(*(logs.means[b] for b in benchmarks), strict=True)]
-    reps = _replicates([logs], benchmarks)
     return scores, _estimate(averages, None if reps is None else reps[:, 0, :].mean(axis=1))
 
 
