@@ -11,17 +11,21 @@ intervals come from the same resampler (`bootstrap_means`).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import combinations
 from pathlib import Path
 
 from rich.table import Table
 
 from harness.bootstrap import Series, aligned, bootstrap_means, percentile_interval, read_samples
-from harness.leaderboard import group_runs, resolve_method, usable_records
+from harness.leaderboard import Group, build_groups, group_runs, resolve_method, usable_records
 from harness.records import RunRecord
 from kdcore.errors import HarnessError, unknown_choice
+from kdcore.scores import TaskScore
+
+REFERENCE_ROWS = {"teacher": "teacher_scores", "student-before": "student_before_scores"}
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,27 @@ def run_doc_scores(results_dir: Path, runs: Sequence[RunRecord], task: str) -> l
     return out
 
 
+def reference_group(groups: list[Group], pair: str, name: str) -> Group:
+    """The teacher's or the student's own scores (`name`: a key of REFERENCE_ROWS) in the build of `pair`, as a
+    group with one pseudo-run per distinct evaluation (never paired on seeds with real runs)."""
+    of_build = build_groups(groups, pair)
+    distinct: dict[str, dict[str, TaskScore]] = {}
+    for run in (run for group in of_build for run in group.runs):
+        scores = getattr(run, REFERENCE_ROWS[name])
+        distinct.setdefault(json.dumps({t: (s.samples, s.score, s.n) for t, s in sorted(scores.items())}), scores)
+    anchor = of_build[0].runs[0]
+    runs = [
+        replace(anchor, scores=scores, run_id=f"{name} evaluation {i}", seed=-1 - i)
+        for i, scores in enumerate(distinct[k] for k in sorted(distinct))
+        if scores
+    ]
+    if not runs:
+        raise HarnessError(
+            f"the runs of pair {pair!r} carry no {name} scores (schema-1 records have no student-before)"
+        )
+    return Group(anchor.pair, name, "", {}, runs, label=name, build=of_build[0].build)
+
+
 def compare(
     results_dir: str | Path,
     pair: str,
@@ -72,14 +97,19 @@ def compare(
     """Each method against the first (or every two methods, with `all_pairs`), per benchmark.
 
     `methods` are method names, or row labels such as 'hybrid (alpha=0.3)' where a method has several
-    settings. `tasks` defaults to the benchmarks every method was scored on.
+    settings, or `teacher` / `student-before` for the build's reference evaluations (e.g. the paired gain of a
+    method over the student before distillation). `pair` is a pair name, or `<pair>@<build>` where it has runs
+    of several builds. `tasks` defaults to the benchmarks every method was scored on.
     """
     if len(methods) < 2:
         raise HarnessError(f"compare needs at least two methods, got {methods!r}")
     results_dir = Path(results_dir)
     records, _ = usable_records(results_dir)
     groups = group_runs(records)
-    chosen = [resolve_method(groups, pair, name) for name in methods]
+    chosen = [
+        reference_group(groups, pair, name) if name in REFERENCE_ROWS else resolve_method(groups, pair, name)
+        for name in methods
+    ]
     scored = [{t for run in g.runs for t in run.scores} for g in chosen]
     common = sorted(set.intersection(*scored))
     if tasks is None:

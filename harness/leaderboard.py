@@ -312,10 +312,8 @@ def group_runs(records: Iterable[RunRecord]) -> list[Group]:
     return sorted(groups.values(), key=lambda g: (g.pair, g.build, g.label, g.key))
 
 
-def resolve_method(groups: list[Group], pair: str, name: str, *, kind: str = "method") -> Group:
-    """The group of `pair` whose label is `name`, or whose method is `name` when that is unambiguous.
-
-    `pair` is a pair name, or `<pair>@<build>` to pick one build where the pair has runs of several."""
+def build_groups(groups: list[Group], pair: str) -> list[Group]:
+    """The groups of one build of a pair: `pair` is a pair name with runs of one build, or `<pair>@<build>`."""
     pair_name, _, build = pair.partition("@")
     of_pair = [g for g in groups if g.pair == pair_name]
     if not of_pair:
@@ -324,12 +322,20 @@ def resolve_method(groups: list[Group], pair: str, name: str, *, kind: str = "me
     if build:
         if build not in builds:
             raise unknown_choice(f"build of pair {pair_name!r}", build, builds)
-        of_pair = [g for g in of_pair if g.build == build]
-    elif len(builds) > 1:
+        return [g for g in of_pair if g.build == build]
+    if len(builds) > 1:
         choices = ", ".join(f"{pair_name}@{b}" for b in builds)
         raise HarnessError(
             f"pair {pair_name!r} has runs of {len(builds)} builds (never compared across); pick one: {choices}"
         )
+    return of_pair
+
+
+def resolve_method(groups: list[Group], pair: str, name: str, *, kind: str = "method") -> Group:
+    """The group of `pair` whose label is `name`, or whose method is `name` when that is unambiguous.
+
+    `pair` is a pair name, or `<pair>@<build>` to pick one build where the pair has runs of several."""
+    of_pair = build_groups(groups, pair)
     exact = [g for g in of_pair if g.label == name] or [g for g in of_pair if g.method == name]
     if len(exact) == 1:
         return exact[0]

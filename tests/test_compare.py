@@ -3,6 +3,7 @@ builds kept apart, errors."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from harness.records import write_record
 from kdcore.errors import HarnessError
 from kdcore.scores import TaskScore
 from tests.fake_records import make_record, phase, write_fake_results, write_samples
+from tests.test_records import COMMITTED_V1
 
 
 def test_constant_difference_gives_a_zero_width_interval() -> None:
@@ -163,3 +165,19 @@ def test_compare_errors_name_the_bad_value(tmp_path: Path) -> None:
     next((tmp_path / "samples").glob("tiny-gkd-s0-*/arith.jsonl")).unlink()
     with pytest.raises(HarnessError, match=r"per-sample log not found: .*arith\.jsonl"):
         compare(tmp_path, "tiny", ["hybrid", "gkd"])
+
+
+def test_compare_against_the_reference_evaluations(tmp_path: Path) -> None:
+    """`student-before` and `teacher` are the build's own evaluations: a method's paired gain over the student."""
+    write_fake_results(tmp_path)
+    gain, short = compare(tmp_path, "tiny", ["student-before", "hybrid", "teacher"], n_boot=500, all_pairs=True)[:2]
+    assert (gain.reference, gain.method, gain.n_docs, gain.reference_seeds) == ("student-before", "hybrid", 200, 1)
+    assert gain.reference_score == pytest.approx(0.12) and gain.diff == pytest.approx(0.31 - 0.12)
+    assert gain.significant and gain.low > 0
+    assert short.method == "teacher" and short.diff == pytest.approx(0.68 - 0.12)
+    with pytest.raises(HarnessError, match="no student-before scores"):
+        old = tmp_path / "old"
+        record = json.loads(COMMITTED_V1.read_text())
+        (old / "runs").mkdir(parents=True)
+        (old / "runs" / "r.json").write_text(json.dumps(record))
+        compare(old, "tiny", ["student-before", "hybrid (weighting=static)"])
