@@ -134,3 +134,26 @@ def test_reference_scores_are_evaluated_once_per_identity_and_settings(tmp_path:
     reference_scores(model | {"weights_sha256": "c" * 64}, {"limit": None}, _evaluator(calls, 0.4), results)
     assert len(calls) == 3 and len(set(calls)) == 3
     assert reference_scores(model, {"limit": 7}, lambda folder, key: None, results) is None  # not the main process
+
+
+def test_a_run_records_what_it_compared(mini_tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pipeline hook: a tiny run's record pins both models and the data, and carries the student's own scores,
+    evaluated once: a second run of another method reuses the cached reference evaluations."""
+    from harness import pipeline
+    from harness.models import resolve
+
+    results = tmp_path / "results"
+    spec = pipeline.RunSpec(pair="tiny", method="hard", train_overrides={"max_steps": 1}, limit=3, results_dir=results)
+    record, _ = pipeline.run(spec)
+    student = Path(resolve("builtin:tiny/student"))
+    assert record.models["student"] == model_identity("builtin:tiny/student", student)
+    assert record.models["teacher"]["weights_sha256"] != record.models["student"]["weights_sha256"]
+    assert record.data == data_identity(get_pair("tiny"), 3)
+    before = record.student_before_scores["arith"]
+    assert before.n == 3 and (results / before.samples).is_file() and before.samples.startswith(REFERENCE_SAMPLES)
+    calls: list[str] = []
+    real = pipeline.evaluate_pair_model
+    monkeypatch.setattr(pipeline, "evaluate_pair_model", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    again, _ = pipeline.run(pipeline.RunSpec(**{**spec.__dict__, "method": "soft"}))
+    assert len(calls) == 1  # only the distilled student: teacher and student-before came from the cache
+    assert again.student_before_scores == record.student_before_scores and again.models == record.models
