@@ -88,16 +88,19 @@ def hub_snapshot(repo_id: str) -> Path | None:
 
 
 def model_identity(ref: str, path: str | Path) -> dict[str, Any]:
-    """`ref` (as the pair names it) pinned: {ref, weights_sha256, revision, tokenizer_sha256}.
+    """`ref` (as the pair names it) pinned: {ref, weights_sha256, weights_files, revision, tokenizer_sha256}
+    (`weights_files`: each weight file's own sha256, to check against a pair's declared checksums).
 
     `path` is what `harness.models.resolve(ref)` gave: a local folder (weights hashed, revision None) or a hub
     id (revision = the cached snapshot's commit, weights_sha256 None). A hub model missing from the cache gets
     revision None: it is recorded as unpinned rather than looked up online."""
     folder = Path(path)
     if folder.is_dir():
+        weights = weight_files(folder)
         return {
             "ref": ref,
-            "weights_sha256": files_sha256(folder, weight_files(folder)),
+            "weights_sha256": files_sha256(folder, weights),
+            "weights_files": {name: file_sha256(folder / name) for name in weights},
             "revision": None,
             "tokenizer_sha256": files_sha256(folder, tokenizer_files(folder)),
         }
@@ -105,6 +108,7 @@ def model_identity(ref: str, path: str | Path) -> dict[str, Any]:
     return {
         "ref": ref,
         "weights_sha256": None,
+        "weights_files": None,
         "revision": snapshot.name if snapshot else None,
         "tokenizer_sha256": files_sha256(snapshot, tokenizer_files(snapshot)) if snapshot else None,
     }

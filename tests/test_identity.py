@@ -53,6 +53,7 @@ def test_local_model_identity_pins_weights_and_tokenizer(tmp_path: Path) -> None
     one = model_identity("my/ref", _model_folder(tmp_path / "a"))
     assert one["ref"] == "my/ref" and one["revision"] is None
     assert one["weights_sha256"] == files_sha256(tmp_path / "a", ["model.safetensors"])
+    assert one["weights_files"] == {"model.safetensors": hashlib.sha256(b"weights-v1").hexdigest()}
     assert one["tokenizer_sha256"] == files_sha256(tmp_path / "a", ["tokenizer.json", "tokenizer_config.json"])
     other = model_identity("my/ref", _model_folder(tmp_path / "b", b"weights-v2"))
     assert other["weights_sha256"] != one["weights_sha256"] and other["tokenizer_sha256"] == one["tokenizer_sha256"]
@@ -74,6 +75,7 @@ def test_hub_model_identity_is_the_cached_snapshot_revision_read_offline(
     assert pinned == {
         "ref": "org/model",
         "weights_sha256": None,
+        "weights_files": None,
         "revision": commit,
         "tokenizer_sha256": files_sha256(repo / "snapshots" / commit, ["tokenizer.json", "tokenizer_config.json"]),
     }
