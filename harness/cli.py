@@ -148,11 +148,13 @@ def run(
         return
     record, path = outcome
     table = Table(title=f"{record.pair} / {record.method} / seed {record.seed}")
-    for column in ("benchmark", "student", "teacher", "n"):
+    for column in ("benchmark", "student", "before", "teacher", "n"):
         table.add_column(column)
     for name, score in record.scores.items():
-        teacher = record.teacher_scores.get(name)
-        table.add_row(name, f"{100 * score.score:.1f}", f"{100 * teacher.score:.1f}" if teacher else "-", str(score.n))
+        refs = [record.student_before_scores.get(name), record.teacher_scores.get(name)]
+        table.add_row(
+            name, f"{100 * score.score:.1f}", *(f"{100 * r.score:.1f}" if r else "-" for r in refs), str(score.n)
+        )
     console.print(table)
     cost = record.cost
     phases = ", ".join(
@@ -363,9 +365,15 @@ def leaderboard(
 
 @app.command()
 def compare(
-    pair: Annotated[str, typer.Option("--pair", "-p", help="The pair whose runs are compared.")],
+    pair: Annotated[
+        str, typer.Option("--pair", "-p", help="The pair whose runs are compared (<pair>@<build> if it has several).")
+    ],
     methods: Annotated[
-        str, typer.Option("--methods", help="Comma-separated methods; each is compared with the first.")
+        str,
+        typer.Option(
+            "--methods",
+            help="Comma-separated methods (or `teacher`, `student-before`); each is compared with the first.",
+        ),
     ],
     tasks: Annotated[str | None, typer.Option("--tasks", help="Comma-separated benchmarks (default: all).")] = None,
     n_boot: Annotated[int, typer.Option("--n-boot", help="Bootstrap resamples.")] = 10_000,

@@ -1,26 +1,31 @@
 """Paired comparisons between methods on the same problems, with bootstrap 95% intervals.
 
-For each benchmark, each method's per-sample logs are read for all its seeds; a problem's score is its mean
-over the method's seeds (seeds pooled). Two methods are paired on the problems both have (join on doc_id),
-and the interval for the mean difference comes from resampling problems with replacement (percentile
-bootstrap), which is what "is this gain real on this benchmark?" asks.
+For each benchmark, each method's per-sample logs are read for all its seeds, as a (seeds x problems)
+matrix over the problems every seed scored. Two methods are paired on the problems both have (join on
+doc_id), and the interval for the mean difference comes from a percentile bootstrap over problems and seeds:
+each resample draws the problems with replacement, the same draw for every method (paired on problems), and
+each method's seeds with replacement, the same draw for methods run with the same seeds (paired on seeds).
+That is what "is this gain real on this benchmark, beyond the luck of the seed?" asks. The leaderboard's
+intervals come from the same resampler (`bootstrap_means`).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from itertools import combinations
 from pathlib import Path
 
-import numpy as np
 from rich.table import Table
 
-from harness.leaderboard import Group, group_runs, resolve_method, usable_records
+from harness.bootstrap import Series, aligned, bootstrap_means, percentile_interval, read_samples
+from harness.leaderboard import Group, build_groups, group_runs, resolve_method, usable_records
+from harness.records import RunRecord
 from kdcore.errors import HarnessError, unknown_choice
+from kdcore.scores import TaskScore
 
-LEVEL = 0.95
-BOOT_CELLS = 1 << 22  # resampled indices held at once: bounds memory whatever the number of problems
+REFERENCE_ROWS = {"teacher": "teacher_scores", "student-before": "student_before_scores"}
 
 
 @dataclass(frozen=True)
@@ -45,53 +50,38 @@ class Comparison:
         return self.low > 0 or self.high < 0
 
 
-def bootstrap_interval(
-    diffs: np.ndarray, *, n_boot: int = 10000, seed: int = 0, level: float = LEVEL
-) -> tuple[float, float]:
-    """Percentile bootstrap interval for the mean of `diffs`, resampling its entries with replacement."""
-    diffs = np.asarray(diffs, dtype=float)
-    n = len(diffs)
-    if n == 0:
-        raise ValueError("no values to resample")
-    rng = np.random.default_rng(seed)
-    means = np.empty(n_boot)
-    chunk = max(1, BOOT_CELLS // n)
-    for start in range(0, n_boot, chunk):
-        stop = min(n_boot, start + chunk)
-        means[start:stop] = diffs[rng.integers(0, n, size=(stop - start, n))].mean(axis=1)
-    tail = 100 * (1 - level) / 2
-    low, high = np.percentile(means, [tail, 100 - tail])
-    return float(low), float(high)
-
-
-def read_samples(path: Path) -> dict[int, float]:
-    """doc_id -> score from one per-sample log (JSON lines)."""
-    if not path.is_file():
-        raise HarnessError(f"per-sample log not found: {path}")
-    scores = {}
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            entry = json.loads(line)
-            scores[int(entry["doc_id"])] = float(entry["score"])
-        except (ValueError, KeyError, TypeError) as err:
-            raise HarnessError(f"malformed per-sample log line {path}:{number} ({err})") from err
-    return scores
-
-
-def pooled_doc_scores(results_dir: Path, group: Group, task: str) -> dict[int, float]:
-    """doc_id -> the problem's score averaged over the group's seeds that scored it."""
-    per_doc: dict[int, list[float]] = {}
-    for run in group.runs:
+def run_doc_scores(results_dir: Path, runs: Sequence[RunRecord], task: str) -> list[dict[int, float]]:
+    """doc_id -> score of each run that scored `task`, from its per-sample log."""
+    out = []
+    for run in runs:
         score = run.scores.get(task)
         if score is None:
             continue
         if score.samples is None:
             raise HarnessError(f"run {run.run_id} has no per-sample log for {task!r}; cannot pair problems")
-        for doc_id, value in read_samples(results_dir / score.samples).items():
-            per_doc.setdefault(doc_id, []).append(value)
-    return {doc_id: float(np.mean(values)) for doc_id, values in per_doc.items()}
+        out.append(read_samples(results_dir / score.samples))
+    return out
+
+
+def reference_group(groups: list[Group], pair: str, name: str) -> Group:
+    """The teacher's or the student's own scores (`name`: a key of REFERENCE_ROWS) in the build of `pair`, as a
+    group with one pseudo-run per distinct evaluation (never paired on seeds with real runs)."""
+    of_build = build_groups(groups, pair)
+    distinct: dict[str, dict[str, TaskScore]] = {}
+    for run in (run for group in of_build for run in group.runs):
+        scores = getattr(run, REFERENCE_ROWS[name])
+        distinct.setdefault(json.dumps({t: (s.samples, s.score, s.n) for t, s in sorted(scores.items())}), scores)
+    anchor = of_build[0].runs[0]
+    runs = [
+        replace(anchor, scores=scores, run_id=f"{name} evaluation {i}", seed=-1 - i)
+        for i, scores in enumerate(distinct[k] for k in sorted(distinct))
+        if scores
+    ]
+    if not runs:
+        raise HarnessError(
+            f"the runs of pair {pair!r} carry no {name} scores (schema-1 records have no student-before)"
+        )
+    return Group(anchor.pair, name, "", {}, runs, label=name, build=of_build[0].build)
 
 
 def compare(
@@ -107,14 +97,19 @@ def compare(
     """Each method against the first (or every two methods, with `all_pairs`), per benchmark.
 
     `methods` are method names, or row labels such as 'hybrid (alpha=0.3)' where a method has several
-    settings. `tasks` defaults to the benchmarks every method was scored on.
+    settings, or `teacher` / `student-before` for the build's reference evaluations (e.g. the paired gain of a
+    method over the student before distillation). `pair` is a pair name, or `<pair>@<build>` where it has runs
+    of several builds. `tasks` defaults to the benchmarks every method was scored on.
     """
     if len(methods) < 2:
         raise HarnessError(f"compare needs at least two methods, got {methods!r}")
     results_dir = Path(results_dir)
     records, _ = usable_records(results_dir)
     groups = group_runs(records)
-    chosen = [resolve_method(groups, pair, name) for name in methods]
+    chosen = [
+        reference_group(groups, pair, name) if name in REFERENCE_ROWS else resolve_method(groups, pair, name)
+        for name in methods
+    ]
     scored = [{t for run in g.runs for t in run.scores} for g in chosen]
     common = sorted(set.intersection(*scored))
     if tasks is None:
@@ -125,15 +120,15 @@ def compare(
     couples = list(combinations(chosen, 2)) if all_pairs else [(chosen[0], g) for g in chosen[1:]]
     out = []
     for task in tasks:
-        pooled = {g.label: pooled_doc_scores(results_dir, g, task) for g in chosen}
+        logs = {g.label: run_doc_scores(results_dir, g.runs, task) for g in chosen}
+        seeds = {g.label: tuple(r.seed for r in g.runs if task in r.scores) for g in chosen}
         for reference, method in couples:
-            ref_docs, method_docs = pooled[reference.label], pooled[method.label]
-            docs = sorted(ref_docs.keys() & method_docs.keys())
+            docs, (ref, other) = aligned([logs[reference.label], logs[method.label]])
             if not docs:
                 raise HarnessError(f"{method.label!r} and {reference.label!r} share no problems on {task!r}")
-            ref = np.array([ref_docs[d] for d in docs])
-            other = np.array([method_docs[d] for d in docs])
-            low, high = bootstrap_interval(other - ref, n_boot=n_boot, seed=seed)
+            pair_series = [Series(seeds[reference.label], {task: ref}), Series(seeds[method.label], {task: other})]
+            means = bootstrap_means(pair_series, [task], n_boot=n_boot, seed=seed)
+            low, high = percentile_interval(means[:, 1, 0] - means[:, 0, 0])
             out.append(
                 Comparison(
                     task=task,
@@ -142,7 +137,7 @@ def compare(
                     n_docs=len(docs),
                     reference_score=float(ref.mean()),
                     method_score=float(other.mean()),
-                    diff=float((other - ref).mean()),
+                    diff=float(other.mean() - ref.mean()),
                     low=low,
                     high=high,
                     reference_seeds=len(reference.runs),

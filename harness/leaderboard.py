@@ -1,23 +1,37 @@
-"""The leaderboard: run records -> rows (pair x method, grouped over seeds) -> md, csv, html, LaTeX and plots.
+"""The leaderboard: run records -> tables (one per pair build) of rows (method settings, over seeds) -> md, csv,
+html, LaTeX and plots.
 
-It is a pure function of the records under `<results_dir>/runs/`: the same records give byte-identical files
-(no build time, sorted rows, fixed number formats, deterministic PNGs). A bad record is reported and skipped,
-never deleted; the build takes no lock.
+It is a pure function of the records under `<results_dir>/runs/` and the per-sample logs they point to: the
+same files give byte-identical outputs (no build time, sorted rows, fixed number formats, a fixed bootstrap
+seed, deterministic PNGs). A bad record is reported and skipped, never deleted; the build takes no lock.
 
-Rows. Runs are grouped by pair, method and a short key of their method parameters and training config (seed
-excluded), so runs with different settings are never averaged together; when a pair has several settings of
-one method, the row label names the settings that differ, e.g. `hybrid (alpha=0.3)`.
+Tables. A table holds the runs of one *build* of a pair: same pair name, same models (weights or hub revision,
+tokenizers: `RunRecord.models`), same data (train and eval splits' hashes) and evaluation settings (doc
+limit, chat template: `RunRecord.data`). Runs of different builds are never averaged, compared or superseded
+across builds; when a pair name has several, each table's title names its build (`tiny [build 3f2a1c]`) and a
+note says what differs. Schema-1 records pin nothing beyond the model references and the doc limit: they form
+tables of their own, marked unpinned.
 
-Scores are the primary metric of each benchmark in %, mean ± sample std over the group's seeds.
+Rows. Within a table, runs are grouped by method and a short key of their method parameters and training
+config (seed excluded), so runs with different settings are never averaged together; when a table has
+several settings of one method, the row label names the settings that differ, e.g. `hybrid (alpha=0.3)`.
+Reference rows: the teacher and the student before distillation, each averaged over its distinct
+evaluations in the table (all made with the table's settings; evaluations of different sizes are never
+averaged).
 
-Cost. Device-hours (wall seconds x devices / 3600) per phase, as a mean per run over the group's seeds.
-A phase served from a cache (teacher supervision) carries the cost of the one build that filled the cache
-entry, identified by its `cache_key`. The leaderboard charges that build once: it is split equally among
+Scores are the primary metric of each benchmark in %, the mean over the row's seeds with a 95% percentile
+bootstrap interval over problems and seeds (harness.bootstrap); no interval where a per-sample log is
+missing. Gap recovered = (after - before) / (teacher - before) on the mean over the benchmarks, with an
+interval from a joint bootstrap of the row, the student before and the teacher (paired on problems).
+
+Cost. Device-hours (wall seconds x devices / 3600) and estimated FLOPs per run, each a mean over the row's
+seeds. A phase served from a cache (teacher supervision) carries the cost of the one build that filled the
+cache entry, identified by its `cache_key`. The leaderboard charges that build once: it is split equally among
 all runs in the results dir that used the entry (the run that built it and every run that reused it), so
-the amortised totals of all runs add up to the device-hours really spent. The build cost is the builder's
+the amortised totals of all runs add up to what was really spent. The build cost is the builder's
 measured phase when its record is present, else the cost carried by the reusing runs. "Standalone" charges
 each run the full build cost, i.e. what the run would cost alone; it does not depend on which other runs
-exist. The cost ratio against a baseline ("x cheaper") is given for both totals.
+exist. The cost ratio against a baseline ("x cheaper") is given for both device-hour totals.
 """
 
 from __future__ import annotations
@@ -29,19 +43,21 @@ import logging
 import math
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from harness.bootstrap import Series, aligned, bootstrap_means, percentile_interval, read_samples
 from harness.cache import cache_key
 from harness.leaderboard_html import Cell, Section, render_html
 from harness.plots import pair_plots
 from harness.records import RunRecord, load_records
 from kdcore.errors import HarnessError, unknown_choice
 from kdcore.io import atomic_write_bytes, atomic_write_text
+from kdcore.scores import TaskScore
 
 log = logging.getLogger(__name__)
 
@@ -49,25 +65,26 @@ PHASE_ORDER = ("supervise", "train", "evaluate")
 PER_RUN_KEYS = ("seed",)  # train_config keys that vary between the seeds of one setting
 PLOTS_DIR = "plots"
 MISSING = "–"
+BOOT = 4000  # bootstrap resamples per interval
+BOOT_SEED = 0
+BUILD_CHARS = 6
+TEACHER, BEFORE = "teacher (reference)", "student before distillation (reference)"
+COSTS = ("device_hours", "flops")
 
 
 @dataclass(frozen=True)
-class Stat:
-    """Mean, sample std (None for a single value) and count of a list of values."""
+class Estimate:
+    """A mean (in % for scores), its 95% interval (None without per-sample logs) and how many values it has."""
 
     mean: float
-    std: float | None
+    low: float | None
+    high: float | None
     n: int
-
-    @classmethod
-    def of(cls, values: Sequence[float]) -> Stat:
-        array = np.asarray(values, dtype=float)
-        return cls(float(array.mean()), float(array.std(ddof=1)) if len(array) > 1 else None, len(array))
 
 
 @dataclass
 class Group:
-    """The runs of one setting of a method on a pair (its seeds)."""
+    """The runs of one setting of a method on one build of a pair (its seeds)."""
 
     pair: str
     method: str
@@ -75,18 +92,33 @@ class Group:
     settings: dict[str, Any]
     runs: list[RunRecord]
     label: str = ""
+    build: str = ""
+
+
+@dataclass
+class Reference:
+    """A reference row: the teacher's or the student's own scores, over its distinct evaluations."""
+
+    label: str
+    scores: dict[str, Estimate]
+    average: Estimate | None
+    evaluations: int
+    note: str = ""
 
 
 @dataclass
 class Row:
-    """One leaderboard row: a group's scores (%) and mean cost per run (device-hours)."""
+    """One leaderboard row: a group's scores (%), gap recovered, and mean cost per run."""
 
     group: Group
-    scores: dict[str, Stat]
-    average: Stat | None  # macro average over the pair's benchmarks, from runs that have them all
+    scores: dict[str, Estimate]
+    average: Estimate | None  # macro average over the table's benchmarks, from runs that have them all
+    gap: Estimate | None
     phase_hours: dict[str, float]
     total_hours: float  # amortised
     standalone_hours: float
+    total_flops: float  # amortised
+    standalone_flops: float
     devices: str
     cheaper: float | None = None
     cheaper_standalone: float | None = None
@@ -102,17 +134,29 @@ class Row:
 
 @dataclass
 class PairTable:
-    """The rows of one pair, with its benchmarks, phases and the teacher's reference scores."""
+    """The rows of one build of a pair, with its benchmarks, phases, identity and reference rows."""
 
     pair: str
+    build: str
+    title: str
+    pinned: bool
+    identity: dict[str, Any]
     teacher: str
     student: str
     benchmarks: list[str]
     phases: list[str]
-    teacher_scores: dict[str, Stat]
-    teacher_average: float | None
+    references: list[Reference]
     rows: list[Row]
-    baseline: str | None = None  # the label of the baseline row, when it exists in this pair
+    notes: list[str] = field(default_factory=list)
+    baseline: str | None = None  # the label of the baseline row, when it exists in this table
+
+    def reference(self, label: str) -> Reference | None:
+        return next((r for r in self.references if r.label == label), None)
+
+    @property
+    def teacher_average(self) -> float | None:
+        teacher = self.reference(TEACHER)
+        return teacher.average.mean if teacher and teacher.average else None
 
 
 @dataclass
@@ -123,7 +167,12 @@ class Leaderboard:
     n_records: int = 0
 
 
-# ---------------------------------------------------------------- records -> groups and charged cost
+# ---------------------------------------------------------------- records -> builds, groups and charged cost
+
+
+def _finite(value: Any, minimum: float | None = None) -> bool:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return ok and (minimum is None or value >= minimum)
 
 
 def validate(record: RunRecord) -> None:
@@ -134,45 +183,64 @@ def validate(record: RunRecord) -> None:
     for name in ("method_params", "train_config"):
         if not isinstance(getattr(record, name), dict):
             raise ValueError(f"{name} is not an object")
-    for kind in ("scores", "teacher_scores"):
+    for kind in ("scores", "teacher_scores", "student_before_scores"):
         for task, score in getattr(record, kind).items():
-            if not isinstance(score.score, (int, float)) or not math.isfinite(score.score):
+            if not _finite(score.score):
                 raise ValueError(f"{kind}[{task!r}].score is not a finite number")
+    if record.pinned and set(record.models) != {"teacher", "student"}:
+        raise ValueError("models must name the teacher and the student")
     phases = record.cost.get("phases") if isinstance(record.cost, dict) else None
     if not isinstance(phases, dict):
         raise ValueError("cost.phases missing")
     for name, phase in phases.items():
-        hours = phase.get("device_hours") if isinstance(phase, dict) else None
-        if not isinstance(hours, (int, float)) or not math.isfinite(hours) or hours < 0:
+        if not isinstance(phase, dict) or not _finite(phase.get("device_hours"), 0):
             raise ValueError(f"cost.phases[{name!r}].device_hours is not a non-negative number")
+        if not _finite(phase.get("flops", 0.0), 0):
+            raise ValueError(f"cost.phases[{name!r}].flops is not a non-negative number")
+
+
+def run_identity(record: RunRecord) -> dict[str, Any]:
+    """What a run compared: pair name, models and data as pinned by a schema-2 record; for a schema-1 record,
+    only what it says (model references and the doc limit), marked unpinned."""
+    if record.pinned:
+        return {"pair": record.pair, "models": record.models, "data": record.data}
+    limit = record.train_config.get("limit")
+    return {"pair": record.pair, "unpinned": True, "teacher": record.teacher, "student": record.student, "limit": limit}
+
+
+def build_key(record: RunRecord) -> str:
+    """A short hash of the run's identity: equal for runs of one build of a pair."""
+    return cache_key(run_identity(record))[:BUILD_CHARS]
 
 
 def usable_records(results_dir: Path) -> tuple[list[RunRecord], list[str]]:
     """Records that load and validate, sorted by run id, and one problem line per file skipped.
 
-    A run repeated with the same pair, method, settings and seed replaces the earlier one (latest `created`
-    wins, then the larger run id), so a re-run never counts as an extra seed.
+    A run repeated with the same build, method, settings and seed replaces the earlier one (latest `created`
+    wins, then the larger run id), so a re-run never counts as an extra seed; runs of different builds never
+    replace one another.
     """
     loaded, problems = load_records(results_dir)
-    latest: dict[tuple[str, str, str, int], RunRecord] = {}
+    latest: dict[tuple[str, str, str, str, int], RunRecord] = {}
     for record in loaded:
         try:
             validate(record)
         except ValueError as err:
             problems.append(f"{record.run_id}.json: skipped ({err})")
             continue
-        slot = (record.pair, record.method, settings_key(record), record.seed)
+        slot = (record.pair, build_key(record), record.method, settings_key(record), record.seed)
         have = latest.get(slot)
         if have is not None and (have.created, have.run_id) >= (record.created, record.run_id):
             record, have = have, record
         if have is not None:
-            problems.append(f"{have.run_id}.json: skipped (superseded by {record.run_id}.json, same seed)")
+            problems.append(f"{have.run_id}.json: skipped (superseded by {record.run_id}.json, same build and seed)")
         latest[slot] = record
     return sorted(latest.values(), key=lambda r: r.run_id), sorted(problems)
 
 
-def charged_hours(records: Iterable[RunRecord]) -> dict[str, dict[str, float]]:
-    """Device-hours charged to each run per phase, a cached phase's build split among the runs that used it."""
+def charged(records: Iterable[RunRecord], cost: str = "device_hours") -> dict[str, dict[str, float]]:
+    """`cost` (device_hours or flops) charged to each run per phase, a cached phase's build split among the runs
+    that used it."""
     records = list(records)
     built: dict[str, float] = {}
     carried: dict[str, float] = {}
@@ -181,16 +249,21 @@ def charged_hours(records: Iterable[RunRecord]) -> dict[str, dict[str, float]]:
         for phase in record.cost["phases"].values():
             if key := phase.get("cache_key"):
                 users[key] += 1
-                (carried if phase.get("reused") else built).setdefault(key, float(phase["device_hours"]))
-    charged = {}
+                (carried if phase.get("reused") else built).setdefault(key, float(phase.get(cost, 0.0)))
+    out = {}
     for record in records:
-        charged[record.run_id] = {
+        out[record.run_id] = {
             name: (built.get(key, carried.get(key, 0.0)) / users[key])
             if (key := phase.get("cache_key"))
-            else float(phase["device_hours"])
+            else float(phase.get(cost, 0.0))
             for name, phase in record.cost["phases"].items()
         }
-    return charged
+    return out
+
+
+def charged_hours(records: Iterable[RunRecord]) -> dict[str, dict[str, float]]:
+    """Device-hours charged to each run per phase (see `charged`)."""
+    return charged(records, "device_hours")
 
 
 def _settings(record: RunRecord) -> dict[str, Any]:
@@ -208,7 +281,7 @@ def _show(value: Any) -> str:
 
 
 def _label(group: Group, siblings: list[Group]) -> str:
-    """The method name, plus the settings that differ from its siblings (same pair and method)."""
+    """The method name, plus the settings that differ from its siblings (same build and method)."""
     if len(siblings) == 1:
         return group.method
     parts = []
@@ -222,27 +295,47 @@ def _label(group: Group, siblings: list[Group]) -> str:
 
 
 def group_runs(records: Iterable[RunRecord]) -> list[Group]:
-    """Group runs by (pair, method, settings key), labelled, sorted by pair then label."""
-    groups: dict[tuple[str, str, str], Group] = {}
+    """Group runs by (pair, build, method, settings key), labelled, sorted by pair, build then label."""
+    groups: dict[tuple[str, str, str, str], Group] = {}
     for record in records:
-        key = settings_key(record)
+        key, build = settings_key(record), build_key(record)
         group = groups.setdefault(
-            (record.pair, record.method, key), Group(record.pair, record.method, key, _settings(record), [])
+            (record.pair, build, record.method, key),
+            Group(record.pair, record.method, key, _settings(record), [], build=build),
         )
         group.runs.append(record)
-    siblings: dict[tuple[str, str], list[Group]] = defaultdict(list)
+    siblings: dict[tuple[str, str, str], list[Group]] = defaultdict(list)
     for group in groups.values():
-        siblings[(group.pair, group.method)].append(group)
+        siblings[(group.pair, group.build, group.method)].append(group)
     for group in groups.values():
-        group.label = _label(group, siblings[(group.pair, group.method)])
-    return sorted(groups.values(), key=lambda g: (g.pair, g.label, g.key))
+        group.label = _label(group, siblings[(group.pair, group.build, group.method)])
+    return sorted(groups.values(), key=lambda g: (g.pair, g.build, g.label, g.key))
+
+
+def build_groups(groups: list[Group], pair: str) -> list[Group]:
+    """The groups of one build of a pair: `pair` is a pair name with runs of one build, or `<pair>@<build>`."""
+    pair_name, _, build = pair.partition("@")
+    of_pair = [g for g in groups if g.pair == pair_name]
+    if not of_pair:
+        raise unknown_choice("pair", pair_name, {g.pair for g in groups})
+    builds = sorted({g.build for g in of_pair})
+    if build:
+        if build not in builds:
+            raise unknown_choice(f"build of pair {pair_name!r}", build, builds)
+        return [g for g in of_pair if g.build == build]
+    if len(builds) > 1:
+        choices = ", ".join(f"{pair_name}@{b}" for b in builds)
+        raise HarnessError(
+            f"pair {pair_name!r} has runs of {len(builds)} builds (never compared across); pick one: {choices}"
+        )
+    return of_pair
 
 
 def resolve_method(groups: list[Group], pair: str, name: str, *, kind: str = "method") -> Group:
-    """The group of `pair` whose label is `name`, or whose method is `name` when that is unambiguous."""
-    of_pair = [g for g in groups if g.pair == pair]
-    if not of_pair:
-        raise unknown_choice("pair", pair, {g.pair for g in groups})
+    """The group of `pair` whose label is `name`, or whose method is `name` when that is unambiguous.
+
+    `pair` is a pair name, or `<pair>@<build>` to pick one build where the pair has runs of several."""
+    of_pair = build_groups(groups, pair)
     exact = [g for g in of_pair if g.label == name] or [g for g in of_pair if g.method == name]
     if len(exact) == 1:
         return exact[0]
@@ -250,6 +343,125 @@ def resolve_method(groups: list[Group], pair: str, name: str, *, kind: str = "me
         raise unknown_choice(kind, name, {g.label for g in of_pair})
     labels = ", ".join(repr(g.label) for g in exact)
     raise HarnessError(f"{kind} {name!r} has several settings on pair {pair!r}; pick one of: {labels}")
+
+
+# ---------------------------------------------------------------- per-sample logs -> estimates
+
+
+def _doc_scores(results_dir: Path, score: TaskScore) -> dict[int, float] | None:
+    """doc_id -> score from a score's per-sample log; None when it has none (or it is not in the results dir)."""
+    if score.samples is None or not (results_dir / score.samples).is_file():
+        return None
+    return read_samples(results_dir / score.samples)
+
+
+@dataclass
+class _Logs:
+    """What a bootstrap needs of one row: per benchmark, its values' per-problem scores (None: a log is missing)."""
+
+    seeds: dict[str, tuple[Hashable, ...]] = field(default_factory=dict)  # benchmark -> who the values are
+    means: dict[str, list[float]] = field(default_factory=dict)  # benchmark -> the values' scores (%) as recorded
+    docs: dict[str, list[dict[int, float]] | None] = field(default_factory=dict)
+
+    def add(self, results_dir: Path, task: str, seeds: tuple[Hashable, ...], scores: list[TaskScore]) -> None:
+        """Add one benchmark's values (runs or evaluations, named by `seeds`) and their per-sample logs."""
+        self.seeds[task] = seeds
+        self.means[task] = [100.0 * s.score for s in scores]
+        per_doc = [_doc_scores(results_dir, s) for s in scores]
+        self.docs[task] = None if any(d is None for d in per_doc) else per_doc
+
+
+def _replicates(logs: list[_Logs], tasks: list[str]) -> np.ndarray | None:
+    """Bootstrap means in % (n_boot, len(logs), len(tasks)) over the problems all of them scored; None when a
+    log is missing or they share no problem."""
+    if not tasks or any(one.docs.get(t) is None for one in logs for t in tasks):
+        return None
+    if any(len({one.seeds[t] for t in tasks}) > 1 for one in logs):  # values differ between benchmarks
+        return None
+    matrices: dict[str, list[np.ndarray]] = {}
+    for task in tasks:
+        docs, matrices[task] = aligned([one.docs[task] for one in logs])
+        if not docs:
+            return None
+    series = [Series(one.seeds[tasks[0]], {t: matrices[t][i] for t in tasks}) for i, one in enumerate(logs)]
+    return 100.0 * bootstrap_means(series, tasks, n_boot=BOOT, seed=BOOT_SEED)
+
+
+def _estimate(values: list[float], replicates: np.ndarray | None) -> Estimate:
+    low, high = percentile_interval(replicates) if replicates is not None else (None, None)
+    return Estimate(float(np.mean(values)), low, high, len(values))
+
+
+def _score_estimates(logs: _Logs, benchmarks: list[str]) -> tuple[dict[str, Estimate], Estimate | None]:
+    """Per-benchmark estimates and the macro average (from values that have every benchmark), from one joint
+    bootstrap of all benchmarks where the same values have them all, else one per benchmark."""
+    tasks = [b for b in benchmarks if logs.means.get(b)]
+    joint = len(tasks) == len(benchmarks) and len({logs.seeds[b] for b in benchmarks}) == 1
+    reps = _replicates([logs], benchmarks) if joint else None
+    scores = {}
+    for task in tasks:
+        if reps is not None:
+            one = reps[:, 0, benchmarks.index(task)]
+        else:
+            alone = None if joint else _replicates([logs], [task])
+            one = None if alone is None else alone[:, 0, 0]
+        scores[task] = _estimate(logs.means[task], one)
+    if not joint:
+        return scores, None
+    averages = [float(np.mean(column)) for column in zip(*(logs.means[b] for b in benchmarks), strict=True)]
+    return scores, _estimate(averages, None if reps is None else reps[:, 0, :].mean(axis=1))
+
+
+def _gap(
+    row: _Logs,
+    average: Estimate | None,
+    before: Reference | None,
+    teacher: Reference | None,
+    logs: list[_Logs],
+    benchmarks: list[str],
+) -> Estimate | None:
+    """(after - before) / (teacher - before) on the macro average, with a joint bootstrap interval."""
+    if average is None or before is None or teacher is None or before.average is None or teacher.average is None:
+        return None
+    span = teacher.average.mean - before.average.mean
+    if span == 0:
+        return None
+    point = (average.mean - before.average.mean) / span
+    reps = _replicates([row, *logs], benchmarks)
+    if reps is None:
+        return Estimate(point, None, None, average.n)
+    after, base, top = (reps[:, i, :].mean(axis=1) for i in range(3))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = (after - base) / (top - base)
+    ratios[~np.isfinite(ratios)] = np.nan
+    low, high = percentile_interval(ratios)
+    return Estimate(point, low, high, average.n)
+
+
+def _reference(
+    results_dir: Path, runs: list[RunRecord], kind: str, label: str, benchmarks: list[str]
+) -> tuple[Reference, _Logs] | None:
+    """A reference row from the runs' `kind` scores (teacher_scores or student_before_scores): its distinct
+    evaluations per benchmark (runs share one cached evaluation), never averaging evaluations of different sizes."""
+    logs = _Logs()
+    notes, evaluations = [], 0
+    for task in benchmarks:
+        distinct = {}
+        for run in runs:
+            if (score := getattr(run, kind).get(task)) is not None:
+                distinct.setdefault((score.samples, score.score, score.n), score)
+        sizes = sorted({score.n for score in distinct.values()})
+        if len(sizes) > 1:
+            notes.append(f"{task}: evaluations of {', '.join(map(str, sizes))} problems, not averaged")
+            continue
+        if distinct:
+            names = tuple(f"evaluation {i}" for i in range(len(distinct)))
+            logs.add(results_dir, task, names, [distinct[k] for k in sorted(distinct, key=repr)])
+            evaluations = max(evaluations, len(distinct))
+    if not logs.means:
+        return None
+    scores, average = _score_estimates(logs, benchmarks)
+    return Reference(label, scores, average, evaluations, "; ".join(notes)), logs
 
 
 # ---------------------------------------------------------------- groups -> rows and tables
@@ -260,99 +472,181 @@ def _ordered_phases(names: Iterable[str]) -> list[str]:
     return [p for p in PHASE_ORDER if p in names] + sorted(names - set(PHASE_ORDER))
 
 
-def _macro(scores: dict[str, Any], benchmarks: list[str]) -> float | None:
-    if not benchmarks or any(b not in scores for b in benchmarks):
-        return None
-    return 100.0 * sum(scores[b].score for b in benchmarks) / len(benchmarks)
-
-
-def _row(group: Group, benchmarks: list[str], charged: dict[str, dict[str, float]]) -> Row:
+def _row(
+    group: Group,
+    results_dir: Path,
+    benchmarks: list[str],
+    costs: dict[str, dict[str, dict[str, float]]],
+    references: dict[str, tuple[Reference, _Logs]],
+) -> Row:
     runs = group.runs
-    scores = {
-        b: Stat.of([100.0 * r.scores[b].score for r in runs if b in r.scores])
-        for b in benchmarks
-        if any(b in r.scores for r in runs)
-    }
-    averages = [a for r in runs if (a := _macro(r.scores, benchmarks)) is not None]
+    logs = _Logs()
+    for task in benchmarks:
+        scored = [r for r in runs if task in r.scores]
+        if scored:
+            logs.add(results_dir, task, tuple(r.seed for r in scored), [r.scores[task] for r in scored])
+    scores, average = _score_estimates(logs, benchmarks)
+    before, teacher = references.get(BEFORE), references.get(TEACHER)
+    ref_logs = [before[1], teacher[1]] if before and teacher else []
+    gap = _gap(logs, average, before and before[0], teacher and teacher[0], ref_logs, benchmarks)
+    hours, flops = costs["device_hours"], costs["flops"]
     phases = {name for r in runs for name in r.cost["phases"]}
     devices = sorted({p.get("device", "?") for r in runs for p in r.cost["phases"].values()})
     return Row(
         group=group,
         scores=scores,
-        average=Stat.of(averages) if averages else None,
-        phase_hours={p: float(np.mean([charged[r.run_id].get(p, 0.0) for r in runs])) for p in phases},
-        total_hours=float(np.mean([sum(charged[r.run_id].values()) for r in runs])),
+        average=average,
+        gap=gap,
+        phase_hours={p: float(np.mean([hours[r.run_id].get(p, 0.0) for r in runs])) for p in phases},
+        total_hours=float(np.mean([sum(hours[r.run_id].values()) for r in runs])),
         standalone_hours=float(np.mean([sum(p["device_hours"] for p in r.cost["phases"].values()) for r in runs])),
+        total_flops=float(np.mean([sum(flops[r.run_id].values()) for r in runs])),
+        standalone_flops=float(np.mean([sum(p.get("flops", 0.0) for p in r.cost["phases"].values()) for r in runs])),
         devices=", ".join(devices),
     )
-
-
-def _teacher_scores(runs: list[RunRecord], benchmarks: list[str]) -> dict[str, Stat]:
-    """The teacher's score per benchmark, over its distinct evaluations (runs share one cached evaluation)."""
-    out = {}
-    for b in benchmarks:
-        distinct = sorted({(r.teacher_scores[b].score, r.teacher_scores[b].n) for r in runs if b in r.teacher_scores})
-        if distinct:
-            out[b] = Stat.of([100.0 * score for score, _ in distinct])
-    return out
 
 
 def _ratio(base: float, value: float) -> float | None:
     return base / value if value > 0 else None
 
 
-def build_tables(records: list[RunRecord], baseline: str | None = None) -> list[PairTable]:
-    """One table per pair, rows sorted by label; cost ratios against `baseline` where the pair has it."""
+def _flat(value: Any, prefix: str = "") -> dict[str, str]:
+    if isinstance(value, dict):
+        out = {}
+        for key in sorted(value):
+            out.update(_flat(value[key], f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: _show(value)}
+
+
+def _short(value: Any) -> str:
+    text = _show(value)
+    return f"{text[:12]}…" if re.fullmatch(r"[0-9a-f]{40,64}", text) else text
+
+
+def _limit(limit: Any) -> str:
+    return "all test docs" if limit is None else f"first {limit} test docs"
+
+
+def identity_note(identity: dict[str, Any]) -> str:
+    """One line naming what a build pins (hashes shortened)."""
+    if identity.get("unpinned"):
+        return (
+            f"Unpinned (schema-1 records): `{identity['teacher']}` → `{identity['student']}`, "
+            f"{_limit(identity['limit'])}; these records do not name model weights, tokenizers or data, so they are "
+            "never grouped with pinned runs."
+        )
+    parts = []
+    for role in ("teacher", "student"):
+        model = identity["models"][role]
+        pin = f"weights {_short(model['weights_sha256'])}" if model.get("weights_sha256") else None
+        pin = pin or (f"revision {_short(model['revision'])}" if model.get("revision") else "weights not pinned")
+        parts.append(f"{role} `{model['ref']}` {pin}, tokenizer {_short(model.get('tokenizer_sha256'))}")
+    data = identity["data"]
+    train = data.get("train", {})
+    parts.append(
+        f"train {train.get('task')}/{train.get('split')} {_short(train.get('sha256'))} ({train.get('prompts')} prompts)"
+    )
+    evaluation = data.get("eval", {})
+    tasks = ", ".join(f"{t} {_short(v.get('sha256'))}" for t, v in sorted(evaluation.get("tasks", {}).items()))
+    parts.append(f"eval {tasks}, {_limit(evaluation.get('limit'))}")
+    return "Pinned: " + "; ".join(parts) + "."
+
+
+def _build_notes(pair: str, identities: dict[str, dict[str, Any]]) -> str:
+    """The note shown when one pair name has runs of several builds: what differs between them."""
+    flat = {build: _flat(identity) for build, identity in identities.items()}
+    keys = sorted({k for f in flat.values() for k in f})
+    differ = [k for k in keys if len({f.get(k) for f in flat.values()}) > 1 and k != "unpinned"]
+    unpinned = [b for b, identity in identities.items() if identity.get("unpinned")]
+    what = ", ".join(differ) if not unpinned else "pinning (schema-1 records name no weights or data)"
+    return (
+        f"Pair `{pair}` has runs of {len(identities)} builds ({', '.join(sorted(identities))}) that differ in {what}: "
+        "they are shown as separate tables and never averaged, compared or superseded across builds."
+    )
+
+
+def build_tables(
+    records: list[RunRecord], baseline: str | None = None, results_dir: str | Path = "."
+) -> list[PairTable]:
+    """One table per build of each pair, rows sorted by label; cost ratios against `baseline` where a table has
+    it. `results_dir` is where the records' per-sample logs are read from (for the intervals)."""
+    results_dir = Path(results_dir)
     groups = group_runs(records)
-    charged = charged_hours(records)
-    pairs = sorted({g.pair for g in groups})
+    costs = {cost: charged(records, cost) for cost in COSTS}
     if baseline is not None and not any(baseline in (g.label, g.method) for g in groups):
         raise unknown_choice("baseline method", baseline, {g.label for g in groups} | {g.method for g in groups})
+    builds: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    for record in records:
+        builds[record.pair].setdefault(build_key(record), run_identity(record))
     tables = []
-    for pair in pairs:
-        runs = [r for r in records if r.pair == pair]
-        benchmarks = sorted({b for r in runs for b in r.scores})
-        teacher = _teacher_scores(runs, benchmarks)
-        table = PairTable(
-            pair=pair,
-            teacher=runs[0].teacher,
-            student=runs[0].student,
-            benchmarks=benchmarks,
-            phases=_ordered_phases(name for r in runs for name in r.cost["phases"]),
-            teacher_scores=teacher,
-            teacher_average=(
-                sum(teacher[b].mean for b in benchmarks) / len(benchmarks)
-                if benchmarks and all(b in teacher for b in benchmarks)
-                else None
-            ),
-            rows=[_row(g, benchmarks, charged) for g in groups if g.pair == pair],
-        )
-        if baseline is not None and any(baseline in (g.label, g.method) for g in groups if g.pair == pair):
-            base = resolve_method(groups, pair, baseline, kind="baseline method")
-            base_row = next(row for row in table.rows if row.group is base)
-            table.baseline = base.label
-            for row in table.rows:
-                row.cheaper = _ratio(base_row.total_hours, row.total_hours)
-                row.cheaper_standalone = _ratio(base_row.standalone_hours, row.standalone_hours)
-        tables.append(table)
+    for pair in sorted(builds):
+        several = len(builds[pair]) > 1
+        for build in sorted(builds[pair]):
+            identity = builds[pair][build]
+            runs = [r for r in records if r.pair == pair and build_key(r) == build]
+            benchmarks = sorted({b for r in runs for b in r.scores})
+            references = {}
+            for kind, label in (("teacher_scores", TEACHER), ("student_before_scores", BEFORE)):
+                if (found := _reference(results_dir, runs, kind, label, benchmarks)) is not None:
+                    references[label] = found
+            pinned = not identity.get("unpinned")
+            tag = f" [build {build}]" if pinned else f" [unpinned {build}]"
+            table = PairTable(
+                pair=pair,
+                build=build,
+                title=pair + (tag if several else ""),
+                pinned=pinned,
+                identity=identity,
+                teacher=runs[0].teacher,
+                student=runs[0].student,
+                benchmarks=benchmarks,
+                phases=_ordered_phases(name for r in runs for name in r.cost["phases"]),
+                references=[references[k][0] for k in (TEACHER, BEFORE) if k in references],
+                rows=[
+                    _row(g, results_dir, benchmarks, costs, references)
+                    for g in groups
+                    if (g.pair, g.build) == (pair, build)
+                ],
+            )
+            table.notes.append(identity_note(identity))
+            if several:
+                table.notes.append(_build_notes(pair, builds[pair]))
+            table.notes += [f"{r.label}: {r.note}" for r in table.references if r.note]
+            table_groups = [row.group for row in table.rows]
+            if baseline is not None and any(baseline in (g.label, g.method) for g in table_groups):
+                base = resolve_method(table_groups, pair, baseline, kind="baseline method")
+                base_row = next(row for row in table.rows if row.group is base)
+                table.baseline = base.label
+                for row in table.rows:
+                    row.cheaper = _ratio(base_row.total_hours, row.total_hours)
+                    row.cheaper_standalone = _ratio(base_row.standalone_hours, row.standalone_hours)
+            tables.append(table)
     return tables
 
 
 def leaderboard(results_dir: str | Path, *, baseline: str | None = None) -> Leaderboard:
     """Load, validate and tabulate the records under `results_dir`; problems list the files skipped."""
     records, problems = usable_records(Path(results_dir))
-    return Leaderboard(build_tables(records, baseline), problems, baseline, len(records))
+    return Leaderboard(build_tables(records, baseline, results_dir), problems, baseline, len(records))
 
 
 # ---------------------------------------------------------------- formatting
 
 
-def fmt_score(stat: Stat | None, seeds: int | None = None) -> str:
-    """`45.2 ± 1.3`, `45.2` for one value, with `(n=k)` when fewer values than the row has seeds."""
-    if stat is None:
+def fmt_score(estimate: Estimate | None, seeds: int | None = None, digits: int = 1) -> str:
+    """`45.2 [43.1, 47.3]`, `45.2` without an interval, with `(n=k)` when fewer values than the row has seeds."""
+    if estimate is None:
         return MISSING
-    text = f"{stat.mean:.1f}" if stat.std is None else f"{stat.mean:.1f} ± {stat.std:.1f}"
-    return text + (f" (n={stat.n})" if seeds is not None and stat.n < seeds else "")
+    text = f"{estimate.mean:.{digits}f}"
+    if estimate.low is not None and estimate.high is not None:
+        text += f" [{estimate.low:.{digits}f}, {estimate.high:.{digits}f}]"
+    return text + (f" (n={estimate.n})" if seeds is not None and estimate.n < seeds else "")
+
+
+def fmt_gap(estimate: Estimate | None) -> str:
+    """Gap recovered as a fraction with its interval: `0.52 [0.45, 0.60]`."""
+    return fmt_score(estimate, digits=2)
 
 
 def fmt_hours(hours: float | None) -> str:
@@ -365,6 +659,11 @@ def fmt_hours(hours: float | None) -> str:
     return f"{hours:.{decimals}f}"
 
 
+def fmt_flops(flops: float | None) -> str:
+    """FLOPs to 3 significant digits in exponent form: `4.11e+11`."""
+    return MISSING if flops is None else ("0" if flops == 0 else f"{flops:.2e}")
+
+
 def fmt_ratio(ratio: float | None) -> str:
     return MISSING if ratio is None else f"{ratio:.2f}x"
 
@@ -373,13 +672,18 @@ def _num(value: float | None, spec: str = ".6g") -> str:
     return "" if value is None else format(value, spec)
 
 
-def display_table(table: PairTable) -> tuple[list[str], list[list[Cell]], list[Cell]]:
-    """Headers, student rows and the teacher's reference row of one pair, as shown in md and html."""
+def _mean(estimate: Estimate | None) -> float | None:
+    return None if estimate is None else estimate.mean
+
+
+def display_table(table: PairTable) -> tuple[list[str], list[list[Cell]], list[list[Cell]]]:
+    """Headers, student rows and the reference rows of one table, as shown in md and html."""
     average = len(table.benchmarks) > 1
     headers = ["method", "seeds", *table.benchmarks]
     headers += ["average"] if average else []
+    headers += ["gap recovered"]
     headers += [f"{p} dev-h" for p in table.phases]
-    headers += ["total dev-h", "standalone dev-h"]
+    headers += ["total dev-h", "standalone dev-h", "total FLOPs", "standalone FLOPs"]
     if table.baseline:
         headers += [f"x cheaper than {table.baseline}", "x cheaper (standalone)"]
     headers += ["device"]
@@ -388,31 +692,42 @@ def display_table(table: PairTable) -> tuple[list[str], list[list[Cell]], list[C
         cells = [Cell(row.label, row.label), Cell(str(row.seeds), row.seeds)]
         cells += [Cell(fmt_score(row.scores.get(b), row.seeds), _mean(row.scores.get(b))) for b in table.benchmarks]
         cells += [Cell(fmt_score(row.average, row.seeds), _mean(row.average))] if average else []
+        cells += [Cell(fmt_gap(row.gap), _mean(row.gap))]
         cells += [Cell(fmt_hours(row.phase_hours.get(p)), row.phase_hours.get(p)) for p in table.phases]
         cells += [Cell(fmt_hours(row.total_hours), row.total_hours)]
         cells += [Cell(fmt_hours(row.standalone_hours), row.standalone_hours)]
+        cells += [Cell(fmt_flops(row.total_flops), row.total_flops)]
+        cells += [Cell(fmt_flops(row.standalone_flops), row.standalone_flops)]
         if table.baseline:
             cells += [Cell(fmt_ratio(row.cheaper), row.cheaper)]
             cells += [Cell(fmt_ratio(row.cheaper_standalone), row.cheaper_standalone)]
         cells += [Cell(row.devices, row.devices)]
         rows.append(cells)
-    teacher = [Cell("teacher (reference)"), Cell(MISSING)]
-    teacher += [Cell(fmt_score(table.teacher_scores.get(b))) for b in table.benchmarks]
-    teacher += [Cell(_num(table.teacher_average, ".1f") or MISSING)] if average else []
-    teacher += [Cell("") for _ in headers[len(teacher) :]]
-    return headers, rows, teacher
-
-
-def _mean(stat: Stat | None) -> float | None:
-    return None if stat is None else stat.mean
+    references = []
+    for ref in table.references:
+        cells = [
+            Cell(ref.label),
+            Cell(f"{ref.evaluations} eval" if ref.evaluations == 1 else f"{ref.evaluations} evals"),
+        ]
+        cells += [Cell(fmt_score(ref.scores.get(b))) for b in table.benchmarks]
+        cells += [Cell(fmt_score(ref.average))] if average else []
+        cells += [Cell("") for _ in headers[len(cells) :]]
+        references.append(cells)
+    return headers, rows, references
 
 
 COST_NOTE = (
-    "Scores: % of each benchmark's primary metric, mean ± std over seeds. "
-    "dev-h: device-hours (wall seconds x devices / 3600), mean per run. "
+    "Scores: % of each benchmark's primary metric, mean over seeds with a 95% bootstrap interval [low, high] "
+    "(problems and seeds resampled; none without per-sample logs). "
+    "Gap recovered: (after − before) / (teacher − before) on the mean over benchmarks, from the reference rows; "
+    "its interval resamples the problems jointly for the run, the student before and the teacher. "
+    "dev-h: device-hours (wall seconds x devices / 3600), mean per run; FLOPs: estimated (6 x parameters x tokens "
+    "trained, 2 x parameters x tokens generated or scored), mean per run. On a shared machine wall-clock cost is "
+    "noise: compute-matched comparisons use FLOPs. "
     "A cached phase (teacher supervision) is built once and its cost split equally among the runs that used it: "
     "*total* includes that share, so the totals of all runs add up to what was spent; "
-    "*standalone* charges each run the whole build."
+    "*standalone* charges each run the whole build. Reference rows (teacher, student before distillation) are "
+    "cached evaluations with the table's settings; they are not charged."
 )
 
 
@@ -424,23 +739,21 @@ def _intro(board: Leaderboard) -> str:
     return f"Built by `harness leaderboard` from {board.n_records} run record(s) in `runs/`; do not edit by hand."
 
 
+def _heading(table: PairTable) -> str:
+    return f"{table.title}: `{table.teacher}` → `{table.student}`"
+
+
 def render_markdown(board: Leaderboard) -> str:
-    lines = [
-        "# Leaderboard",
-        "",
-        _intro(board),
-        "",
-        COST_NOTE,
-        "",
-    ]
+    lines = ["# Leaderboard", "", _intro(board), "", COST_NOTE, ""]
     if not board.tables:
         lines += ["No run records yet.", ""]
     for table in board.tables:
-        headers, rows, teacher = display_table(table)
-        lines += [f"## {table.pair}: `{table.teacher}` → `{table.student}`", ""]
+        headers, rows, references = display_table(table)
+        lines += [f"## {_heading(table)}", ""]
+        lines += [line for note in table.notes for line in (_md_escape(note), "")]
         lines.append("| " + " | ".join(_md_escape(h) for h in headers) + " |")
         lines.append("|" + "|".join([":---"] + ["---:"] * (len(headers) - 2) + [":---"]) + "|")
-        for cells in [*rows, teacher]:
+        for cells in [*rows, *references]:
             lines.append("| " + " | ".join(_md_escape(c.text) for c in cells) + " |")
         lines.append("")
     if board.problems:
@@ -448,37 +761,52 @@ def render_markdown(board: Leaderboard) -> str:
     return "\n".join(lines)
 
 
+def _estimate_cells(estimate: Estimate | None, spec: str = ".4f") -> list[str]:
+    if estimate is None:
+        return ["", "", "", ""]
+    return [_num(estimate.mean, spec), _num(estimate.low, spec), _num(estimate.high, spec), str(estimate.n)]
+
+
 def render_csv(board: Leaderboard) -> str:
-    """One flat table over all pairs: a row per group plus a teacher row per pair; scores in %."""
+    """One flat table over all builds: a row per group plus the reference rows of each; scores in %."""
     benchmarks = sorted({b for t in board.tables for b in t.benchmarks})
     phases = _ordered_phases(p for t in board.tables for p in t.phases)
-    header = ["pair", "role", "method", "label", "settings_key", "seeds", "device"]
-    for b in benchmarks:
-        header += [f"{b}_mean", f"{b}_std", f"{b}_n"]
+    header = ["pair", "build", "pinned", "role", "method", "label", "settings_key", "seeds", "device"]
+    for b in [*benchmarks, "average", "gap_recovered"]:
+        header += [f"{b}_mean", f"{b}_low", f"{b}_high", f"{b}_n"]
     header += [f"{p}_device_hours" for p in phases]
-    header += ["total_device_hours", "standalone_device_hours", "baseline", "cheaper_x", "cheaper_standalone_x"]
-    header += ["method_params", "train_config"]
+    header += ["total_device_hours", "standalone_device_hours", "total_flops", "standalone_flops"]
+    header += ["baseline", "cheaper_x", "cheaper_standalone_x", "method_params", "train_config"]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(header)
     for table in board.tables:
+        head = [table.pair, table.build, str(table.pinned).lower()]
         for row in table.rows:
-            line = [table.pair, "student", row.group.method, row.label, row.group.key, row.seeds, row.devices]
+            line = [*head, "student", row.group.method, row.label, row.group.key, row.seeds, row.devices]
             for b in benchmarks:
-                stat = row.scores.get(b)
-                line += [_num(_mean(stat), ".4f"), _num(stat and stat.std, ".4f"), stat.n if stat else ""]
+                line += _estimate_cells(row.scores.get(b))
+            line += _estimate_cells(row.average) + _estimate_cells(row.gap)
             line += [_num(row.phase_hours[p]) if p in row.phase_hours else "" for p in phases]
-            line += [_num(row.total_hours), _num(row.standalone_hours), table.baseline or ""]
-            line += [_num(row.cheaper, ".4f"), _num(row.cheaper_standalone, ".4f")]
+            line += [
+                _num(row.total_hours),
+                _num(row.standalone_hours),
+                _num(row.total_flops),
+                _num(row.standalone_flops),
+            ]
+            line += [table.baseline or "", _num(row.cheaper, ".4f"), _num(row.cheaper_standalone, ".4f")]
             settings = row.group.settings
             line += [json.dumps(settings["method_params"], sort_keys=True)]
             line += [json.dumps(settings["train_config"], sort_keys=True)]
             writer.writerow(line)
-        line = [table.pair, "teacher", "", table.teacher, "", "", ""]
-        for b in benchmarks:
-            stat = table.teacher_scores.get(b)
-            line += [_num(_mean(stat), ".4f"), _num(stat and stat.std, ".4f"), stat.n if stat else ""]
-        writer.writerow(line + [""] * (len(header) - len(line)))
+        for ref in table.references:
+            role = "teacher" if ref.label == TEACHER else "student_before"
+            model = table.teacher if role == "teacher" else table.student
+            line = [*head, role, "", model, "", ref.evaluations, ""]
+            for b in benchmarks:
+                line += _estimate_cells(ref.scores.get(b))
+            line += _estimate_cells(ref.average)
+            writer.writerow(line + [""] * (len(header) - len(line)))
     return out.getvalue()
 
 
@@ -500,18 +828,21 @@ def latex_escape(text: str) -> str:
     return re.sub(r"[\\&%$#_{}~^]", lambda m: LATEX_SPECIALS[m.group()], text)
 
 
-def _latex_score(stat: Stat | None, bold: bool) -> str:
-    if stat is None:
+def _latex_score(estimate: Estimate | None, bold: bool, digits: int = 1) -> str:
+    if estimate is None:
         return "--"
-    body = f"{stat.mean:.1f}" if stat.std is None else f"{stat.mean:.1f} \\pm {stat.std:.1f}"
-    return f"$\\mathbf{{{body}}}$" if bold else f"${body}$"
+    body = f"{estimate.mean:.{digits}f}"
+    body = f"\\mathbf{{{body}}}" if bold else body
+    if estimate.low is not None and estimate.high is not None:
+        body += f"\\,{{\\scriptstyle[{estimate.low:.{digits}f}, {estimate.high:.{digits}f}]}}"
+    return f"${body}$"
 
 
 def render_latex(board: Leaderboard) -> str:
-    """A booktabs table over all pairs; the best student score per benchmark within each pair in bold."""
+    """A booktabs table over all builds; the best student score per benchmark within each table in bold."""
     benchmarks = sorted({b for t in board.tables for b in t.benchmarks})
     with_ratio = board.baseline is not None
-    head = ["Pair", "Method", "Seeds", *(latex_escape(b) for b in benchmarks), "Dev-h"]
+    head = ["Pair", "Method", "Seeds", *(latex_escape(b) for b in benchmarks), "Gap rec.", "Dev-h", "FLOPs"]
     head += [f"$\\times$ cheaper than {latex_escape(board.baseline)}"] if with_ratio else []
     spec = "ll" + "r" * (len(head) - 2)
     lines = [
@@ -526,24 +857,26 @@ def render_latex(board: Leaderboard) -> str:
             lines.append("\\midrule")
         best = {b: max((r.scores[b].mean for r in table.rows if b in r.scores), default=None) for b in benchmarks}
         for row in table.rows:
-            cells = [latex_escape(table.pair), latex_escape(row.label), str(row.seeds)]
+            cells = [latex_escape(table.title), latex_escape(row.label), str(row.seeds)]
             cells += [
                 _latex_score(row.scores.get(b), row.scores.get(b) is not None and row.scores[b].mean == best[b])
                 for b in benchmarks
             ]
-            cells += [fmt_hours(row.total_hours)]
+            cells += [_latex_score(row.gap, False, 2), fmt_hours(row.total_hours), fmt_flops(row.total_flops)]
             cells += [fmt_ratio(row.cheaper).replace("x", "$\\times$")] if with_ratio else []
             lines.append(" & ".join(cells) + " \\\\")
-        cells = [latex_escape(table.pair), "\\textit{teacher}", "--"]
-        cells += [_latex_score(table.teacher_scores.get(b), False) for b in benchmarks]
-        cells += ["--"] + (["--"] if with_ratio else [])
-        lines.append(" & ".join(cells) + " \\\\")
+        for ref in table.references:
+            name = "teacher" if ref.label == TEACHER else "student before"
+            cells = [latex_escape(table.title), f"\\textit{{{name}}}", "--"]
+            cells += [_latex_score(ref.scores.get(b), False) for b in benchmarks]
+            cells += ["--", "--", "--"] + (["--"] if with_ratio else [])
+            lines.append(" & ".join(cells) + " \\\\")
     lines += ["\\bottomrule", "\\end{tabular}", ""]
     return "\n".join(lines)
 
 
 def leaderboard_latex(results_dir: str | Path, *, baseline: str | None = None) -> str:
-    """The leaderboard as a booktabs LaTeX tabular (best score per benchmark and pair in bold)."""
+    """The leaderboard as a booktabs LaTeX tabular (best score per benchmark and table in bold)."""
     return render_latex(leaderboard(results_dir, baseline=baseline))
 
 
@@ -554,7 +887,7 @@ def build_leaderboard(results_dir: str | Path, *, baseline: str | None = None) -
     """Write leaderboard.md, .csv, .html and the plots (PNG, in `plots/`) under `results_dir`; return the paths.
 
     Records that fail to load or validate are logged as warnings, listed in the md and html, and skipped.
-    Plot files of pairs no longer on the board are removed; nothing else is.
+    Plot files of tables no longer on the board are removed; nothing else is.
     """
     results_dir = Path(results_dir)
     board = leaderboard(results_dir, baseline=baseline)
@@ -565,8 +898,10 @@ def build_leaderboard(results_dir: str | Path, *, baseline: str | None = None) -
     for table in board.tables:
         drawn = pair_plots(table)
         plots.update(drawn)
-        headers, rows, teacher = display_table(table)
-        sections.append(Section(f"{table.pair}: {table.teacher} → {table.student}", headers, rows, teacher, [*drawn]))
+        headers, rows, references = display_table(table)
+        title = _heading(table).replace("`", "")
+        notes = [note.replace("`", "") for note in table.notes]
+        sections.append(Section(title, headers, rows, references, [*drawn], notes))
     paths = [
         atomic_write_text(results_dir / "leaderboard.md", render_markdown(board)),
         atomic_write_text(results_dir / "leaderboard.csv", render_csv(board)),

@@ -1,5 +1,6 @@
-"""The leaderboard as one self-contained HTML page: sortable tables (a few lines of inline JS) and the plots
-embedded as base64 PNG. No network fetches, no build time, so equal inputs give equal bytes."""
+"""The leaderboard as one self-contained HTML page: sortable tables (a few lines of inline JS; reference rows
+stay in the footer) and the plots embedded as base64 PNG. No network fetches, no build time, so equal inputs
+give equal bytes."""
 
 from __future__ import annotations
 
@@ -53,13 +54,15 @@ class Cell:
 
 @dataclass
 class Section:
-    """One pair's part of the page: its table and its plots (file names into the plots dict)."""
+    """One table's part of the page: its notes, its table (reference rows in the footer) and its plots (file
+    names into the plots dict)."""
 
     title: str
     headers: list[str]
     rows: list[list[Cell]]
-    footer: list[Cell]
+    footer: list[list[Cell]]
     plots: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 def _td(cell: Cell) -> str:
@@ -72,7 +75,10 @@ def _table(section: Section) -> list[str]:
     lines = ['<div class="scroll"><table class="sortable">', f"<thead><tr>{headers}</tr></thead>", "<tbody>"]
     lines += ["<tr>" + "".join(_td(c) for c in row) + "</tr>" for row in section.rows]
     lines.append("</tbody>")
-    lines.append("<tfoot><tr>" + "".join(_td(c) for c in section.footer) + "</tr></tfoot>")
+    if section.footer:
+        lines.append(
+            "<tfoot>" + "".join("<tr>" + "".join(_td(c) for c in row) + "</tr>" for row in section.footer) + "</tfoot>"
+        )
     lines.append("</table></div>")
     return lines
 
@@ -92,7 +98,9 @@ def render_html(sections: list[Section], note: str, problems: list[str], plots: 
     if not sections:
         lines.append("<p>No run records yet.</p>")
     for section in sections:
-        lines += ["<section>", f"<h2>{escape(section.title)}</h2>", *_table(section), '<div class="plots">']
+        lines += ["<section>", f"<h2>{escape(section.title)}</h2>"]
+        lines += [f'<p class="note">{escape(note)}</p>' for note in section.notes]
+        lines += [*_table(section), '<div class="plots">']
         for name in section.plots:
             data = base64.b64encode(plots[name]).decode("ascii")
             lines.append(

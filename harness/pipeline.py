@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -17,10 +17,11 @@ import torch
 
 from harness import launch
 from harness.accounting import CostLedger, device_count
-from harness.cache import cache_key, cache_root
+from harness.identity import data_identity, eval_settings, model_identities
 from harness.models import load_model, load_tokenizer, resolve
 from harness.pairs import Pair, get_pair
 from harness.records import RunRecord, environment, new_run_id, write_record
+from harness.references import reference_scores
 from harness.resume import RunState, run_folder
 from harness.supervise import (
     SupervisionSettings,
@@ -31,8 +32,7 @@ from harness.supervise import (
 )
 from kdcore.costs import device_kind
 from kdcore.errors import HarnessError, unknown_choice
-from kdcore.io import atomic_write_json, atomic_write_text
-from kdcore.progress import console
+from kdcore.io import atomic_write_text
 from kdcore.scores import TaskScore
 from tasks import load_task
 from tasks.evaluate import evaluate_model, merge_shards
@@ -118,19 +118,18 @@ def evaluate_pair_model(
     return {name: merge_shards(samples_dir, name, results_dir, world) for name in pair.tasks}
 
 
-def teacher_scores(pair: Pair, teacher_ref: str, spec: RunSpec) -> dict[str, TaskScore] | None:
-    """The teacher's scores on the pair's benchmarks, evaluated once per (teacher, tasks, limit) and cached
-    (None on the processes of a launch other than the main one)."""
-    key = cache_key({"teacher": teacher_ref, "tasks": pair.tasks, "limit": spec.limit, "chat": pair.chat_template})
-    folder = cache_root() / "teacher_scores" / key
-    if (folder / "scores.json").exists():
-        return {k: TaskScore(**v) for k, v in json.loads((folder / "scores.json").read_text()).items()}
-    console.print("[bold]Evaluating the teacher[/] (once; cached)")
-    model, tokenizer = load_model(teacher_ref, pair.dtype, pair.model_kwargs)
-    scores = evaluate_pair_model(pair, teacher_ref, model, tokenizer, spec, folder / "samples", folder, key)
-    if scores is not None:
-        atomic_write_json(folder / "scores.json", {k: asdict(v) for k, v in scores.items()})
-    return scores
+def own_scores(
+    pair: Pair, model_ref: str, identity: dict[str, Any], spec: RunSpec, label: str
+) -> dict[str, TaskScore] | None:
+    """A pair model's own scores on the pair's benchmarks (the teacher's; the student's before distillation),
+    evaluated once per (model identity, evaluation settings) and cached by harness.references (None on the
+    processes of a launch other than the main one)."""
+
+    def evaluate(folder: Path, key: str) -> dict[str, TaskScore] | None:
+        model, tokenizer = load_model(model_ref, pair.dtype, pair.model_kwargs)
+        return evaluate_pair_model(pair, model_ref, model, tokenizer, spec, folder / "samples", folder, key)
+
+    return reference_scores(identity, eval_settings(pair, spec.limit), evaluate, spec.results_dir, label=label)
 
 
 def teacher_supervision(
@@ -295,7 +294,9 @@ def run(spec: RunSpec) -> tuple[RunRecord, Path] | None:
         if scores is not None:
             tokens = _sample_tokens(tokenizer, results_dir, scores)
             cost.add_work(tokens, sum(p.numel() for p in student.parameters()), 2)
-    teachers = teacher_scores(pair, teacher_ref, spec)
+    models = model_identities(pair, teacher_ref, student_ref)
+    teachers = own_scores(pair, teacher_ref, models["teacher"], spec, "teacher")
+    before = own_scores(pair, student_ref, models["student"], spec, "student before distillation")
     if not launch.is_main_process():
         return None
     state.save(ledger)
@@ -311,6 +312,9 @@ def run(spec: RunSpec) -> tuple[RunRecord, Path] | None:
         student=pair.student,
         scores=scores,
         teacher_scores=teachers,
+        student_before_scores=before,
+        models=models,
+        data=data_identity(pair, spec.limit),
         cost=state.total_cost().to_dict(),
         environment=environment(device_kind(), device_count()),
         training=training,

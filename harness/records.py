@@ -2,6 +2,11 @@
 
 A record is the only thing the leaderboard reads. File names are unique per run (pair, method, seed,
 UTC time and a random suffix), so concurrent runs never collide, and no lock is ever taken.
+
+Schema 2 pins what was compared: `models` (teacher and student: reference, weights sha256 or hub revision,
+tokenizer sha256; see harness.identity), `data` (the train and eval splits' hashes and the evaluation
+settings) and `student_before_scores` (the student's own scores before distillation). Schema-1 records still
+load, with those fields empty: they are marked unpinned, and the leaderboard never groups them with schema 2.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ import json
 import platform
 import secrets
 import subprocess
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -19,7 +24,11 @@ from typing import Any
 from kdcore.io import atomic_write_json
 from kdcore.scores import TaskScore
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+PINNING_FIELDS = ("models", "data", "student_before_scores")  # new in schema 2
+SCORE_FIELDS = ("scores", "teacher_scores", "student_before_scores")
+OPTIONAL_FIELDS = ("run_id", "created", "attempts")
 RECORD_GLOB = "runs/*.json"
 TRACKED_PACKAGES = (
     "torch",
@@ -57,6 +66,9 @@ class RunRecord:
     cost: dict[str, Any]
     environment: dict[str, Any]
     training: dict[str, Any]  # steps, resumed_from, mean diagnostics over the last tenth of steps, per-step log path
+    models: dict[str, dict[str, Any]] = field(kw_only=True)  # teacher, student -> harness.identity.model_identity
+    data: dict[str, Any] = field(kw_only=True)  # harness.identity.data_identity
+    student_before_scores: dict[str, TaskScore] = field(kw_only=True)
     run_id: str = ""
     created: str = ""
     attempts: int = 1
@@ -68,26 +80,39 @@ class RunRecord:
         if not self.run_id:
             self.run_id = new_run_id(self.pair, self.method, self.seed, self.created)
 
+    @property
+    def pinned(self) -> bool:
+        """True when the record names its models' weights and its data (schema 2 onwards)."""
+        return self.schema_version >= 2
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The JSON form; a schema-1 record read from disk gives back its schema-1 fields only."""
+        out = asdict(self)
+        if not self.pinned:
+            for name in PINNING_FIELDS:
+                del out[name]
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunRecord:
-        """Build a record from parsed JSON, raising ValueError on a schema mismatch."""
+        """Build a record from parsed JSON (schema 1 or 2), raising ValueError on a schema mismatch."""
         version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise ValueError(f"schema_version {version!r}, expected {SCHEMA_VERSION}")
-        known = set(cls.__dataclass_fields__)
-        missing = [name for name in known if name not in data and name not in ("run_id", "created", "attempts")]
+        if version not in READABLE_VERSIONS:
+            raise ValueError(f"schema_version {version!r}, expected one of {', '.join(map(str, READABLE_VERSIONS))}")
+        known = set(cls.__dataclass_fields__) - (set(PINNING_FIELDS) if version == 1 else set())
+        missing = [name for name in known if name not in data and name not in OPTIONAL_FIELDS]
         if missing:
             raise ValueError(f"missing fields: {', '.join(sorted(missing))}")
         extra = set(data) - known
         if extra:
             raise ValueError(f"unknown fields: {', '.join(sorted(extra))}")
         fields = dict(data)
-        for key in ("scores", "teacher_scores"):
+        if version == 1:
+            fields.update(models={}, data={}, student_before_scores={})
+        for key in ("models", "data", *SCORE_FIELDS):
             if not isinstance(fields[key], dict):
                 raise ValueError(f"{key} must be an object")
+        for key in SCORE_FIELDS:
             fields[key] = {task: TaskScore(**score) for task, score in fields[key].items()}
         return cls(**fields)
 

@@ -2,11 +2,14 @@
 
 Nothing here is a measured result. Writes only into the directory it is given (a pytest tmp dir).
 Two pairs: `tiny` (CPU; hard, soft, hybrid, gkd with two seeds each; teacher supervision cached and
-reused) and `qwen` (H100; two benchmarks; hybrid in two settings, gkd).
+reused; per-sample logs for every run and for the teacher's and the student's own evaluations) and `qwen`
+(H100; two benchmarks; hybrid in two settings, gkd; no per-sample logs). Records are schema 2, pinned to
+invented identities (`models`, `data`); `build` picks another build of the same pair name.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -39,6 +42,47 @@ QWEN_ACCURACY = {
     ("gkd", None, 0): {"gsm8k": 0.630, "humaneval": 0.410},
 }
 TEACHER = {"tiny": {"arith": 0.68}, "qwen": {"gsm8k": 0.86, "humaneval": 0.61}}
+BEFORE = {"tiny": {"arith": 0.12}, "qwen": {"gsm8k": 0.45, "humaneval": 0.30}}
+DOCS = {"arith": ARITH_DOCS, "gsm8k": 500, "humaneval": 164}
+
+
+def fake_sha(*parts: object) -> str:
+    """An invented sha256 (of the parts' text): stands for a file hash in the fake identities."""
+    return hashlib.sha256(repr(parts).encode()).hexdigest()
+
+
+def models(pair: str, build: str = "a") -> dict[str, dict[str, object]]:
+    """A record's `models` as harness.identity.model_identities writes them, for an invented build."""
+    return {
+        role: {
+            "ref": f"{pair}-{role}",
+            "weights_sha256": fake_sha(pair, role, build),
+            "revision": None,
+            "tokenizer_sha256": fake_sha(pair, "tokenizer"),
+        }
+        for role in ("teacher", "student")
+    }
+
+
+def data(pair: str, limit: int | None = None) -> dict[str, object]:
+    """A record's `data` as harness.identity.data_identity writes it."""
+    tasks = sorted(TEACHER[pair])
+    return {
+        "train": {
+            "task": tasks[0],
+            "split": "train",
+            "prompts": 1000,
+            "sha256": fake_sha(pair, "train"),
+            "of": "records",
+        },
+        "eval": {
+            "limit": limit,
+            "dtype": "float32",
+            "chat_template": "model",
+            "chat_template_kwargs": {},
+            "tasks": {t: {"split": "test", "sha256": fake_sha(t, "test"), "of": "records"} for t in tasks},
+        },
+    }
 
 
 def phase(hours: float, device: str = "cpu", *, reused: bool = False, cache_key: str | None = None) -> dict[str, Any]:
@@ -104,8 +148,12 @@ def make_record(
     *,
     method_params: dict[str, Any] | None = None,
     train_config: dict[str, Any] | None = None,
+    build: str = "a",
+    teacher_scores: dict[str, TaskScore] | None = None,
+    before_scores: dict[str, TaskScore] | None = None,
 ) -> RunRecord:
-    """A record with a fixed creation time and run id, so fixtures are reproducible."""
+    """A schema-2 record of build `build`, with a fixed creation time and run id, so fixtures are reproducible."""
+    limit = (train_config or {}).get("limit")
     return RunRecord(
         pair=pair,
         method=method,
@@ -115,19 +163,38 @@ def make_record(
         teacher=f"{pair}-teacher",
         student=f"{pair}-student",
         scores=scores,
-        teacher_scores={t: TaskScore(score=s, n=ARITH_DOCS) for t, s in TEACHER[pair].items()},
+        teacher_scores=teacher_scores
+        or {t: TaskScore(score=s, n=DOCS[t]) for t, s in TEACHER.get(pair, TEACHER["tiny"]).items()},
+        student_before_scores=before_scores
+        or {t: TaskScore(score=s, n=DOCS[t]) for t, s in BEFORE.get(pair, BEFORE["tiny"]).items()},
+        models=models(pair, build),
+        data=data(pair if pair in TEACHER else "tiny", limit),
         cost=cost(phases),
         environment={"code_version": "0" * 40, "packages": {}, "python": "3.11.7", "device": "cpu", "device_count": 1},
         training={"steps": 200, "resumed_from": 0, "final": {}, "log": None},
-        run_id=f"{pair}-{method}-s{seed}-20261122T120000Z-{cache_key([pair, method, method_params, seed])[:6]}",
+        run_id=f"{pair}-{method}-s{seed}-20261122T120000Z-{cache_key([pair, method, method_params, seed, build])[:6]}",
         created="2026-11-22T12:00:00Z",
     )
+
+
+def reference_scores(results_dir: Path, pair: str, build: str = "a") -> tuple[dict[str, TaskScore], ...]:
+    """The teacher's and the student-before's scores with per-sample logs, as harness.references publishes them."""
+    out = []
+    for role, table in (("teacher", TEACHER), ("before", BEFORE)):
+        scores = {}
+        for task, mean in table[pair].items():
+            key = fake_sha(pair, role, build)[:16]
+            rel = write_samples(results_dir, f"references/{key}", task, doc_scores(mean, DOCS[task], 99))
+            scores[task] = TaskScore(score=mean, n=DOCS[task], samples=rel)
+        out.append(scores)
+    return tuple(out)
 
 
 def tiny_records(results_dir: Path) -> list[RunRecord]:
     """Tiny pair: hard builds the supervision cache (seed 0); soft, hybrid and hard seed 1 reuse it; gkd is
     on-policy (no supervision phase, a costlier training phase)."""
     records = []
+    teacher, before = reference_scores(results_dir, "tiny")
     for (pair, method, seed), accuracy in sorted(ACCURACY.items()):
         phases = {}
         if method != "gkd":
@@ -135,7 +202,7 @@ def tiny_records(results_dir: Path) -> list[RunRecord]:
             phases["supervise"] = phase(SUPERVISE_TINY["hours"], reused=not builder, cache_key=SUPERVISE_TINY["key"])
         phases["train"] = phase(0.060 if method == "gkd" else 0.010 + 0.001 * seed)
         phases["evaluate"] = phase(0.002)
-        record = make_record(pair, method, seed, {}, phases)
+        record = make_record(pair, method, seed, {}, phases, teacher_scores=teacher, before_scores=before)
         for task, mean in accuracy.items():
             rel = write_samples(results_dir, record.run_id, task, doc_scores(mean, ARITH_DOCS, seed))
             record.scores[task] = TaskScore(score=mean, n=ARITH_DOCS, samples=rel)

@@ -1,7 +1,9 @@
-"""Paired bootstrap comparisons: known answers on constructed cases, seed pooling, doc_id joins, errors."""
+"""Paired bootstrap over problems and seeds: known answers on constructed cases, seed resampling, doc_id joins,
+builds kept apart, errors."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -9,12 +11,15 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-import harness.compare
-from harness.compare import bootstrap_interval, compare, comparison_table
+import harness.bootstrap
+import harness.leaderboard
+from harness.bootstrap import Series, bootstrap_interval, bootstrap_means, percentile_interval
+from harness.compare import compare, comparison_table
 from harness.records import write_record
 from kdcore.errors import HarnessError
 from kdcore.scores import TaskScore
 from tests.fake_records import make_record, phase, write_fake_results, write_samples
+from tests.test_records import COMMITTED_V1
 
 
 def test_constant_difference_gives_a_zero_width_interval() -> None:
@@ -43,29 +48,30 @@ def test_interval_is_reproducible_for_a_seed_and_independent_of_chunking(monkeyp
     whole = bootstrap_interval(diffs, n_boot=2000, seed=5)
     assert whole == bootstrap_interval(diffs, n_boot=2000, seed=5)
     assert whole != bootstrap_interval(diffs, n_boot=2000, seed=6)
-    monkeypatch.setattr(harness.compare, "BOOT_CELLS", 7 * len(diffs))  # 7 resamples per chunk
+    monkeypatch.setattr(harness.bootstrap, "BOOT_CELLS", 7 * len(diffs))  # 7 resamples per chunk
     assert bootstrap_interval(diffs, n_boot=2000, seed=5) == whole
     with pytest.raises(ValueError):
         bootstrap_interval(np.array([]))
 
 
-def _record(results: Path, method: str, seed: int, doc_scores: dict[int, float]):
-    record = make_record("tiny", method, seed, {}, {"train": phase(0.01)})
+def _record(results: Path, method: str, seed: int, doc_scores: dict[int, float], build: str = "a"):
+    record = make_record("tiny", method, seed, {}, {"train": phase(0.01)}, build=build)
     ids = list(doc_scores)
     rel = write_samples(results, record.run_id, "arith", np.array([doc_scores[d] for d in ids]), ids)
     record.scores["arith"] = TaskScore(score=float(np.mean(list(doc_scores.values()))), n=len(ids), samples=rel)
     write_record(record, results)
 
 
-def test_compare_pools_seeds_then_pairs_problems_on_doc_id(tmp_path: Path) -> None:
+def test_compare_resamples_seeds_and_pairs_problems_on_doc_id(tmp_path: Path) -> None:
     docs = range(100)
-    # reference: seed 0 solves even docs, seed 1 docs divisible by 4 -> pooled 1, 0.5 or 0 per doc
-    _record(tmp_path, "ref", 0, {d: float(d % 2 == 0) for d in docs})
-    _record(tmp_path, "ref", 1, {d: float(d % 4 == 0) for d in docs})
+    # reference: seed 0 solves even docs, seed 1 docs divisible by 4
+    ref0, ref1 = [float(d % 2 == 0) for d in docs], [float(d % 4 == 0) for d in docs]
+    _record(tmp_path, "ref", 0, dict(zip(docs, ref0, strict=True)))
+    _record(tmp_path, "ref", 1, dict(zip(docs, ref1, strict=True)))
     # method: solves everything, logged in reverse order, plus problems the reference never saw
     _record(tmp_path, "new", 0, {d: 1.0 for d in [*reversed(docs), 500, 501]})
     _record(tmp_path, "new", 1, {d: 1.0 for d in docs})
-    pooled_ref = np.array([(float(d % 2 == 0) + float(d % 4 == 0)) / 2 for d in docs])
+    pooled_ref = (np.array(ref0) + np.array(ref1)) / 2
 
     (result,) = compare(tmp_path, "tiny", ["ref", "new"], n_boot=2000)
     assert (result.task, result.reference, result.method, result.n_docs) == ("arith", "ref", "new", 100)
@@ -75,7 +81,52 @@ def test_compare_pools_seeds_then_pairs_problems_on_doc_id(tmp_path: Path) -> No
     assert result.diff == pytest.approx(1.0 - pooled_ref.mean())
     assert result.low < result.diff < result.high
     assert result.significant
-    assert (result.low, result.high) == pytest.approx(bootstrap_interval(1.0 - pooled_ref, n_boot=2000))
+    # the same resampling done by hand: problems shared by both methods, seeds drawn together (same seeds)
+    series = [Series((0, 1), {"arith": np.array([ref0, ref1])}), Series((0, 1), {"arith": np.ones((2, 100))})]
+    means = bootstrap_means(series, ["arith"], n_boot=2000, seed=0)
+    assert (result.low, result.high) == pytest.approx(percentile_interval(means[:, 1, 0] - means[:, 0, 0]))
+    # resampling the seeds widens the interval over pooling them: seed 0 and seed 1 of `ref` differ by 25 points
+    pooled = bootstrap_interval(1.0 - pooled_ref, n_boot=2000)
+    assert result.high - result.low > pooled[1] - pooled[0]
+
+
+def test_seed_resampling_draws_whole_runs() -> None:
+    """Two runs, one solving everything and one nothing: each resample's mean is 0, 1/2 or 1 (runs drawn whole),
+    in the binomial proportions 1/4, 1/2, 1/4; problems alone would give no spread at all."""
+    series = [Series(("s0", "s1"), {"t": np.array([np.ones(40), np.zeros(40)])})]
+    means = bootstrap_means(series, ["t"], n_boot=4000, seed=1)[:, 0, 0]
+    values, counts = np.unique(means, return_counts=True)
+    assert list(values) == [0.0, 0.5, 1.0]
+    assert counts / counts.sum() == pytest.approx([0.25, 0.5, 0.25], abs=0.03)
+
+
+def test_series_with_the_same_seeds_are_paired_on_seeds() -> None:
+    """B = A + 0.1 run by run: paired on seeds (same seeds) the difference never varies; with other seeds it does."""
+    a = np.array([np.ones(30), np.zeros(30)])
+    b = a + 0.1
+    paired = bootstrap_means([Series((0, 1), {"t": a}), Series((0, 1), {"t": b})], ["t"], n_boot=500)
+    assert np.allclose(paired[:, 1, 0] - paired[:, 0, 0], 0.1)
+    unpaired = bootstrap_means([Series((0, 1), {"t": a}), Series((2, 3), {"t": b})], ["t"], n_boot=500)
+    assert np.std(unpaired[:, 1, 0] - unpaired[:, 0, 0]) > 0.1
+
+
+def test_bootstrap_means_reject_misaligned_series() -> None:
+    with pytest.raises(ValueError, match="same 3 problems"):
+        bootstrap_means([Series((0,), {"t": np.ones((1, 3))}), Series((0,), {"t": np.ones((1, 4))})], ["t"], n_boot=5)
+
+
+def test_compare_never_mixes_builds(tmp_path: Path) -> None:
+    """Runs of two builds of one pair name: compare asks which build, and compares within the one named."""
+    for build, score in (("a", 0.0), ("b", 1.0)):
+        _record(tmp_path, "ref", 0, dict.fromkeys(range(20), score), build)
+        _record(tmp_path, "new", 0, dict.fromkeys(range(20), 1.0), build)
+    with pytest.raises(HarnessError, match=r"pair 'tiny' has runs of 2 builds .*pick one: tiny@\w{6}, tiny@\w{6}"):
+        compare(tmp_path, "tiny", ["ref", "new"], n_boot=100)
+    builds = sorted({g.build for g in harness.leaderboard.group_runs(harness.leaderboard.usable_records(tmp_path)[0])})
+    diffs = {b: compare(tmp_path, f"tiny@{b}", ["ref", "new"], n_boot=100)[0].diff for b in builds}
+    assert sorted(diffs.values()) == [0.0, 1.0]
+    with pytest.raises(HarnessError, match="unknown build of pair 'tiny' 'zzz'"):
+        compare(tmp_path, "tiny@zzz", ["ref", "new"])
 
 
 def test_compare_fake_results_each_against_the_first_or_all_pairs(tmp_path: Path) -> None:
@@ -114,3 +165,19 @@ def test_compare_errors_name_the_bad_value(tmp_path: Path) -> None:
     next((tmp_path / "samples").glob("tiny-gkd-s0-*/arith.jsonl")).unlink()
     with pytest.raises(HarnessError, match=r"per-sample log not found: .*arith\.jsonl"):
         compare(tmp_path, "tiny", ["hybrid", "gkd"])
+
+
+def test_compare_against_the_reference_evaluations(tmp_path: Path) -> None:
+    """`student-before` and `teacher` are the build's own evaluations: a method's paired gain over the student."""
+    write_fake_results(tmp_path)
+    gain, short = compare(tmp_path, "tiny", ["student-before", "hybrid", "teacher"], n_boot=500, all_pairs=True)[:2]
+    assert (gain.reference, gain.method, gain.n_docs, gain.reference_seeds) == ("student-before", "hybrid", 200, 1)
+    assert gain.reference_score == pytest.approx(0.12) and gain.diff == pytest.approx(0.31 - 0.12)
+    assert gain.significant and gain.low > 0
+    assert short.method == "teacher" and short.diff == pytest.approx(0.68 - 0.12)
+    with pytest.raises(HarnessError, match="no student-before scores"):
+        old = tmp_path / "old"
+        record = json.loads(COMMITTED_V1.read_text())
+        (old / "runs").mkdir(parents=True)
+        (old / "runs" / "r.json").write_text(json.dumps(record))
+        compare(old, "tiny", ["student-before", "hybrid (weighting=static)"])

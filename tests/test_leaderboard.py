@@ -14,19 +14,27 @@ import threading
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from harness.accounting import CostLedger
+from harness.bootstrap import Series, bootstrap_means, percentile_interval, read_samples
 from harness.leaderboard import (
+    BEFORE,
+    BOOT,
+    TEACHER,
     build_leaderboard,
     charged_hours,
+    fmt_flops,
+    fmt_gap,
     fmt_hours,
     latex_escape,
     leaderboard,
     leaderboard_latex,
+    render_markdown,
 )
 from harness.plots import pareto_front
-from harness.records import load_records, write_record
+from harness.records import RunRecord, load_records, write_record
 from kdcore.errors import HarnessError
 from kdcore.scores import TaskScore
 from tests.fake_records import (
@@ -38,6 +46,7 @@ from tests.fake_records import (
     phase,
     write_fake_results,
 )
+from tests.test_records import COMMITTED_V1
 
 
 @pytest.fixture
@@ -146,15 +155,50 @@ def test_amortised_totals_add_up_to_what_was_spent(results: Path) -> None:
 # ---------------------------------------------------------------- rows, scores, labels
 
 
-def test_scores_are_mean_and_sample_std_over_seeds_in_percent(results: Path) -> None:
+def test_scores_are_means_over_seeds_with_bootstrap_intervals_over_problems_and_seeds(results: Path) -> None:
     board = leaderboard(results)
     for (pair, method, _), _ in ACCURACY.items():
         values = [100 * acc["arith"] for (p, m, _), acc in ACCURACY.items() if (p, m) == (pair, method)]
-        stat = _row(board, pair, method).scores["arith"]
-        assert stat.n == len(values) == _row(board, pair, method).seeds
-        assert stat.mean == pytest.approx(statistics.mean(values))
-        assert stat.std == pytest.approx(statistics.stdev(values))
-    assert _table(board, "tiny").teacher_scores["arith"].mean == pytest.approx(68.0)
+        estimate = _row(board, pair, method).scores["arith"]
+        assert estimate.n == len(values) == _row(board, pair, method).seeds
+        assert estimate.mean == pytest.approx(statistics.mean(values))
+        group = _row(board, pair, method).group
+        logs = [read_samples(results / r.scores["arith"].samples) for r in group.runs]
+        matrix = np.array([[log[d] for d in sorted(log)] for log in logs])
+        series = Series(tuple(r.seed for r in group.runs), {"arith": matrix})
+        means = 100 * bootstrap_means([series], ["arith"], n_boot=BOOT, seed=0)[:, 0, 0]
+        assert (estimate.low, estimate.high) == pytest.approx(percentile_interval(means))
+        assert estimate.low < estimate.mean < estimate.high
+    teacher = _table(board, "tiny").reference(TEACHER)
+    assert teacher.scores["arith"].mean == pytest.approx(68.0) and teacher.evaluations == 1
+    assert teacher.scores["arith"].low < 68.0 < teacher.scores["arith"].high
+    qwen = _row(board, "qwen", "gkd")  # no per-sample logs: a mean without an interval
+    assert qwen.scores["gsm8k"].low is None and qwen.average.mean == pytest.approx(52.0)
+
+
+def test_gap_recovered_against_the_reference_rows(results: Path) -> None:
+    board = leaderboard(results)
+    table = _table(board, "tiny")
+    before, teacher = table.reference(BEFORE), table.reference(TEACHER)
+    assert (before.average.mean, teacher.average.mean) == pytest.approx((12.0, 68.0))
+    hybrid = _row(board, "tiny", "hybrid")
+    assert hybrid.gap.mean == pytest.approx((31.0 - 12.0) / (68.0 - 12.0))
+    assert hybrid.gap.low < hybrid.gap.mean < hybrid.gap.high
+    assert _row(board, "tiny", "gkd").gap.mean > _row(board, "tiny", "hard").gap.mean
+    qwen = _row(board, "qwen", "gkd")  # (52 - 37.5) / (73.5 - 37.5) on the mean over both benchmarks
+    assert qwen.gap.mean == pytest.approx((52.0 - 37.5) / (73.5 - 37.5)) and qwen.gap.low is None
+    line = next(x for x in render_markdown(board).splitlines() if x.startswith("| hybrid |"))
+    assert fmt_gap(hybrid.gap) in line and fmt_gap(hybrid.gap).startswith("0.34 [")
+
+
+def test_flops_are_charged_like_device_hours(results: Path) -> None:
+    board = leaderboard(results)
+    for table in board.tables:
+        for row in table.rows:  # the fake phases carry flops = device-hours x 1e15
+            assert row.total_flops == pytest.approx(row.total_hours * 1e15)
+            assert row.standalone_flops == pytest.approx(row.standalone_hours * 1e15)
+    line = next(x for x in render_markdown(board).splitlines() if x.startswith("| hybrid |"))
+    assert fmt_flops(_row(board, "tiny", "hybrid").total_flops) in line
 
 
 def test_different_settings_are_separate_rows_with_labels(results: Path) -> None:
@@ -197,11 +241,17 @@ def test_markdown_shows_rows_teacher_and_costs(results: Path) -> None:
     hybrid = _row(board, "tiny", "hybrid")
     line = next(x for x in md.splitlines() if x.startswith("| hybrid |"))
     cells = [c.strip() for c in line.strip("|").split("|")]
-    assert cells[:3] == ["hybrid", "2", f"{hybrid.scores['arith'].mean:.1f} ± {hybrid.scores['arith'].std:.1f}"]
+    arith = hybrid.scores["arith"]
+    assert cells[:3] == ["hybrid", "2", f"{arith.mean:.1f} [{arith.low:.1f}, {arith.high:.1f}]"]
+    assert "±" not in md
     assert fmt_hours(hybrid.total_hours) in cells
     assert f"{hybrid.cheaper:.2f}x" in cells
-    assert "| teacher (reference) | – | 68.0 |" in md
+    teacher = _table(board, "tiny").reference(TEACHER).scores["arith"]
+    assert f"| teacher (reference) | 1 eval | 68.0 [{teacher.low:.1f}, {teacher.high:.1f}] |" in md
+    assert "| student before distillation (reference) | 1 eval | 12.0 [" in md
+    assert "| teacher (reference) | 1 eval | 86.0 | 61.0 | 73.5 |" in md  # qwen: no logs, no interval
     assert "## qwen: `qwen-teacher` → `qwen-student`" in md
+    assert "Pinned: teacher `tiny-teacher` weights " in md
 
 
 def test_csv_has_one_row_per_setting_and_teacher(results: Path) -> None:
@@ -271,7 +321,7 @@ def test_hours_format() -> None:
 def test_empty_results_dir_builds(tmp_path: Path) -> None:
     build_leaderboard(tmp_path)
     assert "No run records yet." in (tmp_path / "leaderboard.md").read_text()
-    assert (tmp_path / "leaderboard.csv").read_text().startswith("pair,role,method,label")
+    assert (tmp_path / "leaderboard.csv").read_text().startswith("pair,build,pinned,role,method,label")
 
 
 def test_plots_of_a_pair_that_left_are_removed(results: Path) -> None:
@@ -385,3 +435,93 @@ def test_a_rerun_of_a_seed_replaces_the_earlier_run(tmp_path: Path) -> None:
     assert hard.scores["arith"].mean == pytest.approx(35.0)
     (problem,) = board.problems
     assert problem.startswith("tiny-hard-s0-") and "10.json: skipped (superseded by tiny-hard-s0-" in problem
+
+
+# ---------------------------------------------------------------- identities: builds, settings, schema 1
+
+
+def _tiny(tmp_path: Path, method: str, seed: int, score: float, **kwargs) -> RunRecord:
+    record = make_record(
+        "tiny", method, seed, {"arith": TaskScore(score=score, n=10)}, {"train": phase(0.01)}, **kwargs
+    )
+    write_record(record, tmp_path)
+    return record
+
+
+def test_two_builds_of_one_pair_are_separate_tables_and_never_supersede(tmp_path: Path) -> None:
+    _tiny(tmp_path, "hard", 0, 0.2, build="a")
+    _tiny(tmp_path, "hard", 0, 0.6, build="b")  # same method, settings and seed, another build of the weights
+    board = leaderboard(tmp_path)
+    assert board.problems == []  # nothing superseded across builds
+    tables = [t for t in board.tables if t.pair == "tiny"]
+    assert len(tables) == 2 and {t.rows[0].scores["arith"].mean for t in tables} == {20.0, 60.0}
+    assert all(t.title == f"tiny [build {t.build}]" for t in tables)
+    note = next(n for n in tables[0].notes if n.startswith("Pair `tiny` has runs of 2 builds"))
+    assert "models.student.weights_sha256" in note and "models.teacher.weights_sha256" in note
+    assert "data." not in note  # the data did not change
+    md = render_markdown(board)
+    assert md.count("## tiny [build ") == 2 and md.count("Pair `tiny` has runs of 2 builds") == 2
+    assert {p.name for p in build_leaderboard(tmp_path) if p.suffix == ".png"} == {
+        f"{kind}-tiny-{t.build}.png" for t in tables for kind in ("pareto", "scores")
+    }
+
+
+def test_reference_rows_never_average_evaluations_with_different_settings(tmp_path: Path) -> None:
+    """The issue's `--limit 0` run next to a full one showed the teacher at 43.0 ± 60.8: now two tables."""
+    full = {"arith": TaskScore(score=0.86, n=500)}
+    _tiny(tmp_path, "hard", 0, 0.2, teacher_scores=full)
+    _tiny(tmp_path, "hard", 1, 0.2, teacher_scores=full)
+    zero = {"arith": TaskScore(score=0.0, n=0)}
+    _tiny(tmp_path, "soft", 0, 0.0, train_config={"limit": 0}, teacher_scores=zero, before_scores=zero)
+    tables = leaderboard(tmp_path).tables
+    assert len(tables) == 2
+    teachers = sorted(t.reference(TEACHER).scores["arith"].mean for t in tables)
+    assert teachers == [0.0, 86.0]
+    limits = sorted(str(t.identity["data"]["eval"]["limit"]) for t in tables)
+    assert limits == ["0", "None"]
+    assert "data.eval.limit" in next(n for n in tables[0].notes if n.startswith("Pair `tiny`"))
+
+
+def test_reference_evaluations_of_different_sizes_in_one_table_are_not_averaged(tmp_path: Path) -> None:
+    _tiny(tmp_path, "hard", 0, 0.2, teacher_scores={"arith": TaskScore(score=0.86, n=500)})
+    _tiny(tmp_path, "hard", 1, 0.2, teacher_scores={"arith": TaskScore(score=0.0, n=0)})
+    (table,) = leaderboard(tmp_path).tables
+    assert table.reference(TEACHER) is None  # no number rather than a mean over different problem sets
+    assert _row(leaderboard(tmp_path), "tiny", "hard").gap is None
+
+
+def test_distinct_evaluations_with_identical_settings_are_averaged(tmp_path: Path) -> None:
+    """Two cached teacher evaluations with one setting (e.g. caches on two machines): one reference row over both."""
+    _tiny(tmp_path, "hard", 0, 0.2, teacher_scores={"arith": TaskScore(score=0.80, n=500)})
+    _tiny(tmp_path, "hard", 1, 0.2, teacher_scores={"arith": TaskScore(score=0.90, n=500)})
+    (table,) = leaderboard(tmp_path).tables
+    teacher = table.reference(TEACHER)
+    assert teacher.evaluations == 2 and teacher.scores["arith"].mean == pytest.approx(85.0)
+
+
+def test_schema_1_records_are_kept_apart_and_marked_unpinned(tmp_path: Path) -> None:
+    old = RunRecord.from_dict(json.loads(COMMITTED_V1.read_text()))
+    write_record(old, tmp_path)
+    new = make_record("tiny", old.method, old.seed, old.scores, {"train": phase(0.01)})
+    new.method_params, new.train_config = old.method_params, old.train_config
+    write_record(new, tmp_path)
+    board = leaderboard(tmp_path)
+    assert board.problems == []
+    unpinned, pinned = sorted((t for t in board.tables), key=lambda t: t.pinned)
+    assert not unpinned.pinned and unpinned.title == f"tiny [unpinned {unpinned.build}]"
+    assert pinned.title == f"tiny [build {pinned.build}]"
+    assert unpinned.notes[0].startswith("Unpinned (schema-1 records)")
+    assert "pinning (schema-1 records name no weights or data)" in unpinned.notes[1]
+    assert unpinned.reference(BEFORE) is None and unpinned.rows[0].gap is None
+
+
+def test_the_committed_schema_1_results_still_build(tmp_path: Path) -> None:
+    committed = Path(__file__).resolve().parents[1] / "results"
+    shutil.copytree(committed / "runs", tmp_path / "runs")
+    shutil.copytree(committed / "samples", tmp_path / "samples")
+    board = leaderboard(tmp_path)
+    (table,) = board.tables
+    assert board.n_records == len(list((committed / "runs").glob("*.json"))) - len(board.problems)
+    assert not table.pinned and table.title == "tiny" and len(table.rows) == 10
+    assert table.reference(TEACHER).scores["arith"].mean == pytest.approx(87.4)
+    assert all(row.scores["arith"].low is not None for row in table.rows)  # the runs' logs are committed

@@ -1,4 +1,5 @@
-"""Run records: atomic writes (a killed writer leaves no partial record), schema round trip, unique ids."""
+"""Run records: atomic writes (a killed writer leaves no partial record), schema round trip, unique ids, and
+schema-1 records still read (unpinned)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from harness.accounting import CostLedger
-from harness.records import RunRecord, load_records, write_record
+from harness.records import SCHEMA_VERSION, RunRecord, load_records, write_record
 from kdcore.scores import TaskScore
+from tests.fake_records import data, models
+
+COMMITTED_V1 = Path(__file__).resolve().parents[1] / "results" / "runs" / "tiny-hybrid-s0-20261122T222033Z-a966e5.json"
 
 
 def make_record(**overrides) -> RunRecord:
@@ -27,6 +33,9 @@ def make_record(**overrides) -> RunRecord:
         student="s",
         scores={"arith": TaskScore(score=0.5, n=2)},
         teacher_scores={},
+        student_before_scores={"arith": TaskScore(score=0.1, n=2, samples="samples/references/k/arith.jsonl")},
+        models=models("tiny"),
+        data=data("tiny"),
         cost=ledger.to_dict(),
         environment={"device": "cpu"},
         training={"steps": 1},
@@ -39,8 +48,34 @@ def test_round_trip(tmp_path: Path) -> None:
     path = write_record(record, tmp_path)
     assert path.parent == tmp_path / "runs" and path.stem == record.run_id
     (loaded,), problems = load_records(tmp_path)
-    assert problems == [] and loaded == record
+    assert problems == [] and loaded == record and loaded.pinned and loaded.schema_version == SCHEMA_VERSION == 2
     assert loaded.cost["phases"]["train"]["flops"] == 6 * 10 * 100
+    assert loaded.student_before_scores["arith"] == TaskScore(
+        score=0.1, n=2, samples="samples/references/k/arith.jsonl"
+    )
+    assert loaded.models["student"]["weights_sha256"] == models("tiny")["student"]["weights_sha256"]
+
+
+def test_pinning_fields_are_required() -> None:
+    with pytest.raises(TypeError, match="models"):
+        RunRecord(**{k: v for k, v in make_record().__dict__.items() if k != "models"})
+    data = make_record().to_dict()
+    for name in ("models", "data", "student_before_scores"):
+        with pytest.raises(ValueError, match=f"missing fields: {name}"):
+            RunRecord.from_dict({k: v for k, v in data.items() if k != name})
+    with pytest.raises(ValueError, match="models must be an object"):
+        RunRecord.from_dict(data | {"models": []})
+
+
+def test_a_committed_schema_1_record_loads_unpinned_and_round_trips(tmp_path: Path) -> None:
+    raw = json.loads(COMMITTED_V1.read_text())
+    assert raw["schema_version"] == 1 and "models" not in raw
+    record = RunRecord.from_dict(raw)
+    assert not record.pinned and record.models == {} and record.data == {} and record.student_before_scores == {}
+    assert record.teacher_scores["arith"].score == raw["teacher_scores"]["arith"]["score"]
+    assert record.to_dict() == raw  # read back as it was written: no schema-2 fields invented
+    with pytest.raises(ValueError, match="unknown fields: models"):
+        RunRecord.from_dict(raw | {"models": {}})  # a schema-1 record claiming identities is malformed
 
 
 WRITER = """
