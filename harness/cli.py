@@ -510,8 +510,8 @@ def build_tiny(
 
     root = tiny.build_tiny_pair(tiny.SHIPPED_SPEC, out or tiny.SHIPPED_DIR, replace=True)
     sums = tiny.pair_checksums(root)
-    console.print(f"built {root}; its [pairs.tiny] checksums:")
-    console.print("sha256 = { " + ", ".join(f'{k} = "{v}"' for k, v in sums.items()) + " }", highlight=False)
+    console.print(f"built {root}; its checksums, for the tiny entry of pairs.toml:", highlight=False)
+    print("sha256 = { " + ", ".join(f'{k} = "{v}"' for k, v in sums.items()) + " }")  # stdout, unwrapped
 
 
 @app.command()

@@ -35,6 +35,8 @@ class Pair:
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)  # TrainConfig defaults for this pair
     cpu_threads: int | None = None  # torch threads on a CPU-only machine (None: torch's default, one per core)
+    supervision_temperature: float = 1.0  # the teacher's sampling temperature for hard labels (0 = greedy)
+    sha256: dict[str, str] = field(default_factory=dict)  # pinned checksums of shipped weights and tokenizer
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -62,6 +64,9 @@ def _parse_pair(name: str, entry: Any, source: Path) -> Pair:
     for key in ("max_length", "max_new_tokens", "train_prompts", "cpu_threads"):
         if key in values and (not isinstance(values[key], int) or values[key] <= 0):
             raise HarnessError(f"{where}: field {key!r} must be a positive integer, got {values[key]!r}")
+    temperature = values.get("supervision_temperature", 1.0)
+    if isinstance(temperature, bool) or not isinstance(temperature, int | float) or temperature < 0:
+        raise HarnessError(f"{where}: field 'supervision_temperature' must be a number >= 0, got {temperature!r}")
     if values.get("dtype", "bfloat16") not in DTYPES:
         raise unknown_choice(f"dtype in {where}:", values["dtype"], DTYPES)
     if values["architecture"] not in ARCHITECTURES:
