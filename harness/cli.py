@@ -7,7 +7,9 @@ import errno
 import json
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from types import UnionType
 from typing import Annotated
 
 import typer
@@ -34,9 +36,18 @@ PairsFile = Annotated[
     Path | None, typer.Option("--pairs-file", help="A pairs TOML file to use instead of the shipped one.")
 ]
 
+SupervisionTemperature = Annotated[
+    float | None,
+    typer.Option(
+        "--supervision-temperature",
+        help="Teacher sampling temperature for hard labels (default: the pair's, normally 1; 0 = greedy).",
+    ),
+]
 
-def parse_params(items: list[str]) -> dict[str, object]:
-    """`key=value` strings to a dict; values are read as JSON when they parse (numbers, true/false), else strings."""
+
+def parse_params(items: list[str], methods: Sequence[str] = ()) -> dict[str, object]:
+    """`key=value` strings to a dict; values are read as JSON when they parse (numbers, true/false, objects), else
+    strings. Each value is checked against the parameter's type in every one of `methods` that has it."""
     params: dict[str, object] = {}
     for item in items:
         key, sep, raw = item.partition("=")
@@ -46,7 +57,52 @@ def parse_params(items: list[str]) -> dict[str, object]:
             params[key] = json.loads(raw)
         except json.JSONDecodeError:
             params[key] = raw
+    for method in methods:
+        for key, value in params.items():
+            check_param_type(method, key, value)
     return params
+
+
+def check_param_type(method: str, key: str, value: object) -> None:
+    """A one-line HarnessError when `value` does not fit the type of `method`'s parameter `key` (names the method
+    does not know are left to `load_method`, which lists the valid ones)."""
+    import typing
+
+    from trainers.objectives import METHODS
+
+    if method not in METHODS:
+        return
+    hints = typing.get_type_hints(METHODS[method].Params)
+    if key not in hints:
+        return
+    kinds = typing.get_args(hints[key]) if typing.get_origin(hints[key]) in (typing.Union, UnionType) else ()
+    for kind in kinds or (hints[key],):
+        if _fits(value, kind):
+            return
+    allowed = " or ".join(_TYPE_WORDS.get(typing.get_origin(k) or k, str(k)) for k in kinds or (hints[key],))
+    raise HarnessError(f"malformed --param {key}={json.dumps(value)} for method {method!r}; expected {allowed}")
+
+
+_TYPE_WORDS = {
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    bool: "true or false",
+    dict: 'a JSON object of numbers, e.g. {"alpha": 0.5}',
+    type(None): "null",
+}
+
+
+def _fits(value: object, kind: object) -> bool:
+    import typing
+
+    if kind is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if typing.get_origin(kind) is dict:
+        return isinstance(value, dict) and all(_fits(v, float) for v in value.values())
+    return isinstance(value, kind) if isinstance(kind, type) else True
 
 
 def train_overrides(
@@ -56,7 +112,7 @@ def train_overrides(
     checkpoint_every: int | None,
     lora_r: int | None = None,
 ) -> dict[str, object]:
-    """The training settings given on the command line (the pair's own apply to the others)."""
+    """The training settings given on the command line (the pair's own apply to the others), checked."""
     settings = {
         "max_steps": max_steps,
         "batch_size": batch_size,
@@ -64,7 +120,31 @@ def train_overrides(
         "checkpoint_every": checkpoint_every,
         "lora_r": lora_r,
     }
+    for name, value, allowed in (
+        ("max-steps", max_steps, "a positive integer"),
+        ("batch-size", batch_size, "a positive integer"),
+        ("lr", lr, "a positive number"),
+    ):
+        if value is not None and not value > 0:
+            raise HarnessError(f"--{name} {value}: must be {allowed}")
+    for name, value in (("checkpoint-every", checkpoint_every), ("lora-r", lora_r)):
+        if value is not None and value < 0:
+            raise HarnessError(f"--{name} {value}: must be 0 (off) or a positive integer")
     return {k: v for k, v in settings.items() if v is not None}
+
+
+def checked_limit(limit: int | None) -> int | None:
+    """`--limit` as given, refused unless it is a positive number of docs."""
+    if limit is not None and limit <= 0:
+        raise HarnessError(f"--limit {limit}: must be a positive number of docs (leave it out for all of them)")
+    return limit
+
+
+def checked_temperature(temperature: float | None) -> float | None:
+    """`--supervision-temperature` as given, refused when negative."""
+    if temperature is not None and not temperature >= 0:
+        raise HarnessError(f"--supervision-temperature {temperature}: must be a number >= 0 (0 = greedy)")
+    return temperature
 
 
 def comma_list(text: str) -> list[str]:
@@ -111,6 +191,7 @@ def run(
         str, typer.Option("--teacher-signal", help="Soft labels from the cached top-k or an online teacher.")
     ] = "topk",
     top_k: Annotated[int, typer.Option("--top-k", help="Teacher log-probs kept per token for soft labels.")] = 32,
+    supervision_temperature: SupervisionTemperature = None,
     backend: Annotated[str, typer.Option(help="Generation backend: auto, transformers or vllm.")] = "auto",
     tensor_parallel: TensorParallel = 1,
     data_parallel: DataParallel = 1,
@@ -123,7 +204,7 @@ def run(
     from harness.pipeline import run as run_pipeline
     from trainers.bridge_garden import apply_preset
 
-    params = parse_params(param)
+    params = parse_params(param, [method])
     if div:
         params["divergence"] = div
     params = apply_preset(method, preset, params)
@@ -134,9 +215,10 @@ def run(
         method_params=params,
         seed=seed,
         train_overrides=overrides,
-        limit=limit,
+        limit=checked_limit(limit),
         teacher_signal=teacher_signal,
         top_k=top_k,
+        supervision_temperature=checked_temperature(supervision_temperature),
         backend=backend,
         results_dir=results_dir,
         pairs_file=pairs_file,
@@ -193,7 +275,7 @@ def sweep(
     from harness.pipeline import RunSpec
     from harness.sweep import SweepIncomplete, grid, run_sweep
 
-    params = parse_params(param)
+    params = parse_params(param, comma_list(methods))
     if div:
         params["divergence"] = div
     try:
@@ -204,7 +286,7 @@ def sweep(
         pair="",
         method="",
         train_overrides=train_overrides(max_steps, batch_size, lr, checkpoint_every),
-        limit=limit,
+        limit=checked_limit(limit),
         top_k=top_k,
         backend=backend,
         results_dir=results_dir,
@@ -234,6 +316,7 @@ def supervise(
     shard: Annotated[
         str | None, typer.Option("--shard", help="Build only slice i/n of the cache's shards (e.g. one per machine).")
     ] = None,
+    supervision_temperature: SupervisionTemperature = None,
     tensor_parallel: TensorParallel = 1,
     data_parallel: DataParallel = 1,
     pairs_file: PairsFile = None,
@@ -248,6 +331,7 @@ def supervise(
         pair=pair,
         method="hard",
         top_k=top_k,
+        supervision_temperature=checked_temperature(supervision_temperature),
         backend=backend,
         pairs_file=pairs_file,
         tensor_parallel=tensor_parallel,
@@ -299,6 +383,7 @@ def eval_(
     from tasks.evaluate import rescore as rescore_log
     from tasks.generation import render_prompt
 
+    limit = checked_limit(limit)
     names = [t.strip() for t in tasks.split(",") if t.strip()]
     task_options = {name: _task_options(name, data_source, num_fewshot) for name in names}
     part = parse_shard(shard)
@@ -426,6 +511,21 @@ def analyze(
         run_record, results_dir, out / f"{run_record.stem}-risk.html", limit=limit, pairs_file=pairs_file
     )
     console.print(f"wrote {path}")
+
+
+@app.command("build-tiny")
+def build_tiny(
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Where to write the pair (default: the shipped folder).")
+    ] = None,
+) -> None:
+    """Rebuild the tiny pair from its recipe (one torch thread, a few minutes) and print its sha256 for pairs.toml."""
+    from harness import tiny
+
+    root = tiny.build_tiny_pair(tiny.SHIPPED_SPEC, out or tiny.SHIPPED_DIR, replace=True)
+    sums = tiny.pair_checksums(root)
+    console.print(f"built {root}; its checksums, for the tiny entry of pairs.toml:", highlight=False)
+    print("sha256 = { " + ", ".join(f'{k} = "{v}"' for k, v in sums.items()) + " }")  # stdout, unwrapped
 
 
 @app.command()

@@ -21,7 +21,8 @@ BUILTIN = "builtin:"
 
 
 def resolve(ref: str) -> str:
-    """A model reference as `from_pretrained` takes it: builtin refs become their cached folder (built once)."""
+    """A model reference as `from_pretrained` takes it: builtin refs become the shipped folder, checked against the
+    sha256 pinned in pairs.toml (`harness.tiny.shipped_pair`; the tests' miniature pair: its cached build)."""
     if not ref.startswith(BUILTIN):
         return ref
     name, _, role = ref[len(BUILTIN) :].partition("/")

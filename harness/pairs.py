@@ -22,6 +22,14 @@ DEFAULT_PAIRS_FILE = Path(__file__).with_name("pairs.toml")
 SCHEMA_VERSION = 1
 ROLES = ("teacher", "student")
 TABLES = ("evaluation", "supervision", "published")  # parsed apart from the plain fields
+# What a pair's supervision table starts from: hard labels are teacher samples at temperature 1.
+HARD_LABEL_DEFAULTS = GenerationSettings(
+    temperature=1.0,
+    sources={
+        "temperature": "default: hard labels are teacher samples at temperature 1, as the Bridge-Garden paper "
+        "defines them (0 = greedy, sequence-level KD's usual choice)"
+    },
+)
 
 
 @dataclass(frozen=True)
@@ -68,6 +76,8 @@ class Pair:
     def task_options(self, task: str) -> dict[str, Any]:
         """`load_task` options for scoring this pair's models on `task`: thinking and shots, as evaluation says."""
         return self.evaluation.task_options(task)
+
+    sha256: dict[str, str] = field(default_factory=dict)  # pinned checksums of shipped weights and tokenizer
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -118,7 +128,10 @@ def _parse_tables(entry: dict[str, Any], where: str, teacher_budget: int | None)
     """The pair's `evaluation`, `supervision` (+ trace filter) and `published` tables, validated."""
     evaluation, _ = parse_settings(entry.get("evaluation", {}), f"{where}: evaluation")
     supervision, rest = parse_settings(
-        entry.get("supervision", {}), f"{where}: supervision", extra=("drop_truncated", "require_correct")
+        entry.get("supervision", {}),
+        f"{where}: supervision",
+        defaults=HARD_LABEL_DEFAULTS,
+        extra=("drop_truncated", "require_correct"),
     )
     # the teacher's budget may be given as the pair's max_new_tokens or in its supervision table, not both apart
     if supervision.max_new_tokens is None:

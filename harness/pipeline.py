@@ -62,6 +62,7 @@ class RunSpec:
     pairs_file: Path | None = None
     tensor_parallel: int = 1  # vLLM: GPUs per generation engine
     data_parallel: int = 1  # vLLM: generation engines, one process each
+    supervision_temperature: float | None = None  # teacher sampling temperature for hard labels (None: the pair's)
 
     def parallel(self) -> dict[str, int]:
         return {"tensor_parallel": self.tensor_parallel, "data_parallel": self.data_parallel}
@@ -158,11 +159,16 @@ def teacher_supervision(
             vocab_rows=vocab_rows,
             **spec.parallel(),
         ),
-        SupervisionSettings(top_k=spec.top_k, seed=0),
+        SupervisionSettings(top_k=spec.top_k, temperature=supervision_temperature(pair, spec), seed=0),
         ledger,
         vocab_rows,
         part,
     )
+
+
+def supervision_temperature(pair: Pair, spec: RunSpec) -> float:
+    """The teacher's sampling temperature for hard labels: the run's choice, else the pair's (default 1)."""
+    return pair.supervision.temperature if spec.supervision_temperature is None else spec.supervision_temperature
 
 
 def supervise(spec: RunSpec, part: tuple[int, int] = (0, 1)) -> Any:
@@ -191,6 +197,7 @@ def recorded_settings(spec: RunSpec, objective: Objective, config: TrainConfig) 
             **config.to_dict(),
             "teacher_signal": spec.teacher_signal,
             "top_k": spec.top_k,
+            "supervision_temperature": supervision_temperature(get_pair(spec.pair, spec.pairs_file), spec),
             "limit": spec.limit,
         },
     }

@@ -42,7 +42,7 @@ from trainers.topk import topk_features, topk_logprobs
 @dataclass(frozen=True)
 class SupervisionSettings:
     top_k: int = 32
-    temperature: float = 0.0  # 0 = greedy teacher completions (sequence-level KD's usual choice)
+    temperature: float = 1.0  # teacher samples at T=1 (hard labels as the paper defines them); 0 = greedy
     seed: int = 0
     batch_size: int = 64
     shard_size: int = 256  # prompts per cache shard: the unit of resuming a build and of splitting it over machines

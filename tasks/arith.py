@@ -1,13 +1,19 @@
 """`arith`: synthetic GSM8K-style word problems: one or two steps of one-digit addition and subtraction, varied
-phrasing, worked answers with exact numbers.
+phrasing, worked answers with exact numbers and varied wording.
 
-Records have GSM8K's fields: `question`, and `answer` = one worked line per step + `#### N`. Splits are generated
-deterministically from fixed seeds; no test question text appears in the train split.
+Records have GSM8K's fields: `question`, and `answer` = one worked line per step, a closing line, then `#### N`.
+The worked answers have *bridges* and *gardens*: the numbers, operators and results are fixed by the problem
+(bridges: one right token), while each line's opening connective, the operand order of an addition and the
+closing sentence are drawn per example from equivalent wordings (gardens: several right tokens). A teacher
+trained on them is sharp at bridges and spread at gardens. Splits are generated deterministically from fixed
+seeds; no test question text appears in the train split.
 """
 
 from __future__ import annotations
 
+import itertools
 import random
+import re
 from functools import cache
 
 from tasks.base import Doc, Messages, Task, register_task
@@ -37,27 +43,61 @@ SUB_ADD = (
     "A shop had {a} {o}. It sold {b} and then received {c} more. How many {o} does the shop have?",
     "{n} had {a} {o}. {n} lost {b} but found {c} new ones. How many {o} does {n} have?",
 )
+# Gardens: equivalent openings of a worked line and of the closing sentence.
+FIRST = ("", "First, ", "We have ", "Start with ")
+THEN = ("Then ", "Next, ", "After that, ", "Now ")
+CLOSE = ("So the answer is {r}.", "That makes {r}.", "So there are {r}.", "The result is {r}.")
 SPLIT_SIZES = {"train": 20000, "test": 500}
 SPLIT_SEEDS = {"train": 1234, "test": 5678}
+
+
+def step(rng: random.Random, opening: str, x: int, op: str, y: int) -> str:
+    """One worked line `x op y = z` after `opening`; an addition's operands come in either order (same value)."""
+    if op == "+" and rng.random() < 0.5:
+        x, y = y, x
+    return f"{opening}{x} {op} {y} = {x + y if op == '+' else x - y}."
 
 
 def make_problem(rng: random.Random) -> Doc:
     """One word problem with its worked answer: one or two steps of one-digit addition or subtraction."""
     kind = rng.randrange(4)
     a, b, c = rng.randint(2, 9), rng.randint(2, 9), rng.randint(2, 9)
-    if kind == 0:
-        template, lines, result = ADD, [f"{a} + {b} = {a + b}"], a + b
-    elif kind == 1:
+    if kind == 1 or kind == 3:
         a += b  # a - b with a one-digit answer
-        template, lines, result = SUB, [f"{a} - {b} = {a - b}"], a - b
-    elif kind == 2:
+    if kind == 2:
         c = min(c, a + b)
-        template, lines, result = ADD_SUB, [f"{a} + {b} = {a + b}", f"{a + b} - {c} = {a + b - c}"], a + b - c
-    else:
-        a += b
-        template, lines, result = SUB_ADD, [f"{a} - {b} = {a - b}", f"{a - b} + {c} = {a - b + c}"], a - b + c
+    template = (ADD, SUB, ADD_SUB, SUB_ADD)[kind]
     question = rng.choice(template).format(n=rng.choice(NAMES), o=rng.choice(OBJECTS), a=a, b=b, c=c)
+    first_op = "+" if kind in (0, 2) else "-"
+    middle = a + b if first_op == "+" else a - b
+    lines = [step(rng, rng.choice(FIRST), a, first_op, b)]
+    result = middle
+    if kind >= 2:
+        second_op = "-" if kind == 2 else "+"
+        result = middle - c if second_op == "-" else middle + c
+        lines.append(step(rng, rng.choice(THEN), middle, second_op, c))
+    lines.append(rng.choice(CLOSE).format(r=result))
     return {"question": question, "answer": "\n".join([*lines, f"#### {result}"])}
+
+
+LINE = re.compile(r"^(.*?)(\d+) ([+-]) (\d+) = (\d+)\.$")
+
+
+def equivalent_answers(answer: str) -> list[str]:
+    """Every wording of a worked answer that `make_problem` could have written for the same problem: each line's
+    opening, each addition's operand order and the closing sentence varied, numbers and operators kept."""
+    *steps, _close, final = answer.split("\n")
+    options: list[list[str]] = []
+    for index, line in enumerate(steps):
+        match = LINE.match(line)
+        if not match:
+            raise ValueError(f"not a worked arith line: {line!r}")
+        _, x, op, y, z = match.groups()
+        orders = [(x, y), (y, x)] if op == "+" and x != y else [(x, y)]
+        options.append([f"{o}{p} {op} {q} = {z}." for o in (FIRST if index == 0 else THEN) for p, q in orders])
+    result = final.removeprefix("#### ")
+    options.append([c.format(r=result) for c in CLOSE])
+    return ["\n".join([*lines, final]) for lines in itertools.product(*options)]
 
 
 @cache
@@ -79,7 +119,7 @@ def generate_split(split: str) -> tuple[Doc, ...]:
 @register_task("arith")
 class Arith(Task):
     primary_metric = "exact_match"
-    max_new_tokens = 32
+    max_new_tokens = 48
     stop = ("\n\n",)
 
     def docs(self, split: str = "test") -> list[Doc]:

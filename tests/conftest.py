@@ -30,14 +30,17 @@ def _session_cache(factory: pytest.TempPathFactory) -> str:
     return _CACHE[0]
 
 
-MINI = tiny.TinySpec(
-    teacher=tiny.TinyModelSpec(hidden_size=32, layers=1, heads=2, intermediate_size=64, steps=3, lr=1e-3, batch_size=8),
-    student=tiny.TinyModelSpec(hidden_size=16, layers=1, heads=2, intermediate_size=32, steps=2, lr=1e-3, batch_size=8),
+MINI = tiny.TinySpec(  # head size 32 (hidden / heads), as vLLM's CPU attention needs
+    teacher=tiny.TinyModelSpec(
+        hidden_size=64, layers=1, heads=2, intermediate_size=128, steps=3, lr=1e-3, batch_size=8
+    ),
+    student=tiny.TinyModelSpec(hidden_size=64, layers=1, heads=2, intermediate_size=64, steps=2, lr=1e-3, batch_size=8),
 )
 
 
 @pytest.fixture
 def mini_tiny(monkeypatch: pytest.MonkeyPatch) -> tiny.TinySpec:
-    """The tiny pair in miniature (a few training steps), so end-to-end runs take seconds."""
+    """The tiny pair in miniature (a few training steps, built once into the test cache), so end-to-end runs take
+    seconds; without this fixture `builtin:tiny/...` is the shipped pair."""
     monkeypatch.setattr(tiny, "DEFAULT_SPEC", MINI)
     return MINI

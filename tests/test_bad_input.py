@@ -122,3 +122,52 @@ def test_a_full_disk_while_writing_the_record_keeps_nothing_half_written(
     assert done.value.code == 0
     (record,) = [json.loads(p.read_text()) for p in (results / "runs").glob("*.json")]
     assert record["attempts"] == 2 and record["training"]["resumed_from"] == 2  # training was not done again
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("run", "--max-steps", "0"), "--max-steps 0: must be a positive integer"),
+        (("run", "--max-steps", "-3"), "--max-steps -3: must be a positive integer"),
+        (("run", "--batch-size", "0"), "--batch-size 0: must be a positive integer"),
+        (("run", "--lr", "-0.1"), "--lr -0.1: must be a positive number"),
+        (("run", "--limit", "0"), "--limit 0: must be a positive number of docs"),
+        (("run", "--supervision-temperature", "-1"), "--supervision-temperature -1.0: must be a number >= 0"),
+        (("sweep", "--max-steps", "-1"), "--max-steps -1: must be a positive integer"),
+        (("sweep", "--limit", "-2"), "--limit -2: must be a positive number of docs"),
+        (("eval", "--model", "builtin:tiny/student", "--limit", "0"), "--limit 0: must be a positive number of docs"),
+        (
+            ("run", "--method", "soft", "--param", "div_params=x"),
+            "malformed --param div_params=\"x\" for method 'soft'; expected a JSON object of numbers",
+        ),
+        (("run", "--param", "alpha=high"), "malformed --param alpha=\"high\" for method 'hybrid'; expected a number"),
+        (("run", "--param", "alpha=true"), "malformed --param alpha=true for method 'hybrid'; expected a number"),
+        (
+            ("run", "--method", "gkd", "--param", "max_new_tokens=1.5"),
+            "malformed --param max_new_tokens=1.5 for method 'gkd'; expected an integer or null",
+        ),
+        (
+            ("sweep", "--methods", "hard,hybrid", "--param", "weighting=3"),
+            "malformed --param weighting=3 for method 'hybrid'; expected a string",
+        ),
+    ],
+)
+def test_bad_run_settings_stop_before_any_model_loads_and_write_nothing(
+    args: tuple[str, ...], message: str, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    import harness.models
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(harness.models, "load_model", no_model)
+    monkeypatch.setattr(harness.models, "resolve", no_model)
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
+    out = ["--out", str(tmp_path / "results")] if args[0] == "eval" else ["--results-dir", str(tmp_path / "results")]
+    monkeypatch.setattr(sys, "argv", ["harness", *args, *out])
+    with pytest.raises(SystemExit) as done:
+        main()
+    output = capsys.readouterr()
+    assert done.value.code == 2
+    assert message in output.out + output.err and len((output.out + output.err).strip().splitlines()) == 1
+    assert not (tmp_path / "results").exists() and not (tmp_path / "cache").exists()

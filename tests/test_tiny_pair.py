@@ -1,37 +1,101 @@
-"""The embedded tiny pair: built offline, cached, deterministic; `harness run --pair tiny` end to end.
+"""The tiny pair: shipped weights checked against their pinned sha256, servable by vLLM's CPU attention, with the
+headroom distillation needs; the recipe is deterministic; `harness run --pair tiny` end to end.
 
-A miniature spec (`mini_tiny` in conftest: a few training steps) stands in for the default so the tests take
-seconds; the default spec's scores are measured by the README's main command.
+The end-to-end runs use a miniature spec (`mini_tiny` in conftest: a few training steps, built into the test
+cache) so they take seconds; the shipped pair's scores are measured by the README's commands.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
+from transformers import AutoConfig
 
 from harness import tiny
 from harness.cli import main
-from harness.models import resolve
+from harness.models import load_model, resolve
+from harness.pairs import get_pair
+from kdcore.errors import HarnessError
+from tasks import load_task
+from tasks.generation import render_prompt
 
 
-def test_tiny_pair_is_cached_and_deterministic(mini_tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_builtin_refs_resolve_to_the_shipped_files_and_their_pinned_sha256() -> None:
+    assert resolve("builtin:tiny/teacher") == str(tiny.SHIPPED_DIR / "teacher")
+    assert resolve("builtin:tiny/student") == str(tiny.SHIPPED_DIR / "student")
+    assert tiny.pair_checksums(tiny.SHIPPED_DIR) == get_pair("tiny").sha256
+    assert json.loads((tiny.SHIPPED_DIR / "spec.json").read_text()) == json.loads(
+        json.dumps(tiny.asdict(tiny.SHIPPED_SPEC))
+    )
+
+
+@pytest.mark.parametrize("damage", ["weights", "tokenizer", "missing"])
+def test_a_changed_shipped_file_is_refused_in_one_line(damage: str, tmp_path: Path, monkeypatch) -> None:
+    copy = tmp_path / "tiny"
+    shutil.copytree(tiny.SHIPPED_DIR, copy)
+    monkeypatch.setattr(tiny, "SHIPPED_DIR", copy)
+    assert tiny.ensure_tiny_pair() == copy  # intact: accepted
+    if damage == "missing":
+        (copy / "student" / tiny.WEIGHTS_FILE).unlink()
+        expected = f"shipped tiny pair file missing: {copy / 'student' / tiny.WEIGHTS_FILE}"
+    else:
+        role, name = ("teacher", tiny.WEIGHTS_FILE) if damage == "weights" else ("student", "chat_template.jinja")
+        path = copy / role / name
+        path.write_bytes(path.read_bytes() + b" ")
+        expected = f"shipped tiny pair {'teacher' if damage == 'weights' else 'tokenizer'} in {copy / role} has sha256 "
+    with pytest.raises(HarnessError) as err:
+        resolve("builtin:tiny/teacher")
+    assert str(err.value).startswith(expected) and "\n" not in str(err.value)
+
+
+def test_shipped_models_are_servable_by_vllm_cpu_attention() -> None:
+    sizes = {}
+    for role in tiny.ROLES:
+        config = AutoConfig.from_pretrained(tiny.SHIPPED_DIR / role)
+        assert config.hidden_size // config.num_attention_heads in (32, 64)
+        sizes[role] = sum(t.numel() for t in load_file(tiny.SHIPPED_DIR / role / tiny.WEIGHTS_FILE).values())
+    assert sizes["student"] < sizes["teacher"] / 3
+
+
+def test_shipped_pair_has_the_headroom_distillation_needs() -> None:
+    """On the first 50 held-out problems, greedy: the teacher solves nearly all, the student before distillation
+    few (full-set figures, measured with `harness eval`, are in the README)."""
+    task, right = load_task("arith"), {}
+    docs = task.docs("test")[:50]
+    for role in tiny.ROLES:
+        model, tokenizer = load_model(f"builtin:tiny/{role}")
+        prompts = [render_prompt(tokenizer, task.prompt(doc)) for doc in docs]
+        batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        with torch.no_grad():
+            out = model.generate(**batch, max_new_tokens=task.max_new_tokens, do_sample=False)
+        texts = tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+        right[role] = sum(task.score(doc, text) for doc, text in zip(docs, texts, strict=True))
+    assert right["teacher"] >= 44 and right["student"] <= 18, right
+
+
+def test_the_recipe_is_deterministic(mini_tiny, tmp_path: Path, monkeypatch, capsys) -> None:
+    """`harness build-tiny` twice gives the same bytes and prints the checksums pairs.toml pins; a non-shipped
+    spec is built once into the cache and reused."""
+    monkeypatch.setattr(tiny, "SHIPPED_SPEC", mini_tiny)
+    sums = []
+    for name in ("a", "b"):
+        monkeypatch.setattr(sys, "argv", ["harness", "build-tiny", "--out", str(tmp_path / name)])
+        with pytest.raises(SystemExit) as done:
+            main()
+        assert done.value.code == 0
+        sums.append(tiny.pair_checksums(tmp_path / name))
+        assert 'teacher = "' + sums[-1]["teacher"] + '"' in capsys.readouterr().out
+    assert sums[0] == sums[1]
+    monkeypatch.setattr(tiny, "SHIPPED_SPEC", tiny.TinySpec())
     first = tiny.ensure_tiny_pair()
-    assert resolve("builtin:tiny/teacher") == str(first / "teacher")
-    assert tiny.ensure_tiny_pair() == first  # cached: no rebuild
-    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "other-cache"))
-    second = tiny.ensure_tiny_pair()
-    assert second != first
-    for role in ("teacher", "student"):
-        a, b = load_file(first / role / "model.safetensors"), load_file(second / role / "model.safetensors")
-        assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
-    teacher_params = sum(t.numel() for t in load_file(first / "teacher" / "model.safetensors").values())
-    student_params = sum(t.numel() for t in load_file(first / "student" / "model.safetensors").values())
-    assert student_params < teacher_params
+    assert first.parent == tiny.cache_root() / "tiny" and tiny.ensure_tiny_pair() == first  # cached: no rebuild
+    assert tiny.pair_checksums(first) == sums[0]
 
 
 METHOD_ARGS = {"gkd": ["--param", "lmbda=1"], "hybrid-gkd": ["--param", "lmbda=1"], "soft": ["--div", "jsd"]}
