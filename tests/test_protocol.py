@@ -48,9 +48,11 @@ def test_the_pairs_evaluation_settings_reach_the_generator_and_the_score(tmp_pat
 
 def test_without_settings_evaluation_is_as_before(tmp_path: Path) -> None:
     generator = RecordingGenerator([["#### 3"]])
-    score = evaluate_task(load_task("arith"), generator, str, limit=1)
-    assert generator.calls == [{"max_new_tokens": 32, "temperature": 0.0, "stop": ("\n\n",), "n": 1, "seed": 0}]
-    assert score.settings == {"temperature": 0.0, "samples": 1, "max_new_tokens": 32, "stop": ["\n\n"]}
+    task = load_task("arith")
+    score = evaluate_task(task, generator, str, limit=1)
+    budget = task.max_new_tokens  # the task's own budget
+    assert generator.calls == [{"max_new_tokens": budget, "temperature": 0.0, "stop": ("\n\n",), "n": 1, "seed": 0}]
+    assert score.settings == {"temperature": 0.0, "samples": 1, "max_new_tokens": budget, "stop": ["\n\n"]}
 
 
 def test_a_generator_that_reports_ended_counts_truncated(tmp_path: Path) -> None:
