@@ -53,6 +53,20 @@ def test_hybrid_static_mixes_hard_and_soft() -> None:
     assert out["soft_weight"].item() == pytest.approx(0.25)
 
 
+def test_hybrid_gradient_is_the_mix_of_the_two_terms_gradients() -> None:
+    """Hybrid computes its two terms from one softmax; value and gradient equal the two computed apart."""
+    torch.manual_seed(0)
+    logits, targets = torch.randn(6, 9, requires_grad=True), torch.randint(0, 9, (6,))
+    teacher = TeacherRows(*topk_logprobs(torch.randn(6, 9) * 2, 3))
+    hybrid = load_method("hybrid", alpha=0.3).token_losses(logits, targets, teacher, 0.0)["loss"]
+    soft = load_method("soft").token_losses(logits, targets, teacher, 0.0)["loss"]
+    apart = 0.7 * torch.nn.functional.cross_entropy(logits, targets, reduction="none") + 0.3 * soft
+    assert torch.allclose(hybrid, apart, atol=1e-6)
+    (got,) = torch.autograd.grad(hybrid.sum(), logits)
+    (expected,) = torch.autograd.grad(apart.sum(), logits)
+    assert torch.allclose(got, expected, atol=1e-6)
+
+
 def test_hybrid_confidence_weight_is_one_minus_teacher_prob_of_token() -> None:
     assert losses("hybrid", full_topk(TEACHER), weighting="confidence")["soft_weight"].item() == pytest.approx(0.2)
 

@@ -158,6 +158,20 @@ def soft_term(params: SoftParams, logits: Tensor, teacher: TeacherRows) -> Tenso
     )
 
 
+def soft_and_cross_entropy(
+    params: SoftParams, logits: Tensor, targets: Tensor, teacher: TeacherRows
+) -> tuple[Tensor, Tensor]:
+    """`soft_term` and the per-row cross-entropy on `targets`; from one softmax of the logits where the two share
+    it (top-k soft labels at temperature 1), else each from its own."""
+    if teacher.logits is None and params.temperature == 1.0:
+        from trainers.topk import topk_divergence_and_cross_entropy
+
+        return topk_divergence_and_cross_entropy(
+            params.divergence, logits, teacher.topk_ids, teacher.topk_logprobs, targets, **params.div_params
+        )
+    return soft_term(params, logits, teacher), cross_entropy_rows(logits, targets)
+
+
 @register_method
 class Soft(Objective):
     name = "soft"
@@ -237,8 +251,7 @@ class Hybrid(Objective):
         return 1.0 - estimated_risk(logprobs)
 
     def token_losses(self, logits, targets, teacher, progress):
-        hard = cross_entropy_rows(logits, targets)
-        soft = soft_term(self.params, logits, teacher)
+        soft, hard = soft_and_cross_entropy(self.params, logits, targets, teacher)
         weight = self.soft_weight(logits, targets, teacher, progress)
         return {
             "loss": (1 - weight) * hard + weight * soft,
