@@ -208,11 +208,44 @@ def divergence_from_logprobs(name: str, student_logprobs: Tensor, teacher_logpro
     if student_logprobs.shape != teacher_logprobs.shape:
         raise ValueError(f"student {tuple(student_logprobs.shape)} and teacher {tuple(teacher_logprobs.shape)} differ")
     dtype = torch.float64 if torch.float64 in (student_logprobs.dtype, teacher_logprobs.dtype) else torch.float32
-    lowest = torch.finfo(dtype).min
-    teacher = teacher_logprobs.to(dtype).clamp(min=lowest)
-    student = student_logprobs.to(dtype).clamp(min=lowest)
     values = {key: float(params.get(key, default)) for key, default in spec.defaults.items()}
-    return spec.fn(teacher, student, **values)
+    return spec.fn(_floored(teacher_logprobs, dtype), _floored(student_logprobs, dtype), **values)
+
+
+def _floored(logprobs: Tensor, dtype: torch.dtype) -> Tensor:
+    """`logprobs` in `dtype` with -inf raised to the lowest finite value; copied only when it holds a -inf (a min
+    over the tensor costs a read, the clamped copy a full-vocabulary write, and its gradient mask another)."""
+    logprobs = logprobs.to(dtype)
+    lowest = torch.finfo(dtype).min
+    if logprobs.numel() and bool(logprobs.amin() < lowest):
+        return logprobs.clamp(min=lowest)
+    return logprobs
+
+
+class _ForwardKL(torch.autograd.Function):
+    """KL(softmax(teacher) || softmax(student)) per row from logits, the student's gradient written by hand.
+
+    The value is the same as `_kl` of the two log-softmaxes (clamped as `divergence_from_logprobs` clamps them, so
+    exactly 0 for identical inputs), and the gradient is autograd's through log_softmax: g * (q * sum(p) - p). The
+    forward keeps two [..., V] tensors (the student's log-probs and the teacher's probabilities) and works in place
+    on the teacher's log-probs; the backward makes one. Autograd through the generic path holds about six.
+    """
+
+    @staticmethod
+    def forward(ctx, student: Tensor, teacher: Tensor) -> Tensor:
+        lowest = torch.finfo(student.dtype).min
+        student_logprobs = torch.log_softmax(student, dim=-1).clamp_(min=lowest)
+        teacher_logprobs = torch.log_softmax(teacher, dim=-1).clamp_(min=lowest)
+        probs = teacher_logprobs.exp()
+        ctx.save_for_backward(student_logprobs, probs)
+        return (probs * teacher_logprobs.sub_(student_logprobs)).sum(-1)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        student_logprobs, probs = ctx.saved_tensors
+        grad = grad[..., None]
+        out = student_logprobs.exp().mul_(grad * probs.sum(-1, keepdim=True))
+        return out.addcmul_(probs, grad, value=-1.0), None
 
 
 def token_divergence(
@@ -225,13 +258,26 @@ def token_divergence(
     """
     if not temperature > 0:
         raise HarnessError(f"temperature must be > 0, got {temperature}")
+    if (
+        name == "fkl"
+        and not params
+        and not teacher_logits.requires_grad
+        and student_logits.shape == teacher_logits.shape
+    ):
+        student, teacher = scaled_logits(student_logits, temperature), scaled_logits(teacher_logits, temperature)
+        dtype = torch.promote_types(student.dtype, teacher.dtype)
+        return _ForwardKL.apply(student.to(dtype), teacher.to(dtype))
     return divergence_from_logprobs(
         name, log_softmax(student_logits, temperature), log_softmax(teacher_logits, temperature), **params
     )
 
 
+def scaled_logits(logits: Tensor, temperature: float = 1.0) -> Tensor:
+    """logits / temperature in float32 (float64 stays float64); no division at temperature 1."""
+    logits = logits.to(torch.float64 if logits.dtype == torch.float64 else torch.float32)
+    return logits if temperature == 1.0 else logits / temperature
+
+
 def log_softmax(logits: Tensor, temperature: float = 1.0) -> Tensor:
     """log_softmax(logits / temperature) over the last axis, in float32 (float64 stays float64)."""
-    dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
-    logits = logits.to(dtype)
-    return torch.log_softmax(logits if temperature == 1.0 else logits / temperature, dim=-1)
+    return torch.log_softmax(scaled_logits(logits, temperature), dim=-1)

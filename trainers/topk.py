@@ -42,7 +42,7 @@ from datasets import Features, List, Value
 from torch import Tensor
 
 from kdcore.errors import HarnessError
-from trainers.divergences import divergence_from_logprobs, log_softmax
+from trainers.divergences import divergence_from_logprobs, log_softmax, scaled_logits
 
 
 class TopK(NamedTuple):
@@ -149,15 +149,9 @@ def bucket_logprobs(logits: Tensor, ids: Tensor, extra: Tensor | None = None) ->
     return out[..., : k + 1], out[..., k + 1 :]
 
 
-def _float_logits(logits: Tensor, temperature: float) -> Tensor:
-    """`logits / temperature` in float32 (float64 stays), as `log_softmax` takes them."""
-    logits = logits.to(torch.float64 if logits.dtype == torch.float64 else torch.float32)
-    return logits if temperature == 1.0 else logits / temperature
-
-
 def student_buckets(student_logits: Tensor, topk_ids: Tensor, *, temperature: float = 1.0) -> Tensor:
     """The student's log-probs on the teacher's k ids plus its exact tail log-mass: [..., k + 1], float32."""
-    return bucket_logprobs(_float_logits(student_logits, temperature), topk_ids)[0]
+    return bucket_logprobs(scaled_logits(student_logits, temperature), topk_ids)[0]
 
 
 def topk_divergence(
@@ -185,7 +179,7 @@ def topk_divergence_and_cross_entropy(
 ) -> tuple[Tensor, Tensor]:
     """`topk_divergence` at temperature 1 and the student's cross-entropy on `targets` (shape: the leading shape),
     from one softmax of the logits."""
-    student, target = bucket_logprobs(_float_logits(student_logits, 1.0), topk_ids, targets[..., None])
+    student, target = bucket_logprobs(scaled_logits(student_logits, 1.0), topk_ids, targets[..., None])
     return divergence_from_logprobs(name, student, teacher_buckets(topk_ids, topk_logprobs), **params), -target[..., 0]
 
 
