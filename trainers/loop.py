@@ -31,7 +31,7 @@ from kdcore.costs import PhaseCost
 from kdcore.errors import HarnessError, Interrupted
 from kdcore.io import atomic_write_json, atomic_write_text
 from kdcore.progress import progress_bar
-from trainers.batch import Batch, collate
+from trainers.batch import Batch, collate, read_rows
 from trainers.chunked import chunked_token_loss
 from trainers.objectives import Objective, TeacherRows, entropy_rows, teacher_logprobs
 
@@ -227,7 +227,7 @@ def train(
             for micro in range(config.grad_accum):
                 index = step * config.grad_accum + micro
                 indices = _batch_indices(index, len(examples), config.batch_size, config.seed)
-                chunk = [examples[i] for i in indices[rank::world]]  # this process's share of the global batch
+                chunk = read_rows(examples, indices[rank::world])  # this process's share of the global batch
                 if on_policy is not None:
                     chunk = on_policy(chunk, index)
                 batch = _to_device(collate(chunk, pad_id, config.max_length), accelerator.device)
