@@ -108,9 +108,12 @@ class _BucketLogprobs(torch.autograd.Function):
         top = logits.amax(-1, keepdim=True)
         exp = (logits - top).exp_()
         total = exp.sum(-1, keepdim=True)
-        exp_ids = exp.gather(-1, ids)
-        tail = exp.scatter_(-1, ids, 0.0).sum(-1, keepdim=True)
-        exp.scatter_(-1, ids, exp_ids)
+        if ids.shape[-1]:
+            exp_ids = exp.gather(-1, ids)
+            tail = exp.scatter_(-1, ids, 0.0).sum(-1, keepdim=True)
+            exp.scatter_(-1, ids, exp_ids)
+        else:  # no buckets (a plain cross-entropy): the tail is everything
+            tail = total
         log_total = top + total.log()
         out = torch.cat(
             [logits.gather(-1, ids) - log_total, tail.log() - total.log(), logits.gather(-1, extra) - log_total], -1
