@@ -204,7 +204,10 @@ def train(
     if config.lora_r:
         student = _with_lora(student, config)
     trainable = [p for p in student.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
+    # the fused kernel (what transformers' Trainer uses by default): one pass over each parameter per step, where the
+    # default for-each-tensor AdamW on CPU makes about ten
+    fused = accelerator.device.type in ("cpu", "cuda") and all(p.dtype == torch.float32 for p in trainable)
+    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay, fused=fused or None)
     scheduler = get_cosine_schedule_with_warmup(
         optimizer, math.ceil(config.warmup_frac * config.max_steps), config.max_steps
     )
