@@ -1,7 +1,12 @@
-"""Training-step throughput: our soft-KD (fkl) and hybrid steps against TRL's GKDTrainer and a plain PyTorch KD loop.
+"""Training-step throughput: our soft-KD (fkl) and hybrid steps against their floors, TRL's GKDTrainer and a plain loop.
 
 Competitors, each training its own copy of the same random-init Llama student against the same frozen teacher, on
 the same examples (fixed prompt + completion lengths, so every batch holds the same tokens):
+
+- `ours sft`: the floor of an offline KD step, `trainers.loop.train` with method `sft` (cross-entropy) on the same
+  tokens, read from the same Arrow data set without its soft-label columns;
+- `teacher forward`: what online KD adds to that floor, one no-grad teacher forward on the same batch as the
+  harness's online step runs it (decoder, then the output head on the completion rows only);
 
 - `ours soft topk`: `trainers.loop.train` with method `soft` (forward KL) on the teacher's cached top-k soft labels
   (an Arrow data set on disk, as `harness run` reads it; the one-off cache build is not timed here, see
@@ -22,7 +27,13 @@ shared with other jobs, so wall time mostly measures the scheduler (it is printe
 completion positions). Our steps are timed through `train`'s `on_policy` hook, called at the start of every
 micro-batch (here it returns the examples unchanged), TRL's through a `TrainerCallback.on_step_begin`.
 
-    PYTHONPATH=. python bench/train_throughput.py [--vocab 32000] [--batch 4] [--blocks 4] [--steps 3]
+The ratios to the floors (`--json PATH` writes them): `offline_soft_over_sft` and `offline_hybrid_over_sft` (step
+time over the sft step), `online_soft_over_sft_plus_teacher` (over the sft step plus the teacher forward): lower is
+better, 1.0 means KD costs nothing above fine-tuning; `online_soft_speedup_vs_trl` (TRL's step time over ours at
+equal work) and the other `*_speedup_vs_*` keys: higher is better. `--quick` runs tiny shapes for one block (a test
+checks the JSON's shape with it; its times mean nothing).
+
+    PYTHONPATH=. python bench/train_throughput.py [--vocab 32000] [--batch 4] [--blocks 4] [--steps 3] [--json PATH]
 """
 
 from __future__ import annotations
@@ -43,12 +54,24 @@ from transformers import PreTrainedModel, PreTrainedTokenizerFast, TrainerCallba
 
 from bench.common import StepClock, configure, interleaved, median, print_settings, random_llama, spread
 from harness.supervise import teacher_topk
-from trainers.batch import collate
-from trainers.loop import TrainConfig, row_terms, train
+from kdcore.io import atomic_write_json
+from trainers.batch import Batch, collate
+from trainers.loop import TrainConfig, hidden_rows, logits_fn, row_terms, train
 from trainers.objectives import load_method
 from trainers.topk import topk_features
 
 PAD = 0
+QUICK = {  # tiny shapes for a test of the script's output; its times mean nothing
+    "vocab": 64,
+    "batch": 2,
+    "prompt_len": 4,
+    "completion_len": 6,
+    "student": "16,1,2,32",
+    "teacher": "32,1,2,64",
+    "top_k": 4,
+    "steps": 1,
+    "blocks": 1,
+}
 
 
 def make_examples(n: int, prompt_len: int, completion_len: int, vocab: int, seed: int) -> list[dict[str, list[int]]]:
@@ -119,6 +142,12 @@ class PlainLoop:
         clock.tick()
 
 
+def teacher_forward(teacher: PreTrainedModel, batch: Batch, vocab: int) -> torch.Tensor:
+    """The teacher's logits at the batch's completion rows, as the online step computes them (no grad)."""
+    with torch.no_grad():
+        return logits_fn(teacher)(hidden_rows(teacher, batch))[..., :vocab]
+
+
 class ClockCallback(TrainerCallback):
     def __init__(self) -> None:
         self.clock: StepClock | None = None
@@ -185,7 +214,7 @@ def check_losses_agree(student, teacher, trainer, examples: list[dict], args) ->
     return max(abs(float(trl_loss) - float(plain)), abs(float(ours) - float(plain)))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--vocab", type=int, default=32000)
     parser.add_argument("--batch", type=int, default=4)
@@ -199,7 +228,11 @@ def main() -> None:
     parser.add_argument("--blocks", type=int, default=4, help="interleaved blocks per competitor")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
+    parser.add_argument("--json", type=Path, help="write the ratios (and each competitor's step times) here")
+    parser.add_argument("--quick", action="store_true", help="tiny shapes, one block (checks the output, not speed)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        vars(args).update(QUICK)
     configure(args.threads)
     logging.getLogger("transformers").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
@@ -243,9 +276,11 @@ def main() -> None:
             flush=True,
         )
         plain = PlainLoop(copy.deepcopy(student), teacher, examples, args)
+        tokens_only = cache.remove_columns(["topk_ids", "topk_logprobs"])
+        batches = [collate(examples[i : i + args.batch], PAD) for i in range(0, len(examples), args.batch)]
         config = TrainConfig(max_steps=args.steps + 1, batch_size=args.batch, lr=args.lr, warmup_frac=0.0)
 
-        def ours(method: str, online: bool) -> Any:
+        def ours(method: str, online: bool, data: datasets.Dataset = cache) -> Any:
             model = copy.deepcopy(student)
             block = [0]
 
@@ -260,7 +295,7 @@ def main() -> None:
                 train(
                     model,
                     load_method(method),
-                    cache,
+                    data,
                     TrainConfig(**{**config.to_dict(), "seed": block[0]}),
                     pad_id=PAD,
                     teacher=teacher if online else None,
@@ -277,6 +312,14 @@ def main() -> None:
             trainer.train()
             return callback.clock.step_seconds()
 
+        def teacher_run() -> list[tuple[float, float]]:
+            clock = StepClock()
+            for i in range(args.steps + 1):
+                clock.tick()
+                teacher_forward(teacher, batches[i % len(batches)], args.vocab)
+            clock.tick()
+            return clock.step_seconds()
+
         def plain_run() -> list[tuple[float, float]]:
             clock = StepClock()
             plain.run(args.steps + 1, clock)
@@ -284,6 +327,8 @@ def main() -> None:
 
         samples = interleaved(
             {
+                "ours sft": ours("sft", online=False, data=tokens_only),
+                "teacher forward": teacher_run,
                 "ours soft topk": ours("soft", online=False),
                 "ours soft online": ours("soft", online=True),
                 "ours hybrid topk": ours("hybrid", online=False),
@@ -294,10 +339,44 @@ def main() -> None:
         )
 
     report(samples, tokens_per_step)
+    if args.json is not None:
+        settings = {key: value for key, value in vars(args).items() if key != "json"}
+        atomic_write_json(args.json, summary(samples, settings))
+        print(f"wrote {args.json}")
+
+
+def ratios(cpu: dict[str, float]) -> dict[str, float]:
+    """Step-time ratios from median CPU seconds per step: `*_over_*` lower is better, `*_speedup_vs_*` higher."""
+    online_floor = cpu["ours sft"] + cpu["teacher forward"]
+    return {
+        "offline_soft_over_sft": cpu["ours soft topk"] / cpu["ours sft"],
+        "offline_hybrid_over_sft": cpu["ours hybrid topk"] / cpu["ours sft"],
+        "online_soft_over_sft_plus_teacher": cpu["ours soft online"] / online_floor,
+        "online_soft_speedup_vs_trl": cpu["trl gkd"] / cpu["ours soft online"],
+        "online_soft_speedup_vs_plain": cpu["plain"] / cpu["ours soft online"],
+        "offline_soft_speedup_vs_trl": cpu["trl gkd"] / cpu["ours soft topk"],
+        "offline_hybrid_speedup_vs_trl": cpu["trl gkd"] / cpu["ours hybrid topk"],
+        "trl_over_plain": cpu["trl gkd"] / cpu["plain"],
+        "trl_over_sft_plus_teacher": cpu["trl gkd"] / online_floor,
+    }
+
+
+def summary(samples: dict[str, list[tuple[float, float]]], settings: dict[str, Any]) -> dict[str, Any]:
+    """The JSON the script writes: ratios (by CPU time), each competitor's median and spread, the settings."""
+
+    def stats(values: list[float]) -> dict[str, float]:
+        return {"median": median(values), "min": min(values), "max": max(values)}
+
+    steps = {
+        name: {"cpu_s": stats([c for _, c in values]), "wall_s": stats([w for w, _ in values]), "steps": len(values)}
+        for name, values in samples.items()
+    }
+    cpu = {name: entry["cpu_s"]["median"] for name, entry in steps.items()}
+    return {"ratios": ratios(cpu), "steps": steps, "settings": {k: str(v) for k, v in settings.items()}}
 
 
 def report(samples: dict[str, list[tuple[float, float]]], tokens_per_step: int) -> None:
-    """Per-competitor step times and tokens/s, by CPU time (the ratios) and by wall time."""
+    """Per-competitor step times and tokens/s, by CPU time (the ratios) and by wall time, then the floor ratios."""
     cpu = {name: tokens_per_step / median([c for _, c in steps]) for name, steps in samples.items()}
     wall = {name: tokens_per_step / median([w for w, _ in steps]) for name, steps in samples.items()}
     print(
@@ -317,6 +396,11 @@ def report(samples: dict[str, list[tuple[float, float]]], tokens_per_step: int) 
             f"{name}: ours/trl = {cpu[name] / cpu['trl gkd']:.2f} (cpu) {wall[name] / wall['trl gkd']:.2f} (wall), "
             f"ours/plain = {cpu[name] / cpu['plain']:.2f} (cpu) {wall[name] / wall['plain']:.2f} (wall)"
         )
+    by_cpu = ratios({name: median([c for _, c in steps]) for name, steps in samples.items()})
+    by_wall = ratios({name: median([w for w, _ in steps]) for name, steps in samples.items()})
+    print("\nratios (cpu; wall in brackets):")
+    for key, value in by_cpu.items():
+        print(f"  {key:<36} {value:6.3f} [{by_wall[key]:.3f}]")
 
 
 if __name__ == "__main__":

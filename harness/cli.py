@@ -7,9 +7,7 @@ import errno
 import json
 import logging
 import sys
-from collections.abc import Sequence
 from pathlib import Path
-from types import UnionType
 from typing import Annotated
 
 import typer
@@ -45,9 +43,9 @@ SupervisionTemperature = Annotated[
 ]
 
 
-def parse_params(items: list[str], methods: Sequence[str] = ()) -> dict[str, object]:
+def parse_params(items: list[str]) -> dict[str, object]:
     """`key=value` strings to a dict; values are read as JSON when they parse (numbers, true/false, objects), else
-    strings. Each value is checked against the parameter's type in every one of `methods` that has it."""
+    strings. Types and ranges are checked by `load_method` (each method's Params), before any model loads."""
     params: dict[str, object] = {}
     for item in items:
         key, sep, raw = item.partition("=")
@@ -57,52 +55,7 @@ def parse_params(items: list[str], methods: Sequence[str] = ()) -> dict[str, obj
             params[key] = json.loads(raw)
         except json.JSONDecodeError:
             params[key] = raw
-    for method in methods:
-        for key, value in params.items():
-            check_param_type(method, key, value)
     return params
-
-
-def check_param_type(method: str, key: str, value: object) -> None:
-    """A one-line HarnessError when `value` does not fit the type of `method`'s parameter `key` (names the method
-    does not know are left to `load_method`, which lists the valid ones)."""
-    import typing
-
-    from trainers.objectives import METHODS
-
-    if method not in METHODS:
-        return
-    hints = typing.get_type_hints(METHODS[method].Params)
-    if key not in hints:
-        return
-    kinds = typing.get_args(hints[key]) if typing.get_origin(hints[key]) in (typing.Union, UnionType) else ()
-    for kind in kinds or (hints[key],):
-        if _fits(value, kind):
-            return
-    allowed = " or ".join(_TYPE_WORDS.get(typing.get_origin(k) or k, str(k)) for k in kinds or (hints[key],))
-    raise HarnessError(f"malformed --param {key}={json.dumps(value)} for method {method!r}; expected {allowed}")
-
-
-_TYPE_WORDS = {
-    int: "an integer",
-    float: "a number",
-    str: "a string",
-    bool: "true or false",
-    dict: 'a JSON object of numbers, e.g. {"alpha": 0.5}',
-    type(None): "null",
-}
-
-
-def _fits(value: object, kind: object) -> bool:
-    import typing
-
-    if kind is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if kind is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if typing.get_origin(kind) is dict:
-        return isinstance(value, dict) and all(_fits(v, float) for v in value.values())
-    return isinstance(value, kind) if isinstance(kind, type) else True
 
 
 def train_overrides(
@@ -204,7 +157,7 @@ def run(
     from harness.pipeline import run as run_pipeline
     from trainers.bridge_garden import apply_preset
 
-    params = parse_params(param, [method])
+    params = parse_params(param)
     if div:
         params["divergence"] = div
     params = apply_preset(method, preset, params)
@@ -275,7 +228,7 @@ def sweep(
     from harness.pipeline import RunSpec
     from harness.sweep import SweepIncomplete, grid, run_sweep
 
-    params = parse_params(param, comma_list(methods))
+    params = parse_params(param)
     if div:
         params["divergence"] = div
     try:

@@ -335,13 +335,15 @@ def run(spec: RunSpec) -> tuple[RunRecord, Path] | None:
 
 
 def training_summary(result: TrainResult, results_dir: Path, run_id: str) -> dict[str, Any]:
-    """The record's view of training: steps, and each diagnostic's mean over the last tenth of the steps; the
-    per-step diagnostics go to `samples/<run_id>/train.jsonl`."""
+    """The record's view of training: steps, and each diagnostic's mean over the last tenth of the steps (over the
+    steps that logged it: the entropies are computed every `diagnostics_every` steps); the per-step diagnostics go to
+    `samples/<run_id>/train.jsonl`."""
     log = results_dir / "samples" / run_id / "train.jsonl"
     atomic_write_text(log, "".join(json.dumps(row, sort_keys=True) + "\n" for row in result.history))
     tail = result.history[-max(1, len(result.history) // 10) :]
     names = sorted({name for row in tail for name in row})
-    final = {name: sum(row.get(name, 0.0) for row in tail) / len(tail) for name in names}
+    logged = {name: [row[name] for row in tail if name in row] for name in names}
+    final = {name: sum(values) / len(values) for name, values in logged.items()}
     return {
         "steps": result.steps,
         "resumed_from": result.resumed_from,

@@ -4,13 +4,14 @@ and repetitions are interleaved. No timings are asserted."""
 from __future__ import annotations
 
 import copy
+import json
 from argparse import Namespace
 
 import torch
 
 from bench.common import StepClock, interleaved, random_llama
 from bench.topk_cache import CACHE_KS, cache_bytes_per_token
-from bench.train_throughput import check_losses_agree, labelled, make_examples, trl_trainer
+from bench.train_throughput import check_losses_agree, labelled, main, make_examples, trl_trainer
 
 torch.set_num_threads(1)
 
@@ -63,3 +64,19 @@ def test_cache_bytes_per_token_match_the_format(tmp_path) -> None:
     assert sorted(sizes) == sorted(CACHE_KS)
     for k, size in sizes.items():
         assert 6 * k + 2 <= size < 6 * k + 2 + 1
+
+
+def test_throughput_json_holds_the_floor_ratios(tmp_path) -> None:
+    """--quick runs every competitor on tiny shapes; the JSON has the ratios the issue asks for (shape only)."""
+    out = tmp_path / "throughput.json"
+    main(["--quick", "--json", str(out)])
+    result = json.loads(out.read_text())
+    expected = {
+        "offline_soft_over_sft",
+        "offline_hybrid_over_sft",
+        "online_soft_over_sft_plus_teacher",
+        "online_soft_speedup_vs_trl",
+    }
+    assert expected <= set(result["ratios"])
+    assert all(isinstance(value, float) for value in result["ratios"].values())
+    assert {"ours sft", "teacher forward", "ours soft topk", "ours soft online", "trl gkd"} <= set(result["steps"])

@@ -457,3 +457,22 @@ def test_bad_logit_divergence_parameters_are_rejected(name: str, params: dict, m
     logits = torch.randn(2, 3)
     with pytest.raises(HarnessError, match=message):
         token_divergence(name, logits, logits, **params)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+def test_forward_kl_from_logits_equals_the_generic_path(temperature: float) -> None:
+    """token_divergence's fkl (its own backward) against divergence_from_logprobs of the two log-softmaxes."""
+    torch.manual_seed(7)
+    student = (torch.randn(5, 3, 17, dtype=torch.float64) * 3).requires_grad_(True)
+    teacher = torch.randn(5, 3, 17, dtype=torch.float64) * 3
+    teacher[0, 0, :4] = -torch.inf  # masked entries: probability 0
+    weights = torch.randn(5, 3, dtype=torch.float64)
+    fast = token_divergence("fkl", student, teacher, temperature=temperature)
+    generic = divergence_from_logprobs(
+        "fkl", torch.log_softmax(student / temperature, -1), torch.log_softmax(teacher / temperature, -1)
+    )
+    assert torch.allclose(fast, generic, rtol=1e-12, atol=1e-14)
+    (got,) = torch.autograd.grad((fast * weights).sum(), student)
+    (expected,) = torch.autograd.grad((generic * weights).sum(), student)
+    assert torch.allclose(got, expected, rtol=1e-10, atol=1e-14)
+    assert torch.autograd.gradcheck(lambda s: token_divergence("fkl", s, teacher, temperature=temperature), (student,))

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from kdcore.errors import HarnessError
-from trainers.objectives import METHODS, TeacherRows, load_method
+from trainers.objectives import METHODS, TeacherRows, cross_entropy_rows, load_method
 from trainers.topk import topk_logprobs
 
 LOG2 = math.log(2.0)
@@ -51,6 +51,33 @@ def test_hybrid_static_mixes_hard_and_soft() -> None:
     expected = 0.75 * LOG2 + 0.25 * kl([0.8, 0.2], [0.5, 0.5])
     assert out["loss"].item() == pytest.approx(expected, abs=1e-6)
     assert out["soft_weight"].item() == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e3])
+def test_cross_entropy_rows_equal_torch_cross_entropy(scale: float) -> None:
+    torch.manual_seed(1)
+    logits, targets = (torch.randn(9, 30) * scale).requires_grad_(True), torch.randint(0, 30, (9,))
+    weights = torch.randn(9)
+    ours = cross_entropy_rows(logits, targets)
+    torch_ce = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+    assert torch.allclose(ours, torch_ce, rtol=1e-6, atol=1e-6)
+    (got,) = torch.autograd.grad((ours * weights).sum(), logits)
+    (expected,) = torch.autograd.grad((torch_ce * weights).sum(), logits)
+    assert torch.allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_hybrid_gradient_is_the_mix_of_the_two_terms_gradients() -> None:
+    """Hybrid computes its two terms from one softmax; value and gradient equal the two computed apart."""
+    torch.manual_seed(0)
+    logits, targets = torch.randn(6, 9, requires_grad=True), torch.randint(0, 9, (6,))
+    teacher = TeacherRows(*topk_logprobs(torch.randn(6, 9) * 2, 3))
+    hybrid = load_method("hybrid", alpha=0.3).token_losses(logits, targets, teacher, 0.0)["loss"]
+    soft = load_method("soft").token_losses(logits, targets, teacher, 0.0)["loss"]
+    apart = 0.7 * torch.nn.functional.cross_entropy(logits, targets, reduction="none") + 0.3 * soft
+    assert torch.allclose(hybrid, apart, atol=1e-6)
+    (got,) = torch.autograd.grad(hybrid.sum(), logits)
+    (expected,) = torch.autograd.grad(apart.sum(), logits)
+    assert torch.allclose(got, expected, atol=1e-6)
 
 
 def test_hybrid_confidence_weight_is_one_minus_teacher_prob_of_token() -> None:

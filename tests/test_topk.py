@@ -11,10 +11,13 @@ from datasets import Dataset
 from kdcore.errors import HarnessError
 from trainers.divergences import DIVERGENCES, token_divergence
 from trainers.topk import (
+    _tail_logprob,
+    bucket_logprobs,
     mean_topk_gap,
     student_buckets,
     teacher_buckets,
     topk_divergence,
+    topk_divergence_and_cross_entropy,
     topk_features,
     topk_logprobs,
 )
@@ -85,6 +88,49 @@ def test_student_tail_is_exact_when_the_top_k_holds_nearly_all_mass() -> None:
     logits = torch.tensor([[30.0, 0.0, 0.0, 0.0]])
     buckets = student_buckets(logits, torch.tensor([[0]]))
     assert buckets[0, 1].item() == pytest.approx(math.log(3) - 30, rel=1e-6)
+
+
+def reference_buckets(logits: torch.Tensor, ids: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
+    """The bucket log-probs written with autograd: log_softmax, gathers and a logsumexp over a masked copy."""
+    logprobs = torch.log_softmax(logits, -1)
+    return torch.cat([logprobs.gather(-1, ids), _tail_logprob(logprobs, ids), logprobs.gather(-1, extra)], -1)
+
+
+@pytest.mark.parametrize("gap", [0.0, 100.0])  # 100: half the rows' tails lie far below the top and take the exact path
+def test_bucket_logprobs_match_autograd_values_and_gradients(gap: float) -> None:
+    torch.manual_seed(7)
+    ids = torch.stack([torch.randperm(12)[:3] for _ in range(6)])
+    logits = torch.randn(6, 12, dtype=torch.float64) * 3
+    logits[:3].scatter_add_(-1, ids[:3], torch.full((3, 3), gap, dtype=torch.float64))
+    logits.requires_grad_(True)
+    extra = torch.stack([ids[0, :1], torch.tensor([11])] * 3).reshape(6, 1)  # a top id in some rows, tail in others
+    weights = torch.randn(6, 5, dtype=torch.float64)
+    buckets, at_extra = bucket_logprobs(logits, ids, extra)
+    expected = reference_buckets(logits, ids, extra)
+    assert ((buckets[:, -1] < -50).sum() == 3) == (gap > 0)
+    assert torch.allclose(torch.cat([buckets, at_extra], -1), expected, rtol=1e-12, atol=1e-12)
+    (grad,) = torch.autograd.grad((torch.cat([buckets, at_extra], -1) * weights).sum(), logits)
+    (expected_grad,) = torch.autograd.grad((expected * weights).sum(), logits)
+    assert torch.allclose(grad, expected_grad, rtol=1e-10, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda z: torch.cat(bucket_logprobs(z, ids, extra), -1), (logits,))
+
+
+def test_a_tail_far_below_the_top_logit_stays_exact() -> None:
+    logits = torch.tensor([[200.0, 0.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]], requires_grad=True)
+    buckets = student_buckets(logits, torch.tensor([[0], [0]]))
+    assert buckets[0, 1].item() == pytest.approx(math.log(3) - 200, rel=1e-6)
+    buckets[:, 1].sum().backward()  # d tail / d logits: the tail's own softmax minus the full one
+    assert torch.allclose(logits.grad[0], torch.tensor([-1.0, 1 / 3, 1 / 3, 1 / 3]), atol=1e-6)
+
+
+def test_divergence_and_cross_entropy_share_one_softmax_and_equal_the_two_apart() -> None:
+    torch.manual_seed(8)
+    student, teacher = torch.randn(7, 20, requires_grad=True), torch.randn(7, 20) * 2
+    ids, logprobs = topk_logprobs(teacher, 5)
+    targets = torch.randint(0, 20, (7,))
+    soft, hard = topk_divergence_and_cross_entropy("jsd", student, ids, logprobs, targets)
+    assert torch.allclose(soft, topk_divergence("jsd", student, ids, logprobs), atol=1e-6)
+    assert torch.allclose(hard, torch.nn.functional.cross_entropy(student, targets, reduction="none"), atol=1e-6)
 
 
 def test_k_column_rows_get_the_tail_from_the_missing_mass() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow as pa
 import torch
 from torch import Tensor
 
@@ -39,7 +40,7 @@ def collate(examples: list[dict[str, Any]], pad_id: int, max_length: int | None 
     soft-label rows) that fit, at least one."""
     examples = [
         {
-            key: value.tolist() if key.endswith("_ids") and hasattr(value, "tolist") else value
+            key: value.tolist() if key.endswith("_ids") and getattr(value, "ndim", 0) == 1 else value
             for key, value in ex.items()
         }
         for ex in examples
@@ -81,3 +82,29 @@ def _cut(example: dict[str, Any], room: int) -> dict[str, Any]:
         return example
     rows = ("completion_ids", "topk_ids", "topk_logprobs")
     return {key: value[:room] if key in rows and value is not None else value for key, value in example.items()}
+
+
+def read_rows(examples: Any, indices: list[int]) -> list[dict[str, Any]]:
+    """The examples at `indices`: items of a list, or one batched read of an Arrow data set's columns.
+
+    Indexed row by row, a `datasets.Dataset` formats every example on its own (with top-k soft labels under the
+    torch format, about 1.8 ms each, 70 ms for 32); here the rows come as one Arrow table (under 2 ms for those 32) and
+    each column is converted once: token ids to lists of ints, per-token rows of fixed width (the soft labels) to
+    one tensor per example, in the stored dtype (`collate` widens them)."""
+    if not hasattr(examples, "with_format"):
+        return [examples[i] for i in indices]
+    table = examples.with_format("arrow")[indices]
+    columns = [_column_values(table.column(name).combine_chunks()) for name in table.column_names]
+    return [dict(zip(table.column_names, row, strict=True)) for row in zip(*columns, strict=True)]
+
+
+def _column_values(array: pa.Array) -> list[Any]:
+    """One Arrow column as a list of row values: a [tokens, width] tensor per row for lists of fixed-size lists."""
+    kind = array.type
+    if pa.types.is_list(kind) and pa.types.is_fixed_size_list(kind.value_type) and array.null_count == 0:
+        inner = array.flatten()
+        if inner.null_count == 0:
+            flat = inner.flatten().to_numpy(zero_copy_only=False)
+            values = torch.from_numpy(flat.copy()).reshape(-1, kind.value_type.list_size)
+            return list(values.split(array.value_lengths().to_numpy().tolist()))
+    return array.to_pylist()

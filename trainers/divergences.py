@@ -392,9 +392,7 @@ def divergence_from_logprobs(name: str, student_logprobs: Tensor, teacher_logpro
     if student_logprobs.shape != teacher_logprobs.shape:
         raise ValueError(f"student {tuple(student_logprobs.shape)} and teacher {tuple(teacher_logprobs.shape)} differ")
     dtype = torch.float64 if torch.float64 in (student_logprobs.dtype, teacher_logprobs.dtype) else torch.float32
-    lowest = torch.finfo(dtype).min
-    teacher = teacher_logprobs.to(dtype).clamp(min=lowest)
-    student = student_logprobs.to(dtype).clamp(min=lowest)
+    teacher, student = _floored(teacher_logprobs, dtype), _floored(student_logprobs, dtype)
     values = _values(spec, params)
     return spec.fn(teacher, student, 1.0, **values) if spec.on_logits else spec.fn(teacher, student, **values)
 
@@ -427,6 +425,43 @@ def _check_params(name: str, params: Mapping[str, object]) -> DivergenceSpec:
     return spec
 
 
+def _floored(logprobs: Tensor, dtype: torch.dtype) -> Tensor:
+    """`logprobs` in `dtype` with -inf raised to the lowest finite value; copied only when it holds a -inf (a min
+    over the tensor costs a read, the clamped copy a full-vocabulary write, and its gradient mask another)."""
+    logprobs = logprobs.to(dtype)
+    lowest = torch.finfo(dtype).min
+    if logprobs.numel() and bool(logprobs.amin() < lowest):
+        return logprobs.clamp(min=lowest)
+    return logprobs
+
+
+class _ForwardKL(torch.autograd.Function):
+    """KL(softmax(teacher) || softmax(student)) per row from logits, the student's gradient written by hand.
+
+    The value is the same as `_kl` of the two log-softmaxes (clamped as `divergence_from_logprobs` clamps them, so
+    exactly 0 for identical inputs), and the gradient is autograd's through log_softmax: g * (q * sum(p) - p). The
+    forward makes three [..., V] tensors and keeps two of them (the student's log-probs and the teacher's
+    probabilities), working in place on the teacher's log-probs; the backward makes one. Autograd through the
+    generic path makes about nine.
+    """
+
+    @staticmethod
+    def forward(ctx, student: Tensor, teacher: Tensor) -> Tensor:
+        lowest = torch.finfo(student.dtype).min
+        student_logprobs = torch.log_softmax(student, dim=-1).clamp_(min=lowest)
+        teacher_logprobs = torch.log_softmax(teacher, dim=-1).clamp_(min=lowest)
+        probs = teacher_logprobs.exp()
+        ctx.save_for_backward(student_logprobs, probs)
+        return teacher_logprobs.sub_(student_logprobs).mul_(probs).sum(-1)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        student_logprobs, probs = ctx.saved_tensors
+        grad = grad[..., None]
+        out = student_logprobs.exp().mul_(grad * probs.sum(-1, keepdim=True))
+        return out.addcmul_(probs, grad, value=-1.0), None
+
+
 def token_divergence(
     name: str, student_logits: Tensor, teacher_logits: Tensor, *, temperature: float = 1.0, **params: float
 ) -> Tensor:
@@ -439,6 +474,15 @@ def token_divergence(
         raise HarnessError(f"temperature must be > 0, got {temperature}")
     if _check_params(name, params).on_logits:
         return logit_divergence(name, student_logits, teacher_logits, temperature=temperature, **params)
+    if (
+        name == "fkl"
+        and not params
+        and not teacher_logits.requires_grad
+        and student_logits.shape == teacher_logits.shape
+    ):
+        student, teacher = scaled_logits(student_logits, temperature), scaled_logits(teacher_logits, temperature)
+        dtype = torch.promote_types(student.dtype, teacher.dtype)
+        return _ForwardKL.apply(student.to(dtype), teacher.to(dtype))
     return divergence_from_logprobs(
         name, log_softmax(student_logits, temperature), log_softmax(teacher_logits, temperature), **params
     )
@@ -454,14 +498,16 @@ def logit_divergence(
     if student_logits.shape != teacher_logits.shape:
         raise ValueError(f"student {tuple(student_logits.shape)} and teacher {tuple(teacher_logits.shape)} differ")
     dtype = torch.float64 if torch.float64 in (student_logits.dtype, teacher_logits.dtype) else torch.float32
-    lowest = torch.finfo(dtype).min
-    teacher = teacher_logits.to(dtype).clamp(min=lowest)
-    student = student_logits.to(dtype).clamp(min=lowest)
+    teacher, student = _floored(teacher_logits, dtype), _floored(student_logits, dtype)
     return spec.fn(teacher, student, temperature, **_values(spec, params))
+
+
+def scaled_logits(logits: Tensor, temperature: float = 1.0) -> Tensor:
+    """logits / temperature in float32 (float64 stays float64); no division at temperature 1."""
+    logits = logits.to(torch.float64 if logits.dtype == torch.float64 else torch.float32)
+    return logits if temperature == 1.0 else logits / temperature
 
 
 def log_softmax(logits: Tensor, temperature: float = 1.0) -> Tensor:
     """log_softmax(logits / temperature) over the last axis, in float32 (float64 stays float64)."""
-    dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
-    logits = logits.to(dtype)
-    return torch.log_softmax(logits if temperature == 1.0 else logits / temperature, dim=-1)
+    return torch.log_softmax(scaled_logits(logits, temperature), dim=-1)

@@ -31,14 +31,14 @@ from kdcore.costs import PhaseCost
 from kdcore.errors import HarnessError, Interrupted
 from kdcore.io import atomic_write_json, atomic_write_text
 from kdcore.progress import progress_bar
-from trainers.batch import Batch, collate
+from trainers.batch import Batch, collate, read_rows
 from trainers.chunked import chunked_token_loss
 from trainers.objectives import Objective, TeacherRows, entropy_rows, teacher_logprobs
 
 logger = logging.getLogger(__name__)
 STEP_FILE = "step.txt"  # steps done; written last, it marks a checkpoint complete
 HISTORY_FILE = "history.json"  # the per-step diagnostics so far
-RESULT_NEUTRAL = ("checkpoint_every",)  # TrainConfig fields that never change a run's results
+RESULT_NEUTRAL = ("checkpoint_every", "diagnostics_every")  # TrainConfig fields that never change the weights
 
 
 @dataclass
@@ -53,14 +53,15 @@ class TrainConfig:
     chunk_size: int = 2048  # completion rows per loss chunk
     mixed_precision: str = "no"  # "bf16" on GPUs that have it
     checkpoint_every: int = 0  # steps; 0 = only at the end (and at SIGTERM)
+    diagnostics_every: int = 10  # steps between full-vocabulary entropy diagnostics (and the last step); 0 = never
     max_length: int | None = None  # prompt + completion tokens; longer completions are cut to fit
     lora_r: int = 0  # > 0: train LoRA adapters of this rank on every linear layer (peft) and merge them at the end
     lora_alpha: float = 16.0
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        """The settings that can change results (how often checkpoints are taken does not; nor do the LoRA
-        settings of a run without LoRA)."""
+        """The settings that can change results (how often checkpoints are taken or diagnostics computed does not;
+        nor do the LoRA settings of a run without LoRA)."""
         neutral = RESULT_NEUTRAL if self.lora_r else (*RESULT_NEUTRAL, "lora_r", "lora_alpha")
         return {k: v for k, v in asdict(self).items() if k not in neutral}
 
@@ -68,7 +69,8 @@ class TrainConfig:
 @dataclass
 class TrainResult:
     steps: int
-    history: list[dict[str, float]] = field(default_factory=list)  # one entry of mean diagnostics per step
+    # one entry of mean loss terms per step; the entropy diagnostics only on the steps that computed them
+    history: list[dict[str, float]] = field(default_factory=list)
     resumed_from: int = 0
 
 
@@ -95,8 +97,10 @@ def row_terms(
     chunk_size: int,
     teacher: PreTrainedModel | None = None,
     vocab_rows: int | None = None,
+    diagnose: bool = True,
 ) -> dict[str, Tensor]:
-    """Per-row loss (with grad) and diagnostics for a batch, computed `chunk_size` rows at a time.
+    """Per-row loss (with grad) and the objective's terms for a batch, computed `chunk_size` rows at a time, plus
+    the entropy `diagnostics` when `diagnose` (they cost full-vocabulary passes the loss does not need).
 
     Each chunk's logits are recomputed in the backward pass (`chunked_token_loss`), so peak memory holds one
     chunk's [chunk, V] logits rather than the whole batch's.
@@ -118,7 +122,8 @@ def row_terms(
                 online = teacher_head(teacher_hidden[rows])[..., :vocab_rows]
                 signal = TeacherRows(logits=online, from_student=signal.from_student)
         terms = objective.token_losses(logits, batch.targets[rows], signal if objective.soft_labels else None, progress)
-        terms.update(diagnostics(logits, signal, batch.targets[rows]))
+        if diagnose:
+            terms.update(diagnostics(logits, signal, batch.targets[rows]))
         names[:] = list(terms)
         return torch.stack([terms[name] for name in names], dim=-1)
 
@@ -200,7 +205,10 @@ def train(
     if config.lora_r:
         student = _with_lora(student, config)
     trainable = [p for p in student.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
+    # the fused kernel (what transformers' Trainer uses by default): one pass over each parameter per step, where the
+    # default for-each-tensor AdamW on CPU makes about ten
+    fused = accelerator.device.type in ("cpu", "cuda") and all(p.dtype == torch.float32 for p in trainable)
+    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay, fused=fused or None)
     scheduler = get_cosine_schedule_with_warmup(
         optimizer, math.ceil(config.warmup_frac * config.max_steps), config.max_steps
     )
@@ -218,16 +226,18 @@ def train(
     with progress_bar(description, total=config.max_steps, completed=start) as advance, _sigterm_flag() as stopping:
         for step in range(start, config.max_steps):
             totals: dict[str, float] = defaultdict(float)
+            every = config.diagnostics_every
+            diagnose = bool(every) and (step % every == 0 or step == config.max_steps - 1)
             for micro in range(config.grad_accum):
                 index = step * config.grad_accum + micro
                 indices = _batch_indices(index, len(examples), config.batch_size, config.seed)
-                chunk = [examples[i] for i in indices[rank::world]]  # this process's share of the global batch
+                chunk = read_rows(examples, indices[rank::world])  # this process's share of the global batch
                 if on_policy is not None:
                     chunk = on_policy(chunk, index)
                 chunk = objective.batch_examples(chunk)
                 batch = _to_device(collate(chunk, pad_id, config.max_length), accelerator.device)
                 with accelerator.accumulate(model), accelerator.autocast():
-                    terms = model(batch, step / config.max_steps, teacher)
+                    terms = model(batch, step / config.max_steps, teacher, diagnose)
                     sums = _global_sums(accelerator, terms, batch)
                     _check_finite("loss", sums["loss"] / sums["rows"], step + 1, checkpoint_dir)
                     # mean over the global batch's rows; DDP averages gradients over processes, hence x world
@@ -277,8 +287,12 @@ class StudentRows(torch.nn.Module):
         self.objective, self.chunk_size, self.vocab_rows = objective, chunk_size, vocab_rows
         self._no_split_modules = getattr(student, "_no_split_modules", None)  # FSDP wraps these layers
 
-    def forward(self, batch: Batch, progress: float, teacher: PreTrainedModel | None = None) -> dict[str, Tensor]:
-        return row_terms(self.objective, self.student, batch, progress, self.chunk_size, teacher, self.vocab_rows)
+    def forward(
+        self, batch: Batch, progress: float, teacher: PreTrainedModel | None = None, diagnose: bool = True
+    ) -> dict[str, Tensor]:
+        return row_terms(
+            self.objective, self.student, batch, progress, self.chunk_size, teacher, self.vocab_rows, diagnose
+        )
 
 
 def _warn_if_cut(examples: Any, max_length: int | None) -> None:

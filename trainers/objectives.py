@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from kdcore.errors import HarnessError, unknown_choice
@@ -120,8 +119,14 @@ def load_method(name: str, **params: Any) -> Objective:
 
 
 def cross_entropy_rows(logits: Tensor, targets: Tensor) -> Tensor:
-    """Per-row cross-entropy in float32 (float64 stays float64)."""
-    return F.cross_entropy(logits if logits.dtype == torch.float64 else logits.float(), targets, reduction="none")
+    """Per-row cross-entropy in float32 (float64 stays float64): `F.cross_entropy`'s values, computed by
+    `trainers.topk.bucket_logprobs` (with no buckets), whose hand-written backward makes one [n, V] tensor where
+    F.cross_entropy's makes two."""
+    from trainers.topk import bucket_logprobs
+
+    targets = targets[..., None]
+    logits = logits if logits.dtype == torch.float64 else logits.float()
+    return -bucket_logprobs(logits, targets[..., :0], targets)[1][..., 0]
 
 
 @register_method
@@ -204,6 +209,21 @@ def soft_term(params: SoftParams, logits: Tensor, teacher: TeacherRows) -> Tenso
             **params.div_params,
         )
     return select_rows(logits, values, params.select_top)
+
+
+def soft_and_cross_entropy(
+    params: SoftParams, logits: Tensor, targets: Tensor, teacher: TeacherRows
+) -> tuple[Tensor, Tensor]:
+    """`soft_term` and the per-row cross-entropy on `targets`; from one softmax of the logits where the two share
+    it (top-k soft labels at temperature 1), else each from its own."""
+    if teacher.logits is None and params.temperature == 1.0:
+        from trainers.topk import topk_divergence_and_cross_entropy
+
+        soft, cross_entropy = topk_divergence_and_cross_entropy(
+            params.divergence, logits, teacher.topk_ids, teacher.topk_logprobs, targets, **params.div_params
+        )
+        return select_rows(logits, soft, params.select_top), cross_entropy
+    return soft_term(params, logits, teacher), cross_entropy_rows(logits, targets)
 
 
 @register_method
@@ -337,8 +357,8 @@ class Hybrid(Objective):
     def token_losses(self, logits, targets, teacher, progress):
         from trainers.bridge_garden import hard_term
 
-        hard = hard_term(self.params.hard_term, cross_entropy_rows(logits, targets), self.params.chi2_alpha)
-        soft = soft_term(self.params, logits, teacher)
+        soft, cross_entropy = soft_and_cross_entropy(self.params, logits, targets, teacher)
+        hard = hard_term(self.params.hard_term, cross_entropy, self.params.chi2_alpha)
         weight = self.soft_weight(logits, targets, teacher, progress)
         return {
             "loss": (1 - weight) * hard + weight * soft,

@@ -11,10 +11,12 @@ would add a 4-byte offset per token and column.) Formatted as torch, `datasets` 
 
 Loss. `topk_divergence` compares teacher and student on the same k + 1 buckets: the teacher's top-k ids and one tail
 bucket. The teacher's buckets are renormalised in float32 (rounding to float16 leaves them summing to 1 only to
-~1e-3). The student's tail is logsumexp of its log-probs outside the k ids, computed over a copy of the log-probs
-with those ids set to -inf: exact even when the student puts almost all its mass on the k ids. (log(1 - sum q_topk)
-would avoid that one [positions, vocab] copy, but its absolute error of ~1e-7 becomes a large relative error in a
-small student tail, which is exactly when a teacher tail matters; inside `chunked_token_loss` the copy is one chunk.)
+~1e-3). The student's tail is the sum of its probabilities outside the k ids, summed over those entries (not
+1 - sum q_topk, whose absolute error of ~1e-7 becomes a large relative error in a small student tail, which is exactly
+when a teacher tail matters), and rows whose tail lies so far below the top logit that the sum underflows are
+recomputed around the tail's own maximum: exact even when the student puts almost all its mass on the k ids.
+`bucket_logprobs` computes the buckets (and, for hybrid's cross-entropy, the target's log-prob) from one softmax
+with a hand-written backward, so a step holds two [positions, vocab] temporaries where autograd would hold about ten.
 Teacher log-probs with only k columns (e.g. from vLLM, which returns the top-k only) get the tail
 log(1 - sum exp(topk)), clamped to at least the float32 epsilon, where that difference is below rounding.
 
@@ -40,7 +42,7 @@ from datasets import Features, List, Value
 from torch import Tensor
 
 from kdcore.errors import HarnessError
-from trainers.divergences import DIVERGENCES, divergence_from_logprobs, log_softmax, logit_divergence
+from trainers.divergences import DIVERGENCES, divergence_from_logprobs, log_softmax, logit_divergence, scaled_logits
 
 
 class TopK(NamedTuple):
@@ -88,11 +90,71 @@ def teacher_buckets(topk_ids: Tensor, topk_logprobs: Tensor) -> Tensor:
     return logprobs - logprobs.logsumexp(-1, keepdim=True)
 
 
+EXACT_TAIL_BELOW = -50.0  # student tail log-masses below this are recomputed around the tail's own maximum
+
+
+class _BucketLogprobs(torch.autograd.Function):
+    """log softmax(logits) at `ids`, the log-mass outside `ids`, then log softmax(logits) at `extra` ids.
+
+    The same values as gathering from `log_softmax` and a logsumexp over a copy with `ids` set to -inf, with a
+    hand-written backward: one [..., V] exp and one masked sum forward, one [..., V] product backward, where autograd
+    through log_softmax, the copy and logsumexp keeps about ten [..., V] temporaries. The exp is taken around the row's
+    maximum logit, so a tail far below it (log-mass under `EXACT_TAIL_BELOW`) can lose precision: `bucket_logprobs`
+    recomputes those rows the exact way. `ids` must be distinct within a row (top-k ids are).
+    """
+
+    @staticmethod
+    def forward(ctx, logits: Tensor, ids: Tensor, extra: Tensor) -> Tensor:
+        top = logits.amax(-1, keepdim=True)
+        exp = (logits - top).exp_()
+        total = exp.sum(-1, keepdim=True)
+        if ids.shape[-1]:
+            exp_ids = exp.gather(-1, ids)
+            tail = exp.scatter_(-1, ids, 0.0).sum(-1, keepdim=True)
+            exp.scatter_(-1, ids, exp_ids)
+        else:  # no buckets (a plain cross-entropy): the tail is everything
+            tail = total
+        log_total = top + total.log()
+        out = torch.cat(
+            [logits.gather(-1, ids) - log_total, tail.log() - total.log(), logits.gather(-1, extra) - log_total], -1
+        )
+        ctx.save_for_backward(exp, total, tail, ids, extra)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
+        exp, total, tail, ids, extra = ctx.saved_tensors
+        k = ids.shape[-1]
+        grad_ids, grad_tail, grad_extra = grad[..., :k], grad[..., k : k + 1], grad[..., k + 1 :]
+        grad_sum = grad.sum(-1, keepdim=True)
+        # d out_b / d logits_j = [j in bucket b] * q_j / Q_b - q_j (Q_b: the bucket's mass); for a tail j: exp_j *
+        # (grad_tail / tail - grad_sum / total), for a top id: grad_b - q_j * grad_sum (set, then the one-hot added)
+        tiny = torch.finfo(exp.dtype).tiny
+        out = exp * (grad_tail / tail.clamp(min=tiny) - grad_sum / total)
+        out.scatter_(-1, ids, exp.gather(-1, ids) * (-grad_sum / total))
+        out.scatter_add_(-1, ids, grad_ids)
+        out.scatter_add_(-1, extra, grad_extra)
+        return out, None, None
+
+
+def bucket_logprobs(logits: Tensor, ids: Tensor, extra: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """The student's k + 1 bucket log-probs (log softmax at `ids`, then the exact log-mass outside them) and its
+    log-probs at `extra` ids ([..., m], e.g. the targets of a cross-entropy), from one softmax of `logits`."""
+    ids = ids.long()
+    extra = ids[..., :0] if extra is None else extra.long()
+    out = _BucketLogprobs.apply(logits, ids, extra)
+    low = out[..., ids.shape[-1]] < EXACT_TAIL_BELOW
+    if low.any():  # rare: tails so far below the top logit that exp() around it underflows
+        logprobs = logits[low].log_softmax(-1)
+        rows = [logprobs.gather(-1, ids[low]), _tail_logprob(logprobs, ids[low]), logprobs.gather(-1, extra[low])]
+        out = out.index_put((low,), torch.cat(rows, -1))
+    k = ids.shape[-1]
+    return out[..., : k + 1], out[..., k + 1 :]
+
+
 def student_buckets(student_logits: Tensor, topk_ids: Tensor, *, temperature: float = 1.0) -> Tensor:
     """The student's log-probs on the teacher's k ids plus its exact tail log-mass: [..., k + 1], float32."""
-    logprobs = log_softmax(student_logits, temperature)
-    ids = topk_ids.long()
-    return torch.cat([logprobs.gather(-1, ids), _tail_logprob(logprobs, ids)], dim=-1)
+    return bucket_logprobs(scaled_logits(student_logits, temperature), topk_ids)[0]
 
 
 def topk_divergence(
@@ -118,6 +180,15 @@ def topk_divergence(
         return logit_divergence(name, student, teacher, temperature=temperature, **params)
     student = student_buckets(student_logits, topk_ids, temperature=temperature)
     return divergence_from_logprobs(name, student, teacher_buckets(topk_ids, topk_logprobs), **params)
+
+
+def topk_divergence_and_cross_entropy(
+    name: str, student_logits: Tensor, topk_ids: Tensor, topk_logprobs: Tensor, targets: Tensor, **params: float
+) -> tuple[Tensor, Tensor]:
+    """`topk_divergence` at temperature 1 and the student's cross-entropy on `targets` (shape: the leading shape),
+    from one softmax of the logits."""
+    student, target = bucket_logprobs(scaled_logits(student_logits, 1.0), topk_ids, targets[..., None])
+    return divergence_from_logprobs(name, student, teacher_buckets(topk_ids, topk_logprobs), **params), -target[..., 0]
 
 
 def topk_features(k: int) -> Features:
