@@ -30,10 +30,24 @@ def _session_cache(factory: pytest.TempPathFactory) -> str:
     return _CACHE[0]
 
 
+# Head size 32 in both models: a size vLLM's CPU attention has kernels for, so the miniature pair runs on vLLM too.
 MINI = tiny.TinySpec(
-    teacher=tiny.TinyModelSpec(hidden_size=32, layers=1, heads=2, intermediate_size=64, steps=3, lr=1e-3, batch_size=8),
-    student=tiny.TinyModelSpec(hidden_size=16, layers=1, heads=2, intermediate_size=32, steps=2, lr=1e-3, batch_size=8),
+    teacher=tiny.TinyModelSpec(
+        hidden_size=64, layers=1, heads=2, intermediate_size=128, steps=3, lr=1e-3, batch_size=8
+    ),
+    student=tiny.TinyModelSpec(hidden_size=32, layers=1, heads=1, intermediate_size=64, steps=2, lr=1e-3, batch_size=8),
 )
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> object:
+    """In CI (`CI=true`, set by .ci/run) a skipped test is a failure: every test must run there."""
+    outcome = yield
+    report = outcome.get_result()
+    if os.environ.get("CI") == "true" and report.skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"skipped in CI, where every test must run: {reason}"
 
 
 @pytest.fixture
