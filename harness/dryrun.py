@@ -14,6 +14,7 @@ never to `results/`.
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
@@ -148,6 +149,9 @@ def build_model(config: dict[str, Any], dtype: str, tokenizer: Any, seed: int, f
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     del model
+    gc.collect()
+    if torch.cuda.is_available():  # give the memory back before the run's phases start their engines
+        torch.cuda.empty_cache()
 
 
 def build_pair(pair: Pair, scale: float) -> Path:
