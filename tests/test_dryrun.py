@@ -45,6 +45,17 @@ REAL_ROWS |= {"llama": (128256, 128256), "llama-3b": (128256, 128256), "gemma": 
 REAL_ROWS |= {"deepseek-coder": (32256, 32256)}
 
 
+@pytest.fixture(autouse=True)
+def _fresh_accelerate_state():
+    """The real pairs train in bf16 mixed precision; accelerate keeps one process-wide state and refuses another
+    precision once set (as an earlier test in the same worker may have), so each test starts and ends clean."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
 def meta_model(config: dict) -> torch.nn.Module:
     values = {k: v for k, v in config.items() if k not in ("model_type", "architectures")}
     with torch.device("meta"):

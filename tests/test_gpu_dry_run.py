@@ -11,6 +11,17 @@ import pytest
 from bench import gpu_dry_run
 
 
+@pytest.fixture(autouse=True)
+def _fresh_accelerate_state():
+    """The real pairs train in bf16 mixed precision; accelerate keeps one process-wide state and refuses another
+    precision once set (as an earlier test in the same worker may have), so each test starts and ends clean."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
 def test_mfu_is_flops_over_wall_devices_and_peak() -> None:
     phase = {"wall_s": 2.0, "devices": 4, "tokens": 1000, "flops": 8e15, "peak_memory_bytes": 3 * 2**30}
     cost = {"phases": {"train": {**phase, "reused": False}, "supervise": {**phase, "reused": True}}}
