@@ -650,6 +650,30 @@ def _task_options(name: str, data_source: str, num_fewshot: int) -> dict[str, ob
     return chosen
 
 
+@app.command("dry-run")
+def dry_run(
+    pair: Annotated[str, typer.Option("--pair", "-p", help="A real pair (see `harness pairs`).")],
+    scale: Annotated[
+        str, typer.Option("--scale", help="'small' (hidden 64, CPU minutes) or a number in (0, 1]; 1 = the real shape.")
+    ] = "small",
+    backend: Annotated[str, typer.Option(help="Generation backend: auto, transformers or vllm.")] = "auto",
+    results_dir: Annotated[
+        Path | None,
+        typer.Option("--results-dir", help="Where the record goes (default $HARNESS_CACHE/dryrun/results)."),
+    ] = None,
+    pairs_file: PairsFile = None,
+) -> None:
+    """Run a real pair's whole pipeline on random-weight models built from its shipped configs (no download)."""
+    from harness.dryrun import dry_run as run_dry
+
+    record, path = run_dry(pair, scale, backend=backend, results_dir=results_dir, pairs_file=pairs_file)
+    for name, cost in record.cost["phases"].items():
+        console.print(
+            f"{name}: {cost['wall_s']:.1f} s, {cost['tokens']} tokens, peak {cost['peak_memory_bytes'] / 2**20:.0f} MiB"
+        )
+    console.print(f"record: {path}")
+
+
 def quiet_library_progress() -> None:
     """Silence transformers' and datasets' own progress bars: the harness shows one bar per phase."""
     import datasets

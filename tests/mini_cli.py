@@ -6,6 +6,7 @@ from harness import tiny
 from harness.cli import main
 from tests.conftest import MINI
 
-torch.set_num_threads(1)
-tiny.DEFAULT_SPEC = MINI
-main()
+if __name__ == "__main__":  # guarded: vLLM's worker processes may import this module again
+    torch.set_num_threads(1)
+    tiny.DEFAULT_SPEC = MINI
+    main()
