@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 import types
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import torch
@@ -23,7 +24,7 @@ from tasks import vllm_backend
 class FakeLLM:
     """Records the engine arguments `VLLMGenerator` starts vLLM with."""
 
-    started: list[dict] = []
+    started: ClassVar[list[dict]] = []
 
     def __init__(self, **kwargs) -> None:
         FakeLLM.started.append(kwargs)
@@ -65,7 +66,7 @@ def test_pair_share_is_validated(tmp_path: Path) -> None:
     path.write_text(f'schema_version = 1\n{entry}train_task = "arith"\ngpu_memory_utilization = 0.45\n')
     assert load_pairs(path)["p"].gpu_memory_utilization == 0.45
     path.write_text(f'schema_version = 1\n{entry}train_task = "arith"\ngpu_memory_utilization = 1.5\n')
-    with pytest.raises(HarnessError, match="field 'gpu_memory_utilization' must be a number in \\(0, 1\\], got 1.5"):
+    with pytest.raises(HarnessError, match=r"field 'gpu_memory_utilization' must be a number in \(0, 1\], got 1.5"):
         load_pairs(path)
 
 
