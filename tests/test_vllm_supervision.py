@@ -74,3 +74,32 @@ def test_logprobs_are_the_raw_distribution_whatever_the_sampling_temperature(eng
         expected = raw.topk(SETTINGS.top_k)
         assert torch.equal(ids.long(), expected.indices)
         torch.testing.assert_close(logprobs, expected.values, atol=1e-4, rtol=0)
+
+
+@pytest.mark.slow
+def test_a_run_on_vllm_end_to_end(tokenizer, tmp_path) -> None:
+    """Supervision, student and teacher evaluation on vLLM engines (one per phase, each shut down before the next
+    phase loads anything), training on the HF student between them; the record names each phase's backend."""
+    from harness.pipeline import RunSpec, run
+
+    teacher = make_model_dir(tmp_path / "teacher", "LlamaForCausalLM", tokenizer, hidden=64)
+    student = make_model_dir(tmp_path / "student", "LlamaForCausalLM", tokenizer, hidden=64)
+    pairs_file = tmp_path / "pairs.toml"
+    pairs_file.write_text(
+        f'schema_version = 1\n[pairs.v]\nteacher = "{teacher}"\nstudent = "{student}"\n'
+        'architecture = "LlamaForCausalLM"\ndtype = "float32"\ntasks = ["arith"]\ntrain_task = "arith"\n'
+        "train_prompts = 8\nmax_new_tokens = 8\nmax_length = 96\ntrain = { max_steps = 2, batch_size = 4 }\n"
+    )
+    spec = RunSpec(
+        pair="v", method="hybrid", limit=3, backend="vllm", results_dir=tmp_path / "r", pairs_file=pairs_file
+    )
+    record, _ = run(spec)
+    phases = record.cost["phases"]
+    assert list(phases) == ["supervise", "train", "evaluate", "evaluate_teacher"]
+    assert {name: cost["backend"] for name, cost in phases.items()} == {
+        "supervise": "vllm",
+        "train": "accelerate",
+        "evaluate": "vllm",
+        "evaluate_teacher": "vllm",
+    }
+    assert record.scores["arith"].n == record.teacher_scores["arith"].n == 3
