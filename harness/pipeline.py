@@ -22,7 +22,7 @@ from harness import launch
 from harness.accounting import CostLedger, device_count
 from harness.models import load_tokenizer, resolve
 from harness.pairs import Pair, get_pair
-from harness.phases import Resident, RunContext, Supervise, plan_phases, training_summary
+from harness.phases import Phase, Resident, RunContext, Supervise, plan_phases, training_summary
 from harness.records import RunRecord, environment, new_run_id, write_record
 from harness.resume import RunState, run_folder
 from kdcore.costs import device_kind
@@ -101,13 +101,28 @@ def supervise(spec: RunSpec, part: tuple[int, int] = (0, 1)) -> Any:
     """Build slice `part` of the teacher supervision a run of `spec` uses, without training (e.g. one slice per
     machine before the runs start); the data once every slice is there, else None."""
     ctx = context(spec, RunState(Path(), ""), CostLedger())
-    phase = Supervise()
+    run_phase(ctx, Supervise(), part, launch.is_main_process(), gather=False)
+    return ctx.examples
+
+
+def run_phase(ctx: RunContext, phase: Phase, part: tuple[int, int], writer: bool, gather: bool) -> None:
+    """`phase` inside its ledger phase: this process's slice `part` of it; the release of every model and engine it
+    held; with `gather` (a launch of several processes), the wait for every process and the gathering of the
+    slices. The phase is charged its own peak device memory."""
+    if phase.name is None:  # no device work: nothing to time or release
+        phase.run(ctx, None, part, writer)
+        return
     with ctx.ledger.phase(phase.name, phase.devices(ctx)) as cost:
         try:
-            phase.run(ctx, cost, part, launch.is_main_process())
+            phase.run(ctx, cost, part, writer)
         finally:
-            ctx.resident.release()
-    return ctx.examples
+            peak = ctx.resident.release()
+        if gather:
+            launch.barrier()
+            phase.finish(ctx, cost, writer)
+    charged = ctx.ledger.phases[phase.name]
+    if not charged.reused:
+        charged.peak_memory_bytes = max(charged.peak_memory_bytes, peak)
 
 
 def recorded_settings(spec: RunSpec, objective: Objective, config: TrainConfig) -> dict[str, dict[str, Any]]:
@@ -162,20 +177,7 @@ def run(spec: RunSpec) -> tuple[RunRecord, Path] | None:
     ctx = context(spec, state, CostLedger())
     part, writer = launch.part(), launch.is_main_process()
     for phase in plan_phases(ctx.plan):
-        if phase.name is None:  # no device work: nothing to time or release
-            phase.run(ctx, None, part, writer)
-            continue
-        with ctx.ledger.phase(phase.name, phase.devices(ctx)) as cost:
-            try:
-                phase.run(ctx, cost, part, writer)
-            finally:
-                peak = ctx.resident.release()
-            if part[1] > 1:
-                launch.barrier()
-                phase.finish(ctx, cost, writer)
-        charged = ctx.ledger.phases[phase.name]
-        if not charged.reused:
-            charged.peak_memory_bytes = max(charged.peak_memory_bytes, peak)
+        run_phase(ctx, phase, part, writer, gather=launch.world_size() > 1)
         state.save(ctx.ledger)
     if not writer:
         return None
