@@ -25,7 +25,6 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from bench.common import configure, print_settings, random_llama
-from harness.accounting import CostLedger
 from harness.models import load_model, resolve
 from harness.pairs import get_pair
 from harness.supervise import SupervisionSettings, load_or_build_supervision
@@ -87,15 +86,13 @@ def tiny_teacher_supervision(top_k: int = 32) -> tuple[PreTrainedModel, PreTrain
     teacher_ref = resolve(pair.teacher)
     teacher, tokenizer = load_model(teacher_ref, pair.dtype, pair.model_kwargs)
     rows = teacher.get_output_embeddings().weight.shape[0]
-    data = load_or_build_supervision(
+    data, _ = load_or_build_supervision(
         pair,
         teacher_ref,
         tokenizer,
-        lambda: teacher,
-        lambda model: make_generator(teacher_ref, model, tokenizer, dtype=pair.dtype, vocab_rows=rows),
+        lambda: make_generator(teacher_ref, lambda: (teacher, tokenizer), dtype=pair.dtype, vocab_rows=rows),
         SupervisionSettings(top_k=top_k),
-        CostLedger(),
-        rows,
+        sum(p.numel() for p in teacher.parameters()),
     )
     return teacher, tokenizer, data
 

@@ -13,10 +13,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-import torch
-
 from harness.launch import world_size
-from kdcore.costs import PhaseCost, device_kind, timed
+from kdcore.costs import PhaseCost, device_kind, reset_peak_memory, timed
 
 
 def device_count() -> int:
@@ -30,6 +28,7 @@ class CostLedger:
 
     phases: dict[str, PhaseCost] = field(default_factory=dict)
     _running: dict[str, tuple[PhaseCost, float]] = field(default_factory=dict, repr=False, compare=False)
+    _settled: dict[str, PhaseCost] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def over_attempts(cls, attempts: list[dict[str, dict[str, Any]]]) -> CostLedger:
@@ -48,17 +47,25 @@ class CostLedger:
 
     @contextmanager
     def phase(self, name: str, devices: int | None = None) -> Iterator[PhaseCost]:
-        """Time a phase; the yielded PhaseCost takes token and FLOP counts from the code inside."""
+        """Time a phase; the yielded PhaseCost takes token and FLOP counts (and the backend) from the code inside,
+        and its peak memory is the phase's own (the peak is reset as the phase starts). The code inside may
+        `settle` the phase instead: then it is charged what it was settled with."""
         cost = PhaseCost(devices=devices or device_count(), device=device_kind())
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
+        reset_peak_memory()
         start = time.perf_counter()
         self._running[name] = (cost, start)
         try:
             yield cost
         finally:
             del self._running[name]
-            self.add(name, timed(cost, start))
+            settled = self._settled.pop(name, None)
+            self.add(name, settled if settled is not None else timed(cost, start))
+
+    def settle(self, name: str, cost: PhaseCost) -> None:
+        """Charge the running phase `name` with `cost` rather than its own timing: a phase that a cache entry
+        serves (`cost` is the entry's build, `reused`) or that builds one (every run that uses the entry is charged
+        the same stored cost of its build)."""
+        self._settled[name] = cost
 
     def reuse(self, name: str, key: str, original: dict[str, Any] | None) -> None:
         """Record that phase `name` was served from cache entry `key`, built at cost `original`."""

@@ -4,11 +4,14 @@ verify."""
 from __future__ import annotations
 
 import errno
+import functools
+import inspect
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.logging import RichHandler
@@ -16,6 +19,9 @@ from rich.table import Table
 
 from kdcore.errors import HarnessError
 from kdcore.progress import console
+
+if TYPE_CHECKING:
+    from harness.pipeline import RunSpec
 
 app = typer.Typer(
     help="KD Harness: compare knowledge-distillation methods on fixed teacher-student pairs, with their cost.",
@@ -58,32 +64,21 @@ def parse_params(items: list[str]) -> dict[str, object]:
     return params
 
 
-def train_overrides(
-    max_steps: int | None,
-    batch_size: int | None,
-    lr: float | None,
-    checkpoint_every: int | None,
-    lora_r: int | None = None,
-) -> dict[str, object]:
+def train_overrides(train: dict[str, Any]) -> dict[str, object]:
     """The training settings given on the command line (the pair's own apply to the others), checked."""
-    settings = {
-        "max_steps": max_steps,
-        "batch_size": batch_size,
-        "lr": lr,
-        "checkpoint_every": checkpoint_every,
-        "lora_r": lora_r,
-    }
-    for name, value, allowed in (
-        ("max-steps", max_steps, "a positive integer"),
-        ("batch-size", batch_size, "a positive integer"),
-        ("lr", lr, "a positive number"),
+    for name, allowed in (
+        ("max_steps", "a positive integer"),
+        ("batch_size", "a positive integer"),
+        ("lr", "a positive number"),
     ):
+        value = train.get(name)
         if value is not None and not value > 0:
-            raise HarnessError(f"--{name} {value}: must be {allowed}")
-    for name, value in (("checkpoint-every", checkpoint_every), ("lora-r", lora_r)):
+            raise HarnessError(f"--{name.replace('_', '-')} {value}: must be {allowed}")
+    for name in ("checkpoint_every", "lora_r"):
+        value = train.get(name)
         if value is not None and value < 0:
-            raise HarnessError(f"--{name} {value}: must be 0 (off) or a positive integer")
-    return {k: v for k, v in settings.items() if v is not None}
+            raise HarnessError(f"--{name.replace('_', '-')} {value}: must be 0 (off) or a positive integer")
+    return {k: v for k, v in train.items() if v is not None}
 
 
 def checked_limit(limit: int | None) -> int | None:
@@ -111,74 +106,127 @@ def main_options(
     STATE["debug"] = debug
 
 
+BACKEND_HELP = "Generation backend: auto, transformers or vllm."
+TOP_K_HELP = "Teacher log-probs kept per token for soft labels."
+MEMORY_HELP = "vLLM: each engine's share of its GPU (default: the pair's, else what is free when it starts)."
+RUN_OPTIONS = [  # (name, annotation, default) of the options every command that runs the pipeline shares
+    ("param", Annotated[list[str], typer.Option("--param", help="Method parameter key=value (repeatable).")], []),
+    (
+        "div",
+        Annotated[str | None, typer.Option("--div", help="Divergence for soft/hybrid methods (fkl, jsd, ...).")],
+        None,
+    ),
+    (
+        "max_steps",
+        Annotated[int | None, typer.Option("--max-steps", help="Optimiser steps (default: the pair's).")],
+        None,
+    ),
+    (
+        "batch_size",
+        Annotated[int | None, typer.Option("--batch-size", help="Global batch size (default: the pair's).")],
+        None,
+    ),
+    ("lr", Annotated[float | None, typer.Option("--lr", help="Peak learning rate (default: the pair's).")], None),
+    (
+        "lora_r",
+        Annotated[
+            int | None, typer.Option("--lora-r", help="Train LoRA adapters of this rank (peft); merged at the end.")
+        ],
+        None,
+    ),
+    (
+        "checkpoint_every",
+        Annotated[
+            int | None,
+            typer.Option("--checkpoint-every", help="Checkpoint every N steps (default: the pair's); rerun to resume."),
+        ],
+        None,
+    ),
+    (
+        "limit",
+        Annotated[int | None, typer.Option("--limit", help="Evaluate on the first N docs of each benchmark.")],
+        None,
+    ),
+    (
+        "teacher_signal",
+        Annotated[
+            str, typer.Option("--teacher-signal", help="Soft labels from the cached top-k or an online teacher.")
+        ],
+        "topk",
+    ),
+    ("top_k", Annotated[int, typer.Option("--top-k", help=TOP_K_HELP)], 32),
+    ("supervision_temperature", SupervisionTemperature, None),
+    ("backend", Annotated[str, typer.Option("--backend", help=BACKEND_HELP)], "auto"),
+    ("tensor_parallel", TensorParallel, 1),
+    ("data_parallel", DataParallel, 1),
+    (
+        "gpu_memory_utilization",
+        Annotated[float | None, typer.Option("--gpu-memory-utilization", help=MEMORY_HELP)],
+        None,
+    ),
+    ("results_dir", ResultsDir, Path("results")),
+    ("pairs_file", PairsFile, None),
+]
+TRAIN_OPTIONS = ("max_steps", "batch_size", "lr", "checkpoint_every", "lora_r")  # -> RunSpec.train_overrides
+
+
+def run_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give `command` the options of `RUN_OPTIONS`, defined once for every command that runs the pipeline (`run`,
+    `sweep`, ...): the command declares its own options plus a first parameter `spec`, and receives the shared ones
+    built into one `RunSpec` (pair and method left empty, for the command to set; `--param`/`--div` in
+    `method_params`; the training settings given in `train_overrides`)."""
+    own = [  # the command's own options (its annotations are strings: evaluated here, as typer would)
+        p.replace(annotation=eval(p.annotation, command.__globals__))
+        for p in list(inspect.signature(command).parameters.values())[1:]
+    ]
+    shared = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
+        for name, annotation, default in RUN_OPTIONS
+    ]
+
+    @functools.wraps(command)
+    def wrapper(**options: Any) -> None:
+        from harness.pipeline import RunSpec
+
+        values = {name: options.pop(name) for name, _, _ in RUN_OPTIONS}
+        params = parse_params(values.pop("param"))
+        if div := values.pop("div"):
+            params["divergence"] = div
+        overrides = train_overrides({name: values.pop(name) for name in TRAIN_OPTIONS})
+        values["limit"] = checked_limit(values["limit"])
+        values["supervision_temperature"] = checked_temperature(values["supervision_temperature"])
+        spec = RunSpec(pair="", method="", method_params=params, train_overrides=overrides, **values)
+        command(spec, **options)
+
+    parameters = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + shared
+    wrapper.__signature__ = inspect.Signature(parameters)
+    wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
+    del wrapper.__wrapped__  # typer reads the signature above, not the command's
+    return wrapper
+
+
 @app.command()
+@run_options
 def run(
+    spec: RunSpec,
     method: Annotated[
         str, typer.Option("--method", "-m", help="Distillation method (see `harness methods`).")
     ] = "hybrid",
     pair: Annotated[str, typer.Option("--pair", "-p", help="Teacher-student pair (see `harness pairs`).")] = "tiny",
     seed: Annotated[int, typer.Option(help="Training seed.")] = 0,
-    param: Annotated[list[str], typer.Option("--param", help="Method parameter key=value (repeatable).")] = [],  # noqa: B006
-    div: Annotated[
-        str | None, typer.Option("--div", help="Divergence for soft/hybrid methods (fkl, rkl, jsd, ...).")
-    ] = None,
     preset: Annotated[
         str | None, typer.Option("--preset", help="Named parameter values, e.g. bridge-garden (see `harness methods`).")
     ] = None,
-    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Optimiser steps (default: the pair's).")] = None,
-    batch_size: Annotated[
-        int | None, typer.Option("--batch-size", help="Micro-batch size (default: the pair's).")
-    ] = None,
-    lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate (default: the pair's).")] = None,
-    lora_r: Annotated[
-        int | None, typer.Option("--lora-r", help="Train LoRA adapters of this rank (peft); merged at the end.")
-    ] = None,
-    checkpoint_every: Annotated[
-        int | None,
-        typer.Option("--checkpoint-every", help="Checkpoint every N steps (default: the pair's); rerun to resume."),
-    ] = None,
-    limit: Annotated[
-        int | None, typer.Option("--limit", help="Evaluate on the first N docs of each benchmark.")
-    ] = None,
-    teacher_signal: Annotated[
-        str, typer.Option("--teacher-signal", help="Soft labels from the cached top-k or an online teacher.")
-    ] = "topk",
-    top_k: Annotated[int, typer.Option("--top-k", help="Teacher log-probs kept per token for soft labels.")] = 32,
-    supervision_temperature: SupervisionTemperature = None,
-    backend: Annotated[str, typer.Option(help="Generation backend: auto, transformers or vllm.")] = "auto",
-    tensor_parallel: TensorParallel = 1,
-    data_parallel: DataParallel = 1,
-    results_dir: ResultsDir = Path("results"),
-    pairs_file: PairsFile = None,
 ) -> None:
     """Distil a pair's student with a method, evaluate it, write its record and rebuild the leaderboard."""
+    from dataclasses import replace
+
     from harness.leaderboard import build_leaderboard
-    from harness.pipeline import RunSpec
     from harness.pipeline import run as run_pipeline
     from trainers.bridge_garden import apply_preset
 
-    params = parse_params(param)
-    if div:
-        params["divergence"] = div
-    params = apply_preset(method, preset, params)
-    overrides = train_overrides(max_steps, batch_size, lr, checkpoint_every, lora_r)
-    spec = RunSpec(
-        pair=pair,
-        method=method,
-        method_params=params,
-        seed=seed,
-        train_overrides=overrides,
-        limit=checked_limit(limit),
-        teacher_signal=teacher_signal,
-        top_k=top_k,
-        supervision_temperature=checked_temperature(supervision_temperature),
-        backend=backend,
-        results_dir=results_dir,
-        pairs_file=pairs_file,
-        tensor_parallel=tensor_parallel,
-        data_parallel=data_parallel,
-    )
-    outcome = run_pipeline(spec)
+    spec = replace(spec, pair=pair, method=method, seed=seed)
+    outcome = run_pipeline(replace(spec, method_params=apply_preset(method, preset, spec.method_params)))
     if outcome is None:  # a process of a multi-process launch other than the main one: the main one reports
         return
     record, path = outcome
@@ -197,55 +245,33 @@ def run(
     )
     console.print(f"device-hours: {phases}; total {cost['total_device_hours']:.5f}")
     console.print(f"record: {path}")
-    for output in build_leaderboard(results_dir):
+    for output in build_leaderboard(spec.results_dir):
         console.print(f"leaderboard: {output}")
 
 
 @app.command()
+@run_options
 def sweep(
+    spec: RunSpec,
     pairs: Annotated[str, typer.Option("--pairs", help="Comma-separated pairs.")] = "tiny",
     methods: Annotated[str, typer.Option("--methods", help="Comma-separated methods.")] = "hard,soft,hybrid",
     seeds: Annotated[str, typer.Option("--seeds", help="Comma-separated training seeds.")] = "0",
-    param: Annotated[
-        list[str], typer.Option("--param", help="key=value for every method that has the parameter (repeatable).")
-    ] = [],  # noqa: B006
-    div: Annotated[str | None, typer.Option("--div", help="Divergence for the soft and hybrid methods.")] = None,
-    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Optimiser steps (default: the pair's).")] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Micro-batch size.")] = None,
-    lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate.")] = None,
-    checkpoint_every: Annotated[
-        int | None, typer.Option("--checkpoint-every", help="Checkpoint every N steps.")
-    ] = None,
-    limit: Annotated[int | None, typer.Option("--limit", help="Evaluate on the first N docs.")] = None,
-    top_k: Annotated[int, typer.Option("--top-k", help="Teacher log-probs kept per token for soft labels.")] = 32,
-    backend: Annotated[str, typer.Option(help="Generation backend: auto, transformers or vllm.")] = "auto",
-    results_dir: ResultsDir = Path("results"),
-    pairs_file: PairsFile = None,
 ) -> None:
-    """Run the grid pairs x methods x seeds, skipping cells that have a record and going on after failures."""
+    """Run the grid pairs x methods x seeds, skipping cells that have a record and going on after failures.
+
+    `--param key=value` goes to every method of the sweep that has the parameter."""
+    from dataclasses import replace
+
     from harness.launch import is_main_process
     from harness.leaderboard import build_leaderboard
-    from harness.pipeline import RunSpec
     from harness.sweep import SweepIncomplete, grid, run_sweep
 
-    params = parse_params(param)
-    if div:
-        params["divergence"] = div
     try:
         seed_list = [int(s) for s in comma_list(seeds)]
     except ValueError:
         raise HarnessError(f"malformed --seeds {seeds!r}; expected integers separated by commas") from None
-    template = RunSpec(
-        pair="",
-        method="",
-        train_overrides=train_overrides(max_steps, batch_size, lr, checkpoint_every),
-        limit=checked_limit(limit),
-        top_k=top_k,
-        backend=backend,
-        results_dir=results_dir,
-        pairs_file=pairs_file,
-    )
-    specs = grid(comma_list(pairs), comma_list(methods), seed_list, params, template)
+    results_dir = spec.results_dir
+    specs = grid(comma_list(pairs), comma_list(methods), seed_list, spec.method_params, replace(spec, method_params={}))
     result = run_sweep(specs, results_dir)
     if not is_main_process():
         return
@@ -264,14 +290,15 @@ def sweep(
 @app.command()
 def supervise(
     pair: Annotated[str, typer.Option("--pair", "-p", help="Teacher-student pair (see `harness pairs`).")] = "tiny",
-    top_k: Annotated[int, typer.Option("--top-k", help="Teacher log-probs kept per token for soft labels.")] = 32,
-    backend: Annotated[str, typer.Option(help="Generation backend: auto, transformers or vllm.")] = "auto",
+    top_k: Annotated[int, typer.Option("--top-k", help=TOP_K_HELP)] = 32,
+    backend: Annotated[str, typer.Option(help=BACKEND_HELP)] = "auto",
     shard: Annotated[
         str | None, typer.Option("--shard", help="Build only slice i/n of the cache's shards (e.g. one per machine).")
     ] = None,
     supervision_temperature: SupervisionTemperature = None,
     tensor_parallel: TensorParallel = 1,
     data_parallel: DataParallel = 1,
+    gpu_memory_utilization: Annotated[float | None, typer.Option("--gpu-memory-utilization", help=MEMORY_HELP)] = None,
     pairs_file: PairsFile = None,
 ) -> None:
     """Build a pair's teacher supervision cache (or one slice of it) ahead of its runs; a killed build resumes."""
@@ -289,6 +316,7 @@ def supervise(
         pairs_file=pairs_file,
         tensor_parallel=tensor_parallel,
         data_parallel=data_parallel,
+        gpu_memory_utilization=gpu_memory_utilization,
     )
     data = build_supervision(spec, part)
     if data is None:
@@ -306,7 +334,7 @@ def eval_(
     temperature: Annotated[float, typer.Option(help="Sampling temperature (0 = greedy).")] = 0.0,
     num_fewshot: Annotated[int, typer.Option("--num-fewshot", help="Worked examples before each question.")] = 0,
     data_source: Annotated[str, typer.Option("--data-source", help="shipped (in the repo) or hub.")] = "shipped",
-    backend: Annotated[str, typer.Option(help="Generation backend: auto, transformers or vllm.")] = "auto",
+    backend: Annotated[str, typer.Option(help=BACKEND_HELP)] = "auto",
     dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16.")] = "float32",
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
     out: Annotated[Path, typer.Option("--out", help="Folder for scores.json and per-sample logs.")] = Path(
@@ -323,6 +351,7 @@ def eval_(
     ] = False,
     tensor_parallel: TensorParallel = 1,
     data_parallel: DataParallel = 1,
+    gpu_memory_utilization: Annotated[float | None, typer.Option("--gpu-memory-utilization", help=MEMORY_HELP)] = None,
 ) -> None:
     """Evaluate any model on benchmarks, with per-sample logs; an interrupted evaluation resumes where it stopped."""
     from dataclasses import asdict
@@ -334,7 +363,7 @@ def eval_(
     from tasks import load_task
     from tasks.evaluate import evaluate_model, merge_shards
     from tasks.evaluate import rescore as rescore_log
-    from tasks.generation import render_prompt
+    from tasks.generation import make_generator, render_prompt
 
     limit = checked_limit(limit)
     names = [t.strip() for t in tasks.split(",") if t.strip()]
@@ -350,30 +379,38 @@ def eval_(
                 raise HarnessError(f"no per-sample log to rescore: {log}")
             scores[name] = rescore_log(log, load_task(name, **task_options[name]), str(log.relative_to(out)))
     else:
-        loaded, tokenizer = load_model(model, dtype)
+        from harness.models import load_tokenizer, resolve
+
+        path = resolve(model)
+        tokenizer = load_tokenizer(path)
+        generator = make_generator(
+            path,
+            lambda: load_model(model, dtype),
+            backend=backend,
+            dtype=dtype,
+            seed=seed,
+            tensor_parallel=tensor_parallel,
+            data_parallel=data_parallel,
+            gpu_memory_utilization=gpu_memory_utilization,
+        )
         settings = {"limit": limit, "dtype": dtype, "backend": backend, "seed": seed, "samples": samples}
-        scores = {}
-        for name in names:
-            key = cache_key({"model": model, "task": name, "options": task_options[name], "temperature": temperature})
-            scores |= evaluate_model(
-                [name],
-                model,
-                loaded,
-                tokenizer,
+        try:  # one generator (one engine start) for all the tasks
+            scores = evaluate_model(
+                names,
+                generator,
                 render=lambda messages: render_prompt(tokenizer, messages),
                 samples_dir=out / "samples",
                 results_dir=out,
-                backend=backend,
-                dtype=dtype,
                 limit=limit,
                 seed=seed,
                 samples=samples,
                 temperature=temperature,
-                task_options=task_options[name],
-                resume_key=cache_key(settings) + key,
+                task_options=task_options,
+                resume_key=cache_key(settings | {"model": model, "temperature": temperature}),
                 shard=part,
-                parallel={"tensor_parallel": tensor_parallel, "data_parallel": data_parallel},
             )
+        finally:
+            generator.close()
     scores_file = f"scores.shard-{part[0]}-of-{part[1]}.json" if part else "scores.json"
     atomic_write_json(out / scores_file, {k: asdict(v) for k, v in scores.items()})
     table = Table(title=f"{model}")

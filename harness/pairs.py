@@ -73,11 +73,12 @@ class Pair:
     trace_filter: TraceFilter = field(default_factory=TraceFilter)
     published: tuple[Published, ...] = ()
 
+    sha256: dict[str, str] = field(default_factory=dict)  # pinned checksums of shipped weights and tokenizer
+    gpu_memory_utilization: float | None = None  # vLLM engines' share of a GPU (None: computed from the free memory)
+
     def task_options(self, task: str) -> dict[str, Any]:
         """`load_task` options for scoring this pair's models on `task`: thinking and shots, as evaluation says."""
         return self.evaluation.task_options(task)
-
-    sha256: dict[str, str] = field(default_factory=dict)  # pinned checksums of shipped weights and tokenizer
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -105,6 +106,9 @@ def _parse_pair(name: str, entry: Any, source: Path) -> Pair:
     for key in ("max_length", "max_new_tokens", "train_prompts", "cpu_threads"):
         if key in values and (not isinstance(values[key], int) or values[key] <= 0):
             raise HarnessError(f"{where}: field {key!r} must be a positive integer, got {values[key]!r}")
+    share = values.get("gpu_memory_utilization")
+    if share is not None and (isinstance(share, bool) or not isinstance(share, float | int) or not 0 < share <= 1):
+        raise HarnessError(f"{where}: field 'gpu_memory_utilization' must be a number in (0, 1], got {share!r}")
     if values.get("dtype", "bfloat16") not in DTYPES:
         raise unknown_choice(f"dtype in {where}:", values["dtype"], DTYPES)
     if values["architecture"] not in ARCHITECTURES:

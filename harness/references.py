@@ -8,15 +8,13 @@ point there, so a record's reference scores can be audited and bootstrapped from
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from harness.cache import cache_key, cache_root
-from kdcore.io import atomic_write_bytes, atomic_write_json
-from kdcore.progress import console
+from kdcore.io import atomic_write_bytes
 from kdcore.scores import TaskScore
 
 REFERENCE_SAMPLES = "samples/references"
@@ -30,35 +28,12 @@ def reference_key(identity: dict[str, Any], settings: dict[str, Any]) -> str:
     return cache_key({"model": identity, "settings": settings})
 
 
-def reference_scores(
-    identity: dict[str, Any],
-    settings: dict[str, Any],
-    evaluate: Evaluate,
-    results_dir: str | Path,
-    *,
-    label: str = "reference model",
-) -> dict[str, TaskScore] | None:
-    """The scores of the model `identity` under `settings`, from the cache or evaluated once by
-    `evaluate(folder, key)` (which loads the model, writes its per-sample logs under `folder/samples/` with paths
-    relative to `folder`, and returns the scores, or None on the processes of a launch other than the main one).
-
-    The logs are copied to `<results_dir>/samples/references/<key>/` and the returned scores point there.
-    None when `evaluate` gave None."""
-    key = reference_key(identity, settings)
-    folder = cache_root() / "reference_scores" / key
-    stored = folder / "scores.json"
-    if stored.exists():
-        scores = {k: TaskScore(**v) for k, v in json.loads(stored.read_text()).items()}
-    else:
-        console.print(f"[bold]Evaluating the {label}[/] (once; cached)")
-        scores = evaluate(folder, key)
-        if scores is None:
-            return None
-        atomic_write_json(stored, {k: asdict(v) for k, v in scores.items()})
-    return {name: _published(score, folder, Path(results_dir), key) for name, score in scores.items()}
+def reference_folder(key: str) -> Path:
+    """The cache entry of reference evaluation `key`: scores.json, its build cost and the per-sample logs."""
+    return cache_root() / "reference_scores" / key
 
 
-def _published(score: TaskScore, folder: Path, results_dir: Path, key: str) -> TaskScore:
+def published(score: TaskScore, folder: Path, results_dir: Path, key: str) -> TaskScore:
     """`score` with its per-sample log copied into the results dir (once) and its path pointing at the copy."""
     if score.samples is None:
         return score

@@ -30,6 +30,7 @@ def run_folder(spec: Any) -> Path:
     """The working folder of the run `spec` (a RunSpec): equal for every attempt of one run, whatever the results
     dir, checkpoint interval, generation backend or parallel layout (a run can resume on another number of GPUs)."""
     values = asdict(spec) | {"results_dir": None, "backend": None, "tensor_parallel": None, "data_parallel": None}
+    values["gpu_memory_utilization"] = None
     values["train_overrides"] = {k: v for k, v in values["train_overrides"].items() if k != "checkpoint_every"}
     return cache_root() / "checkpoints" / cache_key({"run": values})
 

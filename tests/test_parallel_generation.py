@@ -41,4 +41,4 @@ def test_workers_share_a_call_and_answer_in_order(mini_tiny) -> None:
 
 def test_parallel_generation_needs_vllm() -> None:
     with pytest.raises(HarnessError, match="--tensor-parallel 2 / --data-parallel 1 need vLLM"):
-        make_generator("m", None, None, backend="transformers", tensor_parallel=2)
+        make_generator("m", lambda: None, backend="transformers", tensor_parallel=2)

@@ -23,6 +23,16 @@ class DataPlan:
     on_policy: the student's own samples replace some batches during training (needs the online teacher).
     student_responses: the initial student's own responses to the training prompts, generated once before
         training and cached like the teacher's supervision (DistiLLM-2's second data set).
+
+    How the student's responses reach training: every training example (a row of the data set `trainers.loop.train`
+    gets) then has one more field, `student_completion_ids`: the initial student's completion of that example's
+    `prompt_ids` (its token ids, ending at EOS; `[eos]` when the student produced nothing), next to the example's own
+    `completion_ids` (the teacher's or the reference's) and, from the supervision cache, `topk_ids`/`topk_logprobs`.
+    The responses are sampled with the supervision's settings (greedy, the pair's `max_new_tokens`), before
+    training, by the pair's student as it is before any distillation, and cached under
+    `$HARNESS_CACHE/student_responses/<key>` (key: the student's identity, the prompts, the settings); the run's
+    record charges them as their own phase, `student_responses`. `trainers.batch.collate` ignores fields it does not
+    know, so an objective that uses the responses reads them where it builds its batches.
     """
 
     completions: Completions = "teacher"

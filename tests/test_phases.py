@@ -1,0 +1,106 @@
+"""The run's phases: evaluation starts one generator per model for all its tasks, and a method whose data plan asks
+for the student's own responses receives them with its training examples (cached, charged as their own phase)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness import phases
+from harness.cli import main
+from harness.models import load_model, resolve
+from harness.pipeline import RunSpec, run
+from harness.tiny import ensure_tiny_pair
+from tasks import generation
+from tasks.generation import TransformersGenerator
+from tests.test_residency import PAIRS
+from trainers.objectives import METHODS, Hard
+from trainers.plan import DataPlan
+
+
+class CountingFactory:
+    """Wraps `make_generator`, counting the generators made."""
+
+    def __init__(self, real) -> None:
+        self.real, self.made = real, 0
+
+    def __call__(self, *args, **kwargs):
+        self.made += 1
+        return self.real(*args, **kwargs)
+
+
+def test_harness_eval_starts_one_generator_for_all_tasks(mini_tiny, tmp_path: Path, monkeypatch) -> None:
+    factory = CountingFactory(generation.make_generator)
+    monkeypatch.setattr(generation, "make_generator", factory)
+    model = resolve("builtin:tiny/student")
+    args = ["harness", "eval", "--model", model, "--tasks", "arith,gsm8k", "--limit", "2", "--out", str(tmp_path)]
+    monkeypatch.setattr(sys, "argv", args)
+    with pytest.raises(SystemExit) as done:
+        main()
+    assert done.value.code == 0
+    assert factory.made == 1
+    scores = json.loads((tmp_path / "scores.json").read_text())
+    assert sorted(scores) == ["arith", "gsm8k"] and all(s["n"] == 2 for s in scores.values())
+
+
+def test_a_run_starts_one_generator_per_evaluated_model(mini_tiny, tmp_path: Path, monkeypatch) -> None:
+    factory = CountingFactory(phases.make_generator)
+    monkeypatch.setattr(phases, "make_generator", factory)
+    pairs_file = tmp_path / "pairs.toml"
+    pairs_file.write_text(PAIRS.replace('tasks = ["arith"]', 'tasks = ["arith", "gsm8k"]'))
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "cache").mkdir()
+    record, _ = run(RunSpec(pair="tiny", method="sft", limit=2, results_dir=tmp_path / "r", pairs_file=pairs_file))
+    assert sorted(record.scores) == sorted(record.teacher_scores) == ["arith", "gsm8k"]
+    assert factory.made == 2  # the student's evaluation and the teacher's, two tasks each
+
+
+class WithResponses(Hard):
+    """A trivial objective whose data plan asks for the student's own responses."""
+
+    name = "with-responses"
+
+    def data_plan(self, teacher_signal: str = "topk") -> DataPlan:
+        return DataPlan(completions="teacher", student_responses=True)
+
+
+@pytest.fixture
+def own_cache(mini_tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    tiny_models = ensure_tiny_pair().parent
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "tiny").symlink_to(tiny_models)
+    pairs_file = tmp_path / "pairs.toml"
+    pairs_file.write_text(PAIRS)
+    return pairs_file
+
+
+def test_student_responses_reach_training_as_a_field_of_the_examples(own_cache: Path, tmp_path, monkeypatch) -> None:
+    monkeypatch.setitem(METHODS, WithResponses.name, WithResponses)
+    seen, real_train = [], phases.train
+
+    def train(student, objective, examples, *args, **kwargs):
+        seen.append([dict(examples[i]) for i in range(len(examples))])
+        return real_train(student, objective, examples, *args, **kwargs)
+
+    monkeypatch.setattr(phases, "train", train)
+    spec = RunSpec(pair="tiny", method="with-responses", limit=2, results_dir=tmp_path / "r", pairs_file=own_cache)
+    first, _ = run(spec)
+    (examples,) = seen
+    model, tokenizer = load_model(resolve("builtin:tiny/student"))
+    prompts = [[int(t) for t in ex["prompt_ids"]] for ex in examples]
+    expected = TransformersGenerator(model, tokenizer).generate_ids(prompts, max_new_tokens=8)
+    got = [[int(t) for t in ex["student_completion_ids"]] for ex in examples]
+    assert got == [c or [tokenizer.eos_token_id] for c in expected]  # the initial student's greedy responses
+    assert all("topk_ids" in ex and "completion_ids" in ex for ex in examples)  # beside the teacher's supervision
+    cost = first.cost["phases"]["student_responses"]
+    assert not cost["reused"] and cost["tokens"] > 0 and cost["backend"] == "transformers"
+    assert list(first.cost["phases"]) == ["supervise", "student_responses", "train", "evaluate", "evaluate_teacher"]
+
+    second, _ = run(spec)  # a repeat: the responses come from the cache, charged with their build
+    again = second.cost["phases"]["student_responses"]
+    assert again["reused"] and again["cache_key"] == cost["cache_key"] and again["tokens"] == cost["tokens"]
+    assert [[int(t) for t in ex["student_completion_ids"]] for ex in seen[1]] == got
