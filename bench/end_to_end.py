@@ -1,12 +1,12 @@
 """End to end: wall time of `harness run --method hybrid --pair tiny` with a cold cache and with a warm one.
 
-Cold: a fresh, empty $HARNESS_CACHE, so the run builds everything it needs once: the tiny pair (tokenizer, teacher
-and student trained from scratch on CPU; this takes minutes, most of the cold time), the teacher supervision and the
-teacher's scores. Warm: the same command again on that cache, so only training, evaluating the student, the record
+Cold: a fresh, empty $HARNESS_CACHE, so the run builds everything it needs once: the teacher supervision (most of
+the cold time) and the reference scores (teacher, student before distillation); the tiny pair itself is shipped and
+never built. Warm: the same command again on that cache, so only training, evaluating the student, the record
 and the leaderboard remain. Each run is a separate `python -m harness run` process into its own results dir; the
 per-phase wall seconds are read from its record. The runs use the threads the pair pins (`cpu_threads` in
 harness/pairs.toml, 1 for the tiny pair).
-`--skip-cold` times only the warm run, on the default cache (or `--cache`), which must then hold the tiny pair
+`--skip-cold` times only the warm run, on the default cache (or `--cache`), which must then hold the supervision
 already (else that run is cold too, and the script says so).
 
     PYTHONPATH=. python bench/end_to_end.py [--skip-cold] [--cache DIR] [--max-steps N] [--limit N]
@@ -26,7 +26,6 @@ from bench.common import configure, print_settings
 from harness.cache import cache_root
 from harness.pairs import get_pair
 from harness.records import load_records
-from harness.tiny import DEFAULT_SPEC, tiny_pair_dir
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -70,12 +69,12 @@ def main() -> None:
         if args.skip_cold:
             cache = args.cache or cache_root()
             os.environ["HARNESS_CACHE"] = str(cache)
-            if not (tiny_pair_dir(DEFAULT_SPEC) / "spec.json").exists():
-                print(f"note: {cache} holds no tiny pair yet, so this 'warm' run builds it (a cold run)")
+            if not (Path(cache) / "supervision").exists():
+                print(f"note: {cache} holds no supervision yet, so this 'warm' run builds it (a cold run)")
         else:
             cache = Path(tmp, "cache")
             cold = timed_run(cache, Path(tmp, "cold"), extra)
-            show("cold (empty cache)", *cold, "tiny-pair build, teacher scores, start-up, loading, leaderboard")
+            show("cold (empty cache)", *cold, "supervision build, reference scores, start-up, loading, leaderboard")
         warm = timed_run(cache, Path(tmp, "warm"), extra)
         show("warm (cache filled)", *warm, "start-up, loading, leaderboard")
         if not args.skip_cold:

@@ -26,10 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import tomllib
 import torch
 
 from harness.cache import cache_key, cache_root
-from harness.pairs import Pair, get_pair
+from harness.pairs import DEFAULT_PAIRS_FILE, Pair, get_pair
 from kdcore.errors import HarnessError
 from kdcore.io import atomic_write_json, atomic_write_text
 from kdcore.progress import console
@@ -198,24 +199,34 @@ def _toml(value: Any) -> str:
     return json.dumps(value)
 
 
-def dry_run_pairs_file(pair: Pair, models: Path, budget: Budget, path: Path) -> Path:
-    """A pairs file with one entry, `pair` as shipped but on the local random-weight models and `budget`."""
-    entry = pair.to_dict()
-    del entry["name"]
+def dry_run_pairs_file(pair: Pair, source: Path | None, models: Path, budget: Budget, path: Path) -> Path:
+    """A pairs file with one entry: `pair` as its pairs file (`source`, default the shipped one) has it, its tables
+    (evaluation and supervision protocols, published scores) included, but on the local random-weight models and
+    `budget`. Random weights seldom emit EOS, so the supervision keeps budget-hit traces."""
+    entry = dict(tomllib.loads(Path(source or DEFAULT_PAIRS_FILE).read_text())["pairs"][pair.name])
+    entry.pop("max_new_tokens", None)
     entry.update(
         description=f"dry run of {pair.name}: random weights at its config's shape; {pair.description}",
         teacher=str(models / "teacher"),
         student=str(models / "student"),
         train_prompts=budget.train_prompts,
-        max_new_tokens=budget.max_new_tokens,
         train={
             **{k: v for k, v in pair.train.items() if k not in ("checkpoint_every", "grad_accum")},
             "max_steps": budget.max_steps,
             "batch_size": budget.batch_size,
         },
     )
+    tables = {name: dict(entry.pop(name, {})) for name in ("evaluation", "supervision")}
+    tables["supervision"].update(max_new_tokens=budget.max_new_tokens, drop_truncated=False)
+    tables["evaluation"].update(max_new_tokens=budget.max_new_tokens)
+    tables["evaluation"].pop("budgets", None)
+    published = entry.pop("published", [])
     lines = ["schema_version = 1", f"[pairs.{json.dumps(pair.name)}]"]
     lines += [f"{key} = {_toml(value)}" for key, value in entry.items() if value not in (None, {}, [])]
+    for name, table in tables.items():
+        lines += [f"[pairs.{json.dumps(pair.name)}.{name}]", *(f"{k} = {_toml(v)}" for k, v in table.items())]
+    for item in published:
+        lines += [f"[[pairs.{json.dumps(pair.name)}.published]]", *(f"{k} = {_toml(v)}" for k, v in item.items())]
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path
 
@@ -266,7 +277,7 @@ def dry_run(
         raise HarnessError(f"pair {pair_name!r} has no real shape to dry-run: it is built in (run it directly)")
     budget = budget or Budget()
     models = build_pair(pair, value)
-    local_pairs = dry_run_pairs_file(pair, models, budget, results_dir / "pairs" / f"{pair.name}.toml")
+    local_pairs = dry_run_pairs_file(pair, pairs_file, models, budget, results_dir / "pairs" / f"{pair.name}.toml")
     spec = RunSpec(
         pair=pair.name,
         method=method,

@@ -242,7 +242,7 @@ class StudentResponses(Phase):
             ctx.student_ref,
             prompts,
             lambda: ctx.resident.generator(ctx.student_ref),
-            SupervisionSettings(seed=0),
+            SupervisionSettings(temperature=0.0, seed=0),  # greedy: the initial student's own answers
             parameter_count(ctx.student_ref),
             ctx.tokenizer.eos_token_id,
             part,

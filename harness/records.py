@@ -91,6 +91,10 @@ class RunRecord:
         if not self.pinned:
             for name in PINNING_FIELDS:
                 del out[name]
+            for kind in ("scores", "teacher_scores"):  # schema 1 had no generation settings on its scores
+                for score in (out[kind] or {}).values():
+                    if score.get("settings") is None:
+                        score.pop("settings", None)
         return out
 
     @classmethod

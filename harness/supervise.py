@@ -304,7 +304,7 @@ def load_or_build_responses(
     part: tuple[int, int] = (0, 1),
 ) -> tuple[datasets.Dataset | None, PhaseCost | None]:
     """The initial student's own completion of each of `prompts` (one row each, in order: `prompt_ids`,
-    `completion_ids`; an empty completion is `[eos_id]`), sampled with the supervision's settings (temperature 1 by
+    `completion_ids`; an empty completion is `[eos_id]`), sampled with the supervision's settings (greedy by
     default, the pair's `max_new_tokens`) and cached in shards under `student_responses/<key>` like the teacher's
     supervision (keyed by the student's identity, the prompts and the settings); and its cost."""
     key = responses_key(student_id, pair, prompts, settings)

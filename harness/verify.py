@@ -101,24 +101,27 @@ def evaluate_base_model(
     """The pair's `role` model (as shipped, not distilled) on `tasks`, decoded with the pair's evaluation
     protocol and prompted the pair's way; per-sample logs under `out/<role>/samples`, resumable."""
     from harness.cache import cache_key
-    from harness.models import load_model, resolve
+    from harness.models import load_model, load_tokenizer, resolve
     from harness.supervise import pair_renderer
     from tasks.evaluate import evaluate_model
+    from tasks.generation import make_generator
 
     ref = resolve(getattr(pair, role))
-    model, tokenizer = load_model(ref, pair.dtype, pair.model_kwargs)
+    tokenizer = load_tokenizer(ref)
     key = cache_key({"model": ref, "tasks": tasks, "limit": limit, "generation": pair.evaluation.to_record()})
-    return evaluate_model(
-        tasks,
-        ref,
-        model,
-        tokenizer,
-        render=pair_renderer(pair, tokenizer),
-        samples_dir=out / role / "samples",
-        results_dir=out,
-        backend=backend,
-        dtype=pair.dtype,
-        limit=limit,
-        resume_key=key,
-        generation=pair.evaluation,
+    generator = make_generator(
+        ref, lambda: load_model(ref, pair.dtype, pair.model_kwargs), backend=backend, dtype=pair.dtype
     )
+    try:
+        return evaluate_model(
+            tasks,
+            generator,
+            render=pair_renderer(pair, tokenizer),
+            samples_dir=out / role / "samples",
+            results_dir=out,
+            limit=limit,
+            resume_key=key,
+            generation=pair.evaluation,
+        )
+    finally:
+        generator.close()

@@ -81,6 +81,7 @@ def test_an_empty_teacher_completion_is_left_out_and_counted(caplog) -> None:
         max_new_tokens=4,
         settings=SupervisionSettings(top_k=4),
         pad_id=0,
+        eos_id=1,
     )
     assert data["prompt_ids"] == [prompts[0], prompts[2]] and data["completion_ids"] == [answers[0], answers[2]]
     assert "1 of 3 teacher completions are empty and are left out" in caplog.text

@@ -15,7 +15,7 @@ import pytest
 import harness.identity
 from harness.identity import data_identity, file_sha256, files_sha256, model_identities, model_identity
 from harness.pairs import get_pair
-from harness.references import REFERENCE_SAMPLES, reference_scores
+from harness.references import REFERENCE_SAMPLES, published, reference_key
 from kdcore.scores import TaskScore
 from tasks.data import DATA_DIR, expected_checksums
 
@@ -112,30 +112,19 @@ def test_data_identity_reuses_shipped_checksums_and_hashes_generated_splits() ->
     assert tiny["train"]["sha256"] != tiny["eval"]["tasks"]["arith"]["sha256"]
 
 
-def _evaluator(calls: list[str], score: float):
-    def evaluate(folder: Path, key: str) -> dict[str, TaskScore]:
-        calls.append(key)
-        (folder / "samples").mkdir(parents=True)
-        (folder / "samples" / "arith.jsonl").write_text('{"doc_id": 0, "score": 1.0}\n')
-        return {"arith": TaskScore(score=score, n=1, samples="samples/arith.jsonl")}
-
-    return evaluate
-
-
-def test_reference_scores_are_evaluated_once_per_identity_and_settings(tmp_path: Path) -> None:
+def test_reference_evaluations_are_keyed_by_identity_and_settings_and_published_per_results_dir(tmp_path: Path) -> None:
     model = {"ref": "m", "weights_sha256": "a" * 64, "revision": None, "tokenizer_sha256": "b" * 64}
-    calls: list[str] = []
-    results = tmp_path / "results"
-    first = reference_scores(model, {"limit": None}, _evaluator(calls, 0.5), results)
-    again = reference_scores(model, {"limit": None}, _evaluator(calls, 0.9), tmp_path / "other-results")
-    assert len(calls) == 1 and first["arith"].score == again["arith"].score == 0.5
-    rel = first["arith"].samples
-    assert rel == f"{REFERENCE_SAMPLES}/{calls[0]}/arith.jsonl" and (results / rel).is_file()
-    assert (tmp_path / "other-results" / rel).is_file()  # each results dir gets its copy of the log
-    reference_scores(model, {"limit": 50}, _evaluator(calls, 0.4), results)  # other settings: evaluated again
-    reference_scores(model | {"weights_sha256": "c" * 64}, {"limit": None}, _evaluator(calls, 0.4), results)
-    assert len(calls) == 3 and len(set(calls)) == 3
-    assert reference_scores(model, {"limit": 7}, lambda folder, key: None, results) is None  # not the main process
+    key = reference_key(model, {"limit": None})
+    assert key == reference_key(dict(model), {"limit": None})
+    assert key != reference_key(model, {"limit": 50})  # other settings: another evaluation
+    assert key != reference_key(model | {"weights_sha256": "c" * 64}, {"limit": None})  # other weights: another
+    folder = tmp_path / "cache" / key
+    (folder / "samples").mkdir(parents=True)
+    (folder / "samples" / "arith.jsonl").write_text('{"doc_id": 0}\n')
+    score = TaskScore(score=0.5, n=1, samples="samples/arith.jsonl")
+    for results in (tmp_path / "results", tmp_path / "other-results"):  # each results dir gets its copy of the log
+        shown = published(score, folder, results, key)
+        assert shown.samples == f"{REFERENCE_SAMPLES}/{key}/arith.jsonl" and (results / shown.samples).is_file()
 
 
 def test_a_run_records_what_it_compared(mini_tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -154,8 +143,10 @@ def test_a_run_records_what_it_compared(mini_tiny, tmp_path: Path, monkeypatch: 
     before = record.student_before_scores["arith"]
     assert before.n == 3 and (results / before.samples).is_file() and before.samples.startswith(REFERENCE_SAMPLES)
     calls: list[str] = []
-    real = pipeline.evaluate_pair_model
-    monkeypatch.setattr(pipeline, "evaluate_pair_model", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    from harness import phases
+
+    real = phases._evaluate
+    monkeypatch.setattr(phases, "_evaluate", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
     again, _ = pipeline.run(pipeline.RunSpec(**{**spec.__dict__, "method": "soft"}))
     assert len(calls) == 1  # only the distilled student: teacher and student-before came from the cache
     assert again.student_before_scores == record.student_before_scores and again.models == record.models

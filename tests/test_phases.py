@@ -55,7 +55,7 @@ def test_a_run_starts_one_generator_per_evaluated_model(mini_tiny, tmp_path: Pat
     (tmp_path / "cache").mkdir()
     record, _ = run(RunSpec(pair="tiny", method="sft", limit=2, results_dir=tmp_path / "r", pairs_file=pairs_file))
     assert sorted(record.scores) == sorted(record.teacher_scores) == ["arith", "gsm8k"]
-    assert factory.made == 2  # the student's evaluation and the teacher's, two tasks each
+    assert factory.made == 3  # the student's evaluation, the teacher's and the student's before, two tasks each
 
 
 class WithResponses(Hard):
@@ -98,7 +98,14 @@ def test_student_responses_reach_training_as_a_field_of_the_examples(own_cache: 
     assert all("topk_ids" in ex and "completion_ids" in ex for ex in examples)  # beside the teacher's supervision
     cost = first.cost["phases"]["student_responses"]
     assert not cost["reused"] and cost["tokens"] > 0 and cost["backend"] == "transformers"
-    assert list(first.cost["phases"]) == ["supervise", "student_responses", "train", "evaluate", "evaluate_teacher"]
+    assert list(first.cost["phases"]) == [
+        "supervise",
+        "student_responses",
+        "train",
+        "evaluate",
+        "evaluate_teacher",
+        "evaluate_student_before",
+    ]
 
     second, _ = run(spec)  # a repeat: the responses come from the cache, charged with their build
     again = second.cost["phases"]["student_responses"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 from harness.pairs import get_pair
 from harness.supervise import SupervisionSettings, build_supervision
@@ -12,6 +11,7 @@ from harness.trace_filter import TraceCounts, TraceFilter, task_scorer
 from tasks import load_task
 from tasks.evaluate import evaluate_task
 from tasks.protocol import GenerationSettings
+from tests.test_bad_input import ScriptedGenerator
 from tests.tiny_training import tiny_student
 
 
@@ -73,26 +73,17 @@ def test_a_generator_that_reports_ended_counts_truncated(tmp_path: Path) -> None
     assert row["metrics"]["flexible_match"] == 0.5 and row["metrics"]["truncated"] == 0.5
 
 
-class ScriptedIds:
-    def __init__(self, answers: list[list[int]]) -> None:
-        self.answers = answers
-
-    def generate_ids(self, prompt_ids, **kwargs):
-        return self.answers
-
-
 def test_supervision_drops_budget_hit_teacher_traces_and_counts_them(caplog) -> None:
     prompts = [[5, 6, 7], [8, 9], [10, 11, 12], [13]]
     answers = [[13, 1], [14, 15, 16], [], [17, 18, 1]]  # EOS = 1; the second hit its budget
     counts = TraceCounts()
     data = build_supervision(
-        tiny_student(),
-        SimpleNamespace(pad_token_id=0, eos_token_id=1),
-        ScriptedIds(answers),
+        ScriptedGenerator(answers, tiny_student(), vocab_rows=40),
         prompts,
         max_new_tokens=3,
         settings=SupervisionSettings(top_k=4),
-        vocab_rows=40,
+        pad_id=0,
+        eos_id=1,
         counts=counts,
     )
     assert data["prompt_ids"] == [prompts[0], prompts[3]] and data["completion_ids"] == [answers[0], answers[3]]
@@ -110,13 +101,12 @@ def test_supervision_rejection_sampling_on_real_gsm8k_answers() -> None:
     prompts, answers = [[5, 6], [7, 8]], [[3, 1], [4, 1]]
     counts = TraceCounts()
     data = build_supervision(
-        tiny_student(),
-        SimpleNamespace(pad_token_id=0, eos_token_id=1),
-        ScriptedIds(answers),
+        ScriptedGenerator(answers, tiny_student(), vocab_rows=40),
         prompts,
         max_new_tokens=3,
         settings=SupervisionSettings(top_k=4),
-        vocab_rows=40,
+        pad_id=0,
+        eos_id=1,
         trace_filter=TraceFilter(require_correct=True),
         scorer=lambda completions: task_scorer(task, docs, completions, lambda ids: texts[ids[0]]),
         counts=counts,
@@ -136,11 +126,10 @@ def test_a_teacher_whose_every_trace_hits_the_budget_is_a_clear_error() -> None:
 
     with pytest.raises(HarnessError, match=r"none of 2 teacher completions could be kept \(2 of 2 .*budget"):
         build_supervision(
-            tiny_student(),
-            SimpleNamespace(pad_token_id=0, eos_token_id=1),
-            ScriptedIds([[5, 6], [7, 8]]),
+            ScriptedGenerator([[5, 6], [7, 8]], tiny_student(), vocab_rows=40),
             [[2], [3]],
             max_new_tokens=2,
             settings=SupervisionSettings(top_k=4),
-            vocab_rows=40,
+            pad_id=0,
+            eos_id=1,
         )

@@ -16,7 +16,7 @@ from harness.records import SCHEMA_VERSION, RunRecord, load_records, write_recor
 from kdcore.scores import TaskScore
 from tests.fake_records import data, models
 
-COMMITTED_V1 = Path(__file__).resolve().parents[1] / "results" / "runs" / "tiny-hybrid-s0-20261122T222033Z-a966e5.json"
+COMMITTED_V1 = Path(__file__).with_name("data") / "schema1_record.json"  # a record the harness wrote in schema 1
 
 
 def make_record(**overrides) -> RunRecord:
@@ -67,7 +67,7 @@ def test_pinning_fields_are_required() -> None:
         RunRecord.from_dict(data | {"models": []})
 
 
-def test_a_committed_schema_1_record_loads_unpinned_and_round_trips(tmp_path: Path) -> None:
+def test_a_schema_1_record_loads_unpinned_and_round_trips(tmp_path: Path) -> None:
     raw = json.loads(COMMITTED_V1.read_text())
     assert raw["schema_version"] == 1 and "models" not in raw
     record = RunRecord.from_dict(raw)

@@ -39,6 +39,9 @@ tasks = ["arith"]
 train_task = "arith"
 train_prompts = 12
 train = { max_steps = 2, batch_size = 4, lr = 1e-3 }
+
+[pairs.tiny.supervision]  # the miniature teacher never ends at EOS: keep its budget-hit traces
+drop_truncated = false
 """
 
 
@@ -167,10 +170,13 @@ def test_one_of_engine_or_hf_models_is_resident_at_a_time(spy: Spy, tmp_path: Pa
         ("close", "trained"),
         ("engine", "teacher"),  # the teacher's evaluation (then cached)
         ("close", "teacher"),
+        ("engine", "student"),  # the student's own, before distillation (then cached)
+        ("close", "student"),
     ]
     assert spy.alive_models() == [] and spy.alive_engines() == 0
     costs = record.cost["phases"]
-    assert list(costs) == [*(["supervise"] if supervise else []), "train", "evaluate", "evaluate_teacher"]
+    references = ["evaluate_teacher", "evaluate_student_before"]
+    assert list(costs) == [*(["supervise"] if supervise else []), "train", "evaluate", *references]
     backends = {name: cost["backend"] for name, cost in costs.items()}
     assert backends == {name: "accelerate" if name == "train" else "vllm" for name in costs}
     assert all(cost["peak_memory_bytes"] > 0 for cost in costs.values())
@@ -186,5 +192,6 @@ def test_transformers_backend_frees_the_supervising_teacher_before_training(spy:
         ("train", "student"),  # the teacher is gone
         ("load", "trained"),
         ("load", "teacher"),
+        ("load", "student"),  # the student before distillation, evaluated as shipped
     ]
     assert spy.alive_models() == []

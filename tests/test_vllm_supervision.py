@@ -17,7 +17,7 @@ from tasks.generation import TransformersGenerator, render_prompt
 from tests.tiny_models import make_model_dir, tiny_tokenizer
 
 pytestmark = pytest.mark.skipif(not vllm_backend.is_available(), reason="vLLM is not installed or cannot run here")
-SETTINGS = SupervisionSettings(top_k=8, batch_size=4)
+SETTINGS = SupervisionSettings(top_k=8, temperature=0.0, batch_size=4)  # greedy: both paths give the same samples
 MAX_NEW_TOKENS = 12
 
 
@@ -88,18 +88,20 @@ def test_a_run_on_vllm_end_to_end(tokenizer, tmp_path) -> None:
     pairs_file.write_text(
         f'schema_version = 1\n[pairs.v]\nteacher = "{teacher}"\nstudent = "{student}"\n'
         'architecture = "LlamaForCausalLM"\ndtype = "float32"\ntasks = ["arith"]\ntrain_task = "arith"\n'
-        "train_prompts = 8\nmax_new_tokens = 8\nmax_length = 96\ntrain = { max_steps = 2, batch_size = 4 }\n"
+        "train_prompts = 8\nmax_length = 96\ntrain = { max_steps = 2, batch_size = 4 }\n"
+        "[pairs.v.supervision]\nmax_new_tokens = 8\ndrop_truncated = false\n"  # a random teacher never ends at EOS
     )
     spec = RunSpec(
         pair="v", method="hybrid", limit=3, backend="vllm", results_dir=tmp_path / "r", pairs_file=pairs_file
     )
     record, _ = run(spec)
     phases = record.cost["phases"]
-    assert list(phases) == ["supervise", "train", "evaluate", "evaluate_teacher"]
+    assert list(phases) == ["supervise", "train", "evaluate", "evaluate_teacher", "evaluate_student_before"]
     assert {name: cost["backend"] for name, cost in phases.items()} == {
         "supervise": "vllm",
         "train": "accelerate",
         "evaluate": "vllm",
         "evaluate_teacher": "vllm",
+        "evaluate_student_before": "vllm",
     }
     assert record.scores["arith"].n == record.teacher_scores["arith"].n == 3
