@@ -8,6 +8,7 @@ import functools
 import inspect
 import json
 import logging
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -96,7 +97,8 @@ def checked_temperature(temperature: float | None) -> float | None:
 
 
 def comma_list(text: str) -> list[str]:
-    return [item.strip() for item in text.split(",") if item.strip()]
+    """Comma-separated names; commas inside parentheses stay (a leaderboard label such as `hybrid (alpha=0.2, ...)`)."""
+    return [item.strip() for item in re.split(r",(?![^()]*\))", text) if item.strip()]
 
 
 @app.callback()
@@ -460,7 +462,7 @@ def compare(
     from harness.compare import compare as compare_runs
     from harness.compare import comparison_table
 
-    names = [m.strip() for m in methods.split(",") if m.strip()]
+    names = comma_list(methods)
     task_list = [t.strip() for t in tasks.split(",")] if tasks else None
     comparisons = compare_runs(results_dir, pair, names, tasks=task_list, n_boot=n_boot, seed=seed, all_pairs=all_pairs)
     console.print(comparison_table(comparisons, title=f"{pair}: paired differences (95% bootstrap CI)"))

