@@ -35,7 +35,7 @@ from torch import Tensor
 
 from kdcore.errors import HarnessError
 from trainers.divergences import log_softmax
-from trainers.objectives import SE_KD, Objective, Params, TeacherRows, register_method, teacher_logprobs
+from trainers.objectives import Objective, Params, TeacherRows, register_method, select_top_param, teacher_logprobs
 from trainers.params import param
 from trainers.plan import DataPlan
 from trainers.selection import select_rows
@@ -74,15 +74,7 @@ class DistiLLM2Params(Params):
         high=2.0,
         source=PAPER,
     )
-    select_top: float = param(
-        1.0,
-        "distil only this fraction of rows, those of highest student entropy",
-        kind="float",
-        low=0.0,
-        high=1.0,
-        open_low=True,
-        source=SE_KD,
-    )
+    select_top: float = select_top_param()
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -151,6 +151,19 @@ class Hard(Objective):
 SE_KD = "SE-KD (student-entropy position selection; almogtavor/SE-KD3x)"
 
 
+def select_top_param() -> Any:
+    """The `select_top` parameter every soft-label method offers (SE-KD position selection)."""
+    return param(
+        1.0,
+        "distil only this fraction of rows, those of highest student entropy (per chunk; 1 = all)",
+        kind="float",
+        low=0.0,
+        high=1.0,
+        open_low=True,
+        source=SE_KD,
+    )
+
+
 @dataclass
 class SoftParams(Params):
     divergence: str = param(
@@ -167,15 +180,7 @@ class SoftParams(Params):
     div_params: dict[str, float] = param(  # noqa: RUF009 (param returns a dataclass field)
         None, 'the divergence\'s own parameters, e.g. {"beta": 0.5}', kind="dict", source="per divergence"
     )
-    select_top: float = param(
-        1.0,
-        "distil only this fraction of rows, those of highest student entropy (per chunk; 1 = all)",
-        kind="float",
-        low=0.0,
-        high=1.0,
-        open_low=True,
-        source=SE_KD,
-    )
+    select_top: float = select_top_param()
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -402,15 +407,7 @@ class GKDParams(Params):
     max_new_tokens: int | None = param(
         None, "on-policy completion budget (null: the pair's)", kind="int", low=1, optional=True, source=GKD_SOURCE
     )
-    select_top: float = param(
-        1.0,
-        "distil only this fraction of rows, those of highest student entropy (per chunk; 1 = all)",
-        kind="float",
-        low=0.0,
-        high=1.0,
-        open_low=True,
-        source=SE_KD,
-    )
+    select_top: float = select_top_param()
 
 
 @register_method

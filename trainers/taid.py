@@ -27,7 +27,7 @@ from torch import Tensor
 
 from kdcore.errors import HarnessError
 from trainers.divergences import log_softmax
-from trainers.objectives import SE_KD, Objective, Params, TeacherRows, register_method
+from trainers.objectives import Objective, Params, TeacherRows, register_method, select_top_param
 from trainers.params import param
 from trainers.selection import select_rows
 from trainers.topk import student_buckets, teacher_buckets
@@ -58,15 +58,7 @@ class TAIDParams(Params):
     adaptive: bool = param(
         True, "adapt t to the loss (false: linear schedule t_start -> t_end)", kind="bool", source=TAID_PAPER
     )
-    select_top: float = param(
-        1.0,
-        "distil only this fraction of rows, those of highest student entropy",
-        kind="float",
-        low=0.0,
-        high=1.0,
-        open_low=True,
-        source=SE_KD,
-    )
+    select_top: float = select_top_param()
 
     def __post_init__(self) -> None:
         super().__post_init__()
