@@ -478,12 +478,28 @@ def analyze(
     ] = None,
     methods: Annotated[str | None, typer.Option("--methods", help="Study methods (default: all).")] = None,
     seeds: Annotated[str, typer.Option("--seeds", help="Comma-separated study seeds.")] = "0,1,2",
-    limit: Annotated[int, typer.Option("--limit", help="Completions per benchmark in the risk view.")] = 20,
+    limit: Annotated[
+        int, typer.Option("--limit", help="Completions per benchmark in the risk view; prompts with --exposure.")
+    ] = 20,
+    exposure: Annotated[
+        bool,
+        typer.Option(
+            "--exposure",
+            help="Exposure bias of every run of the pair whose trained student is under RESULTS_DIR/models.",
+        ),
+    ] = False,
+    reference: Annotated[
+        str | None, typer.Option("--reference", help="With --exposure: the method label paired differences use.")
+    ] = None,
     out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("results/analysis"),
     results_dir: ResultsDir = Path("results"),
     pairs_file: PairsFile = None,
 ) -> None:
-    """Bridge-Garden analysis: exact per-token risk on a known process, or a run's outputs coloured by risk."""
+    """Bridge-Garden analysis: exact per-token risk on a known process, a run's outputs coloured by risk, or the
+    exposure bias of a pair's trained students."""
+    if exposure:
+        _exposure(pair, results_dir, out, checked_limit(limit), reference, pairs_file)
+        return
     if pair == "synthetic":
         import torch
 
@@ -503,6 +519,24 @@ def analyze(
         run_record, results_dir, out / f"{run_record.stem}-risk.html", limit=limit, pairs_file=pairs_file
     )
     console.print(f"wrote {path}")
+
+
+def _exposure(pair: str, results_dir: Path, out: Path, limit: int, reference: str | None, pairs_file) -> None:
+    import torch
+
+    from harness.analysis.pair_exposure import measure_exposure, write_exposure
+    from harness.pairs import get_pair
+    from harness.records import load_records
+
+    spec = get_pair(pair, pairs_file)
+    torch.set_num_threads(spec.cpu_threads or torch.get_num_threads())
+    records, _ = load_records(results_dir)
+    chosen = [r for r in records if r.pair == pair and (results_dir / "models" / r.run_id).is_dir()]
+    if not chosen:
+        raise HarnessError(f"no run of pair {pair!r} in {results_dir} kept its trained student (models/<run_id>)")
+    found = measure_exposure(spec, chosen, results_dir, limit=limit)
+    for path in write_exposure(found, out / f"exposure-{pair}", reference):
+        console.print(f"wrote {path}")
 
 
 @app.command("build-tiny")
