@@ -734,12 +734,24 @@ def dry_run(
         Path | None,
         typer.Option("--results-dir", help="Where the record goes (default $HARNESS_CACHE/dryrun/results)."),
     ] = None,
+    method: Annotated[str, typer.Option("--method", "-m", help="Distillation method (see `harness methods`).")] = (
+        "hybrid"
+    ),
+    param: Annotated[list[str] | None, typer.Option("--param", help="Method parameter key=value (repeatable).")] = None,
     pairs_file: PairsFile = None,
 ) -> None:
     """Run a real pair's whole pipeline on random-weight models built from its shipped configs (no download)."""
     from harness.dryrun import dry_run as run_dry
 
-    record, path = run_dry(pair, scale, backend=backend, results_dir=results_dir, pairs_file=pairs_file)
+    record, path = run_dry(
+        pair,
+        scale,
+        backend=backend,
+        results_dir=results_dir,
+        pairs_file=pairs_file,
+        method=method,
+        method_params=parse_params(param or []),
+    )
     for name, cost in record.cost["phases"].items():
         console.print(
             f"{name}: {cost['wall_s']:.1f} s, {cost['tokens']} tokens, peak {cost['peak_memory_bytes'] / 2**20:.0f} MiB"

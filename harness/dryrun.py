@@ -263,10 +263,15 @@ def dry_run(
     pairs_file: Path | None = None,
     method: str = "hybrid",
     budget: Budget | None = None,
+    method_params: dict[str, Any] | None = None,
 ) -> tuple[Any, Path]:
-    """Run `method` on `pair_name` (from `pairs_file`, default the shipped pairs) at `scale` with random weights;
-    the record and its path (under `results_dir`, default `$HARNESS_CACHE/dryrun/results`)."""
+    """Run `method` (with `method_params`) on `pair_name` (from `pairs_file`, default the shipped pairs) at `scale`
+    with random weights; the record and its path (under `results_dir`, default `$HARNESS_CACHE/dryrun/results`).
+    The method and its parameters are checked before any model is built."""
     from harness.pipeline import RunSpec, run
+    from trainers.objectives import load_method
+
+    load_method(method, **(method_params or {}))
 
     value = parse_scale(scale)
     results_dir = Path(results_dir or default_results_dir())
@@ -281,6 +286,7 @@ def dry_run(
     spec = RunSpec(
         pair=pair.name,
         method=method,
+        method_params=method_params or {},
         limit=budget.limit,
         backend=backend,
         results_dir=results_dir,

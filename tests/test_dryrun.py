@@ -148,3 +148,40 @@ def test_dry_run_bad_input_is_one_line(args: list[str], message: str, monkeypatc
     assert done.value.code == 2
     out = capsys.readouterr().err
     assert message in out and len(out.strip().splitlines()) == 1
+
+
+DRY_RUN_METHODS = {  # the methods whose training data or loss differ from hybrid's, through the CLI
+    "distillm2": ["--method", "distillm2"],
+    "taid-sekd": ["--method", "taid", "--param", "select_top=0.5"],
+    "hybrid-wsl-chi2-csd": [
+        *("--method", "hybrid", "--param", "weighting=wsl"),
+        *("--param", "hard_term=chi2", "--param", "divergence=csd"),
+    ],
+}
+
+
+@pytest.mark.parametrize("run", sorted(DRY_RUN_METHODS))
+def test_dry_run_of_the_methods_at_a_real_vocabulary(run: str, tmp_path: Path, monkeypatch, capsys) -> None:
+    results = tmp_path / "results"
+    argv = ["harness", "dry-run", "--pair", "deepseek-coder", "--backend", "transformers"]
+    monkeypatch.setattr(sys, "argv", [*argv, "--results-dir", str(results), *DRY_RUN_METHODS[run]])
+    with pytest.raises(SystemExit) as done:
+        main()
+    assert done.value.code == 0
+    (path,) = (results / "runs").glob("*.json")
+    record = json.loads(path.read_text())
+    assert record["method"] == DRY_RUN_METHODS[run][1] and record["training"]["steps"] == dryrun.Budget().max_steps
+    if run == "distillm2":  # the initial student's responses are generated and charged as their own phase
+        assert "student_responses" in record["cost"]["phases"]
+
+
+def test_dry_run_checks_the_method_before_building_models(monkeypatch, capsys) -> None:
+    monkeypatch.setattr(dryrun, "build_pair", lambda *a: pytest.fail("models were built"))
+    monkeypatch.setattr(
+        sys, "argv", ["harness", "dry-run", "--pair", "qwen", "--method", "hybrid", "--param", "alpha=7"]
+    )
+    with pytest.raises(SystemExit) as done:
+        main()
+    assert done.value.code == 2
+    out = capsys.readouterr().err
+    assert "alpha" in out and len(out.strip().splitlines()) == 1
