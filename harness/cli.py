@@ -152,9 +152,14 @@ RUN_OPTIONS = [  # (name, annotation, default) of the options every command that
     (
         "teacher_signal",
         Annotated[
-            str, typer.Option("--teacher-signal", help="Soft labels from the cached top-k or an online teacher.")
+            str | None,
+            typer.Option(
+                "--teacher-signal",
+                help="Soft labels from the cached top-k or an online teacher, for the methods that have the choice "
+                "(default: topk; on-policy methods and distillm2 use the online teacher).",
+            ),
         ],
-        "topk",
+        None,
     ),
     ("top_k", Annotated[int, typer.Option("--top-k", help=TOP_K_HELP)], 32),
     ("supervision_temperature", SupervisionTemperature, None),
@@ -265,8 +270,9 @@ def sweep(
 ) -> None:
     """Run the grid pairs x methods x seeds, skipping cells that have a record and going on after failures.
 
-    `--param key=value` goes to every method of the sweep that has the parameter; `--preset` sets its values for
-    the methods it has values for, as `run --preset` does (explicit `--param` values win)."""
+    `--param key=value` goes to every method of the sweep that has the parameter, `--teacher-signal` to every method
+    that has the choice; `--preset` sets its values for the methods it has values for, as `run --preset` does
+    (explicit `--param` values win)."""
     from dataclasses import replace
 
     from harness.launch import is_main_process

@@ -129,3 +129,13 @@ def test_a_sweep_with_a_preset_records_its_values_and_resumes_as_its_own_cells(
     assert records["hybrid"].training["steps"] == 2
     assert swept("--preset", "bridge-garden", "--param", "alpha=0.3") == []  # both cells have their record
     assert swept("--param", "alpha=0.3") == ["hybrid"]  # without the preset, hybrid is another cell; hard is not
+
+
+def test_grid_gives_the_teacher_signal_to_the_methods_that_have_the_choice() -> None:
+    template = RunSpec(pair="", method="", teacher_signal="online")
+    specs = grid(["tiny"], ["hard", "soft", "gkd"], [0], {}, template)
+    assert [(s.method, s.teacher_signal) for s in specs] == [("hard", None), ("soft", "online"), ("gkd", None)]
+    with pytest.raises(HarnessError, match="--teacher-signal online: none of the methods hard, gkd has the choice"):
+        grid(["tiny"], ["hard", "gkd"], [0], {}, template)
+    with pytest.raises(HarnessError, match="unknown teacher signal 'cache'"):
+        grid(["tiny"], ["soft"], [0], {}, RunSpec(pair="", method="", teacher_signal="cache"))
