@@ -165,6 +165,7 @@ def check_spec(spec: RunSpec) -> tuple[Pair, Objective, TrainConfig]:
     if spec.backend not in BACKENDS:
         raise unknown_choice("backend", spec.backend, BACKENDS)
     check_teacher_signal(spec.teacher_signal, objective)
+    launch.check_sharding()
     if launch.world_size() > 1 and spec.generation_devices() > launch.world_size():
         raise HarnessError(
             "--tensor-parallel/--data-parallel are for a single process (vLLM starts its own workers); under "
