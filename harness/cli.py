@@ -152,9 +152,14 @@ RUN_OPTIONS = [  # (name, annotation, default) of the options every command that
     (
         "teacher_signal",
         Annotated[
-            str, typer.Option("--teacher-signal", help="Soft labels from the cached top-k or an online teacher.")
+            str | None,
+            typer.Option(
+                "--teacher-signal",
+                help="Soft labels from the cached top-k or an online teacher, for the methods that have the choice "
+                "(default: topk; on-policy methods and distillm2 use the online teacher).",
+            ),
         ],
-        "topk",
+        None,
     ),
     ("top_k", Annotated[int, typer.Option("--top-k", help=TOP_K_HELP)], 32),
     ("supervision_temperature", SupervisionTemperature, None),
@@ -258,10 +263,16 @@ def sweep(
     pairs: Annotated[str, typer.Option("--pairs", help="Comma-separated pairs.")] = "tiny",
     methods: Annotated[str, typer.Option("--methods", help="Comma-separated methods.")] = "hard,soft,hybrid",
     seeds: Annotated[str, typer.Option("--seeds", help="Comma-separated training seeds.")] = "0",
+    preset: Annotated[
+        str | None,
+        typer.Option("--preset", help="Named parameter values for the methods it sets, e.g. bridge-garden."),
+    ] = None,
 ) -> None:
     """Run the grid pairs x methods x seeds, skipping cells that have a record and going on after failures.
 
-    `--param key=value` goes to every method of the sweep that has the parameter."""
+    `--param key=value` goes to every method of the sweep that has the parameter, `--teacher-signal` to every method
+    that has the choice; `--preset` sets its values for the methods it has values for, as `run --preset` does
+    (explicit `--param` values win)."""
     from dataclasses import replace
 
     from harness.launch import is_main_process
@@ -273,7 +284,9 @@ def sweep(
     except ValueError:
         raise HarnessError(f"malformed --seeds {seeds!r}; expected integers separated by commas") from None
     results_dir = spec.results_dir
-    specs = grid(comma_list(pairs), comma_list(methods), seed_list, spec.method_params, replace(spec, method_params={}))
+    specs = grid(
+        comma_list(pairs), comma_list(methods), seed_list, spec.method_params, replace(spec, method_params={}), preset
+    )
     result = run_sweep(specs, results_dir)
     if not is_main_process():
         return

@@ -55,6 +55,39 @@ def broadcast(value: Any) -> Any:
     return broadcast_object_list([value])[0]
 
 
+SHARDED = {"ACCELERATE_USE_FSDP": "FSDP", "ACCELERATE_USE_DEEPSPEED": "DeepSpeed"}  # what accelerate launch exports
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "false").lower() in ("1", "true", "yes")
+
+
+def check_sharding() -> None:
+    """Refuse sharded training (FSDP or DeepSpeed, as `accelerate launch --config_file fsdp.yaml | zero3.yaml`
+    exports it) that accelerate would silently replace with unsharded training (DDP, or one plain process).
+
+    As accelerate 1.15 decides (`AcceleratorState`, `PartialState._prepare_backend`): neither is used when the
+    training loop's Accelerator runs on CPU, which it does without a GPU (`cpu=not torch.cuda.is_available()`) or
+    under `--cpu` (ACCELERATE_USE_CPU); FSDP is also dropped in a process not started by torchrun / accelerate
+    launch (no LOCAL_RANK). tests/test_sharded_training.py pins the CPU case down."""
+    asked = [name for variable, name in SHARDED.items() if _flag(variable)]
+    if not asked:
+        return
+    import torch
+
+    why = None
+    if not torch.cuda.is_available():
+        why = "no GPU is visible"
+    elif _flag("ACCELERATE_USE_CPU"):
+        why = "the launch forces the CPU (--cpu)"
+    elif asked == ["FSDP"] and "LOCAL_RANK" not in os.environ:
+        why = "no accelerate launch or torchrun started this process"
+    if why is not None:
+        raise HarnessError(
+            f"the launch asks for {' and '.join(asked)} but {why}: accelerate would train unsharded; use ddp.yaml"
+        )
+
+
 def part() -> tuple[int, int]:
     """This process's slice of shared work: (rank, world size)."""
     return rank(), world_size()

@@ -55,7 +55,7 @@ class RunSpec:
     seed: int = 0
     train_overrides: dict[str, Any] = field(default_factory=dict)
     limit: int | None = None
-    teacher_signal: str = "topk"
+    teacher_signal: str | None = None  # topk or online, for methods with the choice (None: the method's default)
     top_k: int = 32
     backend: str = "auto"
     results_dir: Path = Path("results")
@@ -94,7 +94,7 @@ def context(spec: RunSpec, state: RunState, ledger: CostLedger) -> RunContext:
         spec=spec,
         pair=pair,
         objective=objective,
-        plan=objective.data_plan(spec.teacher_signal),
+        plan=objective.data_plan(spec.teacher_signal),  # checked against the spec by check_spec
         config=config,
         state=state,
         ledger=ledger,
@@ -139,12 +139,13 @@ def run_phase(ctx: RunContext, phase: Phase, part: tuple[int, int], writer: bool
 def recorded_settings(
     spec: RunSpec, pair: Pair, objective: Objective, config: TrainConfig
 ) -> dict[str, dict[str, Any]]:
-    """The settings a run's record carries besides pair, method and seed: what makes two runs comparable."""
+    """The settings a run's record carries besides pair, method and seed: what makes two runs comparable. The
+    teacher signal is the one the method's data plan uses (none, topk or online), not the command line's."""
     return {
         "method_params": objective.config(),
         "train_config": {
             **config.to_dict(),
-            "teacher_signal": spec.teacher_signal,
+            "teacher_signal": objective.data_plan(spec.teacher_signal).teacher_signal,
             "top_k": spec.top_k,
             "limit": spec.limit,
             "supervision_temperature": supervision_temperature(pair, spec),
@@ -163,14 +164,39 @@ def check_spec(spec: RunSpec) -> tuple[Pair, Objective, TrainConfig]:
         load_task(name)
     if spec.backend not in BACKENDS:
         raise unknown_choice("backend", spec.backend, BACKENDS)
-    if spec.teacher_signal not in TEACHER_SIGNALS:
-        raise unknown_choice("teacher signal", spec.teacher_signal, TEACHER_SIGNALS)
+    check_teacher_signal(spec.teacher_signal, objective)
+    launch.check_sharding()
     if launch.world_size() > 1 and spec.generation_devices() > launch.world_size():
         raise HarnessError(
             "--tensor-parallel/--data-parallel are for a single process (vLLM starts its own workers); under "
             "accelerate launch or torchrun every process generates its own shard"
         )
     return pair, objective, train_config(pair, spec)
+
+
+def chooses_teacher_signal(objective: Objective) -> bool:
+    """Whether the method's data plan follows the run's teacher signal (soft labels from the top-k cache or from
+    the online teacher), rather than fixing its own."""
+    return all(objective.data_plan(signal).teacher_signal == signal for signal in TEACHER_SIGNALS)
+
+
+def check_teacher_signal(signal: str | None, objective: Objective) -> None:
+    """Refuse a teacher signal the method would not use: an unknown one, one for a method that reads none, or
+    `topk` for a method whose data plan needs the online teacher (None: the method's own, always accepted)."""
+    if signal is None:
+        return
+    if signal not in TEACHER_SIGNALS:
+        raise unknown_choice("teacher signal", signal, TEACHER_SIGNALS)
+    if chooses_teacher_signal(objective):
+        return
+    used = objective.data_plan(signal).teacher_signal
+    if used == "none":
+        raise HarnessError(f"--teacher-signal {signal}: method {objective.name!r} reads no teacher signal; drop it")
+    if used != signal:
+        raise HarnessError(
+            f"--teacher-signal {signal}: method {objective.name!r} trains with the {used} teacher (its data plan); "
+            "drop --teacher-signal"
+        )
 
 
 def run(spec: RunSpec) -> tuple[RunRecord, Path] | None:

@@ -31,6 +31,7 @@ def run_folder(spec: Any) -> Path:
     dir, checkpoint interval, generation backend or parallel layout (a run can resume on another number of GPUs)."""
     values = asdict(spec) | {"results_dir": None, "backend": None, "tensor_parallel": None, "data_parallel": None}
     values["gpu_memory_utilization"] = None
+    values["teacher_signal"] = spec.teacher_signal or "topk"  # None (the method's own) keys as the old default did
     values["train_overrides"] = {k: v for k, v in values["train_overrides"].items() if k != "checkpoint_every"}
     return cache_root() / "checkpoints" / cache_key({"run": values})
 

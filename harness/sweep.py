@@ -24,6 +24,7 @@ from harness.records import load_records, utc_now
 from kdcore.errors import HarnessError, Interrupted, unknown_choice
 from kdcore.io import atomic_write_json
 from kdcore.progress import console
+from trainers.bridge_garden import apply_preset, preset_methods
 from trainers.objectives import METHODS
 
 FAILURES_DIR = "failures"
@@ -43,24 +44,39 @@ class SweepResult:
 
 
 def grid(
-    pairs: list[str], methods: list[str], seeds: list[int], params: dict[str, Any], template: pipeline.RunSpec
+    pairs: list[str],
+    methods: list[str],
+    seeds: list[int],
+    params: dict[str, Any],
+    template: pipeline.RunSpec,
+    preset: str | None = None,
 ) -> list[pipeline.RunSpec]:
     """One spec per (pair, method, seed), in that order; each method takes the `params` it has (a parameter no
-    method of the sweep has is an error), the rest of every spec comes from `template`."""
+    method of the sweep has is an error) on top of `preset`'s values for it, if the preset sets any (a preset that
+    sets none of the sweep's methods is an error), and the template's teacher signal if it has the choice (likewise),
+    the rest of every spec comes from `template`. A spec's `method_params` are the resolved values, so a cell with a
+    preset is its own cell (name, record, resume)."""
     for method in methods:
         if method not in METHODS:
             raise unknown_choice("method", method, METHODS)
+    preset_for = set(preset_methods(preset, methods)) if preset is not None else set()
     fields = {m: {f.name for f in dataclasses.fields(METHODS[m].Params)} for m in methods}
     for key in params:
         if not any(key in names for names in fields.values()):
             raise HarnessError(f"parameter {key!r} belongs to none of the methods {', '.join(methods)}")
+    own = {m: {k: v for k, v in params.items() if k in fields[m]} for m in methods}
+    signal = template.teacher_signal
+    takes_signal = {m for m in methods if pipeline.chooses_teacher_signal(METHODS[m]())}
+    if signal is not None and not takes_signal:
+        raise HarnessError(f"--teacher-signal {signal}: none of the methods {', '.join(methods)} has the choice")
     specs = [
         replace(
             template,
             pair=pair,
             method=method,
             seed=seed,
-            method_params={k: v for k, v in params.items() if k in fields[method]},
+            method_params=apply_preset(method, preset if method in preset_for else None, own[method]),
+            teacher_signal=signal if method in takes_signal else None,
         )
         for pair in pairs
         for method in methods

@@ -82,3 +82,47 @@ def test_shipped_accelerate_configs_load(name: str, kind: str) -> None:
         assert config.deepspeed_config["zero_stage"] == 3
     if name == "fsdp":
         assert config.fsdp_config["fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
+
+
+@pytest.mark.parametrize(
+    ("environment", "message"),
+    [
+        ({"ACCELERATE_USE_FSDP": "true"}, "the launch asks for FSDP but no GPU is visible: accelerate would train"),
+        ({"ACCELERATE_USE_DEEPSPEED": "true"}, "the launch asks for DeepSpeed but no GPU is visible: accelerate"),
+    ],
+)
+def test_sharded_training_accelerate_would_drop_on_cpu_is_refused_before_anything_loads(
+    tmp_path: Path, monkeypatch, capsys, environment: dict[str, str], message: str
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(sys, "argv", ["harness", "run", "--method", "hard", "--results-dir", str(tmp_path)])
+    with pytest.raises(SystemExit) as done:
+        main()
+    captured = capsys.readouterr()
+    out = captured.out + captured.err
+    assert done.value.code == 2 and message in out and len(out.strip().splitlines()) == 1
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_sharded_training_is_accepted_where_accelerate_honours_it(monkeypatch) -> None:
+    from harness.launch import check_sharding
+    from kdcore.errors import HarnessError
+
+    check_sharding()  # nothing asked: nothing to check
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    with pytest.raises(HarnessError, match="no accelerate launch or torchrun started this process"):
+        check_sharding()
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    check_sharding()  # a GPU launch by torchrun: accelerate shards
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "True")  # accelerate launch --cpu
+    with pytest.raises(HarnessError, match="the launch forces the CPU"):
+        check_sharding()
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "False")
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "false")
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    monkeypatch.delenv("LOCAL_RANK")
+    check_sharding()  # DeepSpeed on a GPU needs no launcher's rank (accelerate runs it in one process)

@@ -216,6 +216,7 @@ def test_distillm2_trains_on_both_responses_through_the_loop() -> None:
 
 RUNS = {
     "csd": ["--method", "csd"],
+    "distillm2": ["--method", "distillm2"],
     "dld": ["--method", "dld", "--param", 'div_params={"weights": "student", "normalization": "mean"}'],
     "taid": ["--method", "taid"],
     "hybrid-wsl-csd": ["--method", "hybrid", "--param", "weighting=wsl", "--div", "csd"],
@@ -239,6 +240,11 @@ def test_new_methods_run_on_the_tiny_pair(mini_tiny, run: str, tmp_path: Path, m
     (record_path,) = (results / "runs").glob("*.json")
     record = json.loads(record_path.read_text())
     assert record["method"] == RUNS[run][1] and record["training"]["steps"] == 2
+    assert record["train_config"]["teacher_signal"] == ("online" if run == "distillm2" else "topk")  # what it used
+    phases = record["cost"]["phases"]
+    assert ("student_responses" in phases) == (run == "distillm2")  # DistiLLM-2's second data set, charged
+    if run == "distillm2":
+        assert phases["student_responses"]["device_hours"] > 0  # built here or carried from the cache's build
     if run == "hybrid-bridge-garden":  # the preset's values are in the record
         assert {k: record["method_params"][k] for k in ("alpha", "gamma", "warmup")} == {
             "alpha": 0.2,

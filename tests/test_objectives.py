@@ -264,9 +264,34 @@ def test_harness_methods_shows_each_parameter_with_its_range_and_source(monkeypa
         (("--method", "soft", "--preset", "bridge-garden"), "preset 'bridge-garden' has no values for method 'soft'"),
         (("--param", "alpha=2"), "method 'hybrid': parameter 'alpha' of HybridParams: 2.0 is not allowed"),
         (("--method", "csd", "--param", 'div_params={"weights": "x"}'), "csd weights 'x' unknown"),
+        (("--method", "gkd", "--teacher-signal", "topk"), "--teacher-signal topk: method 'gkd' trains with the online"),
+        (("--method", "distillm2", "--teacher-signal", "topk"), "method 'distillm2' trains with the online teacher"),
+        (("--method", "hard", "--teacher-signal", "online"), "method 'hard' reads no teacher signal; drop it"),
+        (("--method", "soft", "--teacher-signal", "cache"), "unknown teacher signal 'cache'"),
     ],
 )
 def test_bad_method_input_fails_in_one_line_before_anything_loads(monkeypatch, capsys, tmp_path, args, message):
     code, out = invoke(monkeypatch, capsys, "run", "--pair", "tiny", "--results-dir", str(tmp_path), *args)
     assert code == 2 and message in out and len(out.strip().splitlines()) == 1
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+@pytest.mark.parametrize(
+    ("method", "asked", "used"),
+    [
+        ("hard", None, "none"),
+        ("soft", None, "topk"),
+        ("soft", "online", "online"),
+        ("gkd", None, "online"),
+        ("gkd", "online", "online"),
+        ("hybrid-gkd", None, "online"),
+        ("distillm2", None, "online"),
+    ],
+)
+def test_the_record_names_the_teacher_signal_the_method_uses(method: str, asked: str | None, used: str) -> None:
+    from harness.pipeline import RunSpec, check_spec, recorded_settings
+
+    spec = RunSpec(pair="tiny", method=method, teacher_signal=asked)
+    pair, objective, config = check_spec(spec)
+    assert objective.data_plan(asked).teacher_signal == used
+    assert recorded_settings(spec, pair, objective, config)["train_config"]["teacher_signal"] == used

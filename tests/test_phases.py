@@ -63,7 +63,7 @@ class WithResponses(Hard):
 
     name = "with-responses"
 
-    def data_plan(self, teacher_signal: str = "topk") -> DataPlan:
+    def data_plan(self, teacher_signal: str | None = None) -> DataPlan:
         return DataPlan(completions="teacher", student_responses=True)
 
 

@@ -130,8 +130,8 @@ class FakeEngine:
 
 
 KINDS = {  # method, teacher signal, params -> what training holds
-    "sft": ("sft", "topk", {}, ("student",)),
-    "hard": ("hard", "topk", {}, ("student",)),
+    "sft": ("sft", None, {}, ("student",)),
+    "hard": ("hard", None, {}, ("student",)),
     "soft": ("soft", "topk", {}, ("student",)),
     "hybrid": ("hybrid", "topk", {}, ("student",)),
     "soft-online": ("soft", "online", {}, ("student", "teacher")),

@@ -167,3 +167,13 @@ def test_sigkilled_run_resumes_to_the_uninterrupted_result(mini_tiny, tmp_path: 
     assert record["cost"]["phases"]["train"]["wall_s"] > first_attempt["train"]["wall_s"]
     assert record["cost"]["phases"]["train"]["tokens"] >= reference["cost"]["phases"]["train"]["tokens"]
     assert not folder.exists()
+
+
+def test_the_method_s_own_teacher_signal_keys_the_run_folder_as_the_old_topk_default() -> None:
+    """A run started when --teacher-signal defaulted to topk resumes now that the default is the method's own."""
+    assert run_folder(RunSpec(pair="tiny", method="hard")) == run_folder(
+        RunSpec(pair="tiny", method="hard", teacher_signal="topk")
+    )
+    assert run_folder(RunSpec(pair="tiny", method="soft")) != run_folder(
+        RunSpec(pair="tiny", method="soft", teacher_signal="online")
+    )

@@ -16,7 +16,8 @@ its weighting names), so each formula below is our implementation of the issue's
   cross-entropy is -phi(r) with phi(r) = r - r^2 / (4 alpha): CE + CE^2 / (4 alpha). It is CE as alpha -> inf.
 
 The release's defaults (issue 13: entropy gamma = 0.1, curriculum warm-up 0.2, static soft weight 0.2) are the
-`bridge-garden` preset (`harness run --preset bridge-garden`); explicit --param values override a preset.
+`bridge-garden` preset (`harness run --preset bridge-garden`, or `harness sweep`, where it sets the methods it has
+values for); explicit --param values override a preset.
 """
 
 from __future__ import annotations
@@ -33,16 +34,26 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
+def preset_methods(preset: str, methods: list[str]) -> list[str]:
+    """The methods among `methods` that preset `preset` sets values for; an unknown preset, or one that sets none
+    of them, is a one-line error."""
+    if preset not in PRESETS:
+        raise unknown_choice("preset", preset, PRESETS)
+    chosen = [method for method in methods if method in PRESETS[preset]]
+    if not chosen:
+        which = "method" if len(methods) == 1 else "any of the methods"
+        raise HarnessError(
+            f"preset {preset!r} has no values for {which} {', '.join(repr(m) for m in methods)}; "
+            f"it sets: {', '.join(sorted(PRESETS[preset]))}"
+        )
+    return chosen
+
+
 def apply_preset(method: str, preset: str | None, params: dict[str, Any]) -> dict[str, Any]:
     """`params` on top of preset `preset`'s values for `method` (explicit values win); unchanged without one."""
     if preset is None:
         return dict(params)
-    if preset not in PRESETS:
-        raise unknown_choice("preset", preset, PRESETS)
-    if method not in PRESETS[preset]:
-        raise HarnessError(
-            f"preset {preset!r} has no values for method {method!r}; it sets: {', '.join(sorted(PRESETS[preset]))}"
-        )
+    preset_methods(preset, [method])
     return {**PRESETS[preset][method], **params}
 
 

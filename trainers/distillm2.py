@@ -20,9 +20,9 @@ carries `student_completion_ids`, the initial student's greedy completion of its
 example into two rows of the micro-batch, its teacher completion and its student completion, flagged
 `from_student` (trainers.batch collates the flag into `TeacherRows.from_student`). The teacher's distribution on
 the student's responses is not in the supervision cache, so the method asks for the online teacher
-(`teacher_signal = online` in its data plan, whatever the run's --teacher-signal), as the release does (it runs
-the teacher on both kinds of responses). Training data without student responses is an error: the method is not
-DistiLLM-2 without its second data set.
+(`teacher_signal = online` in its data plan, whatever the run asks: the harness refuses an explicit topk), as the
+release does (it runs the teacher on both kinds of responses). Training data without student responses is an
+error: the method is not DistiLLM-2 without its second data set.
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ class DistiLLM2(Objective):
     Params = DistiLLM2Params
     soft_labels = True
 
-    def data_plan(self, teacher_signal: str = "topk") -> DataPlan:
+    def data_plan(self, teacher_signal: str | None = None) -> DataPlan:
         return DataPlan(completions="teacher", teacher_signal="online", student_responses=True)
 
     def batch_examples(self, examples: list[dict[str, Any]]) -> list[dict[str, Any]]:

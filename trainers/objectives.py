@@ -76,13 +76,14 @@ class Objective(ABC):
     def config(self) -> dict[str, Any]:
         return dataclasses.asdict(self.params)
 
-    def data_plan(self, teacher_signal: str = "topk") -> DataPlan:
-        """What the driver prepares for this method; `teacher_signal` ('topk' or 'online') is the run's choice
-        for methods that read soft labels (on-policy methods always need the online teacher)."""
+    def data_plan(self, teacher_signal: str | None = None) -> DataPlan:
+        """What the driver prepares for this method; `teacher_signal` ('topk' or 'online'; None: 'topk') is the
+        run's choice for methods that read soft labels (on-policy methods always need the online teacher). The
+        plan's `teacher_signal` is what the run uses, whatever was asked."""
         if self.on_policy:
             signal = "online"
         elif self.soft_labels:
-            signal = teacher_signal
+            signal = teacher_signal or "topk"
         else:
             signal = "none"
         return DataPlan(completions=self.completions, teacher_signal=signal, on_policy=self.on_policy)  # type: ignore[arg-type]
