@@ -305,7 +305,12 @@ def load_or_build_supervision(
         )
         return data, _work(generator[0], data, teacher_params), {"traces": counts.to_dict()}
 
-    return load_or_build_shards(cache_root() / "supervision" / key, key, len(prompts), settings.shard_size, build, part)
+    return load_or_build_shards(supervision_folder(key), key, len(prompts), settings.shard_size, build, part)
+
+
+def supervision_folder(key: str) -> Path:
+    """The cache entry of the supervision with `key` (a supervise phase's `cache_key`)."""
+    return cache_root() / "supervision" / key
 
 
 def responses_key(student_id: str, pair: Pair, prompts: list[list[int]], settings: SupervisionSettings) -> str:
@@ -412,11 +417,15 @@ def load_or_build_shards(
     return datasets.concatenate_datasets([data for data, _ in shards]).with_format("torch"), built
 
 
-def trace_counts(folder: Path) -> TraceCounts:
-    """What the trace filter kept and left out over all built shards of a supervision cache entry (for the record)."""
+def trace_counts(folder: Path) -> TraceCounts | None:
+    """What the trace filter kept and left out over all built shards of a supervision cache entry (for the record);
+    None when a shard was built before the counts were stored."""
     total = TraceCounts()
     for meta in sorted((folder / "shards").glob(f"*/{META_FILE}")):
-        total.add(TraceCounts(**json.loads(meta.read_text()).get("traces", {})))
+        traces = json.loads(meta.read_text()).get("traces")
+        if traces is None:
+            return None
+        total.add(TraceCounts(**traces))
     return total
 
 

@@ -15,7 +15,9 @@ from harness.supervise import (
     SupervisionSettings,
     build_supervision,
     load_or_build_supervision,
+    supervision_folder,
     teacher_samples,
+    trace_counts,
 )
 from harness.trace_filter import TraceCounts, TraceFilter, task_scorer
 from tasks import load_task
@@ -185,15 +187,16 @@ class TopkSpy:
 
 def test_the_pairs_supervision_top_p_and_top_k_reach_the_generator(tmp_path: Path, monkeypatch) -> None:
     """load_or_build_supervision samples with the pair's supervision top-p and top-k (the sampling's), while `k`
-    (the soft labels') comes from the settings."""
+    (the soft labels') comes from the settings; the shard's trace counts are read back for the record."""
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path))
     protocol = GenerationSettings(temperature=0.7, top_p=0.9, top_k=5)
     pair = replace(get_pair("tiny"), train_prompts=3, supervision=protocol)
     tokenizer = load_tokenizer(resolve(pair.teacher))
     spy = TopkSpy(tokenizer.eos_token_id)
     settings = SupervisionSettings(top_k=4, temperature=0.7)
-    data, _ = load_or_build_supervision(pair, "teacher-id", tokenizer, lambda: spy, settings, teacher_params=1)
+    data, cost = load_or_build_supervision(pair, "teacher-id", tokenizer, lambda: spy, settings, teacher_params=1)
     assert spy.calls == [
         {"k": 4, "max_new_tokens": pair.max_new_tokens, "temperature": 0.7, "seed": 0, "top_p": 0.9, "top_k": 5}
     ]
     assert len(data) == 3
+    assert trace_counts(supervision_folder(cost.cache_key)) == TraceCounts(total=3, kept=3)
