@@ -67,7 +67,7 @@ def worker(job_path: str) -> None:
             runs.append({"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu})
     finally:
         generator.close()
-    Path(job["out"]).write_text(json.dumps({"ready": ready, "runs": runs, "outputs": [o[0] for o in outputs]}))
+    Path(job["out"]).write_text(json.dumps({"ready": ready, "runs": runs, "outputs": [o[0].text for o in outputs]}))
 
 
 def run_child(python: str, job: dict, folder: Path, env: dict[str, str]) -> dict:

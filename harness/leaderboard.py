@@ -24,6 +24,11 @@ bootstrap interval over problems and seeds (harness.bootstrap); no interval wher
 missing. Gap recovered = (after - before) / (teacher - before) on the mean over the benchmarks, with an
 interval from a joint bootstrap of the row, the student before and the teacher (paired on problems).
 
+Truncated. Where a record's scores report it (the `truncated` metric, from the generators' finish reasons), the share
+of each benchmark's completions that hit their token budget, in %: the mean over the row's runs (or the reference's
+evaluations) that report it, without an interval. The columns appear only in tables (and csv / LaTeX outputs) with
+such a record, so records made before it was counted render as they did, and a row without it shows "–".
+
 Cost. Device-hours (wall seconds x devices / 3600) and estimated FLOPs per run, each a mean over the row's
 seeds. A phase served from a cache (teacher supervision) carries the cost of the one build that filled the
 cache entry, identified by its `cache_key`. The leaderboard charges that build once: it is split equally among
@@ -57,7 +62,7 @@ from harness.plots import pair_plots
 from harness.records import RunRecord, load_records
 from kdcore.errors import HarnessError, unknown_choice
 from kdcore.io import atomic_write_bytes, atomic_write_text
-from kdcore.scores import TaskScore
+from kdcore.scores import TRUNCATED, TaskScore
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +109,7 @@ class Reference:
     average: Estimate | None
     evaluations: int
     note: str = ""
+    truncated: dict[str, Estimate] = field(default_factory=dict)  # benchmark -> % of completions that hit the budget
 
 
 @dataclass
@@ -122,6 +128,7 @@ class Row:
     devices: str
     cheaper: float | None = None
     cheaper_standalone: float | None = None
+    truncated: dict[str, Estimate] = field(default_factory=dict)  # benchmark -> % of completions that hit the budget
 
     @property
     def label(self) -> str:
@@ -152,6 +159,11 @@ class PairTable:
 
     def reference(self, label: str) -> Reference | None:
         return next((r for r in self.references if r.label == label), None)
+
+    @property
+    def truncation(self) -> bool:
+        """Whether a row of the table reports truncated rates (their columns are shown only then)."""
+        return any(r.truncated for r in [*self.rows, *self.references])
 
     @property
     def teacher_average(self) -> float | None:
@@ -387,6 +399,13 @@ def _replicates(logs: list[_Logs], tasks: list[str]) -> np.ndarray | None:
     return 100.0 * bootstrap_means(series, tasks, n_boot=BOOT, seed=BOOT_SEED)
 
 
+def _truncated(scores: Iterable[TaskScore]) -> Estimate | None:
+    """The mean % of completions that hit their token budget over the scores that report it (no interval); None when
+    none does."""
+    rates = [100.0 * score.metrics[TRUNCATED] for score in scores if TRUNCATED in score.metrics]
+    return Estimate(float(np.mean(rates)), None, None, len(rates)) if rates else None
+
+
 def _estimate(values: list[float], replicates: np.ndarray | None) -> Estimate:
     low, high = percentile_interval(replicates) if replicates is not None else (None, None)
     return Estimate(float(np.mean(values)), low, high, len(values))
@@ -444,7 +463,7 @@ def _reference(
     """A reference row from the runs' `kind` scores (teacher_scores or student_before_scores): its distinct
     evaluations per benchmark (runs share one cached evaluation), never averaging evaluations of different sizes."""
     logs = _Logs()
-    notes, evaluations = [], 0
+    notes, evaluations, truncated = [], 0, {}
     for task in benchmarks:
         distinct = {}
         for run in runs:
@@ -458,10 +477,12 @@ def _reference(
             names = tuple(f"evaluation {i}" for i in range(len(distinct)))
             logs.add(results_dir, task, names, [distinct[k] for k in sorted(distinct, key=repr)])
             evaluations = max(evaluations, len(distinct))
+            if (rate := _truncated(distinct.values())) is not None:
+                truncated[task] = rate
     if not logs.means:
         return None
     scores, average = _score_estimates(logs, benchmarks)
-    return Reference(label, scores, average, evaluations, "; ".join(notes)), logs
+    return Reference(label, scores, average, evaluations, "; ".join(notes), truncated), logs
 
 
 # ---------------------------------------------------------------- groups -> rows and tables
@@ -503,6 +524,11 @@ def _row(
         total_flops=float(np.mean([sum(flops[r.run_id].values()) for r in runs])),
         standalone_flops=float(np.mean([sum(p.get("flops", 0.0) for p in r.cost["phases"].values()) for r in runs])),
         devices=", ".join(devices),
+        truncated={
+            task: rate
+            for task in benchmarks
+            if (rate := _truncated(r.scores[task] for r in runs if task in r.scores)) is not None
+        },
     )
 
 
@@ -613,6 +639,8 @@ def build_tables(
             if several:
                 table.notes.append(_build_notes(pair, builds[pair]))
             table.notes += [f"{r.label}: {r.note}" for r in table.references if r.note]
+            if table.truncation:
+                table.notes.append(TRUNCATION_NOTE)
             table_groups = [row.group for row in table.rows]
             if baseline is not None and any(baseline in (g.label, g.method) for g in table_groups):
                 base = resolve_method(table_groups, pair, baseline, kind="baseline method")
@@ -682,6 +710,8 @@ def display_table(table: PairTable) -> tuple[list[str], list[list[Cell]], list[l
     headers = ["method", "seeds", *table.benchmarks]
     headers += ["average"] if average else []
     headers += ["gap recovered"]
+    truncation = table.benchmarks if table.truncation else []
+    headers += [f"{b} truncated" for b in truncation]
     headers += [f"{p} dev-h" for p in table.phases]
     headers += ["total dev-h", "standalone dev-h", "total FLOPs", "standalone FLOPs"]
     if table.baseline:
@@ -693,6 +723,7 @@ def display_table(table: PairTable) -> tuple[list[str], list[list[Cell]], list[l
         cells += [Cell(fmt_score(row.scores.get(b), row.seeds), _mean(row.scores.get(b))) for b in table.benchmarks]
         cells += [Cell(fmt_score(row.average, row.seeds), _mean(row.average))] if average else []
         cells += [Cell(fmt_gap(row.gap), _mean(row.gap))]
+        cells += [Cell(fmt_score(row.truncated.get(b), row.seeds), _mean(row.truncated.get(b))) for b in truncation]
         cells += [Cell(fmt_hours(row.phase_hours.get(p)), row.phase_hours.get(p)) for p in table.phases]
         cells += [Cell(fmt_hours(row.total_hours), row.total_hours)]
         cells += [Cell(fmt_hours(row.standalone_hours), row.standalone_hours)]
@@ -711,6 +742,9 @@ def display_table(table: PairTable) -> tuple[list[str], list[list[Cell]], list[l
         ]
         cells += [Cell(fmt_score(ref.scores.get(b))) for b in table.benchmarks]
         cells += [Cell(fmt_score(ref.average))] if average else []
+        if truncation:
+            cells += [Cell("")]  # gap recovered
+            cells += [Cell(fmt_score(ref.truncated.get(b))) for b in truncation]
         cells += [Cell("") for _ in headers[len(cells) :]]
         references.append(cells)
     return headers, rows, references
@@ -728,6 +762,10 @@ COST_NOTE = (
     "*total* includes that share, so the totals of all runs add up to what was spent; "
     "*standalone* charges each run the whole build. Reference rows (teacher, student before distillation) are "
     "cached evaluations with the table's settings; they are not charged."
+)
+TRUNCATION_NOTE = (
+    "truncated: % of the benchmark's completions that hit their token budget instead of ending (EOS or a stop "
+    "string), mean over the runs that count it, no interval; – for records made before it was counted."
 )
 
 
@@ -767,6 +805,15 @@ def _estimate_cells(estimate: Estimate | None, spec: str = ".4f") -> list[str]:
     return [_num(estimate.mean, spec), _num(estimate.low, spec), _num(estimate.high, spec), str(estimate.n)]
 
 
+def _rate_cells(rates: dict[str, Estimate], benchmarks: list[str]) -> list[str]:
+    """`<benchmark>_truncated_mean` and `_n` cells for each of `benchmarks` (blank where there is no rate)."""
+    cells = []
+    for b in benchmarks:
+        rate = rates.get(b)
+        cells += ["", ""] if rate is None else [_num(rate.mean, ".4f"), str(rate.n)]
+    return cells
+
+
 def render_csv(board: Leaderboard) -> str:
     """One flat table over all builds: a row per group plus the reference rows of each; scores in %."""
     benchmarks = sorted({b for t in board.tables for b in t.benchmarks})
@@ -774,6 +821,8 @@ def render_csv(board: Leaderboard) -> str:
     header = ["pair", "build", "pinned", "role", "method", "label", "settings_key", "seeds", "device"]
     for b in [*benchmarks, "average", "gap_recovered"]:
         header += [f"{b}_mean", f"{b}_low", f"{b}_high", f"{b}_n"]
+    truncation = benchmarks if any(t.truncation for t in board.tables) else []
+    header += [f"{b}_truncated_{part}" for b in truncation for part in ("mean", "n")]
     header += [f"{p}_device_hours" for p in phases]
     header += ["total_device_hours", "standalone_device_hours", "total_flops", "standalone_flops"]
     header += ["baseline", "cheaper_x", "cheaper_standalone_x", "method_params", "train_config"]
@@ -787,6 +836,7 @@ def render_csv(board: Leaderboard) -> str:
             for b in benchmarks:
                 line += _estimate_cells(row.scores.get(b))
             line += _estimate_cells(row.average) + _estimate_cells(row.gap)
+            line += _rate_cells(row.truncated, truncation)
             line += [_num(row.phase_hours[p]) if p in row.phase_hours else "" for p in phases]
             line += [
                 _num(row.total_hours),
@@ -806,6 +856,7 @@ def render_csv(board: Leaderboard) -> str:
             for b in benchmarks:
                 line += _estimate_cells(ref.scores.get(b))
             line += _estimate_cells(ref.average)
+            line += _estimate_cells(None) + _rate_cells(ref.truncated, truncation) if truncation else []
             writer.writerow(line + [""] * (len(header) - len(line)))
     return out.getvalue()
 
@@ -842,7 +893,9 @@ def render_latex(board: Leaderboard) -> str:
     """A booktabs table over all builds; the best student score per benchmark within each table in bold."""
     benchmarks = sorted({b for t in board.tables for b in t.benchmarks})
     with_ratio = board.baseline is not None
-    head = ["Pair", "Method", "Seeds", *(latex_escape(b) for b in benchmarks), "Gap rec.", "Dev-h", "FLOPs"]
+    truncation = benchmarks if any(t.truncation for t in board.tables) else []
+    head = ["Pair", "Method", "Seeds", *(latex_escape(b) for b in benchmarks), "Gap rec."]
+    head += [latex_escape(f"{b} truncated %") for b in truncation] + ["Dev-h", "FLOPs"]
     head += [f"$\\times$ cheaper than {latex_escape(board.baseline)}"] if with_ratio else []
     spec = "ll" + "r" * (len(head) - 2)
     lines = [
@@ -862,14 +915,17 @@ def render_latex(board: Leaderboard) -> str:
                 _latex_score(row.scores.get(b), row.scores.get(b) is not None and row.scores[b].mean == best[b])
                 for b in benchmarks
             ]
-            cells += [_latex_score(row.gap, False, 2), fmt_hours(row.total_hours), fmt_flops(row.total_flops)]
+            cells += [_latex_score(row.gap, False, 2)]
+            cells += [_latex_score(row.truncated.get(b), False) for b in truncation]
+            cells += [fmt_hours(row.total_hours), fmt_flops(row.total_flops)]
             cells += [fmt_ratio(row.cheaper).replace("x", "$\\times$")] if with_ratio else []
             lines.append(" & ".join(cells) + " \\\\")
         for ref in table.references:
             name = "teacher" if ref.label == TEACHER else "student before"
             cells = [latex_escape(table.title), f"\\textit{{{name}}}", "--"]
             cells += [_latex_score(ref.scores.get(b), False) for b in benchmarks]
-            cells += ["--", "--", "--"] + (["--"] if with_ratio else [])
+            cells += ["--", *(_latex_score(ref.truncated.get(b), False) for b in truncation), "--", "--"]
+            cells += ["--"] if with_ratio else []
             lines.append(" & ".join(cells) + " \\\\")
     lines += ["\\bottomrule", "\\end{tabular}", ""]
     return "\n".join(lines)

@@ -47,6 +47,8 @@ from harness.supervise import (
     load_or_build_supervision,
     pair_renderer,
     reference_examples,
+    supervision_folder,
+    trace_counts,
 )
 from kdcore.costs import PhaseCost, device_memory_in_use, timed
 from kdcore.io import atomic_write_json, atomic_write_text
@@ -129,7 +131,7 @@ class RunContext:
     resident: Resident
     examples: Any = None  # the training examples, once prepared
     result: TrainResult | None = None
-    training: dict[str, Any] = field(default_factory=dict)  # extra facts the train phase reports for the record
+    training: dict[str, Any] = field(default_factory=dict)  # extra facts for the record's `training` (phases add them)
     scores: dict[str, TaskScore] | None = None
     teacher_scores: dict[str, TaskScore] | None = None
     student_before_scores: dict[str, TaskScore] | None = None
@@ -190,7 +192,8 @@ class ReferenceData(Phase):
 
 
 class Supervise(Phase):
-    """The teacher's completions and top-k soft labels, from the cache or built (see harness.supervise)."""
+    """The teacher's completions and top-k soft labels, from the cache or built (see harness.supervise); the record's
+    `training.supervision_traces` says how many traces were generated, kept and left out (harness.trace_filter)."""
 
     name = "supervise"
 
@@ -217,6 +220,8 @@ class Supervise(Phase):
         if built is not None:
             ctx.ledger.settle(self.name, built)
             ctx.examples = data
+            if (counts := trace_counts(supervision_folder(built.cache_key))) is not None:
+                ctx.training["supervision_traces"] = counts.to_dict()
 
 
 class StudentResponses(Phase):

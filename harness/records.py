@@ -65,7 +65,9 @@ class RunRecord:
     teacher_scores: dict[str, TaskScore]
     cost: dict[str, Any]
     environment: dict[str, Any]
-    training: dict[str, Any]  # steps, resumed_from, mean diagnostics over the last tenth of steps, per-step log path
+    # steps, resumed_from, mean diagnostics over the last tenth of steps, per-step log path; with teacher supervision,
+    # supervision_traces: its traces generated, left out (empty, truncated, incorrect) and kept (harness.trace_filter)
+    training: dict[str, Any]
     models: dict[str, dict[str, Any]] = field(kw_only=True)  # teacher, student -> harness.identity.model_identity
     data: dict[str, Any] = field(kw_only=True)  # harness.identity.data_identity
     student_before_scores: dict[str, TaskScore] = field(kw_only=True)

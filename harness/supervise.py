@@ -60,7 +60,7 @@ from trainers.topk import teacher_buckets, topk_features, topk_logprobs
 
 @dataclass(frozen=True)
 class SupervisionSettings:
-    top_k: int = 32
+    top_k: int = 32  # the soft labels' k: log-probs kept per token (top-k sampling is the pair's supervision.top_k)
     temperature: float = 1.0  # hard labels are teacher samples at T=1 (the paper's); 0 = greedy
     seed: int = 0
     batch_size: int = 64
@@ -161,16 +161,32 @@ def teacher_topk(
 
 
 def teacher_samples(
-    generator: Generator, prompts: list[list[int]], *, max_new_tokens: int, settings: SupervisionSettings, pad_id: int
+    generator: Generator,
+    prompts: list[list[int]],
+    *,
+    max_new_tokens: int,
+    settings: SupervisionSettings,
+    pad_id: int,
+    top_p: float = 1.0,
+    sampling_top_k: int = 0,
 ) -> list[tuple[list[int], torch.Tensor, torch.Tensor]]:
     """For each prompt, the teacher's completion and, at each of its tokens, its top-k ids [n, k] and k + 1
-    log-probs [n, k + 1] (float32; the last is the log of the mass outside the top k).
+    log-probs [n, k + 1] (float32; the last is the log of the mass outside the top k; k = `settings.top_k`).
 
+    The completions are sampled at `settings.temperature` with nucleus `top_p` and top-k sampling `sampling_top_k`
+    (0 = off; the pair's supervision protocol), which restrict what is sampled, not the soft labels' k.
     vLLM (a `TopkGenerator`): one pass, the top-k returned with every sampled token; the tail is
     log(1 - sum(exp(top-k))) (`trainers.topk.teacher_buckets`). transformers: generation, then one forward of the
     generator's HF model over prompt + completion, the tail exact. Either way the log-probs are the teacher's raw
-    distribution at temperature 1 whatever the sampling temperature (see `tasks.vllm_backend` for vLLM's)."""
-    sampling = {"max_new_tokens": max_new_tokens, "temperature": settings.temperature, "seed": settings.seed}
+    distribution at temperature 1 whatever the sampling temperature, top-p and top-k (see `tasks.vllm_backend` for
+    vLLM's)."""
+    sampling = {
+        "max_new_tokens": max_new_tokens,
+        "temperature": settings.temperature,
+        "seed": settings.seed,
+        "top_p": top_p,
+        "top_k": sampling_top_k,
+    }
     if hasattr(generator, "generate_topk"):
         rows = generator.generate_topk(prompts, k=settings.top_k, **sampling)
         return [(completion, ids, teacher_buckets(ids, logprobs)) for completion, ids, logprobs in rows]
@@ -193,12 +209,22 @@ def build_supervision(
     trace_filter: TraceFilter = KEEP_FINISHED,
     scorer: Callable[[list[list[int]]], Scorer] | None = None,
     counts: TraceCounts | None = None,
+    top_p: float = 1.0,
+    sampling_top_k: int = 0,
 ) -> datasets.Dataset:
-    """Teacher completions for `prompts` and their top-k soft labels, as an Arrow data set. Empty and (by
-    default) budget-hit completions (no `eos_id` at the end) are left out, and with `trace_filter.require_correct`
-    those `scorer(completions)` judges wrong; what was left out is logged and added to `counts` (see
-    harness.trace_filter)."""
-    samples = teacher_samples(generator, prompts, max_new_tokens=max_new_tokens, settings=settings, pad_id=pad_id)
+    """Teacher completions for `prompts` (sampled as `teacher_samples` says) and their top-k soft labels, as an
+    Arrow data set. Empty and (by default) budget-hit completions (no `eos_id` at the end) are left out, and with
+    `trace_filter.require_correct` those `scorer(completions)` judges wrong; what was left out is logged and added to
+    `counts` (see harness.trace_filter)."""
+    samples = teacher_samples(
+        generator,
+        prompts,
+        max_new_tokens=max_new_tokens,
+        settings=settings,
+        pad_id=pad_id,
+        top_p=top_p,
+        sampling_top_k=sampling_top_k,
+    )
     completions = [completion for completion, *_ in samples]
     ended = ended_at_eos(completions, eos_id)
     keep, found = filter_traces(completions, ended, trace_filter, scorer(completions) if scorer else None)
@@ -274,10 +300,17 @@ def load_or_build_supervision(
             trace_filter=pair.trace_filter,
             scorer=lambda c, docs=docs[start:stop]: task_scorer(judge, docs, c, tokenizer.decode),
             counts=counts,
+            top_p=pair.supervision.top_p,
+            sampling_top_k=pair.supervision.top_k,
         )
         return data, _work(generator[0], data, teacher_params), {"traces": counts.to_dict()}
 
-    return load_or_build_shards(cache_root() / "supervision" / key, key, len(prompts), settings.shard_size, build, part)
+    return load_or_build_shards(supervision_folder(key), key, len(prompts), settings.shard_size, build, part)
+
+
+def supervision_folder(key: str) -> Path:
+    """The cache entry of the supervision with `key` (a supervise phase's `cache_key`)."""
+    return cache_root() / "supervision" / key
 
 
 def responses_key(student_id: str, pair: Pair, prompts: list[list[int]], settings: SupervisionSettings) -> str:
@@ -384,11 +417,15 @@ def load_or_build_shards(
     return datasets.concatenate_datasets([data for data, _ in shards]).with_format("torch"), built
 
 
-def trace_counts(folder: Path) -> TraceCounts:
-    """What the trace filter kept and left out over all built shards of a supervision cache entry (for the record)."""
+def trace_counts(folder: Path) -> TraceCounts | None:
+    """What the trace filter kept and left out over all built shards of a supervision cache entry (for the record);
+    None when a shard was built before the counts were stored."""
     total = TraceCounts()
     for meta in sorted((folder / "shards").glob(f"*/{META_FILE}")):
-        total.add(TraceCounts(**json.loads(meta.read_text()).get("traces", {})))
+        traces = json.loads(meta.read_text()).get("traces")
+        if traces is None:
+            return None
+        total.add(TraceCounts(**traces))
     return total
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+TRUNCATED = "truncated"  # metric: the share of completions that hit their token budget (tasks.base.Task.score_batch)
+
 
 @dataclass
 class TaskScore:

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from kdcore.errors import HarnessError, unknown_choice
+from kdcore.scores import TRUNCATED
 
 Doc = dict[str, Any]
 Messages = list[dict[str, str]]
@@ -65,7 +66,6 @@ class Task(ABC):
         return mean_metrics(samples)
 
 
-TRUNCATED = "truncated"  # metric: the completion hit its budget
 UNCLOSED = "unclosed_thinking"  # metric: a thinking model's completion never closed its thinking block
 THINK_CLOSE = "</think>"
 

@@ -1,8 +1,9 @@
 """Evaluation: prompts -> generator -> task metrics, with a per-sample log that can be re-scored later.
 
-Each task's log is JSON lines: `{"doc_id", "prompt", "completion", "extracted", "score", "metrics", "settings"}`
-(with `--samples n`: `completions` and `samples` hold all n, `completion` the first; `settings`: the generation
-settings, which the score carries too), so a score can be
+Each task's log is JSON lines: `{"doc_id", "prompt", "completion", "ended", "extracted", "score", "metrics",
+"settings"}` (with `--samples n`: `completions` and `samples` hold all n, `completion` the first; `ended`: whether
+each completion ended by itself rather than at its budget, which gives the `truncated` metric; `settings`: the
+generation settings, which the score carries too), so a score can be
 audited, and re-scored with a changed scorer without generating again. An evaluation killed part-way resumes
 from its partial log, and one split into shards (`--shard i/n`, e.g. one per machine) is merged from the
 shards' logs into the same log and score as an unsharded one.
@@ -55,7 +56,7 @@ def _score_rows(task: Task, docs: list[Doc], rows: list[dict]) -> list[dict]:
     completions = [row.get("completions") or [row["completion"]] for row in rows]
     flat_docs = [doc for doc, outs in zip(docs, completions, strict=True) for _ in outs]
     ended = [row.get("ended") or [True] * len(outs) for row, outs in zip(rows, completions, strict=True)]
-    known = any("ended" in row for row in rows)  # generators that report finish reasons add `ended` to the rows
+    known = any("ended" in row for row in rows)  # logs written before generators reported finish reasons have none
     flat = task.score_batch(
         flat_docs, [c for outs in completions for c in outs], [e for ends in ended for e in ends] if known else None
     )
@@ -132,8 +133,9 @@ def evaluate_task(
             {
                 "doc_id": d,
                 "prompt": prompt,
-                "completion": outs[0],
-                **({"completions": outs} if samples > 1 else {}),
+                "completion": outs[0].text,
+                **({"completions": [out.text for out in outs]} if samples > 1 else {}),
+                "ended": [out.ended for out in outs],
                 "settings": settings,
             }
             for d, prompt, outs in zip(chunk, prompts, completions, strict=True)

@@ -1,10 +1,11 @@
 """Generation backends behind one interface: Hugging Face transformers here, vLLM in `tasks.vllm_backend`.
 
 A generator takes rendered prompt strings (or token ids) and returns completions; sampling settings
-(max tokens, temperature, stop strings, seed, n) mean the same on every backend. A generator holds its model (an HF
-model here, a vLLM engine there) until `close()`; its `backend` names which, and `devices` how many it occupies.
-The vLLM backend also has `generate_topk` (`TopkGenerator`): completions and the model's top-k log-probs at every
-completion token in one pass, which teacher supervision uses when it is there.
+(max tokens, temperature, top-p, top-k, stop strings, seed, n) mean the same on every backend. `generate` gives each
+completion as a `Completion`: its text and whether it ended by itself (EOS or a stop string) or hit its token budget.
+A generator holds its model (an HF model here, a vLLM engine there) until `close()`; its `backend` names which, and
+`devices` how many it occupies. The vLLM backend also has `generate_topk` (`TopkGenerator`): completions and the
+model's top-k log-probs at every completion token in one pass, which teacher supervision uses when it is there.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
@@ -34,6 +36,22 @@ def render_prompt(
     return "\n\n".join(m["content"] for m in messages) + "\n"
 
 
+@dataclass(frozen=True)
+class Completion:
+    """One generated completion: its text, cut before the first stop string, and whether it `ended` by itself (at EOS
+    or a stop string; False: it hit its token budget)."""
+
+    text: str
+    ended: bool
+
+    @classmethod
+    def cut(cls, text: str, stop: Sequence[str], stopped: bool) -> Completion:
+        """The completion whose decoded text is `text`, cut before the first stop string; ended when the generator
+        `stopped` by itself or a stop string is in the text."""
+        kept = truncate_at_stop(text, stop)
+        return cls(kept, stopped or len(kept) < len(text))
+
+
 class Generator(Protocol):
     def generate(
         self,
@@ -46,23 +64,39 @@ class Generator(Protocol):
         n: int = 1,
         top_p: float = 1.0,
         top_k: int = 0,
-    ) -> list[list[str]]:
+    ) -> list[list[Completion]]:
         """`n` completions for each prompt (nucleus `top_p` and `top_k` sampling when set; 0 = no top-k)."""
 
     def generate_ids(
-        self, prompt_ids: list[list[int]], *, max_new_tokens: int, temperature: float = 0.0, seed: int = 0
+        self,
+        prompt_ids: list[list[int]],
+        *,
+        max_new_tokens: int,
+        temperature: float = 0.0,
+        seed: int = 0,
+        top_p: float = 1.0,
+        top_k: int = 0,
     ) -> list[list[int]]:
-        """One completion's token ids (ending at EOS, which is kept) for each prompt."""
+        """One completion's token ids (ending at EOS, which is kept) for each prompt; sampling as in `generate`."""
 
     def close(self) -> None: ...
 
 
 class TopkGenerator(Generator, Protocol):
     def generate_topk(
-        self, prompt_ids: list[list[int]], *, k: int, max_new_tokens: int, temperature: float = 0.0, seed: int = 0
+        self,
+        prompt_ids: list[list[int]],
+        *,
+        k: int,
+        max_new_tokens: int,
+        temperature: float = 0.0,
+        seed: int = 0,
+        top_p: float = 1.0,
+        top_k: int = 0,
     ) -> list[tuple[list[int], torch.Tensor, torch.Tensor]]:
-        """For each prompt: one completion's token ids, and the top-k ids [n, k] and log-probs [n, k] of the model's
-        raw distribution (temperature 1) at each of its n tokens."""
+        """For each prompt: one completion's token ids, and the `k` most likely ids [n, k] and their log-probs [n, k]
+        in the model's raw distribution (temperature 1) at each of its n tokens. `k` is how many log-probs come
+        back; `top_p` / `top_k` restrict the sampling only, as in `generate`."""
 
 
 class TransformersGenerator:
@@ -166,9 +200,10 @@ class TransformersGenerator:
         n: int = 1,
         top_p: float = 1.0,
         top_k: int = 0,
-    ) -> list[list[str]]:
+    ) -> list[list[Completion]]:
         prompt_ids = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-        outputs: list[list[str]] = [[] for _ in prompts]
+        eos = self.tokenizer.eos_token_id
+        outputs: list[list[Completion]] = [[] for _ in prompts]
         for sample in range(n):
             ids = self.generate_ids(
                 prompt_ids,
@@ -180,7 +215,7 @@ class TransformersGenerator:
             )
             for i, tokens in enumerate(ids):
                 text = self.tokenizer.decode(tokens, skip_special_tokens=True)
-                outputs[i].append(truncate_at_stop(text, stop))
+                outputs[i].append(Completion.cut(text, stop, stopped=tokens[-1:] == [eos]))
         return outputs
 
     def close(self) -> None:

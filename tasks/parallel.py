@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from tasks.generation import Generator
+from tasks.generation import Completion, Generator
 
 
 class DataParallelGenerator:
@@ -58,21 +58,38 @@ class DataParallelGenerator:
         n: int = 1,
         top_p: float = 1.0,
         top_k: int = 0,
-    ) -> list[list[str]]:
+    ) -> list[list[Completion]]:
         kwargs = {"max_new_tokens": max_new_tokens, "temperature": temperature, "stop": stop, "seed": seed, "n": n}
         kwargs |= {"top_p": top_p, "top_k": top_k}
         return self._call("generate", prompts, kwargs)
 
     def generate_ids(
-        self, prompt_ids: list[list[int]], *, max_new_tokens: int, temperature: float = 0.0, seed: int = 0
+        self,
+        prompt_ids: list[list[int]],
+        *,
+        max_new_tokens: int,
+        temperature: float = 0.0,
+        seed: int = 0,
+        top_p: float = 1.0,
+        top_k: int = 0,
     ) -> list[list[int]]:
         kwargs = {"max_new_tokens": max_new_tokens, "temperature": temperature, "seed": seed}
+        kwargs |= {"top_p": top_p, "top_k": top_k}
         return self._call("generate_ids", prompt_ids, kwargs)
 
     def generate_topk(
-        self, prompt_ids: list[list[int]], *, k: int, max_new_tokens: int, temperature: float = 0.0, seed: int = 0
+        self,
+        prompt_ids: list[list[int]],
+        *,
+        k: int,
+        max_new_tokens: int,
+        temperature: float = 0.0,
+        seed: int = 0,
+        top_p: float = 1.0,
+        top_k: int = 0,
     ) -> list[Any]:
         kwargs = {"k": k, "max_new_tokens": max_new_tokens, "temperature": temperature, "seed": seed}
+        kwargs |= {"top_p": top_p, "top_k": top_k}
         return self._call("generate_topk", prompt_ids, kwargs)
 
     def close(self) -> None:

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from kdcore.errors import HarnessError
-from tasks.generation import truncate_at_stop
+from tasks.generation import Completion
 
 CPU_KV_CACHE_BYTES = 1 << 30
 MAX_LOGPROBS = 64
@@ -112,10 +112,11 @@ class VLLMGenerator:
             sampling.pop("seed", None)
         return self.llm.generate(prompts, SamplingParams(**sampling), use_tqdm=False)
 
-    def _sample(self, prompt_ids: list[list[int]], **sampling: Any) -> list[Any]:
-        """`_run` for generation, kept to the first `vocab_rows` ids."""
+    def _sample(self, prompt_ids: list[list[int]], *, top_k: int = 0, **sampling: Any) -> list[Any]:
+        """`_run` for generation, kept to the first `vocab_rows` ids; `top_k` 0 is off."""
         allowed = list(range(self.vocab_rows)) if self.extra_rows else None
-        return self._run(prompt_ids, allowed_token_ids=allowed, **sampling)
+        # top-k off is sent as -1: older vLLMs refuse 0 ("top_k must be -1 (disable), or at least 1"); 0.32 takes both
+        return self._run(prompt_ids, allowed_token_ids=allowed, top_k=top_k or -1, **sampling)
 
     def generate(
         self,
@@ -128,8 +129,9 @@ class VLLMGenerator:
         n: int = 1,
         top_p: float = 1.0,
         top_k: int = 0,
-    ) -> list[list[str]]:
-        """`n` completions for each rendered prompt, cut before the first stop string.
+    ) -> list[list[Completion]]:
+        """`n` completions for each rendered prompt, cut before the first stop string; a completion ended when
+        vLLM's finish reason is "stop" (EOS or a stop string; "length": it hit its budget).
 
         vLLM stops early at a stop string; the text is then decoded from the token ids and cut exactly as the
         transformers backend does (vLLM's own incremental text drops a trailing incomplete UTF-8 character).
@@ -143,35 +145,64 @@ class VLLMGenerator:
             stop=list(stop),
             seed=seed,
             top_p=top_p,
-            top_k=top_k or -1,  # vLLM's "off" is -1
+            top_k=top_k,
         )
         return [
-            [truncate_at_stop(self.tokenizer.decode(c.token_ids, skip_special_tokens=True), stop) for c in o.outputs]
+            [
+                Completion.cut(
+                    self.tokenizer.decode(c.token_ids, skip_special_tokens=True), stop, c.finish_reason == "stop"
+                )
+                for c in o.outputs
+            ]
             for o in outputs
         ]
 
     def generate_ids(
-        self, prompt_ids: list[list[int]], *, max_new_tokens: int, temperature: float = 0.0, seed: int = 0
+        self,
+        prompt_ids: list[list[int]],
+        *,
+        max_new_tokens: int,
+        temperature: float = 0.0,
+        seed: int = 0,
+        top_p: float = 1.0,
+        top_k: int = 0,
     ) -> list[list[int]]:
-        """One completion's token ids (ending at EOS, which is kept) for each prompt."""
+        """One completion's token ids (ending at EOS, which is kept) for each prompt; sampling as in `generate`."""
         outputs = self._sample(
-            prompt_ids, max_tokens=max_new_tokens, temperature=temperature, seed=seed, detokenize=False
+            prompt_ids,
+            max_tokens=max_new_tokens,
+            temperature=temperature,
+            seed=seed,
+            top_p=top_p,
+            top_k=top_k,
+            detokenize=False,
         )
         return [list(output.outputs[0].token_ids) for output in outputs]
 
     def generate_topk(
-        self, prompt_ids: list[list[int]], *, k: int, max_new_tokens: int, temperature: float = 0.0, seed: int = 0
+        self,
+        prompt_ids: list[list[int]],
+        *,
+        k: int,
+        max_new_tokens: int,
+        temperature: float = 0.0,
+        seed: int = 0,
+        top_p: float = 1.0,
+        top_k: int = 0,
     ) -> list[tuple[list[int], torch.Tensor, torch.Tensor]]:
-        """One completion per prompt and, at each of its tokens, the model's top-k, in one pass: for each prompt the
-        completion's ids (ending at EOS, which is kept), and ids (int32) and log-probs (float32, descending) of
-        shape [len(completion), k], row j the raw distribution (temperature 1, see the module docstring) that
-        token j was sampled from. Ids from `vocab_rows` on are left out as in `topk_logprobs`."""
+        """One completion per prompt and, at each of its tokens, the model's `k` most likely ids, in one pass: for
+        each prompt the completion's ids (ending at EOS, which is kept), and ids (int32) and log-probs (float32,
+        descending) of shape [len(completion), k], row j the raw distribution (temperature 1, before `top_p` /
+        `top_k`, which restrict the sampling only; see the module docstring) that token j was sampled from. Ids
+        from `vocab_rows` on are left out as in `topk_logprobs`."""
         requested = self._requested(k)
         outputs = self._sample(
             prompt_ids,
             max_tokens=max_new_tokens,
             temperature=temperature,
             seed=seed,
+            top_p=top_p,
+            top_k=top_k,
             logprobs=requested,
             detokenize=False,
         )

@@ -19,6 +19,7 @@ from harness.pairs import get_pair
 from harness.supervise import SupervisionSettings, build_supervision, pair_renderer, prompt_ids
 from tasks import load_task
 from tasks.evaluate import evaluate_task
+from tasks.generation import Completion
 from tests.tiny_models import tiny_tokenizer
 from tests.tiny_training import synthetic_examples, tiny_student
 from trainers.batch import collate
@@ -70,7 +71,7 @@ class ScriptedGenerator:
         return self.answers
 
     def generate(self, prompts, **kwargs):
-        return [[answer] for answer in self.answers]
+        return [[Completion(answer, ended=True)] for answer in self.answers]
 
 
 def test_an_empty_teacher_completion_is_left_out_and_counted(caplog) -> None:

@@ -23,6 +23,7 @@ from harness.leaderboard import (
     BEFORE,
     BOOT,
     TEACHER,
+    TRUNCATION_NOTE,
     build_leaderboard,
     charged_hours,
     fmt_flops,
@@ -36,7 +37,7 @@ from harness.leaderboard import (
 from harness.plots import pareto_front
 from harness.records import RunRecord, load_records, write_record
 from kdcore.errors import HarnessError
-from kdcore.scores import TaskScore
+from kdcore.scores import TRUNCATED, TaskScore
 from tests.fake_records import (
     ACCURACY,
     SUPERVISE_QWEN,
@@ -525,3 +526,67 @@ def test_the_committed_results_build_one_pinned_table_per_build(tmp_path: Path) 
     for table in board.tables:
         assert table.reference(TEACHER) is not None and table.reference(BEFORE) is not None
         assert all(row.scores["arith"].low is not None for row in table.rows)  # the runs' logs are committed
+
+
+def _md_table(md: str, pair: str) -> dict[str, dict[str, str]]:
+    """The Markdown table of `pair`'s section: row label -> header -> cell text."""
+    section = next(part for part in md.split("\n## ") if part.startswith(f"{pair}:"))
+    lines = [line for line in section.splitlines() if line.startswith("| ")]
+    split = lambda line: [cell.strip() for cell in line.strip("|").split(" | ")]  # noqa: E731
+    headers = split(lines[0])
+    return {cells[0]: dict(zip(headers, cells, strict=True)) for cells in map(split, lines[1:])}
+
+
+def test_truncated_rates_show_where_records_count_them(results: Path) -> None:
+    """hard's two seeds and the teacher's evaluation count budget-hit completions: the tiny table gets a
+    truncated column (hard: the mean over those seeds, with n; rows without it: –), csv and LaTeX columns too; the
+    qwen table, whose records predate the count, renders without one."""
+    records, _ = load_records(results)
+    for record in (r for r in records if r.pair == "tiny"):
+        record.teacher_scores["arith"].metrics = {TRUNCATED: 0.05}  # one evaluation, shared by every run
+        if record.method == "hard":
+            record.scores["arith"].metrics = {
+                "exact_match": record.scores["arith"].score,
+                TRUNCATED: 0.1 + record.seed / 10,
+            }
+        write_record(record, results)
+    build_leaderboard(results)
+    md = (results / "leaderboard.md").read_text()
+    tiny, qwen = _md_table(md, "tiny"), _md_table(md, "qwen")
+    assert tiny["hard"]["arith truncated"] == "15.0" and tiny["soft"]["arith truncated"] == "–"
+    assert tiny["teacher (reference)"]["arith truncated"] == "5.0"
+    assert tiny["student before distillation (reference)"]["arith truncated"] == "–"
+    assert not any("truncated" in name for name in qwen["gkd"])
+    assert md.count(TRUNCATION_NOTE) == 1
+    rows = list(csv.DictReader((results / "leaderboard.csv").open()))
+    hard = next(r for r in rows if (r["pair"], r["label"]) == ("tiny", "hard"))
+    assert (float(hard["arith_truncated_mean"]), hard["arith_truncated_n"]) == (15.0, "2")
+    teacher = next(r for r in rows if (r["pair"], r["role"]) == ("tiny", "teacher"))
+    assert float(teacher["arith_truncated_mean"]) == 5.0 and teacher["gap_recovered_mean"] == ""
+    assert all(r["gsm8k_truncated_mean"] == "" for r in rows)
+    tex = leaderboard_latex(results)
+    assert "arith truncated \\%" in tex and "& $15.0$ &" in tex
+
+
+def test_a_seed_without_the_count_shows_as_fewer_values(tmp_path: Path) -> None:
+    old = make_record("tiny", "hard", 0, {"arith": TaskScore(score=0.2, n=10)}, {"train": phase(0.01)})
+    new = make_record(
+        "tiny", "hard", 1, {"arith": TaskScore(score=0.3, n=10, metrics={TRUNCATED: 0.5})}, {"train": phase(0.01)}
+    )
+    for record in (old, new):
+        write_record(record, tmp_path)
+    row = leaderboard(tmp_path).tables[0].rows[0]
+    assert row.truncated["arith"].mean == 50.0 and row.truncated["arith"].n == 1
+    assert "| 50.0 (n=1) |" in render_markdown(leaderboard(tmp_path))
+
+
+def test_the_committed_leaderboard_is_rebuilt_byte_for_byte_from_the_committed_records(tmp_path: Path) -> None:
+    """The committed records predate the truncated count: the committed md, csv, html and plots come back as they
+    are (no new column)."""
+    committed = Path(__file__).resolve().parents[1] / "results"
+    for folder in ("runs", "samples"):
+        shutil.copytree(committed / folder, tmp_path / folder)
+    rebuilt = build_leaderboard(tmp_path)
+    assert {p.relative_to(tmp_path): p.read_bytes() for p in rebuilt} == {
+        p.relative_to(tmp_path): (committed / p.relative_to(tmp_path)).read_bytes() for p in rebuilt
+    }

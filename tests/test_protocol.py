@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
+import torch
+
+from harness.models import load_tokenizer, resolve
 from harness.pairs import get_pair
-from harness.supervise import SupervisionSettings, build_supervision
+from harness.supervise import (
+    SupervisionSettings,
+    build_supervision,
+    load_or_build_supervision,
+    supervision_folder,
+    teacher_samples,
+    trace_counts,
+)
 from harness.trace_filter import TraceCounts, TraceFilter, task_scorer
 from tasks import load_task
 from tasks.evaluate import evaluate_task
+from tasks.generation import Completion, TransformersGenerator
 from tasks.protocol import GenerationSettings
 from tests.test_bad_input import ScriptedGenerator
 from tests.tiny_training import tiny_student
@@ -23,7 +36,7 @@ class RecordingGenerator:
 
     def generate(self, prompts, **kwargs):
         self.calls.append(kwargs)
-        return self.answers[: len(prompts)]
+        return [[Completion(text, ended=True) for text in outs] for outs in self.answers[: len(prompts)]]
 
 
 def test_the_pairs_evaluation_settings_reach_the_generator_and_the_score(tmp_path: Path) -> None:
@@ -133,3 +146,57 @@ def test_a_teacher_whose_every_trace_hits_the_budget_is_a_clear_error() -> None:
             pad_id=0,
             eos_id=1,
         )
+
+
+def test_supervision_sampling_takes_top_k_and_top_p_and_keeps_the_raw_soft_labels() -> None:
+    """transformers path: sampling at temperature 1 with top-k sampling 1 (or a tiny top-p) is greedy, with the
+    same soft labels as greedy (the raw distribution at temperature 1); without them the samples differ, so it was
+    the top-k / top-p that made them greedy."""
+    generator = TransformersGenerator(tiny_student(), SimpleNamespace(pad_token_id=0, eos_token_id=1))
+    prompts = [[5, 6, 7], [8, 9], [10, 11, 12, 13], [14, 15]]
+
+    def sample(temperature: float, **sampling):
+        settings = SupervisionSettings(top_k=4, temperature=temperature, seed=3)
+        return teacher_samples(generator, prompts, max_new_tokens=6, settings=settings, pad_id=0, **sampling)
+
+    greedy = sample(0.0)
+    assert [c for c, _, _ in sample(1.0)] != [c for c, _, _ in greedy]
+    for restricted in (sample(1.0, sampling_top_k=1), sample(1.0, top_p=1e-3)):
+        assert [c for c, _, _ in restricted] == [c for c, _, _ in greedy]
+        for (_, ids, logprobs), (_, greedy_ids, greedy_logprobs) in zip(restricted, greedy, strict=True):
+            assert ids.shape[1] == 4 and torch.equal(ids, greedy_ids) and torch.equal(logprobs, greedy_logprobs)
+
+
+class TopkSpy:
+    """A `TopkGenerator` that records the keywords it is called with and completes every prompt with one token and
+    EOS (its top-k: made-up ids and log-probs of the right shapes)."""
+
+    devices, backend = 1, "vllm"
+
+    def __init__(self, eos_id: int) -> None:
+        self.eos_id, self.calls = eos_id, []
+
+    def generate_topk(self, prompt_ids, *, k, **sampling):
+        self.calls.append({"k": k, **sampling})
+        ids = torch.arange(k, dtype=torch.int32).repeat(2, 1)
+        return [([5, self.eos_id], ids, torch.full((2, k), -3.0)) for _ in prompt_ids]
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def test_the_pairs_supervision_top_p_and_top_k_reach_the_generator(tmp_path: Path, monkeypatch) -> None:
+    """load_or_build_supervision samples with the pair's supervision top-p and top-k (the sampling's), while `k`
+    (the soft labels') comes from the settings; the shard's trace counts are read back for the record."""
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path))
+    protocol = GenerationSettings(temperature=0.7, top_p=0.9, top_k=5)
+    pair = replace(get_pair("tiny"), train_prompts=3, supervision=protocol)
+    tokenizer = load_tokenizer(resolve(pair.teacher))
+    spy = TopkSpy(tokenizer.eos_token_id)
+    settings = SupervisionSettings(top_k=4, temperature=0.7)
+    data, cost = load_or_build_supervision(pair, "teacher-id", tokenizer, lambda: spy, settings, teacher_params=1)
+    assert spy.calls == [
+        {"k": 4, "max_new_tokens": pair.max_new_tokens, "temperature": 0.7, "seed": 0, "top_p": 0.9, "top_k": 5}
+    ]
+    assert len(data) == 3
+    assert trace_counts(supervision_folder(cost.cache_key)) == TraceCounts(total=3, kept=3)

@@ -121,6 +121,14 @@ def test_harness_run_tiny_end_to_end(mini_tiny, method: str, tmp_path: Path, mon
     if method == "sft":  # no teacher: no supervision phase
         assert "supervise" not in record["cost"]["phases"]
     assert record["cost"]["phases"]["train"]["device_hours"] > 0
+    for scores in ("scores", "teacher_scores", "student_before_scores"):  # the generators report finish reasons
+        assert 0.0 <= record[scores]["arith"]["metrics"]["truncated"] <= 1.0
+    if "supervise" in record["cost"]["phases"]:  # the trace filter's counts, summed over the supervision's shards
+        traces = record["training"]["supervision_traces"]
+        left_out = traces["empty"] + traces["truncated"] + traces["incorrect"]
+        assert traces["total"] == get_pair("tiny").train_prompts == left_out + traces["kept"] and traces["kept"] > 0
+    else:
+        assert "supervision_traces" not in record["training"]
     samples = (results / record["scores"]["arith"]["samples"]).read_text().splitlines()
     assert len(samples) == 4 and {"prompt", "completion", "score"} <= set(json.loads(samples[0]))
     board = (results / "leaderboard.md").read_text()

@@ -52,7 +52,7 @@ def prompts(reference):
 def test_greedy_completions_match_transformers(engine, reference, prompts):
     ours = engine.generate(prompts, max_new_tokens=MAX_NEW_TOKENS)
     assert ours == reference.generate(prompts, max_new_tokens=MAX_NEW_TOKENS)
-    assert all(len(outs) == 1 and outs[0] for outs in ours)
+    assert all(len(outs) == 1 and outs[0].text for outs in ours)
 
 
 def test_greedy_token_ids_match_transformers(engine, reference, prompts):
@@ -64,10 +64,37 @@ def test_greedy_token_ids_match_transformers(engine, reference, prompts):
 
 def test_stop_strings_cut_the_same_way(engine, reference, prompts):
     (full,) = engine.generate(prompts[:1], max_new_tokens=MAX_NEW_TOKENS)[0]
-    stop = full[len(full) // 2 : len(full) // 2 + 2]
+    stop = full.text[len(full.text) // 2 : len(full.text) // 2 + 2]
     ours = engine.generate(prompts, max_new_tokens=MAX_NEW_TOKENS, stop=[stop])
     assert ours == reference.generate(prompts, max_new_tokens=MAX_NEW_TOKENS, stop=[stop])
-    assert ours[0][0] == full[: full.index(stop)]
+    assert ours[0][0].text == full.text[: full.text.index(stop)] and ours[0][0].ended  # ended at the stop string
+
+
+def test_completions_that_hit_the_budget_did_not_end(engine, reference, prompts):
+    """vLLM's finish reason "length" is a budget hit, as the transformers backend reports it."""
+    ours = engine.generate(prompts, max_new_tokens=1)
+    assert ours == reference.generate(prompts, max_new_tokens=1)
+    assert not any(out.ended for outs in ours for out in outs)
+
+
+def test_sampling_settings_reach_vllms_sampling_params(engine, prompts, monkeypatch):
+    """top-p and top-k (the sampling's, not the log-probs' k) reach `SamplingParams` from every generation method."""
+    seen = []
+    real = engine.llm.generate
+
+    def spy(requests, params, **kwargs):
+        seen.append(params)
+        return real(requests, params, **kwargs)
+
+    monkeypatch.setattr(engine.llm, "generate", spy)
+    ids = [engine.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts[:2]]
+    engine.generate(prompts[:2], max_new_tokens=2, temperature=1.0, top_p=0.95, top_k=7)
+    engine.generate_ids(ids, max_new_tokens=2, temperature=1.0, top_p=0.9, top_k=5)
+    engine.generate_topk(ids, k=4, max_new_tokens=2, temperature=1.0, top_p=0.8, top_k=3)
+    engine.generate_ids(ids, max_new_tokens=2)
+    assert [(p.top_p, p.top_k) for p in seen[:3]] == [(0.95, 7), (0.9, 5), (0.8, 3)]
+    assert seen[3].top_p == 1.0 and seen[3].top_k in (-1, 0)  # off: -1 is sent; vLLM 0.32 stores it as 0
+    assert seen[2].logprobs == 4 + EXTRA_ROWS  # the log-probs' k (and the padded rows) is apart from top-k sampling
 
 
 def test_topk_logprobs_match_transformers_log_softmax(engine, reference, prompts, tokenizer):

@@ -8,6 +8,8 @@ tiny pair's 40.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -74,6 +76,22 @@ def test_logprobs_are_the_raw_distribution_whatever_the_sampling_temperature(eng
         expected = raw.topk(SETTINGS.top_k)
         assert torch.equal(ids.long(), expected.indices)
         torch.testing.assert_close(logprobs, expected.values, atol=1e-4, rtol=0)
+
+
+def test_top_k_sampling_of_one_is_greedy_with_the_same_soft_labels(engine, prompt_ids) -> None:
+    """Top-k sampling 1 at temperature 1 reaches vLLM's sampler (the samples are greedy) and leaves the log-probs
+    the raw distribution (equal to greedy's); without it the samples differ."""
+    greedy = teacher_samples(engine, prompt_ids, max_new_tokens=MAX_NEW_TOKENS, settings=SETTINGS, pad_id=0)
+    hot = replace(SETTINGS, temperature=1.0)
+    free = teacher_samples(engine, prompt_ids, max_new_tokens=MAX_NEW_TOKENS, settings=hot, pad_id=0)
+    sampled = teacher_samples(
+        engine, prompt_ids, max_new_tokens=MAX_NEW_TOKENS, settings=hot, pad_id=0, sampling_top_k=1
+    )
+    assert [c for c, _, _ in free] != [c for c, _, _ in greedy]
+    assert [c for c, _, _ in sampled] == [c for c, _, _ in greedy]
+    for (_, ids, logprobs), (_, greedy_ids, greedy_logprobs) in zip(sampled, greedy, strict=True):
+        assert torch.equal(ids, greedy_ids)
+        torch.testing.assert_close(logprobs, greedy_logprobs, atol=1e-5, rtol=0)
 
 
 @pytest.mark.slow
