@@ -278,8 +278,25 @@ def charged_hours(records: Iterable[RunRecord]) -> dict[str, dict[str, float]]:
     return charged(records, "device_hours")
 
 
+def used_teacher_signal(record: RunRecord) -> str | None:
+    """The teacher signal the run's method used (its data plan's), which records written before 2026-12-02 did not
+    say: they carry the command line's default `topk` for every method (sft, hard and the online-only methods too).
+    None when the record has no signal; the recorded value when the method or its parameters are unknown here."""
+    from trainers.objectives import load_method
+
+    signal = record.train_config.get("teacher_signal")
+    if signal is None:
+        return None
+    try:
+        return load_method(record.method, **record.method_params).data_plan(signal).teacher_signal
+    except HarnessError:
+        return signal
+
+
 def _settings(record: RunRecord) -> dict[str, Any]:
     train = {k: v for k, v in record.train_config.items() if k not in PER_RUN_KEYS}
+    if "teacher_signal" in train:
+        train["teacher_signal"] = used_teacher_signal(record)
     return {"method_params": record.method_params, "train_config": train}
 
 

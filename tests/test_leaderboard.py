@@ -221,6 +221,33 @@ def test_train_config_differences_split_rows(tmp_path: Path) -> None:
     assert [(r.label, r.seeds) for r in rows] == [("hard (max_steps=200)", 2), ("hard (max_steps=50)", 2)]
 
 
+def test_records_that_predate_the_used_teacher_signal_group_with_newer_ones(tmp_path: Path) -> None:
+    """Older records carry the command line's default `topk` for every method; the leaderboard reads the signal the
+    method's data plan used, so an old and a new seed of one setting are one row, while a real difference splits."""
+    score = {"arith": TaskScore(score=0.5, n=10)}
+    cases = [("hard", 0, "topk", {}), ("hard", 1, "none", {}), ("gkd", 0, "topk", {}), ("gkd", 1, "online", {})]
+    cases += [("soft", 0, "topk", {"divergence": "fkl"}), ("soft", 1, "online", {"divergence": "fkl"})]
+    for method, seed, signal, params in cases:
+        rec = make_record(
+            "tiny",
+            method,
+            seed,
+            score,
+            {"train": phase(0.01)},
+            method_params=params,
+            train_config={"teacher_signal": signal},
+        )
+        rec.method_params = params  # as the method records them (hard has none)
+        write_record(rec, tmp_path)
+    rows = _table(leaderboard(tmp_path), "tiny").rows
+    assert [(r.label, r.seeds) for r in rows] == [
+        ("gkd", 2),
+        ("hard", 2),
+        ("soft (teacher_signal=online)", 1),
+        ("soft (teacher_signal=topk)", 1),
+    ]
+
+
 def test_baseline_errors(results: Path) -> None:
     with pytest.raises(HarnessError, match=r"unknown baseline method 'nope'.*gkd"):
         leaderboard(results, baseline="nope")
