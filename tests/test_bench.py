@@ -10,6 +10,7 @@ from argparse import Namespace
 import torch
 
 from bench.common import StepClock, interleaved, random_llama
+from bench.supervision_throughput import soft_label_agreement
 from bench.topk_cache import CACHE_KS, cache_bytes_per_token
 from bench.train_throughput import check_losses_agree, labelled, main, make_examples, trl_trainer
 
@@ -80,3 +81,14 @@ def test_throughput_json_holds_the_floor_ratios(tmp_path) -> None:
     assert expected <= set(result["ratios"])
     assert all(isinstance(value, float) for value in result["ratios"].values())
     assert {"ours sft", "teacher forward", "ours soft topk", "ours soft online", "trl gkd"} <= set(result["steps"])
+
+
+def test_soft_label_agreement_compares_identical_completions_only() -> None:
+    row = {"completion": [5, 1], "ids": [[3, 4], [1, 2]], "logprobs": [[-0.1, -3.0, -5.0], [-0.01, -6.0, -7.0]]}
+    swapped = {**row, "ids": [[3, 4], [2, 1]], "logprobs": [[-0.1, -3.0, -5.0], [-6.0, -0.03, -7.0]]}
+    other = {**row, "completion": [6, 1]}
+    found = soft_label_agreement([row, row], [swapped, other])
+    assert found["prompts"] == 2 and found["completions_identical"] == 1
+    assert (found["positions"], found["topk_rows_identical"]) == (2, 1)
+    assert abs(found["max_abs_logprob_diff"] - 0.02) < 1e-12  # id 1: -0.01 vs -0.03, matched by id
+    assert found["max_abs_tail_mass_diff"] == 0.0
