@@ -8,15 +8,21 @@ medians over repetitions.
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
+import resource
 import statistics
+import subprocess
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def configure(threads: int = 1) -> None:
@@ -94,3 +100,44 @@ def random_llama(
         bos_token_id=None,
     )
     return LlamaForCausalLM(config)
+
+
+def child_env() -> dict[str, str]:
+    """The environment of a benchmark's worker child: this repository first on the path, no hub, no progress bars,
+    and vLLM's CPU OpenMP threads bound to one core (`VLLM_CPU_OMP_THREADS_BIND`, default core 0) to match the one
+    torch thread of the transformers side."""
+    return {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "HF_HUB_OFFLINE": "1",
+        "VLLM_CPU_OMP_THREADS_BIND": os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "0"),
+        "HARNESS_NO_PROGRESS": "1",
+    }
+
+
+class ChildFailed(RuntimeError):
+    """A worker child exited with an error; the message is the last error line of its stderr."""
+
+
+def run_child(script: Path, python: str, job: dict, folder: Path, env: dict[str, str]) -> dict:
+    """Run `python script --worker JOB` in a fresh process, JOB a JSON file holding `job` plus the path `out` the
+    worker writes its report to (with `ready`, the `time.time()` at which its backend was ready). Returns that report
+    plus `startup` (seconds from launch to ready) and `child_cpu` (CPU seconds of the child and all its processes)."""
+    job_path = folder / f"{job['backend']}.json"
+    job = {**job, "out": str(folder / f"{job['backend']}.out.json")}
+    job_path.write_text(json.dumps(job))
+    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.time()
+    done = subprocess.run(
+        [python, str(script), "--worker", str(job_path)], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        lines = done.stderr.splitlines()
+        # the root cause, not vLLM's "EngineDeadError" that follows it
+        errors = [line for line in lines if "Error:" in line and "EngineDead" not in line] or lines[-1:]
+        raise ChildFailed(f"exit code {done.returncode}; {errors[0].split('] ')[-1] if errors else 'no stderr'}")
+    report = json.loads(Path(job["out"]).read_text())
+    report["startup"] = report["ready"] - start
+    report["child_cpu"] = sum(getattr(cpu_after, f) - getattr(cpu_before, f) for f in ("ru_utime", "ru_stime"))
+    return report

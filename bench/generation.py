@@ -28,17 +28,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench.common import configure, median, print_settings, spread
+from bench.common import ChildFailed, child_env, configure, median, print_settings, run_child, spread
 
-REPO = Path(__file__).resolve().parent.parent
+SCRIPT = Path(__file__).resolve()
 DEFAULT_VLLM_PYTHON = "/root/vllmvenv/bin/python"
 
 
@@ -70,32 +68,6 @@ def worker(job_path: str) -> None:
     Path(job["out"]).write_text(json.dumps({"ready": ready, "runs": runs, "outputs": [o[0].text for o in outputs]}))
 
 
-def run_child(python: str, job: dict, folder: Path, env: dict[str, str]) -> dict:
-    """Launch one worker child; returns its report plus start-up seconds and the CPU seconds of all its processes."""
-    job_path = folder / f"{job['backend']}.json"
-    job = {**job, "out": str(folder / f"{job['backend']}.out.json")}
-    job_path.write_text(json.dumps(job))
-    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.time()
-    done = subprocess.run(
-        [python, str(Path(__file__).resolve()), "--worker", str(job_path)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if done.returncode != 0:
-        lines = done.stderr.splitlines()
-        # the root cause, not vLLM's "EngineDeadError" that follows it
-        errors = [line for line in lines if "Error:" in line and "EngineDead" not in line] or lines[-1:]
-        raise ChildFailed(f"exit code {done.returncode}; {errors[0].split('] ')[-1] if errors else 'no stderr'}")
-    report = json.loads(Path(job["out"]).read_text())
-    report["startup"] = report["ready"] - start
-    report["child_cpu"] = sum(getattr(cpu_after, f) - getattr(cpu_before, f) for f in ("ru_utime", "ru_stime"))
-    return report
-
-
 def vllm_status(python: str) -> str | None:
     """None when `python` can import vLLM, else why not."""
     if not Path(python).exists():
@@ -104,10 +76,6 @@ def vllm_status(python: str) -> str | None:
     if probe.returncode != 0:
         return f"vLLM not installed: `import vllm` fails in {python}: {probe.stderr.strip().splitlines()[-1]}"
     return None
-
-
-class ChildFailed(RuntimeError):
-    """A worker child exited with an error; the message is the last error line of its stderr."""
 
 
 def compare(label: str, model: str, prompts: list[str], backends: dict[str, str], args, env, folder: Path) -> None:
@@ -126,7 +94,7 @@ def compare(label: str, model: str, prompts: list[str], backends: dict[str, str]
             if name in failed:
                 continue
             try:
-                report = run_child(backends[name], {**job, "backend": name, "runs": args.runs}, folder, env)
+                report = run_child(SCRIPT, backends[name], {**job, "backend": name, "runs": args.runs}, folder, env)
             except ChildFailed as err:
                 failed[name] = str(err)
                 print(f"rep {rep} {name}: FAILED: {err}", flush=True)
@@ -181,13 +149,7 @@ def main() -> None:
     render = pair_renderer(pair, tokenizer)
     prompts = [render(task.prompt(doc)) for doc in task.docs("test")[: args.prompts]]
     missing = vllm_status(args.vllm_python)
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(REPO),
-        "HF_HUB_OFFLINE": "1",
-        "VLLM_CPU_OMP_THREADS_BIND": os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "0"),
-        "HARNESS_NO_PROGRESS": "1",
-    }
+    env = child_env()
     print_settings(
         prompts=len(prompts),
         max_new_tokens=task.max_new_tokens,

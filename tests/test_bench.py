@@ -10,8 +10,11 @@ from argparse import Namespace
 import torch
 
 from bench.common import StepClock, interleaved, random_llama
+from bench.method_cost import budget_pairs_file, fit_line, modelled_ratio
+from bench.supervision_throughput import soft_label_agreement
 from bench.topk_cache import CACHE_KS, cache_bytes_per_token
 from bench.train_throughput import check_losses_agree, labelled, main, make_examples, trl_trainer
+from harness.pairs import get_pair
 
 torch.set_num_threads(1)
 
@@ -80,3 +83,37 @@ def test_throughput_json_holds_the_floor_ratios(tmp_path) -> None:
     assert expected <= set(result["ratios"])
     assert all(isinstance(value, float) for value in result["ratios"].values())
     assert {"ours sft", "teacher forward", "ours soft topk", "ours soft online", "trl gkd"} <= set(result["steps"])
+
+
+def test_budget_pairs_file_is_the_tiny_pair_with_another_budget(tmp_path) -> None:
+    """method_cost's completion budgets: the teacher's and gkd's budget change, every other setting is the pair's."""
+    shipped = get_pair("tiny")
+    pair = get_pair("tiny", budget_pairs_file(12, tmp_path))
+    assert (pair.max_new_tokens, pair.supervision.max_new_tokens) == (12, 12)
+    assert shipped.max_new_tokens != 12
+    assert pair.trace_filter == shipped.trace_filter  # set in a table of its own, further down the shipped file
+    assert (pair.teacher, pair.student, pair.train, pair.published) == (
+        shipped.teacher,
+        shipped.student,
+        shipped.train,
+        shipped.published,
+    )
+
+
+def test_linear_fit_and_modelled_ratio() -> None:
+    intercept, slope = fit_line([10.0, 20.0, 40.0], [3.0, 5.0, 9.0])
+    assert abs(intercept - 1.0) < 1e-12 and abs(slope - 0.2) < 1e-12
+    fits = {"supervise": (100.0, 1.0), "hybrid_train_per_step": (1.0, 0.0), "gkd_train_per_step": (2.0, 0.1)}
+    # at 50 tokens: gkd 10 x (2 + 5) = 70 over hybrid 150 + 10 x 1 = 160
+    assert abs(modelled_ratio(fits, 10, 50.0) - 70 / 160) < 1e-12
+
+
+def test_soft_label_agreement_compares_identical_completions_only() -> None:
+    row = {"completion": [5, 1], "ids": [[3, 4], [1, 2]], "logprobs": [[-0.1, -3.0, -5.0], [-0.01, -6.0, -7.0]]}
+    swapped = {**row, "ids": [[3, 4], [2, 1]], "logprobs": [[-0.1, -3.0, -5.0], [-6.0, -0.03, -7.0]]}
+    other = {**row, "completion": [6, 1]}
+    found = soft_label_agreement([row, row], [swapped, other])
+    assert found["prompts"] == 2 and found["completions_identical"] == 1
+    assert (found["positions"], found["topk_rows_identical"]) == (2, 1)
+    assert abs(found["max_abs_logprob_diff"] - 0.02) < 1e-12  # id 1: -0.01 vs -0.03, matched by id
+    assert found["max_abs_tail_mass_diff"] == 0.0
