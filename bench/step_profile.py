@@ -7,7 +7,8 @@ top-k cache and with the online teacher, hybrid on the cache, each a full step a
 seconds per step and its operators by self CPU time, then the operators whose time the online step spends above its
 floor (sft step + teacher forward), i.e. where the remaining gap goes.
 
-    PYTHONPATH=. python bench/step_profile.py [--vocab 32000] [--steps 3] [--rows 12]
+    PYTHONPATH=. python bench/step_profile.py [--vocab 32000] [--steps 3] [--rows 12] [--student H,L,A,I]
+        [--teacher H,L,A,I]
 """
 
 from __future__ import annotations
@@ -67,11 +68,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--rows", type=int, default=12, help="operators shown per variant")
+    parser.add_argument("--student", default="128,2,4,384", help="hidden,layers,heads,intermediate")
+    parser.add_argument("--teacher", default="256,4,4,768", help="hidden,layers,heads,intermediate")
     args = parser.parse_args(argv)
     configure(1)
-    print_settings(vocab=args.vocab, batch=args.batch, steps=args.steps)
-    student = random_llama(args.vocab, 128, 2, 4, 384, seed=0)
-    teacher = random_llama(args.vocab, 256, 4, 4, 768, seed=1).eval().requires_grad_(False)
+    print_settings(vocab=args.vocab, batch=args.batch, steps=args.steps, student=args.student, teacher=args.teacher)
+    student = random_llama(args.vocab, *(int(x) for x in args.student.split(",")), seed=0)
+    teacher = random_llama(args.vocab, *(int(x) for x in args.teacher.split(",")), seed=1)
+    teacher = teacher.eval().requires_grad_(False)
     examples = make_examples(args.batch * (2 * args.steps + 1), 32, 96, args.vocab, seed=0)
     with tempfile.TemporaryDirectory() as tmp:
         cache = topk_dataset(teacher, examples, 32, args.vocab, Path(tmp, "topk"))
