@@ -608,8 +608,8 @@ def test_a_seed_without_the_count_shows_as_fewer_values(tmp_path: Path) -> None:
 
 
 def test_the_committed_leaderboard_is_rebuilt_byte_for_byte_from_the_committed_records(tmp_path: Path) -> None:
-    """The committed records predate the truncated count: the committed md, csv, html and plots come back as they
-    are (no new column)."""
+    """The committed md, csv, html and plots come back as they are from the committed records (some of which
+    predate the truncated count: that column shows how many seeds had it)."""
     committed = Path(__file__).resolve().parents[1] / "results"
     for folder in ("runs", "samples"):
         shutil.copytree(committed / folder, tmp_path / folder)
