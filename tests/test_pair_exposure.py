@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.analysis.pair_exposure import StudentExposure, exposure_markdown, interval, text_kl
+from harness.analysis.pair_exposure import StudentExposure, exposure_markdown, text_kl
 from tests.tiny_training import tiny_student
 
 
@@ -40,19 +40,21 @@ def test_text_kl_is_zero_for_the_teacher_itself_and_matches_a_direct_sum() -> No
             assert value > 0
 
 
-def test_interval_and_table() -> None:
-    assert interval([1.0]) == (1.0, 1.0, 1.0)
-    mean, low, high = interval([1.0, 2.0, 3.0])
-    assert mean == 2.0 and high - mean == pytest.approx(4.303 / 3**0.5) == mean - low
-
+def test_table_intervals() -> None:
+    """Per method the 95% t interval over seeds (4.303 * sd / sqrt(3) at 3 seeds; none for one seed), and the
+    paired differences over the seeds two methods share."""
     rows = [
         StudentExposure(f"r{m}{s}", m, s, 1.0, 1.0 + b + s / 10, b + s / 10, 0.1, 30.0)
         for m, b in (("hard", 0.5), ("hybrid", 0.2))
         for s in range(3)
     ]
+    rows.append(StudentExposure("rsoft0", "soft", 0, 1.0, 1.7, 0.7, 0.1, 30.0))
     table = exposure_markdown(rows, "hard")
-    assert "| hybrid | 3 | 1.000 | 1.300 | 0.300 [" in table
+    half = 4.303 * 0.1 / 3**0.5
+    assert f"| hybrid | 3 | 1.000 | 1.300 | 0.300 [{0.3 - half:.3f}, {0.3 + half:.3f}] | 30.0 |" in table
+    assert "| soft | 1 | 1.000 | 1.700 | 0.700 | 30.0 |" in table
     assert "| hybrid | 3 | -0.300 [-0.300, -0.300] |" in table
+    assert "| soft | 1 |" not in table.split("Paired")[1]  # one shared seed: no paired interval
 
 
 def test_analyze_exposure_on_the_tiny_pair(mini_tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

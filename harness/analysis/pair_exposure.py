@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedModel
 
+from harness.analysis.study import interval
 from harness.leaderboard import group_runs
 from harness.models import load_model
 from harness.pairs import Pair
@@ -33,9 +34,8 @@ from kdcore.progress import progress_bar
 from tasks import load_task
 from tasks.generation import TransformersGenerator
 from trainers.batch import collate
+from trainers.divergences import token_divergence
 from trainers.loop import hidden_rows, logits_fn
-
-T_95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 
 @dataclass(frozen=True)
@@ -66,10 +66,10 @@ def text_kl(
             totals = iter([])
             if rows:
                 batch = collate(rows, pad_id)
-                log_t = torch.log_softmax(teacher_head(hidden_rows(teacher, batch)).float(), -1)
-                log_s = torch.log_softmax(student_head(hidden_rows(student, batch)).float(), -1)
-                vocab = min(log_t.shape[-1], log_s.shape[-1])
-                kl = (log_t.exp()[:, :vocab] * (log_t[:, :vocab] - log_s[:, :vocab])).sum(-1)
+                teacher_logits = teacher_head(hidden_rows(teacher, batch))
+                student_logits = student_head(hidden_rows(student, batch))
+                vocab = min(teacher_logits.shape[-1], student_logits.shape[-1])  # the shared rows, as training uses
+                kl = token_divergence("fkl", student_logits[:, :vocab], teacher_logits[:, :vocab])
                 totals = iter(part.sum().item() for part in kl.split([len(ex["completion_ids"]) for ex in rows]))
             out.extend(next(totals) if ex["completion_ids"] else 0.0 for ex in chunk)
     return out
@@ -133,16 +133,6 @@ def measure_exposure(
     return found
 
 
-def interval(values: list[float]) -> tuple[float, float, float]:
-    """Mean and 95% t interval (the interval is the mean itself for one value)."""
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, mean, mean
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-    half = T_95.get(len(values) - 1, 1.96) * sd / math.sqrt(len(values))
-    return mean, mean - half, mean + half
-
-
 def exposure_markdown(found: list[StudentExposure], reference: str | None) -> str:
     """Per method: seeds, the two KL terms and the bias with 95% intervals over seeds; then each method's paired
     difference in bias from `reference` (the same seeds)."""
@@ -153,14 +143,14 @@ def exposure_markdown(found: list[StudentExposure], reference: str | None) -> st
         "| method | seeds | teacher-forced KL / text | own-text KL / text | exposure bias [95% CI] | own text length |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    for method in sorted(by_method, key=lambda m: interval([x.bias for x in by_method[m].values()])[0]):
+    bias = {m: interval([x.bias for x in items.values()]) for m, items in by_method.items()}
+    for method in sorted(by_method, key=lambda m: bias[m]["mean"]):
         items = list(by_method[method].values())
-        bias, low, high = interval([x.bias for x in items])
         forced = sum(x.teacher_forced_kl for x in items) / len(items)
         own = sum(x.own_text_kl for x in items) / len(items)
         length = sum(x.own_text_tokens for x in items) / len(items)
         lines.append(
-            f"| {method} | {len(items)} | {forced:.3f} | {own:.3f} | {bias:.3f} [{low:.3f}, {high:.3f}] | "
+            f"| {method} | {len(items)} | {forced:.3f} | {own:.3f} | {_with_interval(bias[method], '.3f')} | "
             f"{length:.1f} |"
         )
     if reference in by_method:
@@ -171,9 +161,16 @@ def exposure_markdown(found: list[StudentExposure], reference: str | None) -> st
             shared = sorted(set(by_method[method]) & set(base))
             if len(shared) < 2:
                 continue
-            diff, low, high = interval([by_method[method][s].bias - base[s].bias for s in shared])
-            lines.append(f"| {method} | {len(shared)} | {diff:+.3f} [{low:+.3f}, {high:+.3f}] |")
+            diff = interval([by_method[method][s].bias - base[s].bias for s in shared])
+            lines.append(f"| {method} | {len(shared)} | {_with_interval(diff, '+.3f')} |")
     return "\n".join(lines) + "\n"
+
+
+def _with_interval(value: dict[str, float], spec: str) -> str:
+    """`mean [low, high]`; the mean alone for one seed (no interval)."""
+    if math.isnan(value["low"]):
+        return format(value["mean"], spec)
+    return f"{value['mean']:{spec}} [{value['low']:{spec}}, {value['high']:{spec}}]"
 
 
 def write_exposure(found: list[StudentExposure], out: Path, reference: str | None) -> tuple[Path, Path]:
