@@ -535,14 +535,13 @@ def analyze(
 
 
 def _exposure(pair: str, results_dir: Path, out: Path, limit: int, reference: str | None, pairs_file) -> None:
-    import torch
-
     from harness.analysis.pair_exposure import measure_exposure, write_exposure
     from harness.pairs import get_pair
+    from harness.pipeline import pin_cpu_threads
     from harness.records import load_records
 
     spec = get_pair(pair, pairs_file)
-    torch.set_num_threads(spec.cpu_threads or torch.get_num_threads())
+    pin_cpu_threads(spec)
     records, _ = load_records(results_dir)
     chosen = [r for r in records if r.pair == pair and (results_dir / "models" / r.run_id).is_dir()]
     if not chosen:

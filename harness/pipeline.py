@@ -199,6 +199,12 @@ def check_teacher_signal(signal: str | None, objective: Objective) -> None:
         )
 
 
+def pin_cpu_threads(pair: Pair) -> None:
+    """On a CPU-only machine, the pair's torch thread count (its trained weights depend on it), when it sets one."""
+    if pair.cpu_threads and not torch.cuda.is_available():
+        torch.set_num_threads(pair.cpu_threads)
+
+
 def run(spec: RunSpec) -> tuple[RunRecord, Path] | None:
     """Run one distillation experiment end to end and write its record; returns the record and its path.
 
@@ -206,8 +212,7 @@ def run(spec: RunSpec) -> tuple[RunRecord, Path] | None:
     `torchrun` every process builds a slice of the supervision, trains its share of each batch and evaluates a
     shard of the docs; the main process writes the record and gets it back, the others get None."""
     pair, objective, _ = check_spec(spec)
-    if pair.cpu_threads and not torch.cuda.is_available():
-        torch.set_num_threads(pair.cpu_threads)
+    pin_cpu_threads(pair)
     launch.init()
     if launch.world_size() > 1 and spec.backend == "auto":  # vLLM would want the GPUs the training processes hold
         spec = replace(spec, backend="transformers")
