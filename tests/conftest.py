@@ -55,3 +55,14 @@ def mini_tiny(monkeypatch: pytest.MonkeyPatch) -> tiny.TinySpec:
     seconds; without this fixture `builtin:tiny/...` is the shipped pair."""
     monkeypatch.setattr(tiny, "DEFAULT_SPEC", MINI)
     return MINI
+
+
+@pytest.fixture
+def own_tiny_cache(mini_tiny, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """A `$HARNESS_CACHE` of this test's own that shares the session's miniature tiny pair (so supervision and
+    reference caches start empty but the pair is not rebuilt); its path."""
+    models = tiny.ensure_tiny_pair().parent
+    cache = tmp_path_factory.mktemp("own-cache")
+    monkeypatch.setenv("HARNESS_CACHE", str(cache))
+    (cache / "tiny").symlink_to(models)
+    return cache

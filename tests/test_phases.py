@@ -13,7 +13,6 @@ from harness import phases
 from harness.cli import main
 from harness.models import load_model, resolve
 from harness.pipeline import RunSpec, run
-from harness.tiny import ensure_tiny_pair
 from tasks import generation
 from tasks.generation import TransformersGenerator
 from tests.test_residency import PAIRS
@@ -46,13 +45,11 @@ def test_harness_eval_starts_one_generator_for_all_tasks(mini_tiny, tmp_path: Pa
     assert sorted(scores) == ["arith", "gsm8k"] and all(s["n"] == 2 for s in scores.values())
 
 
-def test_a_run_starts_one_generator_per_evaluated_model(mini_tiny, tmp_path: Path, monkeypatch) -> None:
+def test_a_run_starts_one_generator_per_evaluated_model(own_tiny_cache, tmp_path: Path, monkeypatch) -> None:
     factory = CountingFactory(phases.make_generator)
     monkeypatch.setattr(phases, "make_generator", factory)
     pairs_file = tmp_path / "pairs.toml"
     pairs_file.write_text(PAIRS.replace('tasks = ["arith"]', 'tasks = ["arith", "gsm8k"]'))
-    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
-    (tmp_path / "cache").mkdir()
     record, _ = run(RunSpec(pair="tiny", method="sft", limit=2, results_dir=tmp_path / "r", pairs_file=pairs_file))
     assert sorted(record.scores) == sorted(record.teacher_scores) == ["arith", "gsm8k"]
     assert factory.made == 3  # the student's evaluation, the teacher's and the student's before, two tasks each
@@ -68,11 +65,7 @@ class WithResponses(Hard):
 
 
 @pytest.fixture
-def own_cache(mini_tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    tiny_models = ensure_tiny_pair().parent
-    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
-    (tmp_path / "cache").mkdir()
-    (tmp_path / "cache" / "tiny").symlink_to(tiny_models)
+def own_cache(own_tiny_cache: Path, tmp_path: Path) -> Path:
     pairs_file = tmp_path / "pairs.toml"
     pairs_file.write_text(PAIRS)
     return pairs_file

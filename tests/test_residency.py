@@ -22,7 +22,6 @@ from harness import phases
 from harness.models import load_tokenizer
 from harness.pipeline import RunSpec, run
 from harness.supervise import teacher_topk
-from harness.tiny import ensure_tiny_pair
 from tasks import vllm_backend
 from tasks.generation import TransformersGenerator
 
@@ -67,12 +66,8 @@ def role(path: str) -> str:
 
 
 @pytest.fixture
-def spy(mini_tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Spy:
+def spy(own_tiny_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Spy:
     """Loader, engine and training spies, in a cache of this test's own (sharing the session's tiny pair)."""
-    tiny_models = ensure_tiny_pair().parent
-    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
-    (tmp_path / "cache").mkdir()
-    (tmp_path / "cache" / "tiny").symlink_to(tiny_models)
     spy = Spy()
     real_load, real_train = phases.load_model, phases.train
 

@@ -18,7 +18,6 @@ import pytest
 
 from harness.cache import cache_root
 from harness.pipeline import RunSpec, supervise
-from harness.tiny import ensure_tiny_pair
 
 ROOT = Path(__file__).resolve().parents[1]
 PAIRS = """schema_version = 1
@@ -40,12 +39,8 @@ drop_truncated = false  # the miniature teacher (a few training steps) never emi
 
 
 @pytest.fixture
-def pairs_file(mini_tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def pairs_file(own_tiny_cache: Path, tmp_path: Path) -> Path:
     """The small pairs file, in a cache of this test's own that shares the session's tiny pair."""
-    tiny_models = ensure_tiny_pair().parent
-    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
-    (tmp_path / "cache").mkdir()
-    (tmp_path / "cache" / "tiny").symlink_to(tiny_models)
     path = tmp_path / "pairs.toml"
     path.write_text(PAIRS)
     return path
