@@ -23,6 +23,7 @@ from typing import Any
 
 from kdcore.io import atomic_write_json
 from kdcore.scores import TaskScore
+from trainers.settings import TRAIN_RULES, is_integer, is_number, train_problem
 
 SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)
@@ -100,8 +101,11 @@ class RunRecord:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RunRecord:
-        """Build a record from parsed JSON (schema 1 or 2), raising ValueError on a schema mismatch."""
+    def from_dict(cls, data: Any) -> RunRecord:
+        """Build a record from parsed JSON (schema 1 or 2), raising ValueError on a schema mismatch or a value of
+        the wrong type or range (see `check_values`)."""
+        if not isinstance(data, dict):
+            raise ValueError(f"the file holds {_json_kind(data)}, not an object")
         version = data.get("schema_version")
         if version not in READABLE_VERSIONS:
             raise ValueError(f"schema_version {version!r}, expected one of {', '.join(map(str, READABLE_VERSIONS))}")
@@ -115,12 +119,73 @@ class RunRecord:
         fields = dict(data)
         if version == 1:
             fields.update(models={}, data={}, student_before_scores={})
-        for key in ("models", "data", *SCORE_FIELDS):
-            if not isinstance(fields[key], dict):
-                raise ValueError(f"{key} must be an object")
+        check_values(fields)
         for key in SCORE_FIELDS:
             fields[key] = {task: TaskScore(**score) for task, score in fields[key].items()}
         return cls(**fields)
+
+
+def check_values(fields: dict[str, Any]) -> None:
+    """Raise ValueError naming the first field of a parsed record whose type or range is wrong: names are non-empty
+    strings, the seed an integer, scores fractions in [0, 1] with a doc count, step and attempt counts
+    positive, the training settings within their rules (trainers.settings), costs non-negative."""
+    for key in ("pair", "method", "teacher", "student"):
+        if not isinstance(fields[key], str) or not fields[key]:
+            raise ValueError(f"{key} must be a non-empty string, got {_short(fields[key])}")
+    for key in ("run_id", "created"):
+        if not isinstance(fields.get(key, ""), str):
+            raise ValueError(f"{key} must be a string, got {_short(fields[key])}")
+    if not is_integer(fields["seed"]):
+        raise ValueError(f"seed must be an integer, got {_short(fields['seed'])}")
+    if not (is_integer(fields.get("attempts", 1)) and fields.get("attempts", 1) > 0):
+        raise ValueError(f"attempts must be a positive integer, got {_short(fields['attempts'])}")
+    for key in ("models", "data", "method_params", "train_config", "training", "environment", *SCORE_FIELDS):
+        if not isinstance(fields[key], dict):
+            raise ValueError(f"{key} must be an object")
+    for key in SCORE_FIELDS:
+        for task, score in fields[key].items():
+            _check_score(f"{key}[{task!r}]", score)
+    for name, value in fields["train_config"].items():
+        if name in TRAIN_RULES and (problem := train_problem(f"train_config.{name}", name, value)):
+            raise ValueError(problem.replace(f" {value!r}: must be", " must be", 1) + f", got {_short(value)}")
+    training = fields["training"]
+    if "steps" in training and not (is_integer(training["steps"]) and training["steps"] > 0):
+        raise ValueError(f"training.steps must be a positive integer, got {_short(training['steps'])}")
+    if not (is_integer(training.get("resumed_from", 0)) and training.get("resumed_from", 0) >= 0):
+        raise ValueError(f"training.resumed_from must be an integer >= 0, got {_short(training['resumed_from'])}")
+    phases = fields["cost"].get("phases") if isinstance(fields["cost"], dict) else None
+    if not isinstance(phases, dict):
+        raise ValueError("cost.phases missing")
+    for name, phase in phases.items():
+        for key, default in (("device_hours", None), ("flops", 0.0)):
+            value = phase.get(key, default) if isinstance(phase, dict) else None
+            if not (is_number(value) and value >= 0):
+                raise ValueError(f"cost.phases[{name!r}].{key} is not a non-negative number")
+
+
+def _check_score(where: str, score: Any) -> None:
+    if not isinstance(score, dict):
+        raise ValueError(f"{where} must be an object")
+    if not (is_number(score.get("score")) and 0 <= score["score"] <= 1):
+        raise ValueError(f"{where}.score must be a fraction in [0, 1], got {_short(score.get('score'))}")
+    if not (is_integer(score.get("n")) and score["n"] >= 0):
+        raise ValueError(f"{where}.n must be an integer >= 0 (docs scored), got {_short(score.get('n'))}")
+    metrics = score.get("metrics", {})
+    if not isinstance(metrics, dict):
+        raise ValueError(f"{where}.metrics must be an object")
+    for name, value in metrics.items():
+        if not (is_number(value) and 0 <= value <= 1):
+            raise ValueError(f"{where}.metrics[{name!r}] must be a fraction in [0, 1], got {_short(value)}")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _json_kind(value: Any) -> str:
+    kinds = {list: "a JSON array", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
+    return "null" if value is None else kinds.get(type(value), type(value).__name__)
 
 
 def write_record(record: RunRecord, results_dir: str | Path) -> Path:
@@ -133,9 +198,10 @@ def load_records(results_dir: str | Path) -> tuple[list[RunRecord], list[str]]:
     records, problems = [], []
     for path in sorted(Path(results_dir).glob(RECORD_GLOB)):
         try:
-            records.append(RunRecord.from_dict(json.loads(path.read_text())))
-        except (ValueError, TypeError, json.JSONDecodeError) as err:
-            problems.append(f"{path.name}: skipped ({err})")
+            records.append(RunRecord.from_dict(json.loads(path.read_bytes())))
+        except (OSError, ValueError, TypeError) as err:
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            problems.append(f"{path.name}: skipped ({err.strerror if isinstance(err, OSError) else reason})")
     records.sort(key=lambda r: r.run_id)
     return records, problems
 

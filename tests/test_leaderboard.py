@@ -617,3 +617,31 @@ def test_the_committed_leaderboard_is_rebuilt_byte_for_byte_from_the_committed_r
     assert {p.relative_to(tmp_path): p.read_bytes() for p in rebuilt} == {
         p.relative_to(tmp_path): (committed / p.relative_to(tmp_path)).read_bytes() for p in rebuilt
     }
+
+
+@pytest.mark.parametrize("content", ["[]", "null", '"x"', "7"])
+def test_a_record_file_that_is_not_an_object_does_not_stop_the_leaderboard(results: Path, content: str) -> None:
+    (results / "runs" / "odd.json").write_text(content)
+    paths = build_leaderboard(results)
+    assert results / "leaderboard.md" in paths
+    assert "- odd.json: skipped (the file holds" in (results / "leaderboard.md").read_text()
+    assert _row(leaderboard(results), "tiny", "hybrid").seeds == 2
+
+
+@pytest.mark.parametrize(("field", "value"), [("score", 1e308), ("score", -5), ("n", -3)])
+def test_an_out_of_range_score_is_skipped_and_the_leaderboard_written(results: Path, field: str, value) -> None:
+    good = json.loads(next(iter(sorted((results / "runs").glob("tiny-hybrid-*.json")))).read_text())
+    scores = {"arith": good["scores"]["arith"] | {field: value}}
+    (results / "runs" / "huge.json").write_text(json.dumps(good | {"run_id": "huge", "scores": scores}))
+    build_leaderboard(results)
+    (problem,) = [p for p in leaderboard(results).problems if p.startswith("huge.json")]
+    assert f"scores['arith'].{field}" in problem
+    assert "- huge.json: skipped" in (results / "leaderboard.md").read_text()
+
+
+def test_a_record_with_a_string_seed_is_not_a_second_seed(results: Path) -> None:
+    good = json.loads(next(iter(sorted((results / "runs").glob("tiny-hybrid-*.json")))).read_text())
+    (results / "runs" / "zero.json").write_text(json.dumps(good | {"run_id": "zero", "seed": "zero"}))
+    board = leaderboard(results)
+    assert _row(board, "tiny", "hybrid").seeds == 2
+    assert any(p.startswith("zero.json: skipped (seed must be an integer") for p in board.problems)

@@ -119,3 +119,52 @@ def test_foreign_schema_is_reported_not_loaded(tmp_path: Path) -> None:
     records, problems = load_records(tmp_path)
     assert records == [] and len(problems) == 1 and path.name in problems[0] and "schema_version" in problems[0]
     assert path.exists()
+
+
+def _written(tmp_path: Path, name: str, content: object) -> Path:
+    path = tmp_path / "runs" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(content))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (lambda d: [], "holds a JSON array, not an object"),
+        (lambda d: None, "holds null, not an object"),
+        (lambda d: "record", "holds a string, not an object"),
+        (lambda d: d | {"seed": "zero"}, "seed must be an integer"),
+        (lambda d: d | {"seed": 1.5}, "seed must be an integer"),
+        (lambda d: d | {"seed": True}, "seed must be an integer"),
+        (lambda d: d | {"pair": 3}, "pair must be a non-empty string"),
+        (lambda d: d | {"attempts": 0}, "attempts must be a positive integer"),
+        (lambda d: d | {"scores": {"arith": d["scores"]["arith"] | {"score": 1e308}}}, "scores['arith'].score"),
+        (lambda d: d | {"scores": {"arith": d["scores"]["arith"] | {"score": -5}}}, "in [0, 1]"),
+        (lambda d: d | {"scores": {"arith": d["scores"]["arith"] | {"score": "0.5"}}}, "in [0, 1]"),
+        (lambda d: d | {"scores": {"arith": d["scores"]["arith"] | {"n": -1}}}, "scores['arith'].n"),
+        (lambda d: d | {"scores": {"arith": d["scores"]["arith"] | {"metrics": {"x": float("nan")}}}}, "metrics"),
+        (lambda d: d | {"scores": {"arith": []}}, "scores['arith'] must be an object"),
+        (lambda d: d | {"training": {"steps": 0}}, "training.steps must be a positive integer"),
+        (lambda d: d | {"training": {"steps": "600"}}, "training.steps must be a positive integer"),
+        (lambda d: d | {"training": []}, "training must be an object"),
+        (lambda d: d | {"train_config": {"max_steps": -600}}, "train_config.max_steps must be a positive integer"),
+        (lambda d: d | {"cost": {"phases": {"train": {"device_hours": -1}}}}, "device_hours"),
+        (lambda d: d | {"cost": []}, "cost.phases missing"),
+    ],
+)
+def test_a_malformed_record_is_skipped_with_one_line_naming_its_file(tmp_path: Path, change, reason) -> None:
+    good = write_record(make_record(), tmp_path)
+    bad = _written(tmp_path, "bad.json", change(make_record().to_dict()))
+    records, problems = load_records(tmp_path)
+    assert [r.run_id for r in records] == [good.stem]
+    (problem,) = problems
+    assert problem.startswith(f"{bad.name}: skipped (") and reason in problem and "\n" not in problem
+
+
+def test_unreadable_record_files_are_skipped(tmp_path: Path) -> None:
+    write_record(make_record(), tmp_path)
+    (tmp_path / "runs" / "bytes.json").write_bytes(b"\xff\xfe\x00garbage")
+    (tmp_path / "runs" / "folder.json").mkdir()
+    records, problems = load_records(tmp_path)
+    assert len(records) == 1 and [p.split(":")[0] for p in problems] == ["bytes.json", "folder.json"]
