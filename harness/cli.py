@@ -66,20 +66,13 @@ def parse_params(items: list[str]) -> dict[str, object]:
 
 
 def train_overrides(train: dict[str, Any]) -> dict[str, object]:
-    """The training settings given on the command line (the pair's own apply to the others), checked."""
-    for name, allowed in (
-        ("max_steps", "a positive integer"),
-        ("batch_size", "a positive integer"),
-        ("lr", "a positive number"),
-    ):
-        value = train.get(name)
-        if value is not None and not value > 0:
-            raise HarnessError(f"--{name.replace('_', '-')} {value}: must be {allowed}")
-    for name in ("checkpoint_every", "lora_r"):
-        value = train.get(name)
-        if value is not None and value < 0:
-            raise HarnessError(f"--{name.replace('_', '-')} {value}: must be 0 (off) or a positive integer")
-    return {k: v for k, v in train.items() if v is not None}
+    """The training settings given on the command line (the pair's own apply to the others), checked by the rules
+    the pairs file's `train` tables follow (trainers.settings)."""
+    from trainers.settings import check_train_settings
+
+    given = {k: v for k, v in train.items() if v is not None}
+    check_train_settings(given, lambda name: f"--{name.replace('_', '-')}")
+    return given
 
 
 def checked_limit(limit: int | None) -> int | None:

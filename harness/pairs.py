@@ -17,6 +17,7 @@ import tomllib
 from harness.trace_filter import TraceFilter
 from kdcore.errors import HarnessError, unknown_choice
 from tasks.protocol import GenerationSettings, parse_settings
+from trainers.settings import check_train_settings, is_integer
 
 DEFAULT_PAIRS_FILE = Path(__file__).with_name("pairs.toml")
 SCHEMA_VERSION = 1
@@ -104,8 +105,19 @@ def _parse_pair(name: str, entry: Any, source: Path) -> Pair:
         if not isinstance(values[key], kind) or not values[key]:
             raise HarnessError(f"{where}: field {key!r} must be a non-empty {kind.__name__}")
     for key in ("max_length", "max_new_tokens", "train_prompts", "cpu_threads"):
-        if key in values and (not isinstance(values[key], int) or values[key] <= 0):
+        if key in values and (not is_integer(values[key]) or values[key] <= 0):
             raise HarnessError(f"{where}: field {key!r} must be a positive integer, got {values[key]!r}")
+    if not isinstance(values.get("description", ""), str):
+        raise HarnessError(f"{where}: field 'description' must be a string, got {values['description']!r}")
+    for key in ("chat_template_kwargs", "model_kwargs", "train"):
+        if not isinstance(values.get(key, {}), dict):
+            raise HarnessError(f"{where}: field {key!r} must be a table, got {values[key]!r}")
+    check_train_settings(values.get("train", {}), lambda name: f"train.{name}", f"{where}: ")
+    sums = values.get("sha256", {})
+    if not isinstance(sums, dict) or not all(isinstance(v, str) and _is_sha256(v) for v in sums.values()):
+        raise HarnessError(f"{where}: field 'sha256' must be a table of sha256 hex strings, got {sums!r}")
+    if unknown := sorted(set(sums) - {*ROLES, "tokenizer"}):
+        raise HarnessError(f"{where}: sha256 has unknown key {unknown[0]!r}; valid keys: teacher, student, tokenizer")
     share = values.get("gpu_memory_utilization")
     if share is not None and (isinstance(share, bool) or not isinstance(share, float | int) or not 0 < share <= 1):
         raise HarnessError(f"{where}: field 'gpu_memory_utilization' must be a number in (0, 1], got {share!r}")
@@ -126,6 +138,10 @@ def _parse_pair(name: str, entry: Any, source: Path) -> Pair:
                 f"{values['train_task']!r} has none"
             )
     return Pair(name=name, **values, **tables)
+
+
+def _is_sha256(text: str) -> bool:
+    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
 
 
 def _parse_tables(entry: dict[str, Any], where: str, teacher_budget: int | None) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -169,3 +170,85 @@ def test_require_correct_needs_a_scorable_train_task(tmp_path: Path) -> None:
         load_pairs(_write(tmp_path, coding + "[pairs.x.supervision]\nrequire_correct = true\n"))
     (pair,) = load_pairs(_write(tmp_path, GOOD + "[pairs.x.supervision]\nrequire_correct = true\n")).values()
     assert pair.trace_filter.require_correct
+
+
+BAD_TRAIN = [
+    ("max_steps = -600", "train.max_steps -600: must be a positive integer"),
+    ("max_steps = 0", "train.max_steps 0: must be a positive integer"),
+    ('max_steps = "600"', "train.max_steps '600': must be a positive integer"),
+    ("max_steps = 1.5", "train.max_steps 1.5: must be a positive integer"),
+    ("max_steps = true", "train.max_steps True: must be a positive integer"),
+    ("batch_size = 0", "train.batch_size 0: must be a positive integer"),
+    ("grad_accum = -1", "train.grad_accum -1: must be a positive integer"),
+    ("lr = nan", "train.lr nan: must be a positive number"),
+    ("lr = -1e-3", "train.lr -0.001: must be a positive number"),
+    ("lr = inf", "train.lr inf: must be a positive number"),
+    ("weight_decay = -0.1", "train.weight_decay -0.1: must be a number >= 0"),
+    ("warmup_frac = 2", "train.warmup_frac 2: must be a number in [0, 1]"),
+    ("max_grad_norm = -1", "train.max_grad_norm -1: must be 0 (off) or a positive number"),
+    ('mixed_precision = "fp8x"', "train.mixed_precision 'fp8x': must be one of no, bf16, fp16"),
+    ("checkpoint_every = -5", "train.checkpoint_every -5: must be 0 (off) or a positive integer"),
+    ("chunk_size = 0", "train.chunk_size 0: must be a positive integer"),
+    ("lora_alpha = 0", "train.lora_alpha 0: must be a positive number"),
+    ('seed = "x"', "train.seed 'x': must be an integer"),
+    ("colour = 1", "unknown training setting 'colour'; valid settings: max_steps, batch_size"),
+]
+
+
+@pytest.mark.parametrize(("line", "message"), BAD_TRAIN)
+def test_every_training_setting_of_a_pair_is_checked(tmp_path: Path, line: str, message: str) -> None:
+    with pytest.raises(HarnessError) as err:
+        load_pairs(_write(tmp_path, GOOD + f"[pairs.x.train]\n{line}\n"))
+    assert str(err.value).startswith(f"pairs.toml: pair 'x': {message}") and "\n" not in str(err.value)
+
+
+def test_the_training_rules_cover_every_train_config_field() -> None:
+    from dataclasses import fields
+
+    from trainers.loop import TrainConfig
+    from trainers.settings import TRAIN_RULES
+
+    assert list(TRAIN_RULES) == [f.name for f in fields(TrainConfig)]
+    for f in fields(TrainConfig):  # every default is allowed by its own rule
+        assert TRAIN_RULES[f.name].check(f.default), f.name
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("max_length = true", "'max_length' must be a positive integer, got True"),
+        ('max_new_tokens = "48"', "'max_new_tokens' must be a positive integer, got '48'"),
+        ("description = 3", "'description' must be a string"),
+        ('chat_template_kwargs = "x"', "'chat_template_kwargs' must be a table"),
+        ("model_kwargs = 1", "'model_kwargs' must be a table"),
+        ("train = 3", "'train' must be a table"),
+        ("sha256 = { teacher = 1 }", "'sha256' must be a table of sha256 hex strings"),
+        ('sha256 = "abc"', "'sha256' must be a table of sha256 hex strings"),
+    ],
+)
+def test_every_plain_field_of_a_pair_is_checked(tmp_path: Path, line: str, message: str) -> None:
+    with pytest.raises(HarnessError, match=re.escape(message)) as err:
+        load_pairs(_write(tmp_path, GOOD + line + "\n"))
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(("line", "message"), BAD_TRAIN[:8:3])
+@pytest.mark.parametrize(
+    "command", [("run",), ("sweep",), ("pairs", "--show", "x"), ("pairs",), ("supervise", "--pair", "x")]
+)
+def test_a_bad_pairs_file_gives_the_same_line_in_every_command(
+    tmp_path: Path, monkeypatch, capsys, line: str, message: str, command: tuple[str, ...]
+) -> None:
+    from harness.cli import main
+
+    path = _write(tmp_path, GOOD + f"[pairs.x.train]\n{line}\n")
+    target = ["--pair", "x"] if command == ("run",) else ["--pairs", "x"] if command == ("sweep",) else []
+    results = ["--results-dir", str(tmp_path / "results")] if command[0] in ("run", "sweep") else []
+    monkeypatch.setattr(sys, "argv", ["harness", *command, *target, *results, "--pairs-file", str(path)])
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(SystemExit) as done:
+        main()
+    output = capsys.readouterr()
+    text = " ".join((output.out + output.err).split())
+    assert done.value.code == 2 and f"error: pairs.toml: pair 'x': {message}" in text
+    assert not (tmp_path / "results").exists() and not (tmp_path / "cache").exists()
