@@ -26,6 +26,7 @@ in float32 for 64 prompts x 1024 tokens x 152k rows, so it is not used.)
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -55,6 +56,7 @@ from tasks import Doc, Messages, Task, load_task
 from tasks.generation import Generator, render_prompt
 from trainers.batch import collate
 from trainers.loop import hidden_rows, logits_fn
+from trainers.settings import is_number
 from trainers.topk import teacher_buckets, topk_features, topk_logprobs
 
 
@@ -384,15 +386,17 @@ def load_or_build_shards(
     A miss builds the missing shards of slice `part = (i, n)`: shards i, i+n, ..., with `build(index, start, stop)`
     (the shard's data, its work: tokens, FLOPs, devices, backend, and extra meta-file fields), so n machines or
     processes can share the work,
-    and a killed build resumes at its first missing shard. A shard that cannot be read is rebuilt, with a warning.
+    and a killed build resumes at its first missing shard. Each shard's meta file holds the sha256 of its data
+    files, checked on every load: a shard that is damaged in any way (unreadable, cut short, or readable with other
+    content) is rebuilt, with a one-line warning naming it.
     Once every shard exists the entry is complete: the data is returned with its build cost (the sum of its shards';
     `reused` when the entry was complete before this call); until then (None, None).
     """
     bounds = [(start, min(start + shard_size, n_items)) for start in range(0, n_items, shard_size)]
     if (folder / COST_FILE).exists():
         shards = [_read_shard(folder, i) for i in range(len(bounds))]
-        if all(shard is not None for shard in shards):
-            cost = PhaseCost(**json.loads((folder / COST_FILE).read_text()))
+        cost = _read_cost(folder / COST_FILE)
+        if cost is not None and all(shard is not None for shard in shards):
             cost.reused, cost.cache_key = True, key
             return datasets.concatenate_datasets([data for data, _ in shards]).with_format("torch"), cost
         (folder / COST_FILE).unlink(missing_ok=True)
@@ -442,7 +446,8 @@ def _write_shard(
     try:
         data.save_to_disk(str(staging / "data"))
         timed(cost, clock)  # a fresh cost: its wall time becomes the time since `clock`
-        atomic_write_json(staging / META_FILE, {"rows": len(data), "cost": asdict(cost), **meta})
+        digests = _digests(staging / "data")
+        atomic_write_json(staging / META_FILE, {"rows": len(data), "cost": asdict(cost), "sha256": digests, **meta})
         try:
             staging.rename(_shard_dir(folder, index))
         except OSError:  # another process published this shard first: keep theirs
@@ -453,20 +458,54 @@ def _write_shard(
 
 
 def _read_shard(folder: Path, index: int) -> tuple[datasets.Dataset, PhaseCost] | None:
-    """Shard `index` and its build cost; None when it is missing, or unreadable (then it is removed, with a
-    warning, so that it is built again)."""
+    """Shard `index` and its build cost; None when it is missing, or damaged: its data files not those its meta
+    file's sha256 names, or unreadable (then it is removed, with a one-line warning, so that it is built again)."""
     path = _shard_dir(folder, index)
     if not (path / META_FILE).exists():
         return None
     try:
-        meta = json.loads((path / META_FILE).read_text())
+        meta = json.loads((path / META_FILE).read_bytes())
+        if not isinstance(meta, dict) or not isinstance(meta.get("sha256"), dict):
+            raise ValueError(f"{META_FILE} holds no content digest")
+        if (found := _digests(path / "data")) != meta["sha256"]:
+            changed = sorted(set(found) ^ set(meta["sha256"]) | {n for n in found if found[n] != meta["sha256"].get(n)})
+            raise ValueError(f"sha256 of data/{changed[0]} does not match {META_FILE}")
         data = datasets.load_from_disk(str(path / "data"))
         data.data.validate(full=True)
         if len(data) != meta["rows"]:
             raise ValueError(f"{len(data)} rows, expected {meta['rows']}")
-        cost = PhaseCost(**meta["cost"])
+        cost = _checked_cost(meta["cost"])
     except (OSError, ValueError, KeyError, TypeError, pa.ArrowException) as err:
-        logger.warning("supervision shard %s is unreadable (%s); rebuilding it", path, str(err).splitlines()[0])
+        reason = (str(err).splitlines() or [type(err).__name__])[0]
+        logger.warning("supervision shard %s is damaged (%s); rebuilding it", path, reason)
         shutil.rmtree(path, ignore_errors=True)
         return None
     return data, cost
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    """sha256 of every file under `folder`, by path relative to it."""
+    out = {}
+    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+        with file.open("rb") as handle:
+            out[str(file.relative_to(folder))] = hashlib.file_digest(handle, "sha256").hexdigest()
+    return out
+
+
+def _read_cost(path: Path) -> PhaseCost | None:
+    """A complete entry's build cost; None (with a warning: it is summed from the shards again) when damaged."""
+    try:
+        cost = _checked_cost(json.loads(path.read_bytes()))
+    except (OSError, ValueError, TypeError) as err:
+        logger.warning("supervision cost file %s is damaged (%s); summing it from the shards again", path, err)
+        return None
+    return cost
+
+
+def _checked_cost(fields: Any) -> PhaseCost:
+    """A PhaseCost from parsed JSON, raising ValueError or TypeError unless its counts are non-negative numbers."""
+    cost = PhaseCost(**fields) if isinstance(fields, dict) else None
+    counts = ("wall_s", "devices", "device_hours", "tokens", "flops", "peak_memory_bytes")
+    if cost is None or not all(is_number(getattr(cost, name)) and getattr(cost, name) >= 0 for name in counts):
+        raise ValueError("a cost count is not a non-negative number")
+    return cost

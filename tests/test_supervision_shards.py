@@ -94,7 +94,7 @@ def test_slices_merge_and_an_unreadable_shard_is_rebuilt(pairs_file: Path, caplo
     (arrow,) = (folder / "shards" / "00001" / "data").glob("*.arrow")
     arrow.write_bytes(arrow.read_bytes()[: arrow.stat().st_size // 2])
     assert columns(supervise(spec)) == reference
-    assert "supervision shard" in caplog.text and "unreadable" in caplog.text and "rebuilding it" in caplog.text
+    assert "supervision shard" in caplog.text and "is damaged" in caplog.text and "rebuilding it" in caplog.text
     assert (folder / "cost.json").exists()
 
 
@@ -116,3 +116,70 @@ def test_a_full_disk_while_writing_a_shard_leaves_no_shard(pairs_file: Path, mon
     assert not list((folder / "shards").iterdir())  # neither a shard nor a half-written staging folder
     monkeypatch.setattr(os, "fsync", real_fsync)
     assert columns(supervise(spec)) == reference
+
+
+def _small_build(calls: list[int]):
+    """A shard builder of known data (no model): rows i..stop of a counting column."""
+    from kdcore.costs import PhaseCost
+
+    def build(index: int, start: int, stop: int):
+        calls.append(index)
+        data = datasets.Dataset.from_dict({"prompt_ids": [[i, i + 1] for i in range(start, stop)]})
+        return data, PhaseCost(tokens=stop - start), {}
+
+    return build
+
+
+def _garble(arrow: Path) -> None:
+    """Rewrite a shard's Arrow file with other values in the same layout: it still reads as valid Arrow."""
+    import pyarrow as pa
+
+    with pa.memory_map(str(arrow)) as source:
+        table = pa.ipc.open_stream(source).read_all()
+    changed = table.set_column(0, "prompt_ids", pa.array([[7, 7]] * len(table), type=table.schema.field(0).type))
+    with pa.OSFile(str(arrow), "wb") as sink, pa.ipc.new_stream(sink, changed.schema) as writer:
+        writer.write_table(changed)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        _garble,
+        lambda arrow: arrow.write_bytes(os.urandom(arrow.stat().st_size)),
+        lambda arrow: arrow.write_bytes(arrow.read_bytes()[:-40]),
+        lambda arrow: arrow.write_bytes(b""),
+        lambda arrow: (arrow.parent.parent / "meta.json").write_bytes(os.urandom(50)),
+        lambda arrow: (arrow.parent / "state.json").write_text("{}"),
+    ],
+    ids=["garbled-readable-arrow", "random-bytes", "truncated", "empty", "random-meta", "edited-state"],
+)
+def test_a_damaged_shard_is_named_in_one_line_and_rebuilt(tmp_path: Path, caplog, damage) -> None:
+    from harness.supervise import load_or_build_shards
+
+    calls: list[int] = []
+    first, _ = load_or_build_shards(tmp_path, "k", 10, 4, _small_build(calls))
+    reference = columns(first)
+    (arrow,) = (tmp_path / "shards" / "00001" / "data").glob("*.arrow")
+    damage(arrow)
+    calls.clear()
+    again, cost = load_or_build_shards(tmp_path, "k", 10, 4, _small_build(calls))
+    assert calls == [1] and columns(again) == reference and not cost.reused
+    (line,) = [r.getMessage() for r in caplog.records if "supervision shard" in r.getMessage()]
+    assert f"supervision shard {tmp_path / 'shards' / '00001'} is damaged" in line and "rebuilding it" in line
+    assert "\n" not in line
+    calls.clear()
+    _, cost = load_or_build_shards(tmp_path, "k", 10, 4, _small_build(calls))
+    assert calls == [] and cost.reused  # the rebuilt shard verifies
+
+
+def test_a_damaged_cost_file_is_rebuilt_from_the_shards(tmp_path: Path, caplog) -> None:
+    from harness.supervise import load_or_build_shards
+
+    calls: list[int] = []
+    _, built = load_or_build_shards(tmp_path, "k", 10, 4, _small_build(calls))
+    for content in (b"\x00\xff", b"[]", b'{"tokens": "many"}', b'{"colour": 1}'):
+        (tmp_path / "cost.json").write_bytes(content)
+        calls.clear()
+        _, cost = load_or_build_shards(tmp_path, "k", 10, 4, _small_build(calls))
+        assert calls == [] and cost.tokens == built.tokens == 10
+    assert "is damaged" in caplog.text
