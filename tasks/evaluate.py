@@ -11,6 +11,7 @@ shards' logs into the same log and score as an unsharded one.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import logging
@@ -116,7 +117,7 @@ def evaluate_task(
     docs = task.docs("test")[:limit]
     wanted = shard_docs(len(docs), shard)
     partial = samples_path.with_name(samples_path.name + ".partial") if samples_path and resume_key else None
-    done = _read_partial(partial, resume_key) if partial else {}
+    done = _read_partial(partial, resume_key, set(wanted)) if partial else {}
     pending = [d for d in wanted if d not in done]
     sampling = _sampling(task, generation, samples, temperature)
     samples = sampling["n"]
@@ -197,39 +198,79 @@ def _read_rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _read_partial(path: Path, resume_key: str) -> dict[int, dict]:
+def _read_partial(path: Path, resume_key: str, doc_ids: set[int]) -> dict[int, dict]:
     """The rows of a partial log written for `resume_key`; none when it is missing or for something else.
-    A torn last line (the process died while writing it) is dropped: its doc is generated again."""
+
+    Each row is stored with the sha256 of its JSON and read back only when that matches and its doc is one of
+    `doc_ids`, once. The rows from the first that does not are dropped from the log (with a one-line warning; a torn
+    last line, left by a process killed while writing it, silently): those docs are generated again."""
     if not path.exists():
         return {}
-    lines = path.read_text().splitlines()
+    lines = path.read_bytes().decode("utf-8", errors="replace").split("\n")
     try:
-        header = json.loads(lines[0]) if lines else {}
+        header = json.loads(lines[0])
     except json.JSONDecodeError:
-        header = {}
-    if header.get("resume_key") != resume_key:
+        header = None
+    if not isinstance(header, dict) or header.get("resume_key") != resume_key:
+        if header is None:
+            logger.warning("partial evaluation log %s has a damaged header; it is generated again", path)
         path.unlink()
         return {}
-    rows = {}
-    for line in lines[1:]:
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            break
-        rows[row["doc_id"]] = row
+    body = lines[1:-1] if lines[-1] == "" else lines[1:]  # a last line without its newline is torn
+    rows: dict[int, dict] = {}
+    for number, line in enumerate(body, start=2):
+        row, problem = _partial_row(line, doc_ids, rows)
+        if problem is None:
+            rows[row["doc_id"]] = row
+            continue
+        if number - 2 < len(body) - 1 or lines[-1] == "":
+            logger.warning(
+                "partial evaluation log %s: line %d is damaged (%s); it and the %d row(s) after it are generated again",
+                path,
+                number,
+                problem,
+                len(body) - (number - 1),
+            )
+        break
+    if len(rows) < len(body):
+        atomic_write_text(path, "".join(line + "\n" for line in [lines[0], *body[: len(rows)]]))
     return rows
 
 
+def _partial_row(line: str, doc_ids: set[int], seen: dict[int, dict]) -> tuple[dict, str | None]:
+    """A partial log line's row, and what is wrong with it (None when nothing is)."""
+    try:
+        entry = json.loads(line)
+    except json.JSONDecodeError as err:
+        return {}, f"not JSON: {err.msg}"
+    if not isinstance(entry, dict) or set(entry) != {"sha256", "row"} or not isinstance(entry["row"], dict):
+        return {}, "not a row with its sha256"
+    row = entry["row"]
+    if entry["sha256"] != _row_digest(row):
+        return row, "its sha256 does not match its content"
+    doc = row.get("doc_id")
+    if not isinstance(doc, int) or isinstance(doc, bool) or doc not in doc_ids or doc in seen:
+        return row, f"doc_id {doc!r} is not one of this evaluation's docs, once"
+    return row, None
+
+
+def _row_digest(row: dict) -> str:
+    return hashlib.sha256(json.dumps(row, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
 def _append_rows(path: Path, resume_key: str, rows: list[dict]) -> None:
-    """Append one chunk's rows to the partial log and flush them to disk."""
+    """Append one chunk's rows, each with its sha256, to the partial log and flush them to disk."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    text = "".join(json.dumps({"sha256": _row_digest(row), "row": row}, ensure_ascii=False) + "\n" for row in rows)
     if not path.exists():
         text = json.dumps({"resume_key": resume_key}) + "\n" + text
-    with path.open("a", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
+    try:
+        with path.open("a", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as err:  # e.g. a full disk: a torn last row is dropped on resume; name the file
+        raise OSError(err.errno, err.strerror, str(path)) from err
 
 
 def evaluate_model(

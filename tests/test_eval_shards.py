@@ -77,6 +77,40 @@ def test_a_crashed_evaluation_generates_only_the_missing_docs(student, tmp_path:
     assert other.prompts == 8
 
 
+def _edit_completion(line: str) -> str:
+    entry = json.loads(line)
+    entry["row"]["completion"] += " 7"
+    return json.dumps(entry)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda line: "{}",
+        _edit_completion,
+        lambda line: line.replace('"doc_id": 1', '"doc_id": "1"'),
+        lambda line: "\x00",
+    ],
+    ids=["empty-object", "edited-row", "doc-id-string", "garbage"],
+)
+def test_a_damaged_partial_row_and_those_after_it_are_generated_again(student, tmp_path: Path, caplog, damage) -> None:
+    _, model, tokenizer = student
+    run_eval(student, tmp_path / "ref.jsonl", TransformersGenerator(model, tokenizer), key=None)
+    path = tmp_path / "arith.jsonl"
+    with pytest.raises(RuntimeError, match="device lost"):
+        run_eval(student, path, CountingGenerator(model, tokenizer, fail_on=2))
+    partial = path.with_name("arith.jsonl.partial")
+    header, first, second, third = partial.read_text().splitlines()
+    partial.write_text("\n".join([header, first, damage(second), third]) + "\n")
+    resumed = CountingGenerator(model, tokenizer)
+    run_eval(student, path, resumed)
+    assert resumed.prompts == 7  # doc 0 kept; docs 1 and 2 (the damaged row and the one after it) and 3-7 generated
+    assert path.read_text() == (tmp_path / "ref.jsonl").read_text()
+    (line,) = [r.getMessage() for r in caplog.records if "partial" in r.getMessage()]
+    assert line.startswith(f"partial evaluation log {partial}: line 3 is damaged (") and "\n" not in line
+    assert "it and the 1 row(s) after it are generated again" in line
+
+
 def eval_cli(monkeypatch: pytest.MonkeyPatch, model: str, out: Path, *extra: str) -> None:
     args = ["harness", "eval", "--model", model, "--tasks", "arith", "--limit", "10", "--out", str(out), *extra]
     monkeypatch.setattr(sys, "argv", args)
