@@ -283,8 +283,9 @@ def sweep(
     result = run_sweep(specs, results_dir)
     if not is_main_process():
         return
+    busy = f", {len(result.busy)} running in another sweep" if result.busy else ""
     console.print(
-        f"sweep: {len(result.ran)} ran, {len(result.skipped)} already had a record, {len(result.failed)} failed"
+        f"sweep: {len(result.ran)} ran, {len(result.skipped)} already had a record{busy}, {len(result.failed)} failed"
     )
     for output in build_leaderboard(results_dir):
         console.print(f"leaderboard: {output}")

@@ -5,6 +5,8 @@ and training settings). A cell that fails is recorded in `<results_dir>/failures
 error and the traceback) and the sweep goes on with the next one; the failure file goes once the cell
 succeeds. Re-running the same command after a crash, or after fixing a failure's cause, runs only what is
 missing. SIGTERM stops the sweep (the running cell keeps its checkpoint and resumes on the re-run).
+A cell being run holds a lock in `<results_dir>/locks/` (harness.cell_lock), so sweeps sharing the results dir,
+on one machine or several, share the grid: a cell another sweep is running is skipped and reported.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 from harness import launch, pipeline
 from harness.cache import cache_key
+from harness.cell_lock import CellLock
 from harness.identity import model_identities
 from harness.models import resolve
 from harness.records import load_records, utc_now
@@ -28,6 +31,7 @@ from trainers.bridge_garden import apply_preset, preset_methods
 from trainers.objectives import METHODS
 
 FAILURES_DIR = "failures"
+LOCKS_DIR = "locks"  # <cell>.lock while a sweep runs the cell (harness.cell_lock)
 
 
 class SweepIncomplete(HarnessError):
@@ -41,6 +45,7 @@ class SweepResult:
     ran: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # cell -> one-line error
+    busy: dict[str, str] = field(default_factory=dict)  # cell -> the other sweep running it
 
 
 def grid(
@@ -95,12 +100,22 @@ def cell_name(spec: pipeline.RunSpec) -> str:
 def run_sweep(specs: list[pipeline.RunSpec], results_dir: Path) -> SweepResult:
     """Run every cell that has no record yet, going on after failures (see the module docstring)."""
     result = SweepResult()
-    done = {json.dumps(_record_identity(r), sort_keys=True) for r in load_records(results_dir)[0]}
+    done = _done(results_dir)
     for spec in specs:
         name = cell_name(spec)
         failure = Path(results_dir) / FAILURES_DIR / f"{name}.json"
-        if json.dumps(_identity(spec), sort_keys=True) in done:
+        identity = json.dumps(_identity(spec), sort_keys=True)
+        if identity in done:
             result.skipped.append(name)
+            continue
+        lock, holder = _claim(Path(results_dir) / LOCKS_DIR / f"{name}.lock")
+        if holder is None and identity in _done(results_dir):  # another sweep finished it meanwhile
+            _release(lock)
+            result.skipped.append(name)
+            continue
+        if holder is not None:
+            result.busy[name] = holder
+            console.print(f"[yellow]running in another sweep:[/] {name} ({holder}); skipped", highlight=False)
             continue
         console.print(f"[bold]sweep[/] {name}")
         try:
@@ -114,10 +129,31 @@ def run_sweep(specs: list[pipeline.RunSpec], results_dir: Path) -> SweepResult:
             if launch.is_main_process():
                 atomic_write_json(failure, _failure(spec, err, line))
             continue
+        finally:
+            _release(lock)
         result.ran.append(name)
         if launch.is_main_process():
             failure.unlink(missing_ok=True)
     return result
+
+
+def _done(results_dir: Path) -> set[str]:
+    """The identities of the cells that have a record."""
+    return {json.dumps(_record_identity(r), sort_keys=True) for r in load_records(results_dir)[0]}
+
+
+def _claim(path: Path) -> tuple[CellLock | None, str | None]:
+    """The cell's lock, taken by the main process (its other processes share the outcome): (lock, None), or
+    (None, who holds it)."""
+    lock = CellLock(path) if launch.is_main_process() else None
+    holder = lock.acquire() if lock is not None else None
+    holder = launch.broadcast(holder)
+    return (None, holder) if holder is not None else (lock, None)
+
+
+def _release(lock: CellLock | None) -> None:
+    if lock is not None:
+        lock.release()
 
 
 def _identity(spec: pipeline.RunSpec) -> dict[str, Any]:
