@@ -774,6 +774,13 @@ def quiet_library_progress() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
+WRITE_ERRORS = {  # errno -> what a failed write says (one line, naming the file)
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EFBIG: "file size limit reached",
+}
+
+
 def main() -> None:
     """Entry point: user errors print one line and exit 2; `--debug` shows the traceback."""
     quiet_library_progress()
@@ -788,12 +795,12 @@ def main() -> None:
         console.print(f"[red]error:[/] {err}", highlight=False)
         sys.exit(err.exit_code)
     except OSError as err:
-        if err.errno != errno.ENOSPC or STATE["debug"]:
+        if err.errno not in WRITE_ERRORS or STATE["debug"]:
             raise
         console.print(
-            f"[red]error:[/] no space left on device writing {err.filename or 'a file'}; records, caches and "
-            "checkpoints are written whole or not at all, so nothing half-written was kept: free space and run "
-            "the same command to resume",
+            f"[red]error:[/] {WRITE_ERRORS[err.errno]} writing {err.filename or 'a file'}; records, caches, "
+            "checkpoints and model folders are written whole or not at all, so nothing half-written was kept: "
+            "free space (or raise the limit) and run the same command to resume",
             highlight=False,
         )
         sys.exit(1)

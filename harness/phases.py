@@ -27,6 +27,7 @@ from __future__ import annotations
 import gc
 import json
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -51,7 +52,7 @@ from harness.supervise import (
     trace_counts,
 )
 from kdcore.costs import PhaseCost, device_memory_in_use, timed
-from kdcore.io import atomic_write_json, atomic_write_text
+from kdcore.io import atomic_folder, atomic_write_json, atomic_write_text
 from kdcore.progress import console
 from kdcore.scores import TaskScore
 from tasks import load_task
@@ -290,25 +291,27 @@ class Train(Phase):
                 max_new_tokens=params.max_new_tokens or ctx.pair.max_new_tokens,
                 seed=ctx.spec.seed,
             )
-        ctx.result = train(
-            student,
-            ctx.objective,
-            ctx.examples,
-            ctx.config,
-            pad_id=ctx.tokenizer.pad_token_id,
-            teacher=teacher,
-            vocab_rows=ctx.vocab_rows,
-            out_dir=ctx.state.folder,
-            cost=cost,
-            on_policy=sampler,
-            on_checkpoint=lambda step: ctx.state.save(ctx.ledger),
-            final_dir=ctx.model_dir,
-            description=f"train {ctx.objective.name}",
-        )
+        # the trained student and its tokenizer appear in the model folder together, or not at all
+        with atomic_folder(ctx.model_dir) if writer else nullcontext(ctx.model_dir) as folder:
+            ctx.result = train(
+                student,
+                ctx.objective,
+                ctx.examples,
+                ctx.config,
+                pad_id=ctx.tokenizer.pad_token_id,
+                teacher=teacher,
+                vocab_rows=ctx.vocab_rows,
+                out_dir=ctx.state.folder,
+                cost=cost,
+                on_policy=sampler,
+                on_checkpoint=lambda step: ctx.state.save(ctx.ledger),
+                final_dir=folder,
+                description=f"train {ctx.objective.name}",
+            )
+            if writer:
+                ctx.tokenizer.save_pretrained(folder)
         if sampler is not None:
             ctx.training["on_policy_batches"] = sampler.sampled_batches
-        if writer:
-            ctx.tokenizer.save_pretrained(ctx.model_dir)
 
 
 def _evaluate(

@@ -12,6 +12,7 @@ written, so running the same command again afterwards starts a new run (a repeat
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -24,6 +25,7 @@ from harness.cache import cache_key, cache_root
 from kdcore.io import atomic_write_json
 
 STATE_FILE = "run.json"
+logger = logging.getLogger(__name__)
 
 
 def run_folder(spec: Any) -> Path:
@@ -49,13 +51,17 @@ class RunState:
     def begin(cls, folder: Path, new_run_id: Callable[[], str]) -> RunState:
         """Start an attempt: a new run in an empty folder, or the next attempt of the run found there.
 
+        A damaged `run.json` (unreadable, or not a run id with a list of attempt costs) is named in a warning and
+        the run restarts: its folder, training checkpoint included, is emptied, since the attempts and cost behind
+        that checkpoint are unknown.
+
         Under a launch of several processes the main process reads and writes the state; the others get its
         run id and record path and write nothing."""
         path = folder / STATE_FILE
         state = cls(folder, "")
         if launch.is_main_process():
-            if path.exists():
-                saved = json.loads(path.read_text())
+            saved = _read_state(path) if path.exists() else None
+            if saved is not None:
                 state = cls(folder, saved["run_id"], saved["attempt_costs"], saved.get("record"))
             else:
                 state = cls(folder, new_run_id())
@@ -96,3 +102,28 @@ class RunState:
             self.folder / STATE_FILE,
             {"run_id": self.run_id, "attempt_costs": self.attempt_costs, "record": self.record},
         )
+
+
+def _read_state(path: Path) -> dict[str, Any] | None:
+    """The saved state of a run; None (the folder emptied, with a one-line warning) when it is damaged."""
+    try:
+        saved = json.loads(path.read_bytes())
+        if not isinstance(saved, dict):
+            raise ValueError("not an object")
+        if not isinstance(saved.get("run_id"), str) or not saved["run_id"]:
+            raise ValueError("no run id")
+        costs = saved.get("attempt_costs")
+        if not isinstance(costs, list) or not all(isinstance(c, dict) for c in costs):
+            raise ValueError("attempt_costs is not a list of objects")
+        if not isinstance(saved.get("record"), str | None):
+            raise ValueError("record is not a path")
+    except (OSError, ValueError) as err:
+        reason = (str(err).splitlines() or [type(err).__name__])[0]
+        logger.warning("run state %s is damaged (%s); the run restarts from the beginning", path, reason)
+        for child in path.parent.iterdir():
+            if child.is_dir():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+        return None
+    return saved

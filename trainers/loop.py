@@ -8,9 +8,11 @@ restarted with the same output folder resumes from the last one.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
+import os
 import random
 import shutil
 import signal
@@ -24,12 +26,13 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
+from accelerate.utils import broadcast_object_list
 from torch import Tensor
 from transformers import PreTrainedModel, get_cosine_schedule_with_warmup
 
 from kdcore.costs import PhaseCost
 from kdcore.errors import HarnessError, Interrupted
-from kdcore.io import atomic_write_json, atomic_write_text
+from kdcore.io import atomic_write_json, atomic_write_text, os_error_number
 from kdcore.progress import progress_bar
 from trainers.batch import Batch, collate, read_rows
 from trainers.chunked import chunked_token_loss
@@ -38,6 +41,7 @@ from trainers.objectives import Objective, TeacherRows, entropy_rows, teacher_lo
 logger = logging.getLogger(__name__)
 STEP_FILE = "step.txt"  # steps done; written last, it marks a checkpoint complete
 HISTORY_FILE = "history.json"  # the per-step diagnostics so far
+DIGEST_FILE = "sha256.json"  # the sha256 of every other file of the checkpoint, checked before it is loaded
 RESULT_NEUTRAL = ("checkpoint_every", "diagnostics_every")  # TrainConfig fields that never change the weights
 
 
@@ -399,7 +403,8 @@ def _to_device(batch: Batch, device: torch.device) -> Batch:
 
 def _load_checkpoint(accelerator: Accelerator, checkpoint_dir: Path) -> list[dict[str, float]]:
     """Restore the last complete checkpoint (model, optimiser, scheduler, RNG states); the history of the steps
-    it holds (empty when there is none)."""
+    it holds (empty when there is none). A checkpoint whose files do not match the sha256 it was saved with, or
+    whose step count and history disagree, is removed with a one-line warning and training restarts from step 0."""
     staging, previous = _sibling(checkpoint_dir, "new"), _sibling(checkpoint_dir, "old")
     if accelerator.is_main_process and not checkpoint_dir.exists():  # killed between the two renames of a swap
         if (staging / STEP_FILE).exists():
@@ -409,8 +414,53 @@ def _load_checkpoint(accelerator: Accelerator, checkpoint_dir: Path) -> list[dic
     accelerator.wait_for_everyone()
     if not (checkpoint_dir / STEP_FILE).exists():
         return []
-    accelerator.load_state(str(checkpoint_dir))
+    problem = _checkpoint_problem(checkpoint_dir) if accelerator.is_main_process else None
+    if accelerator.num_processes > 1:
+        problem = broadcast_object_list([problem])[0]
+    if problem is not None:
+        logger.warning("checkpoint %s is damaged (%s); training restarts from step 0", checkpoint_dir, problem)
+        if accelerator.is_main_process:
+            shutil.rmtree(checkpoint_dir)
+        accelerator.wait_for_everyone()
+        return []
+    try:
+        accelerator.load_state(str(checkpoint_dir))
+    except Exception as err:  # verified, yet unreadable: remove it so that the next attempt starts afresh
+        if accelerator.is_main_process:
+            shutil.rmtree(checkpoint_dir, ignore_errors=True)
+        raise HarnessError(
+            f"checkpoint {checkpoint_dir} could not be loaded ({str(err).splitlines()[0] if str(err) else err!r}); "
+            "it is removed: run the same command to train from step 0"
+        ) from err
     return json.loads((checkpoint_dir / HISTORY_FILE).read_text())
+
+
+def _checkpoint_problem(checkpoint_dir: Path) -> str | None:
+    """What is wrong with a complete checkpoint's files, or None."""
+    try:
+        step = (checkpoint_dir / STEP_FILE).read_text().strip()
+        history = json.loads((checkpoint_dir / HISTORY_FILE).read_bytes())
+        digests = json.loads((checkpoint_dir / DIGEST_FILE).read_bytes())
+    except (OSError, ValueError) as err:
+        return str(err).splitlines()[0] if str(err) else type(err).__name__
+    if not isinstance(history, list) or not all(isinstance(entry, dict) for entry in history):
+        return f"{HISTORY_FILE} is not a list of steps"
+    if step != str(len(history)):
+        return f"{STEP_FILE} says {step[:20]!r} steps, {HISTORY_FILE} holds {len(history)}"
+    found = _file_digests(checkpoint_dir)
+    if found != digests:
+        changed = sorted(set(found) ^ set(digests) | {n for n in found if found[n] != digests.get(n)})
+        return f"sha256 of {changed[0]} does not match {DIGEST_FILE}"
+    return None
+
+
+def _file_digests(folder: Path) -> dict[str, str]:
+    """sha256 of the checkpoint's files (all but the step and digest files, written after it)."""
+    out = {}
+    for file in sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in (STEP_FILE, DIGEST_FILE)):
+        with file.open("rb") as handle:
+            out[str(file.relative_to(folder))] = hashlib.file_digest(handle, "sha256").hexdigest()
+    return out
 
 
 def _save_checkpoint(
@@ -429,11 +479,24 @@ def _save_checkpoint(
     if accelerator.is_main_process:
         shutil.rmtree(staging, ignore_errors=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(staging))  # every process saves its part (its RNG states at least)
-    accelerator.wait_for_everyone()
+    try:
+        accelerator.save_state(str(staging))  # every process saves its part (its RNG states at least)
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            atomic_write_json(staging / HISTORY_FILE, history)
+            atomic_write_json(staging / DIGEST_FILE, _file_digests(staging))
+            atomic_write_text(staging / STEP_FILE, str(len(history)))
+    except Exception as err:  # a full disk, a file size limit: keep the previous checkpoint, drop the new one
+        if accelerator.is_main_process:
+            shutil.rmtree(staging, ignore_errors=True)
+        if (code := os_error_number(err)) is not None:
+            raise OSError(code, os.strerror(code), str(staging)) from err
+        raise HarnessError(
+            f"writing the checkpoint {staging} failed ({str(err).splitlines()[0] if str(err) else err!r}); "
+            f"the previous checkpoint is kept in {checkpoint_dir}: free space (or raise the file size limit) and "
+            "run the same command to resume"
+        ) from err
     if accelerator.is_main_process:
-        atomic_write_json(staging / HISTORY_FILE, history)
-        atomic_write_text(staging / STEP_FILE, str(len(history)))
         if before_swap is not None:
             before_swap(len(history))
         shutil.rmtree(previous, ignore_errors=True)
