@@ -49,6 +49,7 @@ FILE_SIZE_LIMIT_BYTES = 16 << 20
 TMPFS_BYTES = 32 << 20
 OPEN_FILES_LIMIT = 64
 KILL_GRACE_S = 1.0
+START_ALLOWANCE_S = 1.0  # on top of a program's time limit: starting the sandbox and the interpreter
 NOBODY = 65534
 CLONE_THREAD = 0x00010000
 ISOLATIONS = ("bwrap", "guard")
@@ -166,7 +167,7 @@ def default_isolation() -> str:
 
 def limit_resources(timeout_s: float) -> None:
     """The child's resource limits (run between fork and exec; they hold for everything it starts)."""
-    cpu_s = int(timeout_s) + 2
+    cpu_s = int(timeout_s + START_ALLOWANCE_S) + 1
     for limit, value in (
         (resource.RLIMIT_AS, MEMORY_LIMIT_BYTES),
         (resource.RLIMIT_CPU, cpu_s),
@@ -218,7 +219,8 @@ def read_answer(file: BinaryIO) -> dict[str, Any]:
 def run_program(
     program: str, entry_point: str, calls: list[Any], *, timeout_s: float, isolation: str | None = None
 ) -> dict[str, Any]:
-    """Run `program` and call `entry_point` with each of `calls` (encoded `[args, kwargs]`), within `timeout_s`.
+    """Run `program` and call `entry_point` with each of `calls` (encoded `[args, kwargs]`), within `timeout_s`
+    (plus `START_ALLOWANCE_S` for the sandbox and interpreter to start).
 
     Returns the child's answer (`outputs` or `error`, see `sandbox_child`), or `{"timed out": True}`, with
     `isolated`: whether the kernel isolated the program."""
@@ -252,7 +254,7 @@ def run_program(
                 preexec_fn=lambda: limit_resources(timeout_s),
             )
             try:
-                process.wait(timeout_s)
+                process.wait(timeout_s + START_ALLOWANCE_S)
                 timed_out = False
             except subprocess.TimeoutExpired:
                 timed_out = True
