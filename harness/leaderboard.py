@@ -58,8 +58,9 @@ import numpy as np
 from harness.bootstrap import Series, aligned, bootstrap_means, percentile_interval, read_samples
 from harness.cache import cache_key
 from harness.leaderboard_html import Cell, Section, render_html
-from harness.plots import pair_plots
+from harness.plots import LossCurves, pair_plots
 from harness.records import RunRecord, load_records
+from harness.train_curves import loss_curve
 from kdcore.errors import HarnessError, unknown_choice
 from kdcore.io import atomic_write_bytes, atomic_write_text
 from kdcore.scores import TRUNCATED, TaskScore
@@ -981,6 +982,17 @@ def leaderboard_latex(results_dir: str | Path, *, baseline: str | None = None) -
 # ---------------------------------------------------------------- files
 
 
+def table_loss_curves(table: PairTable, results_dir: Path) -> LossCurves:
+    """Each row's runs' training-loss curves, from the logs their records name, in seed order."""
+    return {
+        row.label: [
+            loss_curve(results_dir / run.training["log"]) if run.training.get("log") else []
+            for run in sorted(row.group.runs, key=lambda r: r.seed)
+        ]
+        for row in table.rows
+    }
+
+
 def build_leaderboard(results_dir: str | Path, *, baseline: str | None = None) -> list[Path]:
     """Write leaderboard.md, .csv, .html and the plots (PNG, in `plots/`) under `results_dir`; return the paths.
 
@@ -994,7 +1006,7 @@ def build_leaderboard(results_dir: str | Path, *, baseline: str | None = None) -
     plots: dict[str, bytes] = {}
     sections = []
     for table in board.tables:
-        drawn = pair_plots(table)
+        drawn = pair_plots(table, table_loss_curves(table, results_dir))
         plots.update(drawn)
         headers, rows, references = display_table(table)
         title = _heading(table).replace("`", "")

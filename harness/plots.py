@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import math
 import re
+import textwrap
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -166,8 +167,55 @@ def scores_figure(table: PairTable) -> Figure | None:
         return fig
 
 
-def pair_plots(table: PairTable) -> dict[str, bytes]:
+LossCurves = dict[str, list[list[tuple[int, float]]]]  # row label -> per run, in seed order: [(step, loss)]
+PANEL_COLUMNS = 5
+TITLE_CHARS = 40  # a panel title's line length at 7 pt
+SMOOTHING = 0.05  # moving-average window, as a fraction of the run's logged steps
+
+
+def _smoothed(values: list[float]) -> list[float]:
+    window = max(1, round(SMOOTHING * len(values)))
+    cumulative = [0.0]
+    for value in values:
+        cumulative.append(cumulative[-1] + value)
+    return [(cumulative[i + 1] - cumulative[max(0, i + 1 - window)]) / min(window, i + 1) for i in range(len(values))]
+
+
+def loss_figure(table: PairTable, curves: LossCurves) -> Figure | None:
+    """One small panel per method (in the table's order, its colour), one line per run (seed): the training loss
+    against steps, smoothed by a moving average. Losses of different methods are different objectives, so
+    each panel has its own y axis. None when no run has a loss log."""
+    shown = [(k, row) for k, row in enumerate(table.rows) if any(curves.get(row.label, []))]
+    if not shown:
+        return None
+    columns = min(PANEL_COLUMNS, len(shown))
+    lines = -(-len(shown) // columns)
+    with matplotlib.style.context("default"), mpl.rc_context(STYLE):
+        fig = Figure(figsize=(2.9 * columns, 2.4 * lines + 0.5), layout="constrained")
+        axes = fig.subplots(lines, columns, squeeze=False).ravel()
+        for ax, (k, row) in zip(axes, shown, strict=False):
+            color, _ = method_style(k)
+            runs = [points for points in curves[row.label] if points]
+            for shade, points in enumerate(runs):
+                steps, losses = zip(*points, strict=True)
+                ax.plot(steps, _smoothed(list(losses)), color=color, lw=1, alpha=1.0 - 0.6 * shade / len(runs))
+            ax.set_title(textwrap.fill(row.label, TITLE_CHARS, break_on_hyphens=False), fontsize=7)
+            ax.tick_params(labelsize=7)
+            ax.grid(alpha=0.3)
+        for ax in axes[len(shown) :]:
+            ax.set_visible(False)
+        fig.supxlabel("optimizer step")
+        fig.supylabel("training loss (moving average)")
+        fig.suptitle(f"{table.title}: training loss per run (one line per seed)")
+        return fig
+
+
+def pair_plots(table: PairTable, curves: LossCurves | None = None) -> dict[str, bytes]:
     """The table's plots as {file name: PNG bytes}; the build is in the name when the title names one."""
     slug = _slug(table.pair if table.title == table.pair else f"{table.pair}-{table.build}")
-    drawn = {f"pareto-{slug}.png": _png(pareto_figure(table)), f"scores-{slug}.png": _png(scores_figure(table))}
+    drawn = {
+        f"pareto-{slug}.png": _png(pareto_figure(table)),
+        f"scores-{slug}.png": _png(scores_figure(table)),
+        f"loss-{slug}.png": _png(loss_figure(table, curves or {})),
+    }
     return {name: data for name, data in drawn.items() if data is not None}

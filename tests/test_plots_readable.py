@@ -10,8 +10,9 @@ import pytest
 from matplotlib.figure import Figure
 from matplotlib.transforms import Bbox
 
-from harness.leaderboard import PairTable, leaderboard
-from harness.plots import method_style, pareto_figure, scores_figure
+from harness.leaderboard import PairTable, leaderboard, table_loss_curves
+from harness.plots import loss_figure, method_style, pareto_figure, scores_figure
+from harness.train_curves import loss_curve
 
 SHIPPED = Path(__file__).resolve().parents[1] / "results"
 
@@ -66,3 +67,23 @@ def test_score_bars_label_every_row_without_overlap(shipped_table: PairTable) ->
 def test_rows_are_best_first(shipped_table: PairTable) -> None:
     means = [row.average.mean for row in shipped_table.rows if row.average is not None]
     assert means == sorted(means, reverse=True)
+
+
+def test_loss_curves_read_every_step_and_skip_a_torn_line(tmp_path: Path) -> None:
+    log = tmp_path / "train.jsonl"
+    log.write_text('{"loss": 2.0}\n{"loss": 1.5, "step": 2}\n[]\n{"loss": "x"}\n{"loss": 1.')
+    assert loss_curve(log) == [(1, 2.0), (2, 1.5)]
+    assert loss_curve(tmp_path / "missing.jsonl") == []
+
+
+def test_loss_panels_one_per_method_titles_apart(shipped_table: PairTable) -> None:
+    curves = table_loss_curves(shipped_table, SHIPPED)
+    assert all(len(curves[row.label]) == row.seeds for row in shipped_table.rows)
+    fig = _drawn(loss_figure(shipped_table, curves))
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(panels) == sum(1 for row in shipped_table.rows if any(curves[row.label]))
+    titles = [ax.title.get_window_extent() for ax in panels]
+    assert not any(_overlap(a, b) for i, a in enumerate(titles) for b in titles[i + 1 :])
+    for ax, row in zip(panels, (r for r in shipped_table.rows if any(curves[r.label])), strict=True):
+        assert ax.title.get_text().replace("\n", " ") == row.label
+        assert len(ax.lines) == sum(1 for points in curves[row.label] if points)
