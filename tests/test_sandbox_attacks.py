@@ -16,7 +16,7 @@ import uuid
 
 import pytest
 
-from tasks import sandbox
+from tasks import sandbox, verdict
 from tasks.humaneval import HumanEval
 from tasks.sandbox import run_program
 from tasks.verdict import run_programs
@@ -133,11 +133,18 @@ def test_no_file_appears_outside_the_program_directory(docs, tmp_path, isolation
 
 
 @pytest.mark.parametrize("isolation", ISOLATIONS)
-def test_writes_to_descriptors_1_and_2_never_reach_the_host(docs, capfd, isolation):
+def test_writes_to_descriptors_1_and_2_never_reach_the_host(docs, capfd, monkeypatch, isolation):
+    pool = verdict.worker_pool.__wrapped__(1)  # workers of its own, started under capfd: they share its stdout
+    monkeypatch.setattr(verdict, "worker_pool", lambda workers: pool)
     marker = uuid.uuid4().hex
     body = f"    import os, sys\n    os.write(1, b'{marker}')\n    os.write(2, b'{marker}')\n    print('{marker}')\n"
-    assert verdicts(docs[0], {"write": body}, isolation)["write"] != "passed"
+    try:
+        assert verdicts(docs[0], {"write": body}, isolation)["write"] != "passed"
+        pool.submit(os.write, 1, b"the workers' own stdout is captured\n").result()
+    finally:
+        pool.shutdown()
     captured = capfd.readouterr()
+    assert "the workers' own stdout is captured" in captured.out
     assert marker not in captured.out and marker not in captured.err
 
 
@@ -256,8 +263,6 @@ def test_no_signal_reaches_another_process(docs, isolation):
 
 @needs_bwrap
 def test_isolated_programs_see_none_of_the_host(docs):
-    from tasks import verdict
-
     harness_file, data_file = verdict.__file__, os.path.realpath("tasks/data/humaneval/HumanEval.jsonl.gz")
     assert observe(
         "    import os\n"
