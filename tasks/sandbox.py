@@ -5,12 +5,12 @@ descriptors) that executes `tasks.sandbox_child`: the request goes in on stdin, 
 never pickles) comes back on stdout; stdout and stderr are unnamed files of the trusted process, capped by the
 file-size limit. The trusted side decides nothing from the program's process but what that JSON says.
 
-Isolation (`ISOLATION`):
+Isolation (`ISOLATIONS`):
 - `bwrap` (bubblewrap, Debian's `bubblewrap`): new user, mount, PID, network, IPC, UTS and cgroup namespaces, all
   capabilities dropped, uid `nobody`; the file system holds only the interpreter and system libraries, read-only,
   with the harness's code, its virtual environment, the data and every site-packages folder hidden, plus empty
   `/dev`-`/proc`; the only writable places are two size-capped tmpfs (`/sandbox`, the working directory, and
-  `/tmp`) that vanish with the namespace, so no directory is ever left behind; no network but a down loopback; no
+  `/tmp`) that vanish with the namespace, so no directory is ever left behind; no network but a loopback of its own; no
   process outside the sandbox is visible, so none can be signalled; when the program ends or is killed, the PID
   namespace takes every process it started with it. A seccomp filter (`pyseccomp` on libseccomp) refuses new
   processes (fork, vfork, clone without CLONE_THREAD), device nodes and FIFOs, sockets other than AF_UNIX, ptrace,
@@ -181,20 +181,27 @@ def limit_resources(timeout_s: float) -> None:
 
 
 def remove_tree(path: str) -> None:
-    """Remove `path` whatever the program left in it (read-only files and folders, symlinks: never followed)."""
+    """Remove `path` whatever the program left in it (read-only files and folders, symlinks: never followed);
+    what cannot be removed is named in one warning."""
+
+    def inside(folder: str) -> bool:
+        return folder == path or folder.startswith(path + os.sep)
 
     def make_writable_and_retry(function: Any, failed: str, _: Any) -> None:
-        os.chmod(os.path.dirname(failed), 0o700)
-        if not os.path.islink(failed) and os.path.isdir(failed):
-            os.chmod(failed, 0o700)
+        if failed != path and inside(os.path.dirname(failed)):
+            os.chmod(os.path.dirname(failed), 0o700)
         function(failed)
 
-    for root, dirs, _ in os.walk(path):
-        for name in dirs:
-            folder = os.path.join(root, name)
-            if not os.path.islink(folder):
-                os.chmod(folder, 0o700)
-    shutil.rmtree(path, onerror=make_writable_and_retry)
+    try:
+        os.chmod(path, 0o700)
+        for root, dirs, _ in os.walk(path):
+            for name in dirs:
+                folder = os.path.join(root, name)
+                if not os.path.islink(folder):
+                    os.chmod(folder, 0o700)
+        shutil.rmtree(path, onerror=make_writable_and_retry)
+    except OSError as error:
+        logger.warning("sandbox: cannot remove a program's directory %s: %s", path, error)
 
 
 def read_answer(file: BinaryIO) -> dict[str, Any]:

@@ -159,7 +159,8 @@ def test_the_program_directory_is_removed_whatever_it_leaves(docs, tmp_path, iso
     body = (
         f"    import os\n    os.symlink({str(outside)!r}, 'link')\n    os.symlink('/', 'root')\n"
         "    os.makedirs('deep/er')\n    open('deep/er/big', 'wb').write(b'x' * (4 << 20))\n"
-        "    os.chmod('deep/er/big', 0)\n    os.chmod('deep/er', 0o500)\n    os.chmod('deep', 0)\n    return None\n"
+        "    os.chmod('deep/er/big', 0)\n    os.chmod('deep/er', 0o500)\n    os.chmod('deep', 0)\n"
+        "    os.chmod('.', 0)\n    return None\n"
     )
     before = kd_sandbox_dirs()
     assert verdicts(docs[0], {"litter": body}, isolation)["litter"].startswith("failed")
