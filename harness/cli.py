@@ -775,7 +775,7 @@ def main() -> None:
     except HarnessError as err:
         if STATE["debug"]:
             raise
-        console.print(f"[red]error:[/] {err}", highlight=False)
+        console.print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)  # one line, however long
         sys.exit(err.exit_code)
     except OSError as err:
         if err.errno != errno.ENOSPC or STATE["debug"]:
