@@ -239,9 +239,11 @@ def _kl(a: Tensor, b: Tensor) -> Tensor:
 
 def div_rows(div: str, s: Tensor, t: Tensor, alpha: float = 1.0, beta: float = 0.0) -> Tensor:
     """The release's `--div` term per row, from student and teacher log-probs on one support."""
-    p, q = t.exp(), s.exp()
     if div == "ab":
         return ab_rows(s, t, alpha, beta)
+    if div not in DIVS:
+        raise unknown_choice("div", div, DIVS)
+    p, q = t.exp(), s.exp()
     if div == "sfkl":
         return -(p * (0.1 * p + 0.9 * q).clamp(min=EPS32).log()).sum(-1)
     if div == "srkl":
@@ -253,11 +255,9 @@ def div_rows(div: str, s: Tensor, t: Tensor, alpha: float = 1.0, beta: float = 0
         s1 = (-mu * -(p * (p + 1e-10).log()).sum(-1)).exp()
         s2 = (-mu * -(q * (q + 1e-10).log()).sum(-1)).exp()
         return s1 / (s1 + s2) * _kl(t, s) + s2 / (s1 + s2) * _kl(s, t)
-    if div == "jsd":
-        lam = 0.1
-        log_m = _finite(((1 - lam) * p + lam * q).log())
-        return lam * (q * (_finite(s) - log_m)).sum(-1) + (1 - lam) * (p * (_finite(t) - log_m)).sum(-1)
-    raise unknown_choice("div", div, DIVS)
+    lam = 0.1  # jsd
+    log_m = _finite(((1 - lam) * p + lam * q).log())
+    return lam * (q * (_finite(s) - log_m)).sum(-1) + (1 - lam) * (p * (_finite(t) - log_m)).sum(-1)
 
 
 def tempered_kl_rows(s: Tensor, t: Tensor, temperature: float) -> Tensor:
