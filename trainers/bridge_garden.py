@@ -216,6 +216,8 @@ def _safe(x: Tensor) -> Tensor:
 def ab_rows(s: Tensor, t: Tensor, alpha: float, beta: float) -> Tensor:
     """`ab_div_loss`'s per-row divergence (log_p = t, log_q = s); non-finite rows are 0."""
     eps = 1e-8
+    if alpha == 1.0 and beta == 0.0:  # the (a, 0) branch at a = 1: sum p (log p - log q) - sum p + sum q = KL(P||Q)
+        return _safe(_kl(t, s))
     if abs(alpha) < eps and abs(beta) < eps:
         div = 0.5 * _safe(s - t).pow(2).sum(-1)
     elif abs(alpha) < eps:
