@@ -108,7 +108,12 @@ RUN_OPTIONS = [  # (name, annotation, default) of the options every command that
     ("param", Annotated[list[str], typer.Option("--param", help="Method parameter key=value (repeatable).")], []),
     (
         "div",
-        Annotated[str | None, typer.Option("--div", help="Divergence for soft/hybrid methods (fkl, jsd, ...).")],
+        Annotated[
+            str | None,
+            typer.Option(
+                "--div", help="Divergence: soft methods (fkl, jsd, ...); hybrid: the Bridge-Garden release's (ab, ...)."
+            ),
+        ],
         None,
     ),
     (
@@ -214,19 +219,14 @@ def run(
     ] = "hybrid",
     pair: Annotated[str, typer.Option("--pair", "-p", help="Teacher-student pair (see `harness pairs`).")] = "tiny",
     seed: Annotated[int, typer.Option(help="Training seed.")] = 0,
-    preset: Annotated[
-        str | None, typer.Option("--preset", help="Named parameter values, e.g. bridge-garden (see `harness methods`).")
-    ] = None,
 ) -> None:
     """Distil a pair's student with a method, evaluate it, write its record and rebuild the leaderboard."""
     from dataclasses import replace
 
     from harness.leaderboard import build_leaderboard
     from harness.pipeline import run as run_pipeline
-    from trainers.bridge_garden import apply_preset
 
-    spec = replace(spec, pair=pair, method=method, seed=seed)
-    outcome = run_pipeline(replace(spec, method_params=apply_preset(method, preset, spec.method_params)))
+    outcome = run_pipeline(replace(spec, pair=pair, method=method, seed=seed))
     if outcome is None:  # a process of a multi-process launch other than the main one: the main one reports
         return
     record, path = outcome
@@ -256,16 +256,11 @@ def sweep(
     pairs: Annotated[str, typer.Option("--pairs", help="Comma-separated pairs.")] = "tiny",
     methods: Annotated[str, typer.Option("--methods", help="Comma-separated methods.")] = "hard,soft,hybrid",
     seeds: Annotated[str, typer.Option("--seeds", help="Comma-separated training seeds.")] = "0",
-    preset: Annotated[
-        str | None,
-        typer.Option("--preset", help="Named parameter values for the methods it sets, e.g. bridge-garden."),
-    ] = None,
 ) -> None:
     """Run the grid pairs x methods x seeds, skipping cells that have a record and going on after failures.
 
     `--param key=value` goes to every method of the sweep that has the parameter, `--teacher-signal` to every method
-    that has the choice; `--preset` sets its values for the methods it has values for, as `run --preset` does
-    (explicit `--param` values win)."""
+    that has the choice."""
     from dataclasses import replace
 
     from harness.launch import is_main_process
@@ -277,9 +272,7 @@ def sweep(
     except ValueError:
         raise HarnessError(f"malformed --seeds {seeds!r}; expected integers separated by commas") from None
     results_dir = spec.results_dir
-    specs = grid(
-        comma_list(pairs), comma_list(methods), seed_list, spec.method_params, replace(spec, method_params={}), preset
-    )
+    specs = grid(comma_list(pairs), comma_list(methods), seed_list, spec.method_params, replace(spec, method_params={}))
     result = run_sweep(specs, results_dir)
     if not is_main_process():
         return
@@ -613,9 +606,7 @@ def _show_pair(pair) -> None:
 
 @app.command()
 def methods() -> None:
-    """List the distillation methods, each parameter's meaning, default, range and source, the divergences and
-    the presets."""
-    from trainers.bridge_garden import PRESETS
+    """List the distillation methods, each parameter's meaning, default, range and source, and the divergences."""
     from trainers.divergences import DIVERGENCES
     from trainers.objectives import METHODS
     from trainers.params import describe
@@ -637,13 +628,6 @@ def methods() -> None:
         defaults = ", ".join(f"{k}={v}" for k, v in spec.defaults.items()) or "-"
         divergences.add_row(spec.name, spec.description, defaults)
     console.print(divergences)
-    presets = Table(title="presets (--preset NAME; explicit --param values win)")
-    for column in ("preset", "method", "values"):
-        presets.add_column(column)
-    for preset, by_method in PRESETS.items():
-        for method, values in by_method.items():
-            presets.add_row(preset, method, ", ".join(f"{k}={v}" for k, v in values.items()))
-    console.print(presets)
 
 
 @app.command("tasks")
@@ -792,7 +776,7 @@ def main() -> None:
     except HarnessError as err:
         if STATE["debug"]:
             raise
-        console.print(f"[red]error:[/] {err}", highlight=False)
+        console.print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)  # one line, however long
         sys.exit(err.exit_code)
     except OSError as err:
         if err.errno not in WRITE_ERRORS or STATE["debug"]:

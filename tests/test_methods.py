@@ -44,7 +44,7 @@ def test_select_rows_keeps_the_highest_student_entropy_rows_rescaled() -> None:
     assert select_rows(logits, values, 0.1).nonzero().flatten().tolist() == [0]  # at least one row
 
 
-def test_select_top_applies_to_the_soft_term_of_soft_and_hybrid() -> None:
+def test_select_top_applies_to_the_soft_term_of_soft() -> None:
     torch.manual_seed(0)
     student, teacher = torch.randn(6, 5), torch.randn(6, 5)
     ids, logprobs = topk_logprobs(teacher, 5, dtype=torch.float32)
@@ -52,8 +52,6 @@ def test_select_top_applies_to_the_soft_term_of_soft_and_hybrid() -> None:
     full = load_method("soft").token_losses(student, torch.zeros(6, dtype=torch.long), rows, 0.0)["loss"]
     picked = load_method("soft", select_top=0.5).token_losses(student, torch.zeros(6, dtype=torch.long), rows, 0.0)
     assert torch.allclose(picked["loss"], select_rows(student, full, 0.5))
-    hybrid = load_method("hybrid", select_top=0.5).token_losses(student, torch.zeros(6, dtype=torch.long), rows, 0.0)
-    assert torch.allclose(hybrid["soft_loss"], select_rows(student, full, 0.5))
 
 
 # --- TAID ------------------------------------------------------------------------------------------------------
@@ -219,11 +217,10 @@ RUNS = {
     "distillm2": ["--method", "distillm2"],
     "dld": ["--method", "dld", "--param", 'div_params={"weights": "student", "normalization": "mean"}'],
     "taid": ["--method", "taid"],
-    "hybrid-wsl-csd": ["--method", "hybrid", "--param", "weighting=wsl", "--div", "csd"],
-    "hybrid-bridge-garden": ["--method", "hybrid", "--preset", "bridge-garden", "--param", "weighting=entropy"],
-    "hybrid-chi2": ["--method", "hybrid", "--param", "hard_term=chi2", "--param", "weighting=reverse-adaptive"],
+    "hybrid-wsl-akl": ["--method", "hybrid", "--param", "weighting=wsl", "--div", "akl"],
+    "hybrid-entropy": ["--method", "hybrid", "--param", "weighting=entropy_sft_distill"],
+    "hybrid-chi2-curriculum": ["--method", "hybrid", "--param", "weighting=chi2_curriculum", "--div", "jsd"],
     "soft-jsd-skew-sekd": ["--method", "soft", "--div", "jsd-skew", "--param", "select_top=0.2"],
-    "soft-akl-entropy": ["--method", "soft", "--div", "akl-entropy"],
 }
 
 
@@ -245,9 +242,9 @@ def test_new_methods_run_on_the_tiny_pair(mini_tiny, run: str, tmp_path: Path, m
     assert ("student_responses" in phases) == (run == "distillm2")  # DistiLLM-2's second data set, charged
     if run == "distillm2":
         assert phases["student_responses"]["device_hours"] > 0  # built here or carried from the cache's build
-    if run == "hybrid-bridge-garden":  # the preset's values are in the record
-        assert {k: record["method_params"][k] for k in ("alpha", "gamma", "warmup")} == {
-            "alpha": 0.2,
-            "gamma": 0.1,
-            "warmup": 0.2,
+    if run == "hybrid-entropy":  # the release's defaults are in the record
+        assert {k: record["method_params"][k] for k in ("distill_weight", "entropy_gamma", "divergence")} == {
+            "distill_weight": 0.2,
+            "entropy_gamma": 0.1,
+            "divergence": "ab",
         }

@@ -42,10 +42,6 @@ Conventions (P = teacher, Q = student), and where each one comes from:
   release, aailab-kaist/CSD task_agnostic_distillation/csd/losses.py): (1-lam)*KL(P||M) + lam*KL(Q||M) with
   M = (1-lam)*P + lam*Q, default lam = 0.1. It is `jsd` with beta = 1 - lam: the same family under the skew
   parametrisation and default that DistiLLM (and, per issue 13, the Bridge-Garden release) use.
-- akl-entropy  forward and reverse KL mixed by an entropy ratio, the weights fixed: w = H(P) / (H(P) + H(Q)),
-  w*KL(P||Q) + (1-w)*KL(Q||P) (1/2 each where both entropies are 0): a flat teacher pulls toward mass-covering FKL,
-  a flat student toward mode-seeking RKL. Issue 13 says the Bridge-Garden release mixes FKL and RKL "by an entropy
-  ratio"; its code was not available to us, so this exact ratio is our reading, not a copy.
 
 Logit divergences (on_logits; Kim et al. 2025, "Distillation of LLMs via Concrete Score Matching", arXiv
 2509.25837, official code aailab-kaist/CSD, task_agnostic_distillation/csd/losses.py). They compare logits, not
@@ -222,18 +218,6 @@ def _jsd_skew(t: Tensor, s: Tensor, lam: float) -> Tensor:
     return (1.0 - lam) * _kl(t, m) + lam * _kl(s, m)
 
 
-def _entropy(x: Tensor) -> Tensor:
-    return -(x.exp() * x).sum(-1)
-
-
-def _akl_entropy(t: Tensor, s: Tensor) -> Tensor:
-    with torch.no_grad():
-        h_teacher, h_student = _entropy(t), _entropy(s)
-        total = h_teacher + h_student
-        w_forward = torch.where(total > 0, h_teacher / total.clamp(min=torch.finfo(t.dtype).tiny), 0.5)
-    return w_forward * _kl(t, s) + (1.0 - w_forward) * _kl(s, t)
-
-
 WEIGHTS = ("student", "teacher", "uniform")
 NORMALIZATIONS = ("none", "mean", "min", "max", "std", "range", "logsoftmax")
 
@@ -355,12 +339,6 @@ DIVERGENCES: dict[str, DivergenceSpec] = {
             "DistiLLM's js_distance: (1-lam)*KL(P||M) + lam*KL(Q||M), M = (1-lam)*P + lam*Q (= jsd beta=1-lam)",
             {"lam": 0.1},
             _jsd_skew,
-        ),
-        DivergenceSpec(
-            "akl-entropy",
-            "entropy-ratio KL mix: H(P)/(H(P)+H(Q)) * KL(P||Q) + H(Q)/(H(P)+H(Q)) * KL(Q||P), weights fixed",
-            {},
-            _akl_entropy,
         ),
         DivergenceSpec(
             "csd",

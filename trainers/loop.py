@@ -20,7 +20,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ from kdcore.errors import HarnessError, Interrupted
 from kdcore.io import atomic_write_json, atomic_write_text, os_error_number
 from kdcore.progress import progress_bar
 from trainers.batch import Batch, collate, read_rows
-from trainers.chunked import chunked_token_loss
+from trainers.chunked import chunked_token_loss, sequence_chunks
 from trainers.objectives import Objective, TeacherRows, entropy_rows, teacher_logprobs
 
 logger = logging.getLogger(__name__)
@@ -107,7 +107,8 @@ def row_terms(
     the entropy `diagnostics` when `diagnose` (they cost full-vocabulary passes the loss does not need).
 
     Each chunk's logits are recomputed in the backward pass (`chunked_token_loss`), so peak memory holds one
-    chunk's [chunk, V] logits rather than the whole batch's.
+    chunk's [chunk, V] logits rather than the whole batch's. An objective with `whole_sequences` gets chunks that
+    hold whole sequences (a sequence longer than `chunk_size` is one chunk).
     """
     hidden = hidden_rows(student, batch)
     student_head = logits_fn(student)
@@ -115,7 +116,14 @@ def row_terms(
     if teacher is not None and objective.soft_labels:
         with torch.no_grad():
             teacher_hidden, teacher_head = hidden_rows(teacher, batch), logits_fn(teacher)
-    topk = TeacherRows(batch.topk_ids, batch.topk_logprobs, from_student=batch.from_student)
+    sequence = batch.positions[:, 0]
+    topk = TeacherRows(
+        batch.topk_ids,
+        batch.topk_logprobs,
+        from_student=batch.from_student,
+        sequence=sequence,
+        rows_per_sequence=sequence.numel() / max(1, sequence.unique().numel()),
+    )
     names: list[str] = []
 
     def chunk_terms(logits: Tensor, rows: slice) -> Tensor:
@@ -124,14 +132,15 @@ def row_terms(
         if teacher_hidden is not None:
             with torch.no_grad():
                 online = teacher_head(teacher_hidden[rows])[..., :vocab_rows]
-                signal = TeacherRows(logits=online, from_student=signal.from_student)
+                signal = replace(signal, logits=online, topk_ids=None, topk_logprobs=None)
         terms = objective.token_losses(logits, batch.targets[rows], signal if objective.soft_labels else None, progress)
         if diagnose:
             terms.update(diagnostics(logits, signal, batch.targets[rows]))
         names[:] = list(terms)
         return torch.stack([terms[name] for name in names], dim=-1)
 
-    stacked = chunked_token_loss(hidden, student_head, chunk_terms, chunk_size)
+    chunks = sequence_chunks(sequence, chunk_size) if objective.whole_sequences else None
+    stacked = chunked_token_loss(hidden, student_head, chunk_terms, chunk_size, chunks)
     return {name: stacked[:, i] for i, name in enumerate(names)}
 
 
