@@ -132,3 +132,34 @@ def test_a_file_size_limit_in_the_cli_is_one_line_naming_the_file(own_tiny_cache
     assert "file size limit reached writing" in error and str(out / "samples") in " ".join(lines)
     assert "Traceback" not in done.stderr
     assert not (out / "samples" / "arith.jsonl").exists()  # the finished log is written whole or not at all
+
+
+def test_a_failed_checkpoint_write_keeps_the_previous_one_and_the_rerun_resumes(tmp_path: Path, monkeypatch) -> None:
+    from accelerate import Accelerator
+
+    from kdcore.errors import HarnessError
+
+    initial = tiny_student()
+    reference = copy.deepcopy(initial)
+    config = TrainConfig(max_steps=4, batch_size=4, lr=1e-2, seed=1, checkpoint_every=1)
+    full = train(reference, load_method("hard"), synthetic_examples(), config, pad_id=0)
+    real_save, calls = Accelerator.save_state, []
+
+    def save_state(self, folder, **kwargs):
+        calls.append(folder)
+        if len(calls) == 3:
+            real_save(self, folder, **kwargs)
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+        return real_save(self, folder, **kwargs)
+
+    monkeypatch.setattr(Accelerator, "save_state", save_state)
+    with pytest.raises(HarnessError, match=r"writing the checkpoint .*checkpoint\.new failed \(\[enforce fail") as err:
+        train(copy.deepcopy(initial), load_method("hard"), synthetic_examples(), config, pad_id=0, out_dir=tmp_path)
+    assert "previous checkpoint is kept" in str(err.value) and "\n" not in str(err.value)
+    assert (tmp_path / "checkpoint" / "step.txt").read_text() == "2" and not (tmp_path / "checkpoint.new").exists()
+    monkeypatch.setattr(Accelerator, "save_state", real_save)
+    again = copy.deepcopy(initial)
+    result = train(again, load_method("hard"), synthetic_examples(), config, pad_id=0, out_dir=tmp_path)
+    assert result.resumed_from == 2 and result.history == full.history
+    expected, got = _weights(reference), _weights(again)
+    assert all(torch.equal(expected[k], got[k]) for k in expected)

@@ -438,7 +438,7 @@ def _load_checkpoint(accelerator: Accelerator, checkpoint_dir: Path) -> list[dic
         if accelerator.is_main_process:
             shutil.rmtree(checkpoint_dir, ignore_errors=True)
         raise HarnessError(
-            f"checkpoint {checkpoint_dir} could not be loaded ({str(err).splitlines()[0] if str(err) else err!r}); "
+            f"checkpoint {checkpoint_dir} could not be loaded ({_first_line(err)}); "
             "it is removed: run the same command to train from step 0"
         ) from err
     return json.loads((checkpoint_dir / HISTORY_FILE).read_text())
@@ -501,7 +501,7 @@ def _save_checkpoint(
         if (code := os_error_number(err)) is not None:
             raise OSError(code, os.strerror(code), str(staging)) from err
         raise HarnessError(
-            f"writing the checkpoint {staging} failed ({str(err).splitlines()[0] if str(err) else err!r}); "
+            f"writing the checkpoint {staging} failed ({_first_line(err)}); "
             f"the previous checkpoint is kept in {checkpoint_dir}: free space (or raise the file size limit) and "
             "run the same command to resume"
         ) from err
@@ -514,6 +514,10 @@ def _save_checkpoint(
         staging.rename(checkpoint_dir)
         shutil.rmtree(previous, ignore_errors=True)
     accelerator.wait_for_everyone()
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
 def _sibling(checkpoint_dir: Path, suffix: str) -> Path:
