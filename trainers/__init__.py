@@ -6,6 +6,7 @@ chunked loss and the training loop (`train`, `TrainConfig`).
 """
 
 import trainers.csd  # registers csd, dld
+import trainers.distillm  # registers distillm
 import trainers.distillm2  # registers distillm2
 import trainers.taid  # noqa: F401  (registers taid; the imports above bind the same name)
 from trainers.chunked import chunked_token_loss

@@ -128,7 +128,17 @@ def row_terms(
         return torch.stack([terms[name] for name in names], dim=-1)
 
     stacked = chunked_token_loss(hidden, student_head, chunk_terms, chunk_size)
-    return {name: stacked[:, i] for i, name in enumerate(names)}
+    terms = {name: stacked[:, i] for i, name in enumerate(names)}
+    if objective.reduction == "sequence":
+        terms["loss"] = terms["loss"] * sequence_share(batch.positions[:, 0])
+    return terms
+
+
+def sequence_share(sequence: Tensor) -> Tensor:
+    """Per-row weights (rows / (sequences * the row's sequence length)) that make the mean over the rows the mean
+    over the sequences of each one's own mean: [N] for the rows' sequence indices [N]."""
+    lengths = torch.bincount(sequence)
+    return sequence.numel() / (int((lengths > 0).sum()) * lengths[sequence].to(torch.float32))
 
 
 def diagnostics(logits: Tensor, teacher: TeacherRows, targets: Tensor) -> dict[str, Tensor]:

@@ -55,6 +55,9 @@ class Objective(ABC):
     completions: ClassVar[str] = "teacher"  # what it trains on: reference answers or teacher completions
     soft_labels: ClassVar[bool] = False  # whether it reads the teacher's distribution
     on_policy: ClassVar[bool] = False  # whether it swaps in the student's own samples (needs the online teacher)
+    # How the loop averages the per-row loss: over the batch's rows ("token"), or over its sequences, each the mean
+    # of its own rows ("sequence").
+    reduction: ClassVar[str] = "token"
 
     def __init__(self, params: Params | None = None) -> None:
         self.params = params if params is not None else self.Params()
@@ -79,14 +82,28 @@ class Objective(ABC):
     def data_plan(self, teacher_signal: str | None = None) -> DataPlan:
         """What the driver prepares for this method; `teacher_signal` ('topk' or 'online'; None: 'topk') is the
         run's choice for methods that read soft labels (on-policy methods always need the online teacher). The
-        plan's `teacher_signal` is what the run uses, whatever was asked."""
-        if self.on_policy:
+        plan's `teacher_signal` is what the run uses, whatever was asked. A divergence defined on raw logits over
+        the whole vocabulary (dld) makes the online teacher the default, and an explicit 'topk' a one-line error."""
+        if self.soft_labels and needs_full_logits(getattr(self.params, "divergence", None)):
+            if teacher_signal == "topk":
+                from trainers.topk import refuse_topk
+
+                refuse_topk(self.params.divergence)
+            signal = "online"
+        elif self.on_policy:
             signal = "online"
         elif self.soft_labels:
             signal = teacher_signal or "topk"
         else:
             signal = "none"
         return DataPlan(completions=self.completions, teacher_signal=signal, on_policy=self.on_policy)  # type: ignore[arg-type]
+
+
+def needs_full_logits(divergence: str | None) -> bool:
+    """Whether `divergence` is defined on the teacher's raw logits over the whole vocabulary (see DivergenceSpec)."""
+    from trainers.divergences import DIVERGENCES
+
+    return divergence in DIVERGENCES and DIVERGENCES[divergence].needs_full_logits
 
 
 METHODS: dict[str, type[Objective]] = {}
