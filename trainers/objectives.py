@@ -19,6 +19,7 @@ from torch import Tensor
 from kdcore.errors import HarnessError, unknown_choice
 from trainers.params import check_fields, param
 from trainers.plan import DataPlan
+from trainers.releases import source
 from trainers.selection import entropy_rows as entropy_rows  # re-exported for trainers.loop
 from trainers.selection import select_rows
 
@@ -31,9 +32,12 @@ class TeacherRows:
     topk_logprobs: Tensor | None = None  # [n, k]
     logits: Tensor | None = None  # [n, V]
     from_student: Tensor | None = None  # [n] bool: the row is on one of the initial student's own responses
+    # [n, 2]: the mean over the row's whole sequence of the student's and the teacher's log-prob of each target
+    # token (for objectives whose `sequence_logprobs` is true)
+    sequence_logprobs: Tensor | None = None
 
     def __getitem__(self, rows: slice) -> TeacherRows:
-        fields = (self.topk_ids, self.topk_logprobs, self.logits, self.from_student)
+        fields = (self.topk_ids, self.topk_logprobs, self.logits, self.from_student, self.sequence_logprobs)
         return TeacherRows(*(None if t is None else t[rows] for t in fields))
 
 
@@ -70,6 +74,11 @@ class Objective(ABC):
 
         `progress` is the fraction of training done, in [0, 1] (for schedules such as a curriculum).
         """
+
+    @property
+    def sequence_logprobs(self) -> bool:
+        """Whether `token_losses` needs `TeacherRows.sequence_logprobs` (a no-grad pass over the batch first)."""
+        return False
 
     def batch_examples(self, examples: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The examples a micro-batch trains on, from the data set's (the loop calls it before collating); most
@@ -402,47 +411,69 @@ class GKDParams(Params):
         kind="float",
         low=0.0,
         high=1.0,
-        source=GKD_SOURCE,
+        source=source("gkd", "lmbda"),
     )
     beta: float = param(
         0.5,
-        "JSD mixture: toward 0 forward KL, toward 1 reverse KL (TRL's convention)",
+        "JSD mixture: 0 forward KL, 1 reverse KL, between them beta KL(P||M) + (1-beta) KL(Q||M) (TRL's convention)",
         kind="float",
         low=0.0,
         high=1.0,
-        open_low=True,
-        open_high=True,
-        source=GKD_SOURCE,
+        source=source("gkd", "beta"),
     )
     temperature: float = param(
         0.9,
-        "the student's sampling temperature for on-policy completions",
+        "the student's sampling temperature for on-policy completions (top-k 0, top-p 1; the loss is at 1)",
         kind="float",
         low=0.0,
         open_low=True,
-        source=GKD_SOURCE,
+        source=source("gkd", "temperature"),
+    )
+    seq_kd: bool = param(
+        False,
+        "off-policy batches: the teacher's cached completions (true) or the data set's reference answers (false)",
+        kind="bool",
+        source=source("gkd", "seq_kd"),
     )
     max_new_tokens: int | None = param(
-        None, "on-policy completion budget (null: the pair's)", kind="int", low=1, optional=True, source=GKD_SOURCE
+        None,
+        "on-policy completion budget (null: the pair's; TRL's default is 128)",
+        kind="int",
+        low=1,
+        optional=True,
+        source=GKD_SOURCE,
     )
     select_top: float = select_top_param()
+
+
+def generalized_jsd(logits: Tensor, teacher_logits: Tensor, beta: float) -> Tensor:
+    """TRL's generalized_jsd_loss per row: forward KL at beta 0, reverse KL at beta 1, JSD(beta) between."""
+    from trainers.divergences import token_divergence
+
+    if beta == 0.0:
+        return token_divergence("fkl", logits, teacher_logits)
+    if beta == 1.0:
+        return token_divergence("rkl", logits, teacher_logits)
+    return token_divergence("jsd", logits, teacher_logits, beta=beta)
 
 
 @register_method
 class GKD(Objective):
     name = "gkd"
     description = (
-        "on-policy generalized KD (TRL GKD): with prob. lmbda train on student samples; JSD(beta) to an online teacher"
+        "on-policy generalized KD (TRL GKD): with prob. lmbda train on student samples, else on the data set's "
+        "completions (seq_kd: the teacher's); JSD(beta) to an online teacher"
     )
     Params = GKDParams
     soft_labels = True
     on_policy = True
 
-    def jsd(self, logits: Tensor, teacher: TeacherRows) -> Tensor:
-        from trainers.divergences import token_divergence
+    def data_plan(self, teacher_signal: str | None = None) -> DataPlan:
+        completions = "teacher" if self.params.seq_kd else "reference"
+        return DataPlan(completions=completions, teacher_signal="online", on_policy=True)
 
-        jsd = token_divergence("jsd", logits, teacher.logits, beta=self.params.beta)
-        return select_rows(logits, jsd, self.params.select_top)
+    def jsd(self, logits: Tensor, teacher: TeacherRows) -> Tensor:
+        return select_rows(logits, generalized_jsd(logits, teacher.logits, self.params.beta), self.params.select_top)
 
     def token_losses(self, logits, targets, teacher, progress):
         soft = self.jsd(logits, teacher)
