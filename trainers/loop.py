@@ -145,7 +145,7 @@ def row_terms(
     stacked = chunked_token_loss(hidden, student_head, chunk_terms, chunk_size)
     terms = {name: stacked[:, i] for i, name in enumerate(names)}
     if objective.reduction == "sequence":
-        terms["loss"] = terms["loss"] * sequence_share(batch.positions[:, 0])
+        terms["loss"] = terms["loss"] * sequence_share(batch.positions[:, 0]).to(terms["loss"].dtype)
     return terms
 
 
@@ -159,7 +159,7 @@ def sequence_share(sequence: Tensor) -> Tensor:
     """Per-row weights (rows / (sequences * the row's sequence length)) that make the mean over the rows the mean
     over the sequences of each one's own mean: [N] for the rows' sequence indices [N]."""
     lengths = torch.bincount(sequence)
-    return sequence.numel() / (int((lengths > 0).sum()) * lengths[sequence].to(torch.float32))
+    return sequence.numel() / (int((lengths > 0).sum()) * lengths[sequence].to(torch.float64))
 
 
 def diagnostics(logits: Tensor, teacher: TeacherRows, targets: Tensor) -> dict[str, Tensor]:

@@ -31,6 +31,7 @@ TRL = "f2cd57710ae345ea6428ae95363267fcf38a3dc8"
 CSD_TS = "task_specific_distillation/train/ddp_csd.py"
 CSD_LOSSES = "task_agnostic_distillation/csd/losses.py"
 DISTILLM_LOSSES = "distillm/losses.py"
+DISTILLM_SCRIPT = "scripts/opt/distillm/train_1.3B_2.7B.sh"
 DISTILLM2_TRAINER = "src/distillm_trainer.py"
 DISTILLM2_GENERATE = "generate/generate_vllm.py"
 TAID_LOSS = "src/distil_losses/taid.py"
@@ -48,7 +49,6 @@ RELEASES: dict[str, Release] = {
         },
         {
             "divergence": (CSD_TS, "CSD_TS (distance_metric: csd_ts in every config/csd_distill/*.yaml)"),
-            "temperature": (CSD_TS, "CSD_TS: softmax of the raw logits (T = 1)"),
             "reduction": (CSD_TS, "mean over a prompt's tokens, loss / len(prompts) over grad_acc_size prompts"),
         },
         (
@@ -65,19 +65,18 @@ RELEASES: dict[str, Release] = {
         {CSD_LOSSES: CSD_AGNOSTIC},
         {
             "divergence": (CSD_LOSSES, 'dld_ablation(w="U", normalize="no"): uniform weights, raw logits, / 4'),
-            "temperature": (CSD_LOSSES, "dld_ablation temp=1.0 (weights only)"),
         },
         ("online teacher only: the top-k cache stores log-probs of k tokens, not the raw logits of the vocabulary",),
     ),
     "distillm": Release(
         "Ko et al. 2024, DistiLLM (ICML 2024, arXiv 2402.03898)",
         "jongwooko/distillm",
-        {DISTILLM_LOSSES: DISTILLM, "finetune.py": DISTILLM, "arguments.py": DISTILLM},
+        {DISTILLM_LOSSES: DISTILLM, "finetune.py": DISTILLM, "arguments.py": DISTILLM, DISTILLM_SCRIPT: DISTILLM},
         {
-            "divergence": ("scripts/*/distillm/*.sh", "--type adaptive-srkl in 5 of 7 scripts (srkl-aesop, sfkl: 2)"),
+            "divergence": (DISTILLM_SCRIPT, "--type adaptive-srkl, as in 5 of the 7 scripts/*/distillm/*.sh"),
             "skew": ("arguments.py", "--skew-alpha default 0.1, passed as lam to skewed_reverse_kl"),
             "reduction": (DISTILLM_LOSSES, "skewed_reverse_kl: mean over the batch's label tokens"),
-            "kd_ratio": ("scripts/*/distillm/*.sh", "--kd-ratio 1.0: the distillation loss alone"),
+            "kd_ratio": (DISTILLM_SCRIPT, "--kd-ratio 1.0: the distillation loss alone"),
         },
         (
             "no adaptive off-policy student generation (its replay buffer and the sampling threshold raised from "
@@ -123,7 +122,7 @@ RELEASES: dict[str, Release] = {
     "taid": Release(
         "Shing et al. 2025, TAID (ICLR 2025, arXiv 2501.16937)",
         "SakanaAI/TAID",
-        {TAID_LOSS: TAID, "src/arguments.py": TAID, "src/loss.py": TAID},
+        {TAID_LOSS: TAID, "src/distil_losses/fkl.py": TAID, "src/arguments.py": TAID, "src/loss.py": TAID},
         {
             "t_start": (TAID_LOSS, "TAID(t_start=0.4); src/arguments.py --taid_t_start 0.4"),
             "t_end": (TAID_LOSS, "TAID(t_end=1.0); src/arguments.py --taid_t_end 1.0"),
@@ -170,5 +169,4 @@ def source(method: str, parameter: str) -> str:
     """'repo@commit file: where' for the default of `parameter` of `method` (KeyError if it is not recorded)."""
     release = RELEASES[method]
     path, where = release.defaults[parameter]
-    commit = release.files.get(path) or next(iter(release.files.values()))
-    return f"{release.repo}@{short(commit)} {path}: {where}"
+    return f"{release.repo}@{short(release.files[path])} {path}: {where}"
