@@ -612,10 +612,12 @@ def _show_pair(pair) -> None:
 
 @app.command()
 def methods() -> None:
-    """List the distillation methods, each parameter's meaning, default, range and source, and the divergences."""
+    """List the distillation methods, each parameter's meaning, default, range and source, the divergences, and
+    the methods' releases (repository, files, commits, where each default is set, where the harness differs)."""
     from trainers.divergences import DIVERGENCES
     from trainers.objectives import METHODS
     from trainers.params import describe
+    from trainers.releases import RELEASES, short
 
     table = Table(title="methods", show_lines=True)
     for column in ("method", "description", "parameter", "default", "allowed", "meaning", "source"):
@@ -634,6 +636,15 @@ def methods() -> None:
         defaults = ", ".join(f"{k}={v}" for k, v in spec.defaults.items()) or "-"
         divergences.add_row(spec.name, spec.description, defaults)
     console.print(divergences)
+    releases = Table(title="releases: where each paper-named method's defaults come from", show_lines=True)
+    for column in ("method", "release", "files (commit)", "defaults", "differences"):
+        releases.add_column(column)
+    for name, release in RELEASES.items():
+        files = "\n".join(f"{path} ({short(commit)})" for path, commit in release.files.items())
+        defaults = "\n".join(f"{key}: {path}: {where}" for key, (path, where) in release.defaults.items())
+        differences = "\n".join(f"- {text}" for text in release.differences) or "-"
+        releases.add_row(name, f"{release.paper}\n{release.repo}", files, defaults, differences)
+    console.print(releases)
 
 
 @app.command("tasks")

@@ -247,7 +247,7 @@ class StudentResponses(Phase):
             ctx.student_ref,
             prompts,
             lambda: ctx.resident.generator(ctx.student_ref),
-            SupervisionSettings(temperature=0.0, seed=0),  # greedy: the initial student's own answers
+            ctx.plan.student_sampling,  # the method's own settings
             parameter_count(ctx.student_ref),
             ctx.tokenizer.eos_token_id,
             part,

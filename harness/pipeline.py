@@ -177,7 +177,10 @@ def check_spec(spec: RunSpec) -> tuple[Pair, Objective, TrainConfig]:
 def chooses_teacher_signal(objective: Objective) -> bool:
     """Whether the method's data plan follows the run's teacher signal (soft labels from the top-k cache or from
     the online teacher), rather than fixing its own."""
-    return all(objective.data_plan(signal).teacher_signal == signal for signal in TEACHER_SIGNALS)
+    try:
+        return all(objective.data_plan(signal).teacher_signal == signal for signal in TEACHER_SIGNALS)
+    except HarnessError:  # a signal the method refuses (dld on the top-k cache)
+        return False
 
 
 def check_teacher_signal(signal: str | None, objective: Objective) -> None:

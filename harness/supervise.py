@@ -55,6 +55,7 @@ from tasks import Doc, Messages, Task, load_task
 from tasks.generation import Generator, render_prompt
 from trainers.batch import collate
 from trainers.loop import hidden_rows, logits_fn
+from trainers.plan import Sampling
 from trainers.topk import teacher_buckets, topk_features, topk_logprobs
 
 
@@ -313,15 +314,16 @@ def supervision_folder(key: str) -> Path:
     return cache_root() / "supervision" / key
 
 
-def responses_key(student_id: str, pair: Pair, prompts: list[list[int]], settings: SupervisionSettings) -> str:
+def responses_key(student_id: str, pair: Pair, prompts: list[list[int]], sampling: Sampling, shard_size: int) -> str:
     return cache_key(
         {
             "student": student_id,
             "prompts": cache_key({"p": prompts}),
             "max_new_tokens": pair.max_new_tokens,
-            "temperature": settings.temperature,
-            "seed": settings.seed,
-            "shard_size": settings.shard_size,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "seed": sampling.seed,
+            "shard_size": shard_size,
         }
     )
 
@@ -331,16 +333,18 @@ def load_or_build_responses(
     student_id: str,
     prompts: list[list[int]],
     start_generator: Callable[[], Generator],
-    settings: SupervisionSettings,
+    sampling: Sampling,
     student_params: int,
     eos_id: int,
     part: tuple[int, int] = (0, 1),
+    shard_size: int = SupervisionSettings.shard_size,
 ) -> tuple[datasets.Dataset | None, PhaseCost | None]:
     """The initial student's own completion of each of `prompts` (one row each, in order: `prompt_ids`,
-    `completion_ids`; an empty completion is `[eos_id]`), sampled with the supervision's settings (greedy by
-    default, the pair's `max_new_tokens`) and cached in shards under `student_responses/<key>` like the teacher's
-    supervision (keyed by the student's identity, the prompts and the settings); and its cost."""
-    key = responses_key(student_id, pair, prompts, settings)
+    `completion_ids`; an empty completion is `[eos_id]`), sampled as `sampling` says (shard i with seed
+    `sampling.seed * 1_000_003 + i`), up to the pair's `max_new_tokens`, and cached in shards under
+    `student_responses/<key>` like the teacher's supervision (keyed by the student's identity, the prompts and the
+    settings); and its cost."""
+    key = responses_key(student_id, pair, prompts, sampling, shard_size)
     generator: list[Generator] = []
 
     def build(index: int, start: int, stop: int) -> tuple[datasets.Dataset, PhaseCost, dict[str, Any]]:
@@ -349,8 +353,9 @@ def load_or_build_responses(
         completions = generator[0].generate_ids(
             prompts[start:stop],
             max_new_tokens=pair.max_new_tokens,
-            temperature=settings.temperature,
-            seed=settings.seed * 1_000_003 + index,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            seed=sampling.seed * 1_000_003 + index,
         )
         features = datasets.Features(
             {name: datasets.List(datasets.Value("int32")) for name in ("prompt_ids", "completion_ids")}
@@ -360,7 +365,7 @@ def load_or_build_responses(
         return data, _work(generator[0], data, student_params), {}
 
     folder = cache_root() / "student_responses" / key
-    return load_or_build_shards(folder, key, len(prompts), settings.shard_size, build, part)
+    return load_or_build_shards(folder, key, len(prompts), shard_size, build, part)
 
 
 def _work(generator: Generator, data: datasets.Dataset, params: int) -> PhaseCost:

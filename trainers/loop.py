@@ -122,13 +122,28 @@ def row_terms(
     )
     names: list[str] = []
 
+    def teacher_signal(rows: slice) -> TeacherRows:
+        signal = topk[rows]
+        if teacher_hidden is None:
+            return signal
+        with torch.no_grad():
+            online = teacher_head(teacher_hidden[rows])[..., :vocab_rows]
+        return replace(signal, logits=online, topk_ids=None, topk_logprobs=None)
+
+    if objective.sequence_logprobs:
+        with torch.no_grad():
+            means = []
+            for start in range(0, len(batch.targets), chunk_size):
+                rows = slice(start, min(start + chunk_size, len(batch.targets)))
+                student_logprobs = torch.log_softmax(student_head(hidden[rows])[..., :vocab_rows].float(), dim=-1)
+                targets = batch.targets[rows]
+                own = student_logprobs.gather(-1, targets[:, None])[:, 0]
+                means.append(torch.stack([own, teacher_logprobs(teacher_signal(rows), targets)[1]], dim=-1))
+            topk.sequence_logprobs = sequence_means(torch.cat(means), sequence)
+
     def chunk_terms(logits: Tensor, rows: slice) -> Tensor:
         logits = logits[..., :vocab_rows]
-        signal = topk[rows]
-        if teacher_hidden is not None:
-            with torch.no_grad():
-                online = teacher_head(teacher_hidden[rows])[..., :vocab_rows]
-                signal = replace(signal, logits=online, topk_ids=None, topk_logprobs=None)
+        signal = teacher_signal(rows)
         terms = objective.token_losses(logits, batch.targets[rows], signal if objective.soft_labels else None, progress)
         if diagnose:
             terms.update(diagnostics(logits, signal, batch.targets[rows]))
@@ -137,7 +152,23 @@ def row_terms(
 
     chunks = sequence_chunks(sequence, chunk_size) if objective.whole_sequences else None
     stacked = chunked_token_loss(hidden, student_head, chunk_terms, chunk_size, chunks)
-    return {name: stacked[:, i] for i, name in enumerate(names)}
+    terms = {name: stacked[:, i] for i, name in enumerate(names)}
+    if objective.reduction == "sequence":
+        terms["loss"] = terms["loss"] * sequence_share(sequence).to(terms["loss"].dtype)
+    return terms
+
+
+def sequence_means(values: Tensor, sequence: Tensor) -> Tensor:
+    """Each row's value [N, m] replaced by the mean over the rows of its sequence (`sequence` [N] indices)."""
+    sums = values.new_zeros(int(sequence.max()) + 1, values.shape[-1]).index_add_(0, sequence, values)
+    return (sums / torch.bincount(sequence).clamp(min=1)[:, None].to(values.dtype))[sequence]
+
+
+def sequence_share(sequence: Tensor) -> Tensor:
+    """Per-row weights (rows / (sequences * the row's sequence length)) that make the mean over the rows the mean
+    over the sequences of each one's own mean: [N] for the rows' sequence indices [N]."""
+    lengths = torch.bincount(sequence)
+    return sequence.numel() / (int((lengths > 0).sum()) * lengths[sequence].to(torch.float64))
 
 
 def diagnostics(logits: Tensor, teacher: TeacherRows, targets: Tensor) -> dict[str, Tensor]:
