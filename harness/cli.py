@@ -18,6 +18,7 @@ import typer
 from rich.logging import RichHandler
 from rich.table import Table
 
+from harness.cli_knobs import REPORT_TO_OPTION, TRAINING_KNOBS
 from kdcore.errors import HarnessError
 from kdcore.progress import console
 
@@ -30,7 +31,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-STATE = {"debug": False}
+STATE = {"debug": False, "results_dir_given": False}
 
 ResultsDir = Annotated[Path, typer.Option("--results-dir", help="Where records, samples and the leaderboard live.")]
 TensorParallel = Annotated[int, typer.Option("--tensor-parallel", help="vLLM: GPUs per generation engine.")]
@@ -171,10 +172,24 @@ RUN_OPTIONS = [  # (name, annotation, default) of the options every command that
         Annotated[float | None, typer.Option("--gpu-memory-utilization", help=MEMORY_HELP)],
         None,
     ),
-    ("results_dir", ResultsDir, Path("results")),
+    *TRAINING_KNOBS,
+    REPORT_TO_OPTION,
+    (
+        "results_dir",
+        Annotated[
+            Path | None,
+            typer.Option(
+                "--results-dir",
+                help="Where records, samples and the leaderboard live (default: results, or "
+                "$HARNESS_CACHE/trial-results for a trial: --limit, or --max-steps other than the pair's).",
+            ),
+        ],
+        None,
+    ),
     ("pairs_file", PairsFile, None),
 ]
-TRAIN_OPTIONS = ("max_steps", "batch_size", "lr", "checkpoint_every", "lora_r")  # -> RunSpec.train_overrides
+# -> RunSpec.train_overrides
+TRAIN_OPTIONS = ("max_steps", "batch_size", "lr", "checkpoint_every", "lora_r", *(k[0] for k in TRAINING_KNOBS))
 
 
 def run_options(command: Callable[..., None]) -> Callable[..., None]:
@@ -202,6 +217,8 @@ def run_options(command: Callable[..., None]) -> Callable[..., None]:
         overrides = train_overrides({name: values.pop(name) for name in TRAIN_OPTIONS})
         values["limit"] = checked_limit(values["limit"])
         values["supervision_temperature"] = checked_temperature(values["supervision_temperature"])
+        STATE["results_dir_given"] = values["results_dir"] is not None
+        values["results_dir"] = values["results_dir"] or Path("results")  # a trial's: see `chosen_results_dir`
         spec = RunSpec(pair="", method="", method_params=params, train_overrides=overrides, **values)
         command(spec, **options)
 
@@ -210,6 +227,17 @@ def run_options(command: Callable[..., None]) -> Callable[..., None]:
     wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
     del wrapper.__wrapped__  # typer reads the signature above, not the command's
     return wrapper
+
+
+def chosen_results_dir(specs: list[RunSpec]) -> Path:
+    """Where runs of `specs` write: `--results-dir` when given, else `results`, or the scratch folder for a trial
+    (harness.trial), said on the console."""
+    from harness.trial import results_dir_for, trial_results_dir
+
+    folder = results_dir_for(specs, specs[0].results_dir if STATE["results_dir_given"] and specs else None)
+    if folder == trial_results_dir() and not STATE["results_dir_given"]:
+        console.print(f"trial run (its budget is not the pair's): results go to {folder}", highlight=False)
+    return folder
 
 
 @app.command()
@@ -230,9 +258,11 @@ def run(
 
     from harness.leaderboard import build_leaderboard
     from harness.pipeline import run as run_pipeline
+    from harness.repeats import repeat_notes
     from trainers.bridge_garden import apply_preset
 
     spec = replace(spec, pair=pair, method=method, seed=seed)
+    spec = replace(spec, results_dir=chosen_results_dir([spec]))
     outcome = run_pipeline(replace(spec, method_params=apply_preset(method, preset, spec.method_params)))
     if outcome is None:  # a process of a multi-process launch other than the main one: the main one reports
         return
@@ -252,6 +282,8 @@ def run(
     )
     console.print(f"device-hours: {phases}; total {cost['total_device_hours']:.5f}")
     console.print(f"record: {path}")
+    for note in repeat_notes(record, spec.results_dir):
+        console.print(note, highlight=False)
     for output in build_leaderboard(spec.results_dir):
         console.print(f"leaderboard: {output}")
 
@@ -283,10 +315,10 @@ def sweep(
         seed_list = [int(s) for s in comma_list(seeds)]
     except ValueError:
         raise HarnessError(f"malformed --seeds {seeds!r}; expected integers separated by commas") from None
-    results_dir = spec.results_dir
     specs = grid(
         comma_list(pairs), comma_list(methods), seed_list, spec.method_params, replace(spec, method_params={}), preset
     )
+    results_dir = chosen_results_dir(specs)
     result = run_sweep(specs, results_dir)
     if not is_main_process():
         return
