@@ -384,9 +384,13 @@ def eval_(
     backend: Annotated[str, typer.Option(help=BACKEND_HELP)] = "auto",
     dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16.")] = "float32",
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
-    out: Annotated[Path, typer.Option("--out", help="Folder for scores.json and per-sample logs.")] = Path(
-        "results/eval"
-    ),
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Folder for scores.json and per-sample logs (default: results/eval/<model>-<hash of the settings>).",
+        ),
+    ] = None,
     rescore: Annotated[
         bool, typer.Option("--rescore", help="Score existing per-sample logs in --out again, without generating.")
     ] = False,
@@ -404,6 +408,7 @@ def eval_(
     from dataclasses import asdict
 
     from harness.cache import cache_key
+    from harness.eval_folder import claim, default_folder
     from harness.launch import parse_shard
     from harness.models import load_model
     from kdcore.io import atomic_write_json
@@ -416,6 +421,15 @@ def eval_(
     names = [t.strip() for t in tasks.split(",") if t.strip()]
     task_options = {name: _task_options(name, data_source, num_fewshot) for name in names}
     part = parse_shard(shard)
+    evaluation = {
+        "model": model,
+        "tasks": names,
+        "task_options": task_options,
+        "settings": {"limit": limit, "dtype": dtype, "seed": seed, "samples": samples, "temperature": temperature},
+    }
+    out = out or default_folder(evaluation)
+    if not (merge or rescore):
+        claim(out, evaluation)
     if merge:
         scores = {name: merge_shards(out / "samples", name, out) for name in names}
     elif rescore:
@@ -467,6 +481,7 @@ def eval_(
         metrics = ", ".join(f"{k}={100 * v:.1f}" for k, v in score.metrics.items())
         table.add_row(name, f"{100 * score.score:.1f}", str(score.n), metrics)
     console.print(table)
+    console.print(f"wrote {out / scores_file} and the per-sample logs in {out / 'samples'}", highlight=False)
 
 
 @app.command()
@@ -601,20 +616,25 @@ def build_tiny(
 @app.command()
 def pairs(
     show: Annotated[
-        str | None, typer.Option("--show", help="Print one pair's generation settings, each with its source.")
+        str | None,
+        typer.Option("--show", help="Print one pair's generation and training settings, each with its source."),
     ] = None,
     pairs_file: PairsFile = None,
 ) -> None:
-    """List the teacher-student pairs, or show one pair's evaluation and supervision settings with sources."""
+    """List the teacher-student pairs, or show one pair's evaluation, supervision and training settings with
+    sources."""
     from harness.pairs import get_pair, load_pairs
 
     if show is not None:
         _show_pair(get_pair(show, pairs_file))
         return
     table = Table(title="pairs")
+    found = load_pairs(pairs_file).values()
     for column in ("pair", "teacher", "student", "architecture", "benchmarks", "protocol"):
-        table.add_column(column)
-    for pair in load_pairs(pairs_file).values():
+        ids = column in ("pair", "teacher", "student", "architecture")  # whole, never cut: the other columns wrap
+        widest = max(len(getattr(pair, "name" if column == "pair" else column)) for pair in found) if ids else None
+        table.add_column(column, no_wrap=ids, min_width=widest, overflow="ellipsis" if ids else "fold")
+    for pair in found:
         protocol = ("thinking, " if pair.evaluation.thinking else "") + (
             "greedy" if pair.evaluation.greedy else f"T={pair.evaluation.temperature} x{pair.evaluation.samples}"
         )
@@ -640,6 +660,7 @@ def _show_pair(pair) -> None:
             shown = "each task's own" if value is None else (str(value) if value not in ({}, ()) else "-")
             table.add_row(field.name, shown, settings.sources.get(field.name, "default"))
         console.print(table)
+    console.print(_training_table(pair))
     if pair.published:
         table = Table(title=f"{pair.name}: published scores (`harness verify`)")
         for column in ("model", "task", "score", "source", "protocol"):
@@ -647,6 +668,27 @@ def _show_pair(pair) -> None:
         for item in pair.published:
             table.add_row(item.model, item.task, f"{100 * item.score:.1f}", item.source, item.protocol)
         console.print(table)
+
+
+def _training_table(pair) -> Table:
+    """A pair's training settings as a run uses them (before command-line options), each from the pair or the
+    default; the options that override them are `harness run --help`'s."""
+    import dataclasses
+
+    from harness.pipeline import RunSpec, train_config
+
+    config = train_config(pair, RunSpec(pair=pair.name, method="hard"))
+    table = Table(title=f"{pair.name}: training (`harness run --<setting>` overrides each)")
+    for column in ("setting", "value", "source"):
+        table.add_column(column)
+    for field in dataclasses.fields(config):
+        if field.name == "seed":
+            continue
+        source = "pair (train)" if field.name in pair.train else "default"
+        if field.name == "max_length" and field.name not in pair.train:
+            source = "pair (max_length)"
+        table.add_row(field.name, str(getattr(config, field.name)), source)
+    return table
 
 
 @app.command()
