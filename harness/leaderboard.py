@@ -10,7 +10,9 @@ tokenizers: `RunRecord.models`), same data (train and eval splits' hashes) and e
 limit, chat template: `RunRecord.data`). Runs of different builds are never averaged, compared or superseded
 across builds; when a pair name has several, each table's title names its build (`tiny [build 3f2a1c]`) and a
 note says what differs. Schema-1 records pin nothing beyond the model references and the doc limit: they form
-tables of their own, marked unpinned.
+tables of their own, marked unpinned. Trial runs (a budget other than the pair's, `training.trial`: see harness.trial)
+form tables of their own after the pair's main ones (`tiny [trial 3f2a1c: limit 20]`); `compare --pair tiny` picks
+the main build.
 
 Rows. Within a table, runs are grouped by method and a short key of their method parameters and training
 config (seed excluded), so runs with different settings are never averaged together; when a table has
