@@ -268,6 +268,8 @@ def train(
     result = TrainResult(steps=start, history=history, resumed_from=start)
     _warn_if_cut(examples, config.max_length)
     if tracking.active:
+        if tracking.logging_dir is not None and accelerator.is_main_process:
+            Path(tracking.logging_dir).mkdir(parents=True, exist_ok=True)  # wandb writes there, and wants it to exist
         accelerator.init_trackers(
             tracking.project(), config=flat_settings(tracking.config), init_kwargs=tracking.init_kwargs()
         )
