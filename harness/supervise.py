@@ -50,7 +50,7 @@ from harness.trace_filter import Scorer, TraceCounts, TraceFilter, ended_at_eos,
 from kdcore.costs import PhaseCost, device_kind, timed
 from kdcore.errors import HarnessError
 from kdcore.io import atomic_write_json
-from kdcore.progress import progress_bar
+from kdcore.progress import log_line, progress_bar, progress_label
 from tasks import Doc, Messages, Task, load_task
 from tasks.generation import Generator, render_prompt
 from trainers.batch import collate
@@ -405,9 +405,11 @@ def load_or_build_shards(
     for i in range(part[0], len(bounds), part[1]):
         if _read_shard(folder, i) is not None:
             continue
-        data, cost, meta = build(i, *bounds[i])
+        with progress_label(f"shard {i + 1}/{len(bounds)}"):
+            data, cost, meta = build(i, *bounds[i])
         cost.cache_key = key
         _write_shard(folder, i, data, cost, clock, meta)
+        log_line(f"{folder.parent.name} shard {i + 1}/{len(bounds)}: built in {time.perf_counter() - clock:.1f} s")
         clock = time.perf_counter()
     shards = [_read_shard(folder, i) for i in range(len(bounds))]
     if not all(shard is not None for shard in shards):
