@@ -267,12 +267,30 @@ def sweep(
         str | None,
         typer.Option("--preset", help="Named parameter values for the methods it sets, e.g. bridge-garden."),
     ] = None,
+    executor: Annotated[
+        str | None,
+        typer.Option("--executor", help="Submit the cells as jobs: slurm, or local (processes); default: run here."),
+    ] = None,
+    plan: Annotated[bool, typer.Option("--plan", help="Print each cell's estimated FLOPs and device-hours.")] = False,
+    status: Annotated[bool, typer.Option("--status", help="Each cell's state: scheduler and records.")] = False,
+    cluster_config: Annotated[
+        Path | None, typer.Option("--cluster-config", help="TOML: partition, account, device, GPUs, memory, time.")
+    ] = None,
+    partition: Annotated[str | None, typer.Option("--partition", help="Slurm partition.")] = None,
+    account: Annotated[str | None, typer.Option("--account", help="Slurm account.")] = None,
+    device: Annotated[
+        str | None, typer.Option("--device", help="Device kind the plan estimates for (harness/throughput.toml).")
+    ] = None,
+    max_parallel: Annotated[
+        int | None, typer.Option("--max-parallel", help="Cells running at once (local default 1; Slurm: no cap).")
+    ] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Slurm: wait until the submitted jobs end.")] = False,
 ) -> None:
     """Run the grid pairs x methods x seeds, skipping cells that have a record and going on after failures.
 
     `--param key=value` goes to every method of the sweep that has the parameter, `--teacher-signal` to every method
     that has the choice; `--preset` sets its values for the methods it has values for, as `run --preset` does
-    (explicit `--param` values win)."""
+    (explicit `--param` values win). `--plan`, `--status` and `--executor`: see harness.scheduler."""
     from dataclasses import replace
 
     from harness.launch import is_main_process
@@ -287,6 +305,14 @@ def sweep(
     specs = grid(
         comma_list(pairs), comma_list(methods), seed_list, spec.method_params, replace(spec, method_params={}), preset
     )
+    if executor or plan or status:
+        from harness.sweep_views import ScheduleOptions, scheduled_sweep
+
+        options = ScheduleOptions(
+            executor, plan, status, cluster_config, partition, account, device, max_parallel, wait
+        )
+        scheduled_sweep(specs, results_dir, options)
+        return
     result = run_sweep(specs, results_dir)
     if not is_main_process():
         return

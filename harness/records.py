@@ -28,7 +28,7 @@ SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 PINNING_FIELDS = ("models", "data", "student_before_scores")  # new in schema 2
 SCORE_FIELDS = ("scores", "teacher_scores", "student_before_scores")
-OPTIONAL_FIELDS = ("run_id", "created", "attempts")
+OPTIONAL_FIELDS = ("run_id", "created", "attempts", "estimate")
 RECORD_GLOB = "runs/*.json"
 TRACKED_PACKAGES = (
     "torch",
@@ -74,6 +74,7 @@ class RunRecord:
     run_id: str = ""
     created: str = ""
     attempts: int = 1
+    estimate: dict[str, Any] = field(default_factory=dict)  # the cost the plan expected (harness.cost_plan)
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
