@@ -99,13 +99,18 @@ class Resources:
 
 
 def job_resources(
-    pair_name: str, estimates: list[CellEstimate], config: ClusterConfig, shared: bool, devices: int | None = None
+    pair_name: str,
+    estimates: list[CellEstimate],
+    config: ClusterConfig,
+    shared: bool,
+    devices: int | None = None,
+    pairs_file: Path | None = None,
 ) -> Resources:
     """Resources of the pair job (`shared`: the phases built once per pair) or of one of its cells (the largest
     estimate of `estimates`), on the plan's device."""
     from harness.cost_plan import parameters
 
-    pair = get_pair(pair_name)
+    pair = get_pair(pair_name, pairs_file)
     on_gpu = not estimates[0].device.lower().startswith("cpu")
     gpus = (devices or config.for_pair(pair_name, "gpus", config.gpus)) if on_gpu else 0
     if shared:  # every phase the pair's cells share, once
@@ -287,11 +292,12 @@ def _submit_pair(
     from harness.jobs import CellJob, prepare_pair
 
     logs = _logs(results_dir)
-    shared = job_resources(pair, estimates, config, shared=True, devices=cells[0].generation_devices())
+    pairs_file = cells[0].pairs_file
+    shared = job_resources(pair, estimates, config, True, cells[0].generation_devices(), pairs_file)
     prepare = make_executor(kind, logs, config, shared, f"kd-prepare-{pair}").submit(prepare_pair, cells)
     result.jobs.append(prepare)
     console.print(f"[bold]submitted[/] {pair}: shared phases, job {prepare.job_id} ({shared.timeout_min} min)")
-    resources = job_resources(pair, estimates, config, shared=False)
+    resources = job_resources(pair, estimates, config, False, pairs_file=pairs_file)
     if kind == "local":
         try:
             prepare.result()
