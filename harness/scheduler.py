@@ -142,9 +142,10 @@ def make_executor(
         "mem_gb": resources.mem_gb,
         "cpus_per_task": resources.cpus_per_task,
         "tasks_per_node": resources.tasks,
-        "gpus_per_node": resources.gpus,
         "nodes": 1,
     }
+    if resources.gpus:
+        options["gpus_per_node"] = resources.gpus
     if kind == "slurm":
         additional = {"requeue": True} | ({"dependency": after} if after else {})
         options |= {"slurm_additional_parameters": additional, "slurm_setup": list(config.setup)}

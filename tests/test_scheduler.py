@@ -20,6 +20,11 @@ from harness.sweep import cell_name, grid
 from kdcore.errors import HarnessError
 from tests.scheduled import mini_pairs_file, sweep
 
+def _printed(capsys) -> str:
+    captured = capsys.readouterr()
+    return captured.out + captured.err
+
+
 ARGS = ("--pairs", "mini", "--methods", "sft,hard", "--seeds", "0", "--max-steps", "5", "--limit", "5")
 
 
@@ -40,16 +45,16 @@ def test_local_executor_runs_each_cell_as_a_job_and_a_rerun_submits_nothing(
     capsys.readouterr()
 
     assert sweep(monkeypatch, *common, "--executor", "local") == 0
-    out = capsys.readouterr().out
+    out = _printed(capsys)
     assert "0 cells submitted, 2 not submitted" in out and out.count("has a record") == 2
     assert len(load_records(results)[0]) == 2
 
     assert sweep(monkeypatch, *common, "--status") == 0
-    out = capsys.readouterr().out
+    out = _printed(capsys)
     assert out.count(" done ") == 2 and "2 done" in out
 
     assert sweep(monkeypatch, *common, "--plan") == 0
-    out = capsys.readouterr().out
+    out = _printed(capsys)
     assert "check on the 2 cells with a record" in out and "measured / estimated device-hours" in out
 
 
@@ -61,12 +66,11 @@ def test_a_failed_cell_is_listed_with_its_log_and_status_says_failed(
     # a learning rate that makes the loss NaN: the run stops with a one-line error and writes no record
     common = (*ARGS[:3], "sft", *ARGS[5:], "--lr", "1e30", "--pairs-file", str(pairs), "--results-dir", str(results))
     assert sweep(monkeypatch, *common, "--executor", "local") == 1
-    captured = capsys.readouterr()
-    (line,) = [line for line in captured.out.splitlines() if line.startswith("failed:")]
+    (line,) = [line for line in _printed(capsys).splitlines() if line.startswith("failed:")]
     log = line.rsplit("(log: ", 1)[1].rstrip(")")
     assert Path(log).exists() and "mini-sft-s0-" in line and not load_records(results)[0]
     assert sweep(monkeypatch, *common, "--status") == 0
-    assert " failed " in capsys.readouterr().out
+    assert " failed " in _printed(capsys)
 
 
 def _children(pid: int) -> list[int]:
