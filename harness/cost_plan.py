@@ -17,6 +17,7 @@ On-policy sampling inside training is not counted, as the ledger does not count 
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import asdict, dataclass, field
 from functools import cache
@@ -28,6 +29,7 @@ import tomllib
 from harness.pairs import Pair
 from kdcore.errors import HarnessError
 
+logger = logging.getLogger(__name__)
 THROUGHPUT_FILE = Path(__file__).with_name("throughput.toml")
 CHARS_PER_TOKEN = 4.0  # chosen: the usual figure for English text with BPE vocabularies (OpenAI's tokenizer guide)
 TRAINING_BYTES_PER_PARAM = 16  # fp32 master weights, gradients and two Adam moments (ZeRO, arXiv 1910.02054, 3.1)
@@ -126,12 +128,12 @@ class CellEstimate:
 @cache
 def parameters(ref: str) -> int:
     """Parameters of the model `ref`, counted on the meta device: from its folder when it is on disk (builtin or
-    local), else from the config facts shipped for dry runs (no download)."""
-    from harness.dryrun import model_facts
+    local), else from the config facts shipped for dry runs (no download), else from its hub config."""
+    from harness.dryrun import CONFIGS, model_facts
     from harness.models import BUILTIN, resolve
     from harness.phases import parameter_count
 
-    if ref.startswith(BUILTIN) or Path(ref).is_dir():
+    if ref.startswith(BUILTIN) or Path(ref).is_dir() or not (CONFIGS / f"{ref}.json").is_file():
         return parameter_count(resolve(ref))
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -233,7 +235,12 @@ def estimate_cell(spec: Any, device: str, throughput_file: Path | None = None) -
 
 
 def recorded_estimate(spec: Any) -> dict[str, Any]:
-    """The estimate a run's record stores, for the device it runs on (harness.pipeline.record)."""
+    """The estimate a run's record stores, for the device it runs on (harness.pipeline.record); empty when a model's
+    config cannot be read."""
     from kdcore.costs import device_kind
 
-    return estimate_cell(spec, device_kind()).to_dict()
+    try:
+        return estimate_cell(spec, device_kind()).to_dict()
+    except (HarnessError, OSError) as err:
+        logger.warning("no cost estimate for the record: %s", err)
+        return {}

@@ -4,6 +4,8 @@ nothing resubmitted once recorded, a failed cell listed with its log, a pre-empt
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import time
 from dataclasses import replace
@@ -13,12 +15,14 @@ import pytest
 
 from harness import scheduler
 from harness.cost_plan import estimate_cell, load_throughput, throughput_for
+from harness.jobs import CellJob, prepare_pair
 from harness.pipeline import RunSpec
 from harness.records import load_records
 from harness.resume import run_folder
 from harness.sweep import cell_name, grid
 from kdcore.errors import HarnessError
 from tests.scheduled import mini_pairs_file, sweep
+
 
 def _printed(capsys) -> str:
     captured = capsys.readouterr()
@@ -82,10 +86,6 @@ def _children(pid: int) -> list[int]:
 def test_a_preempted_cell_is_requeued_and_resumes_from_its_checkpoint(own_tiny_cache, tmp_path: Path) -> None:
     """USR2 (what Slurm sends before pre-emption or the time limit) reaches the cell's process mid-training:
     submitit requeues the same call, and the run continues from its last checkpoint (attempt 2)."""
-    import signal
-
-    from harness.jobs import CellJob, prepare_pair
-
     results = tmp_path / "results"
     template = RunSpec(
         pair="",
@@ -107,8 +107,6 @@ def test_a_preempted_cell_is_requeued_and_resumes_from_its_checkpoint(own_tiny_c
         time.sleep(0.05)
     (worker,) = _children(job._process.pid)
     time.sleep(1.0)
-    import os
-
     os.kill(worker, signal.SIGUSR2)
     assert job.result() == "ran"
     (record,) = load_records(results)[0]

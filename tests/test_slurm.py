@@ -23,7 +23,8 @@ def _slurm_answers() -> bool:
     return out.returncode == 0 and any(state in out.stdout for state in ("idle", "mix", "alloc"))
 
 
-pytestmark = pytest.mark.skipif(not _slurm_answers(), reason="no Slurm cluster answers (CI starts one: .ci/slurm-up.sh)")
+NO_SLURM = "no Slurm cluster answers (CI starts one: .ci/slurm-up.sh)"
+pytestmark = pytest.mark.skipif(not _slurm_answers(), reason=NO_SLURM)
 
 
 @pytest.mark.slow
