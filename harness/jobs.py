@@ -14,6 +14,7 @@ the launch (harness.launch), as `torchrun` would start it.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,9 @@ from kdcore.errors import HarnessError
 
 
 def _join_launch() -> None:
-    """In a job of several tasks: RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT from Slurm's."""
-    if submitit.JobEnvironment().num_tasks > 1:
+    """In a submitit job of several tasks: RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT from Slurm's
+    (nothing outside a job)."""
+    if "SUBMITIT_EXECUTOR" in os.environ and submitit.JobEnvironment().num_tasks > 1:
         submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
 
 

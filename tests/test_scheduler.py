@@ -68,7 +68,7 @@ def test_a_failed_cell_is_listed_with_its_log_and_status_says_failed(
 ) -> None:
     results, pairs = tmp_path / "results", mini_pairs_file(tmp_path)
     # a learning rate that makes the loss NaN: the run stops with a one-line error and writes no record
-    common = (*ARGS[:3], "sft", *ARGS[5:], "--lr", "1e30", "--pairs-file", str(pairs), "--results-dir", str(results))
+    common = (*ARGS[:3], "sft", *ARGS[4:], "--lr", "1e30", "--pairs-file", str(pairs), "--results-dir", str(results))
     assert sweep(monkeypatch, *common, "--executor", "local") == 1
     (line,) = [line for line in _printed(capsys).splitlines() if line.startswith("failed:")]
     log = line.rsplit("(log: ", 1)[1].rstrip(")")
