@@ -91,6 +91,8 @@ class RunRecord:
     def to_dict(self) -> dict[str, Any]:
         """The JSON form; a schema-1 record read from disk gives back its schema-1 fields only."""
         out = asdict(self)
+        if not out["estimate"]:  # a record written without a cost estimate round-trips without one
+            del out["estimate"]
         if not self.pinned:
             for name in PINNING_FIELDS:
                 del out[name]
