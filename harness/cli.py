@@ -284,7 +284,7 @@ def sweep(
     max_parallel: Annotated[
         int | None, typer.Option("--max-parallel", help="Cells running at once (local default 1; Slurm: no cap).")
     ] = None,
-    wait: Annotated[bool, typer.Option("--wait", help="Slurm: wait until the submitted jobs end.")] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="Slurm: wait until no cell's job is queued.")] = False,
 ) -> None:
     """Run the grid pairs x methods x seeds, skipping cells that have a record and going on after failures.
 

@@ -40,6 +40,7 @@ from kdcore.progress import console
 
 EXECUTORS = ("local", "slurm")
 JOBS_DIR = "jobs"
+LEADERBOARD_JOB = "leaderboard.json"  # the last leaderboard job submitted
 BASE_MEMORY_GB = 4  # chosen: the Python process, tokenizers, data sets and caches besides the weights
 POLL_S = 5
 
@@ -275,7 +276,9 @@ def submit(
         executor = make_executor(kind, _logs(results_dir), config, small, "kd-leaderboard", f"afterany:{ids}")
         from harness.jobs import build_leaderboard
 
-        result.jobs.append(executor.submit(build_leaderboard, str(results_dir)))
+        job = executor.submit(build_leaderboard, str(results_dir))
+        result.jobs.append(job)
+        atomic_write_json(Path(results_dir) / JOBS_DIR / LEADERBOARD_JOB, {"job_id": job.job_id, "after": ids})
     return result
 
 
@@ -364,15 +367,16 @@ def _wait_local(spec: Any, job: Any, result: Submitted) -> None:
         result.failed[name] = CellState(name, "failed", job.job_id, str(job.paths.stderr), error)
 
 
-def wait(submitted: Submitted, results_dir: Path, specs: list[Any]) -> list[CellState]:
-    """Wait (Slurm) until no submitted job is pending or running; then every cell's state."""
-    ids = {job.job_id for job in submitted.jobs} | set(submitted.cells.values())
-    while ids:
-        queue = _queue()
-        ids = {i for i in ids if i in queue}
-        if ids:
-            time.sleep(POLL_S)
-    return status(specs, results_dir)
+def wait(specs: list[Any], results_dir: Path) -> list[CellState]:
+    """Wait (Slurm) until no cell of `specs` has a pending or running job and the last leaderboard job has ended;
+    then every cell's state."""
+    board = Path(results_dir) / JOBS_DIR / LEADERBOARD_JOB
+    while True:
+        states = status(specs, results_dir)
+        live = any(s.state in ("pending", "running") for s in states)
+        if not live and not (board.exists() and json.loads(board.read_text())["job_id"] in _queue()):
+            return states
+        time.sleep(POLL_S)
 
 
 def plan_rows(specs: list[Any], results_dir: Path, device: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:

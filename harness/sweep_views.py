@@ -127,8 +127,8 @@ def scheduled_sweep(specs: list[Any], results_dir: Path, options: ScheduleOption
         console.print(f"not submitted: {cell} ({why})", highlight=False)
     console.print(f"sweep: {len(submitted.cells)} cells submitted, {len(submitted.skipped)} not submitted")
     failed = dict(submitted.failed)
-    if options.executor == "slurm" and options.wait and submitted.cells:
-        states = scheduler.wait(submitted, results_dir, specs)
+    if options.executor == "slurm" and options.wait:
+        states = scheduler.wait(specs, results_dir)
         failed = {s.cell: s for s in states if s.state == "failed"}
         print_status(states)
     if options.executor == "local" and submitted.cells:

@@ -27,15 +27,26 @@ NO_SLURM = "no Slurm cluster answers (CI starts one: .ci/slurm-up.sh)"
 pytestmark = pytest.mark.skipif(not _slurm_answers(), reason=NO_SLURM)
 
 
+def _printed(capsys) -> str:
+    captured = capsys.readouterr()
+    return captured.out + captured.err
+
+
 @pytest.mark.slow
 def test_a_two_cell_sweep_runs_through_sbatch(own_tiny_cache, tmp_path: Path, monkeypatch, capsys) -> None:
     results, pairs = tmp_path / "results", mini_pairs_file(tmp_path)
     common = ("--pairs", "mini", "--methods", "sft,hard", "--seeds", "0", "--max-steps", "5", "--limit", "5")
     common += ("--pairs-file", str(pairs), "--results-dir", str(results))
-    assert sweep(monkeypatch, *common, "--executor", "slurm", "--wait") == 0
-    printed = capsys.readouterr()
-    out = printed.out + printed.err
+    assert sweep(monkeypatch, *common, "--executor", "slurm") == 0
+    out = _printed(capsys)
     assert "2 cells submitted" in out and "array" in out
+    assert sweep(monkeypatch, *common, "--status") == 0
+    out = _printed(capsys)  # the scheduler holds both cells' jobs (the pair job runs first)
+    assert out.count(" pending ") + out.count(" running ") == 2
+
+    assert sweep(monkeypatch, *common, "--executor", "slurm", "--wait") == 0  # live jobs: nothing submitted
+    out = _printed(capsys)
+    assert "0 cells submitted, 2 not submitted" in out and "2 done" in out
     records, problems = load_records(results)
     assert sorted(r.method for r in records) == ["hard", "sft"] and not problems
     ledger = [json.loads(p.read_text()) for p in (results / "jobs" / "cells").glob("*.json")]
@@ -44,8 +55,4 @@ def test_a_two_cell_sweep_runs_through_sbatch(own_tiny_cache, tmp_path: Path, mo
     assert "sft" in board and "hard" in board
 
     assert sweep(monkeypatch, *common, "--executor", "slurm") == 0
-    printed = capsys.readouterr()
-    assert "0 cells submitted, 2 not submitted" in printed.out + printed.err
-    assert sweep(monkeypatch, *common, "--status") == 0
-    printed = capsys.readouterr()
-    assert "2 done" in printed.out + printed.err
+    assert "0 cells submitted, 2 not submitted" in _printed(capsys)
