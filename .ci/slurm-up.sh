@@ -3,10 +3,10 @@
 # a slurm.conf naming this host as controller and only node (no cgroups, no accounting database), then munged,
 # slurmctld and slurmd. Needs root and apt-get; does nothing when a cluster already answers `sinfo`.
 set -euo pipefail
-if command -v sinfo >/dev/null && sinfo -h >/dev/null 2>&1; then
+start=$(date +%s)
+if pgrep -x slurmctld >/dev/null && pgrep -x slurmd >/dev/null && sinfo -h >/dev/null 2>&1; then
   echo "slurm: already up"; exit 0
 fi
-start=$(date +%s)
 if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
   apt-get -o DPkg::Lock::Timeout=600 install -y -qq slurm-wlm munge >/dev/null 2>&1 \
     || { apt-get -o DPkg::Lock::Timeout=600 update -qq && apt-get -o DPkg::Lock::Timeout=600 install -y -qq slurm-wlm munge >/dev/null; }
