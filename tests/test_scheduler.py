@@ -91,6 +91,7 @@ def test_a_preempted_cell_is_requeued_and_resumes_from_its_checkpoint(own_tiny_c
         pair="",
         method="",
         limit=2,
+        results_dir=results,
         pairs_file=mini_pairs_file(tmp_path),
         train_overrides={"max_steps": 400, "checkpoint_every": 10},
     )
