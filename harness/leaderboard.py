@@ -10,7 +10,9 @@ tokenizers: `RunRecord.models`), same data (train and eval splits' hashes) and e
 limit, chat template: `RunRecord.data`). Runs of different builds are never averaged, compared or superseded
 across builds; when a pair name has several, each table's title names its build (`tiny [build 3f2a1c]`) and a
 note says what differs. Schema-1 records pin nothing beyond the model references and the doc limit: they form
-tables of their own, marked unpinned.
+tables of their own, marked unpinned. Trial runs (a budget other than the pair's, `training.trial`: see harness.trial)
+form tables of their own after the pair's main ones (`tiny [trial 3f2a1c: limit 20]`); `compare --pair tiny` picks
+the main build.
 
 Rows. Within a table, runs are grouped by method and a short key of their method parameters and training
 config (seed excluded), so runs with different settings are never averaged together; when a table has
@@ -59,7 +61,7 @@ from harness.bootstrap import Series, aligned, bootstrap_means, percentile_inter
 from harness.cache import cache_key
 from harness.leaderboard_html import Cell, Section, render_html
 from harness.plots import LossCurves, pair_plots
-from harness.records import RunRecord, load_records
+from harness.records import RunRecord, describe_trial, load_records
 from harness.train_curves import loss_curve
 from kdcore.errors import HarnessError, unknown_choice
 from kdcore.io import atomic_write_bytes, atomic_write_text
@@ -99,6 +101,11 @@ class Group:
     runs: list[RunRecord]
     label: str = ""
     build: str = ""
+
+    @property
+    def trial(self) -> bool:
+        """Runs of a budget other than their pair's (harness.trial): never in a build's main table."""
+        return any(run.training.get("trial") for run in self.runs)
 
 
 @dataclass
@@ -193,8 +200,9 @@ def validate(record: RunRecord) -> None:
 def run_identity(record: RunRecord) -> dict[str, Any]:
     """What a run compared: pair name, models and data as pinned by a schema-2 record; for a schema-1 record,
     only what it says (model references and the doc limit), marked unpinned."""
+    trial = {"trial": record.training["trial"]} if record.training.get("trial") else {}
     if record.pinned:
-        return {"pair": record.pair, "models": record.models, "data": record.data}
+        return {"pair": record.pair, "models": record.models, "data": record.data, **trial}
     limit = record.train_config.get("limit")
     return {"pair": record.pair, "unpinned": True, "teacher": record.teacher, "student": record.student, "limit": limit}
 
@@ -331,6 +339,9 @@ def build_groups(groups: list[Group], pair: str) -> list[Group]:
         if build not in builds:
             raise unknown_choice(f"build of pair {pair_name!r}", build, builds)
         return [g for g in of_pair if g.build == build]
+    main = sorted({g.build for g in of_pair if not g.trial})
+    if len(main) == 1:  # trial runs are compared only when their build is named
+        return [g for g in of_pair if g.build == main[0]]
     if len(builds) > 1:
         choices = ", ".join(f"{pair_name}@{b}" for b in builds)
         raise HarnessError(
@@ -613,8 +624,8 @@ def build_tables(
         builds[record.pair].setdefault(build_key(record), run_identity(record))
     tables = []
     for pair in sorted(builds):
-        several = len(builds[pair]) > 1
-        for build in sorted(builds[pair]):
+        several = sum("trial" not in identity for identity in builds[pair].values()) > 1
+        for build in sorted(builds[pair], key=lambda b: ("trial" in builds[pair][b], b)):  # trial tables last
             identity = builds[pair][build]
             runs = [r for r in records if r.pair == pair and build_key(r) == build]
             benchmarks = sorted({b for r in runs for b in r.scores})
@@ -624,10 +635,12 @@ def build_tables(
                     references[label] = found
             pinned = not identity.get("unpinned")
             tag = f" [build {build}]" if pinned else f" [unpinned {build}]"
+            if "trial" in identity:
+                tag = f" [trial {build}: {describe_trial(identity['trial'])}]"
             table = PairTable(
                 pair=pair,
                 build=build,
-                title=pair + (tag if several else ""),
+                title=pair + (tag if several or "trial" in identity else ""),
                 pinned=pinned,
                 identity=identity,
                 teacher=runs[0].teacher,
@@ -984,7 +997,8 @@ def build_leaderboard(results_dir: str | Path, *, baseline: str | None = None) -
     plots: dict[str, bytes] = {}
     sections = []
     for table in board.tables:
-        drawn = pair_plots(table, table_loss_curves(table, results_dir))
+        dev_scores = {row.label: [run.training.get("evals", []) for run in row.group.runs] for row in table.rows}
+        drawn = pair_plots(table, table_loss_curves(table, results_dir), dev_scores)
         plots.update(drawn)
         headers, rows, references = display_table(table)
         title = _heading(table).replace("`", "")

@@ -152,7 +152,8 @@ def test_gkd_is_jsd_and_hybrid_gkd_adds_argmax_ce() -> None:
 def test_loss_gradients_reach_student_logits() -> None:
     for name in METHODS:
         logits = STUDENT.clone().requires_grad_(True)
-        teacher = TeacherRows(logits=TEACHER) if METHODS[name].on_policy else full_topk(TEACHER)
+        online = METHODS[name].on_policy or load_method(name).data_plan().teacher_signal == "online"
+        teacher = TeacherRows(logits=TEACHER) if online else full_topk(TEACHER)
         teacher.from_student = torch.tensor([name == "distillm2"])
         load_method(name).token_losses(logits, TARGET, teacher, 0.5)["loss"].sum().backward()
         assert logits.grad is not None and logits.grad.abs().sum() > 0, name
@@ -181,11 +182,11 @@ def test_loss_gradients_reach_student_logits() -> None:
         ("soft", {"divergence": "csd", "div_params": {"skew": 0.1}}, "unknown parameter 'skew' for divergence 'csd'"),
         ("soft", {"select_top": 0.0}, "'select_top'"),
         ("soft", {"div_params": [1]}, "'div_params' of SoftParams"),
-        ("gkd", {"beta": 0.0}, "'beta' of GKDParams"),
+        ("gkd", {"beta": 1.5}, "'beta' of GKDParams"),
         ("gkd", {"max_new_tokens": 0}, "'max_new_tokens'"),
         ("taid", {"t_start": 0.9, "t_end": 0.5}, "t_start <= t_end"),
         ("taid", {"t_start": 1.0}, "'t_start'"),
-        ("distillm2", {"skew_teacher": 0.005}, "adaptive skew needs"),
+        ("distillm2", {"skew_teacher": 0.005, "adaptive": True}, "adaptive skew needs"),
         ("distillm2", {"beta": 3.0}, "'beta' of DistiLLM2Params"),
     ],
 )

@@ -6,6 +6,7 @@ Bridge-Garden release's losses (`release_loss`), the chunked loss and the traini
 """
 
 import trainers.csd  # registers csd, dld
+import trainers.distillm  # registers distillm
 import trainers.distillm2  # registers distillm2
 import trainers.taid  # noqa: F401  (registers taid; the imports above bind the same name)
 from trainers.bridge_garden import release_loss

@@ -65,8 +65,9 @@ Where the harness differs from the release, and why:
   non-finite logits per divergence in ways that agree on finite logits.
 - random_label in training draws its labels from a generator seeded by the step and the chunk's targets, so the
   backward pass's recomputation draws the same ones; the release draws from the global generator.
-- hybrid-gkd: its off-policy micro-batches train on the pair's teacher completions (the release: its training file's
-  responses), and the student samples up to the pair's completion budget (the release's example: 512 new tokens).
+- hybrid-gkd: its off-policy micro-batches train on the data set's reference answers, as the release's (seq_kd
+  false, gkd_config.py; `seq_kd=true`: the teacher's cached completions), and the student samples up to the pair's
+  completion budget (the release's example: 512 new tokens).
 - train_sft.py loads no teacher when distill_weight <= 0 (the loss is then the base term alone); release_loss always
   has the teacher, as compute_loss with a teacher does.
 """

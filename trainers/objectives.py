@@ -19,6 +19,7 @@ from torch import Tensor
 from kdcore.errors import HarnessError, unknown_choice
 from trainers.bridge_garden import (
     DIVS,
+    GKD_CONFIG,
     HYBRID_GKD_SH,
     PHI_TYPES,
     SEQUENCE_LEVEL,
@@ -34,6 +35,7 @@ from trainers.bridge_garden import (
 )
 from trainers.params import check_fields, param
 from trainers.plan import DataPlan
+from trainers.releases import source
 from trainers.selection import entropy_rows as entropy_rows  # re-exported for trainers.loop
 from trainers.selection import select_rows
 
@@ -48,10 +50,15 @@ class TeacherRows:
     from_student: Tensor | None = None  # [n] bool: the row is on one of the initial student's own responses
     sequence: Tensor | None = None  # [n] the example each row belongs to (its rows contiguous, in order)
     rows_per_sequence: float = 1.0  # the micro-batch's rows / examples with a row (sequence-level terms)
+    # [n, 2]: the mean over the row's whole sequence of the student's and the teacher's log-prob of each target
+    # token (for objectives whose `sequence_logprobs` is true)
+    sequence_logprobs: Tensor | None = None
 
     def __getitem__(self, rows: slice) -> TeacherRows:
         fields = (self.topk_ids, self.topk_logprobs, self.logits, self.from_student, self.sequence)
-        return TeacherRows(*(None if t is None else t[rows] for t in fields), self.rows_per_sequence)
+        sliced = (None if t is None else t[rows] for t in fields)
+        own = None if self.sequence_logprobs is None else self.sequence_logprobs[rows]
+        return TeacherRows(*sliced, self.rows_per_sequence, own)
 
 
 @dataclass
@@ -73,6 +80,9 @@ class Objective(ABC):
     soft_labels: ClassVar[bool] = False  # whether it reads the teacher's distribution
     on_policy: ClassVar[bool] = False  # whether it swaps in the student's own samples (needs the online teacher)
     whole_sequences: bool = False  # whether a loss chunk must hold whole sequences (a sequence-level loss)
+    # How the loop averages the per-row loss: over the batch's rows ("token"), or over its sequences, each the mean
+    # of its own rows ("sequence").
+    reduction: ClassVar[str] = "token"
 
     def __init__(self, params: Params | None = None) -> None:
         self.params = params if params is not None else self.Params()
@@ -86,6 +96,11 @@ class Objective(ABC):
         `progress` is the fraction of training done, in [0, 1] (for schedules such as a curriculum).
         """
 
+    @property
+    def sequence_logprobs(self) -> bool:
+        """Whether `token_losses` needs `TeacherRows.sequence_logprobs` (a no-grad pass over the batch first)."""
+        return False
+
     def batch_examples(self, examples: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The examples a micro-batch trains on, from the data set's (the loop calls it before collating); most
         methods use them as they are."""
@@ -97,14 +112,28 @@ class Objective(ABC):
     def data_plan(self, teacher_signal: str | None = None) -> DataPlan:
         """What the driver prepares for this method; `teacher_signal` ('topk' or 'online'; None: 'topk') is the
         run's choice for methods that read soft labels (on-policy methods always need the online teacher). The
-        plan's `teacher_signal` is what the run uses, whatever was asked."""
-        if self.on_policy:
+        plan's `teacher_signal` is what the run uses, whatever was asked. A divergence defined on raw logits over
+        the whole vocabulary (dld) makes the online teacher the default, and an explicit 'topk' a one-line error."""
+        if self.soft_labels and needs_full_logits(getattr(self.params, "divergence", None)):
+            if teacher_signal == "topk":
+                from trainers.topk import refuse_topk
+
+                refuse_topk(self.params.divergence)
+            signal = "online"
+        elif self.on_policy:
             signal = "online"
         elif self.soft_labels:
             signal = teacher_signal or "topk"
         else:
             signal = "none"
         return DataPlan(completions=self.completions, teacher_signal=signal, on_policy=self.on_policy)  # type: ignore[arg-type]
+
+
+def needs_full_logits(divergence: str | None) -> bool:
+    """Whether `divergence` is defined on the teacher's raw logits over the whole vocabulary (see DivergenceSpec)."""
+    from trainers.divergences import DIVERGENCES
+
+    return divergence in DIVERGENCES and DIVERGENCES[divergence].needs_full_logits
 
 
 METHODS: dict[str, type[Objective]] = {}
@@ -375,47 +404,69 @@ class GKDParams(Params):
         kind="float",
         low=0.0,
         high=1.0,
-        source=GKD_SOURCE,
+        source=source("gkd", "lmbda"),
     )
     beta: float = param(
         0.5,
-        "JSD mixture: toward 0 forward KL, toward 1 reverse KL (TRL's convention)",
+        "JSD mixture: 0 forward KL, 1 reverse KL, between them beta KL(P||M) + (1-beta) KL(Q||M) (TRL's convention)",
         kind="float",
         low=0.0,
         high=1.0,
-        open_low=True,
-        open_high=True,
-        source=GKD_SOURCE,
+        source=source("gkd", "beta"),
     )
     temperature: float = param(
         0.9,
-        "the student's sampling temperature for on-policy completions",
+        "the student's sampling temperature for on-policy completions (top-k 0, top-p 1; the loss is at 1)",
         kind="float",
         low=0.0,
         open_low=True,
-        source=GKD_SOURCE,
+        source=source("gkd", "temperature"),
+    )
+    seq_kd: bool = param(
+        False,
+        "off-policy batches: the teacher's cached completions (true) or the data set's reference answers (false)",
+        kind="bool",
+        source=source("gkd", "seq_kd"),
     )
     max_new_tokens: int | None = param(
-        None, "on-policy completion budget (null: the pair's)", kind="int", low=1, optional=True, source=GKD_SOURCE
+        None,
+        "on-policy completion budget (null: the pair's; TRL's default is 128)",
+        kind="int",
+        low=1,
+        optional=True,
+        source=GKD_SOURCE,
     )
     select_top: float = select_top_param()
+
+
+def generalized_jsd(logits: Tensor, teacher_logits: Tensor, beta: float) -> Tensor:
+    """TRL's generalized_jsd_loss per row: forward KL at beta 0, reverse KL at beta 1, JSD(beta) between."""
+    from trainers.divergences import token_divergence
+
+    if beta == 0.0:
+        return token_divergence("fkl", logits, teacher_logits)
+    if beta == 1.0:
+        return token_divergence("rkl", logits, teacher_logits)
+    return token_divergence("jsd", logits, teacher_logits, beta=beta)
 
 
 @register_method
 class GKD(Objective):
     name = "gkd"
     description = (
-        "on-policy generalized KD (TRL GKD): with prob. lmbda train on student samples; JSD(beta) to an online teacher"
+        "on-policy generalized KD (TRL GKD): with prob. lmbda train on student samples, else on the data set's "
+        "completions (seq_kd: the teacher's); JSD(beta) to an online teacher"
     )
     Params = GKDParams
     soft_labels = True
     on_policy = True
 
-    def jsd(self, logits: Tensor, teacher: TeacherRows) -> Tensor:
-        from trainers.divergences import token_divergence
+    def data_plan(self, teacher_signal: str | None = None) -> DataPlan:
+        completions = "teacher" if self.params.seq_kd else "reference"
+        return DataPlan(completions=completions, teacher_signal="online", on_policy=True)
 
-        jsd = token_divergence("jsd", logits, teacher.logits, beta=self.params.beta)
-        return select_rows(logits, jsd, self.params.select_top)
+    def jsd(self, logits: Tensor, teacher: TeacherRows) -> Tensor:
+        return select_rows(logits, generalized_jsd(logits, teacher.logits, self.params.beta), self.params.select_top)
 
     def token_losses(self, logits, targets, teacher, progress):
         soft = self.jsd(logits, teacher)
@@ -447,6 +498,12 @@ class HybridGKDParams(HybridGKDLossParams):
         low=1,
         optional=True,
         source=f"{HYBRID_GKD_SH} uses 512 on its own data; here each pair sets its budget",
+    )
+    seq_kd: bool = param(
+        False,
+        "off-policy batches: the teacher's cached completions (true) or the data set's reference answers (false)",
+        kind="bool",
+        source=GKD_CONFIG,
     )
 
 

@@ -9,8 +9,6 @@ from typing import Any
 
 from kdcore.errors import HarnessError
 
-MIXED_PRECISION = ("no", "bf16", "fp16")
-
 
 def is_integer(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
@@ -33,18 +31,22 @@ POSITIVE = Rule("a positive number", lambda v: is_number(v) and v > 0)
 NON_NEGATIVE = Rule("a number >= 0", lambda v: is_number(v) and v >= 0)
 FRACTION = Rule("a number in [0, 1]", lambda v: is_number(v) and 0 <= v <= 1)
 
+LR_SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")  # transformers' get_scheduler names
 TRAIN_RULES: dict[str, Rule] = {  # one per trainers.loop.TrainConfig field
     "max_steps": POSITIVE_INTEGER,
     "batch_size": POSITIVE_INTEGER,
-    "grad_accum": POSITIVE_INTEGER,
+    "gradient_accumulation_steps": POSITIVE_INTEGER,
     "lr": POSITIVE,
     "weight_decay": NON_NEGATIVE,
-    "warmup_frac": FRACTION,
+    "warmup_ratio": FRACTION,
+    "lr_scheduler_type": Rule(f"one of {', '.join(LR_SCHEDULERS)}", lambda v: v in LR_SCHEDULERS),
     "max_grad_norm": Rule("0 (off) or a positive number", NON_NEGATIVE.check),
     "chunk_size": POSITIVE_INTEGER,
-    "mixed_precision": Rule(f"one of {', '.join(MIXED_PRECISION)}", lambda v: v in MIXED_PRECISION),
+    "bf16": Rule("true or false", lambda v: isinstance(v, bool)),
     "checkpoint_every": COUNT_OR_OFF,
     "diagnostics_every": COUNT_OR_OFF,
+    "eval_every": COUNT_OR_OFF,
+    "logging_steps": COUNT_OR_OFF,
     "max_length": Rule("a positive integer", lambda v: v is None or POSITIVE_INTEGER.check(v)),
     "lora_r": COUNT_OR_OFF,
     "lora_alpha": POSITIVE,
