@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table
 
 from kdcore.errors import HarnessError
@@ -193,7 +194,7 @@ def run_options(command: Callable[..., None]) -> Callable[..., None]:
 
     @functools.wraps(command)
     def wrapper(**options: Any) -> None:
-        from harness.pipeline import RunSpec
+        from harness.spec import RunSpec
 
         values = {name: options.pop(name) for name, _, _ in RUN_OPTIONS}
         params = parse_params(values.pop("param"))
@@ -228,11 +229,16 @@ def run(
     """Distil a pair's student with a method, evaluate it, write its record and rebuild the leaderboard."""
     from dataclasses import replace
 
+    from harness import preflight
+    from harness.pairs import get_pair
+
+    spec = replace(spec, pair=pair, method=method, seed=seed)
+    preflight.check_light(spec, get_pair(pair, spec.pairs_file))  # before torch, transformers or vLLM import
+
     from harness.leaderboard import build_leaderboard
     from harness.pipeline import run as run_pipeline
     from trainers.bridge_garden import apply_preset
 
-    spec = replace(spec, pair=pair, method=method, seed=seed)
     outcome = run_pipeline(replace(spec, method_params=apply_preset(method, preset, spec.method_params)))
     if outcome is None:  # a process of a multi-process launch other than the main one: the main one reports
         return
@@ -772,12 +778,12 @@ def dry_run(
 
 
 def quiet_library_progress() -> None:
-    """Silence transformers' and datasets' own progress bars: the harness shows one bar per phase."""
-    import datasets
-    import transformers
+    """Silence the hub's, transformers' and datasets' own progress bars (the harness shows one bar per phase), by
+    the variables they read when imported, so no library is imported here; a value the user set wins."""
+    import os
 
-    datasets.disable_progress_bars()
-    transformers.utils.logging.disable_progress_bar()
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 
 
 def main() -> None:
@@ -791,7 +797,7 @@ def main() -> None:
     except HarnessError as err:
         if STATE["debug"]:
             raise
-        console.print(f"[red]error:[/] {err}", highlight=False)
+        console.print(f"[red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)  # one line, as written
         sys.exit(err.exit_code)
     except OSError as err:
         if err.errno != errno.ENOSPC or STATE["debug"]:
