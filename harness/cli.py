@@ -377,6 +377,15 @@ def eval_(
     """Evaluate any model on benchmarks, with per-sample logs; an interrupted evaluation resumes where it stopped."""
     from dataclasses import asdict
 
+    from harness import preflight
+    from harness.pairs import load_pairs
+
+    if not (merge or rescore):  # before torch, transformers or vLLM import
+        preflight.check_eval(model, backend, out, dtype, tensor_parallel, data_parallel)
+    from harness.pipeline import pin_cpu_threads
+
+    if owner := preflight.pair_of_model(model, load_pairs()):
+        pin_cpu_threads(owner)
     from harness.cache import cache_key
     from harness.launch import parse_shard
     from harness.models import load_model
@@ -690,12 +699,21 @@ def verify(
     exit 1 if any differs by more than the binomial (Wilson 95%) interval of its number of problems."""
     from dataclasses import asdict
 
+    from harness import preflight
     from harness.pairs import get_pair
+    from harness.spec import RunSpec
     from harness.verify import check_published, evaluate_base_model, verify_pair
     from kdcore.io import atomic_write_json
 
     chosen = get_pair(pair, pairs_file)
     check_published(chosen)
+    spec = RunSpec(pair, "hard", backend=backend)
+    preflight.check_light(spec, chosen, results=False)
+    preflight.check_writable_folder(out or Path("results") / "verify", "--out")
+    from harness.pipeline import pin_cpu_threads
+
+    preflight.check_devices(spec, chosen)
+    pin_cpu_threads(chosen)
     folder = out or Path("results") / "verify" / chosen.name
     checks = verify_pair(
         chosen, lambda role, names: evaluate_base_model(chosen, role, names, folder, backend=backend, limit=limit)

@@ -270,3 +270,46 @@ def check_supervise(spec: Any, pair: Pair) -> None:
     compared), the backend, the cache writable and the generation memory plan."""
     check_light(spec, pair, results=False)
     check_devices(spec, pair)
+
+
+def check_generation_memory(ref: str, dtype: str, tensor_parallel: int, devices: Devices) -> None:
+    """The weights of the model at `ref` (config from its folder or the shipped facts) fit `tensor_parallel` of the
+    visible GPUs."""
+    config = config_facts(ref) if devices.count else None
+    if config is None:
+        return
+    need = weight_count(config) * BYTES[dtype] / tensor_parallel
+    if need > devices.smallest:
+        raise HarnessError(
+            f"{ref!r}: its weights need at least {_gib(need)} per GPU in {dtype}, but the visible GPUs have "
+            f"{_gib(devices.smallest)}: raise --tensor-parallel"
+        )
+
+
+def check_eval(model: str, backend: str, out: Path, dtype: str, tensor_parallel: int, data_parallel: int) -> None:
+    """What `harness eval --model` needs before it loads: the model reachable, the backend installed and with a
+    device, `--out` and the cache writable, and the model's weights within the visible GPUs."""
+    check_backend_installed(backend)
+    check_model(model, "--model")
+    check_writable_folder(out, "--out")
+    check_outputs(None)
+    devices = Devices.visible()
+    check_backend_devices(backend, tensor_parallel, data_parallel, devices)
+    check_generation_memory(model, dtype, tensor_parallel, devices)
+
+
+def pair_of_model(ref: str, pairs: dict[str, Pair]) -> Pair | None:
+    """The pair `ref` belongs to: one whose teacher or student it is, or, for a trained student saved under
+    `<results>/models/<run_id>`, the pair its run's record `<results>/runs/<run_id>.json` names."""
+    for pair in pairs.values():
+        if ref in (pair.teacher, pair.student):
+            return pair
+    folder = Path(ref).expanduser()
+    record = folder.parent.parent / "runs" / f"{folder.name}.json"
+    if folder.parent.name == "models" and record.is_file():
+        try:
+            name = json.loads(record.read_text()).get("pair")
+        except (OSError, json.JSONDecodeError):
+            return None
+        return pairs.get(name)
+    return None
