@@ -380,6 +380,9 @@ def eval_(
     from harness import preflight
     from harness.pairs import load_pairs
 
+    limit = checked_limit(limit)
+    names = [t.strip() for t in tasks.split(",") if t.strip()]
+    task_options = {name: _task_options(name, data_source, num_fewshot) for name in names}
     if not (merge or rescore):  # before torch, transformers or vLLM import
         preflight.check_eval(model, backend, out, dtype, tensor_parallel, data_parallel)
     from harness.pipeline import pin_cpu_threads
@@ -395,9 +398,6 @@ def eval_(
     from tasks.evaluate import rescore as rescore_log
     from tasks.generation import make_generator, render_prompt
 
-    limit = checked_limit(limit)
-    names = [t.strip() for t in tasks.split(",") if t.strip()]
-    task_options = {name: _task_options(name, data_source, num_fewshot) for name in names}
     part = parse_shard(shard)
     if merge:
         scores = {name: merge_shards(out / "samples", name, out) for name in names}
