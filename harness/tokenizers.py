@@ -32,9 +32,12 @@ from kdcore.errors import HarnessError
 
 TEMPLATES = Path(__file__).with_name("templates")
 LLAMA3_PATTERN = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
-QWEN_PATTERN = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+QWEN_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
 
 
 def _llama3_specials() -> tuple[tuple[str, bool], ...]:
@@ -66,7 +69,10 @@ QWEN25_SPECIALS = (
     *((t, False) for t in ("<|fim_pad|>", "<|repo_name|>", "<|file_sep|>")),
 )
 # Qwen3 keeps those and adds 151665-151668.
-QWEN3_SPECIALS = (*QWEN25_SPECIALS, *((t, False) for t in ("<tool_response>", "</tool_response>", "<think>", "</think>")))
+QWEN3_SPECIALS = (
+    *QWEN25_SPECIALS,
+    *((t, False) for t in ("<tool_response>", "</tool_response>", "<think>", "</think>")),
+)
 # DeepSeek-R1-Distill-Qwen replaces 151643-151649 with DeepSeek's own tokens and keeps Qwen's from 151650 on.
 R1_DISTILL_SPECIALS = (
     ("<｜end▁of▁sentence｜>", True),
@@ -96,10 +102,10 @@ class Recipe:
     eos: str
     pad: str | None
     end_ids: tuple[int, ...]
+    tokenizer_sha256: str  # of the built tokenizer.json (`harness build-tokenizers` prints it)
     add_bos: bool = False
     nfc: bool = False  # Qwen's tokenizers normalise to NFC before splitting
     ignore_merges: bool = False  # a word that is a whole token is that token (Llama 3's tokenizer.json)
-    tokenizer_sha256: str = ""  # of the built tokenizer.json
     hub_ids: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -113,6 +119,7 @@ RECIPES = {
     for recipe in (
         Recipe(
             family="llama-3.1",
+            tokenizer_sha256="8106f37794f8ee387f9ebfca47812cef9c10e6a99201fcaacb663ff560c4d432",
             package="llama_models",
             ranks=LLAMA_RANKS,
             ranks_sha256=LLAMA_RANKS_SHA256,
@@ -129,6 +136,7 @@ RECIPES = {
         ),
         Recipe(
             family="llama-3.2",
+            tokenizer_sha256="8106f37794f8ee387f9ebfca47812cef9c10e6a99201fcaacb663ff560c4d432",
             package="llama_models",
             ranks=LLAMA_RANKS,
             ranks_sha256=LLAMA_RANKS_SHA256,
@@ -145,6 +153,7 @@ RECIPES = {
         ),
         Recipe(
             family="qwen2.5",
+            tokenizer_sha256="1619ceecf4c64691e25c70887f4bc09188c326cdb97aa9d3ae6e37555b564fbb",
             package="dashscope",
             ranks=QWEN_RANKS,
             ranks_sha256=QWEN_RANKS_SHA256,
@@ -160,6 +169,7 @@ RECIPES = {
         ),
         Recipe(
             family="qwen3",
+            tokenizer_sha256="646be3d3116a5f25b0d26b71086608f88aaf4650d53bfadc1e8d258a70529e7e",
             package="dashscope",
             ranks=QWEN_RANKS,
             ranks_sha256=QWEN_RANKS_SHA256,
@@ -175,6 +185,7 @@ RECIPES = {
         ),
         Recipe(
             family="deepseek-r1-distill-qwen",
+            tokenizer_sha256="4f1908f0dc3c1a06525ccea6d6aabc1b354098b5566b39e211bc86d8ed09c159",
             package="dashscope",
             ranks=QWEN_RANKS,
             ranks_sha256=QWEN_RANKS_SHA256,
@@ -288,7 +299,9 @@ def tokenizer_json(recipe: Recipe) -> str:
         bos_id = len(ranks) + [t for t, _ in recipe.specials].index(recipe.bos)
         steps.append(
             processors.TemplateProcessing(
-                single=f"{recipe.bos} $A", pair=f"{recipe.bos} $A {recipe.bos} $B:1", special_tokens=[(recipe.bos, bos_id)]
+                single=f"{recipe.bos} $A",
+                pair=f"{recipe.bos} $A {recipe.bos} $B:1",
+                special_tokens=[(recipe.bos, bos_id)],
             )
         )
     tokenizer.post_processor = processors.Sequence(steps)
@@ -311,12 +324,6 @@ def build(recipe: Recipe, replace: bool = False) -> Path:
     if (folder / "tokenizer_config.json").is_file() and not replace:
         return folder
     text = tokenizer_json(recipe)
-    digest = hashlib.sha256(text.encode()).hexdigest()
-    if recipe.tokenizer_sha256 and digest != recipe.tokenizer_sha256:
-        raise HarnessError(
-            f"the built {recipe.family} tokenizer.json has sha256 {digest}, expected {recipe.tokenizer_sha256} "
-            "(another tokenizers version?)"
-        )
     from tokenizers import Tokenizer
 
     names = {"bos_token": recipe.bos, "eos_token": recipe.eos, "pad_token": recipe.pad}
@@ -326,6 +333,13 @@ def build(recipe: Recipe, replace: bool = False) -> Path:
     tokenizer.chat_template = (TEMPLATES / recipe.template).read_text()
     staging = folder.with_name(f"{folder.name}.building-{os.getpid()}-{secrets.token_hex(3)}")
     tokenizer.save_pretrained(staging)
+    digest = hashlib.sha256((staging / "tokenizer.json").read_bytes()).hexdigest()
+    if digest != recipe.tokenizer_sha256:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise HarnessError(
+            f"the built {recipe.family} tokenizer.json has sha256 {digest}, expected {recipe.tokenizer_sha256} "
+            "(another tokenizers or transformers version?)"
+        )
     (staging / "generation_end_ids.json").write_text(json.dumps(list(recipe.end_ids)))
     if replace:
         shutil.rmtree(folder, ignore_errors=True)
