@@ -6,6 +6,7 @@ template), and each template renders the published format."""
 from __future__ import annotations
 
 import json
+import os
 import unicodedata
 from pathlib import Path
 
@@ -29,7 +30,7 @@ R1, QWEN3 = "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B", "Qwen/Qwen3-1.7B"
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     """The real tokenizers, built once for this module (about 30 s each)."""
-    cache = tmp_path_factory.mktemp("tokenizers")
+    cache = os.environ.get("HARNESS_TEST_CACHE") or tmp_path_factory.mktemp("tokenizers")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("HARNESS_CACHE", str(cache))
         return {hub_id: tokenizers.real_tokenizer(hub_id) for hub_id in (LLAMA, QWEN, R1, QWEN3)}
@@ -50,8 +51,8 @@ def test_llama_encodes_as_metas_own_tests_say(built) -> None:
     assert tokenizer.decode([128000, 2028, 374, 264, 1296, 11914, 13, 128001]) == (
         "<|begin_of_text|>This is a test sentence.<|end_of_text|>"
     )
-    ids = tokenizer.apply_chat_template([{"role": "user", "content": "This is a test sentence."}], tokenize=True)
-    ids = ids["input_ids"] if isinstance(ids, dict) else ids
+    text = tokenizer.apply_chat_template([{"role": "user", "content": "This is a test sentence."}], tokenize=False)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     user_turn = [128006, 882, 128007, 271, 2028, 374, 264, 1296, 11914, 13, 128009]  # test_encode_message
     assert ids[-len(user_turn) :] == user_turn and ids[0] == 128000
 
