@@ -182,3 +182,9 @@ def test_generation_ends_at_every_end_id_of_the_generation_config() -> None:
     assert ended_at_eos(traces, [128001, 128008, 128009]) == [True, True, False, False]
     assert ended_at_eos(traces, 128009) == [False, True, False, False]  # one id: a trace ending at <|eom_id|> is cut
     assert ended_at_eos(traces, None) == [True] * 4
+
+
+def test_the_llama_pairs_prompts_do_not_depend_on_the_date(built) -> None:
+    for name in ("llama", "llama-3b"):
+        prompt = pair_renderer(get_pair(name), built[LLAMA])([{"role": "user", "content": "1 + 1?"}])
+        assert "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n<|eot_id|>" in prompt
