@@ -249,11 +249,26 @@ def check_run(spec: Any, pair: Pair, online_teacher: bool = False) -> None:
     check_devices(spec, pair, online_teacher)
 
 
+def check_data(pair: Pair) -> None:
+    """The pair's training prompts and every benchmark's test problems can be read (a task's data file that is
+    missing or unreadable fails here, not when its phase starts)."""
+    from tasks import load_task
+
+    for name, split in ((pair.train_task, "train"), *((name, "test") for name in pair.tasks)):
+        try:
+            docs = load_task(name).docs(split)
+        except (OSError, ValueError) as err:
+            raise HarnessError(f"pair {pair.name!r}: the {split} data of task {name!r} cannot be read: {err}") from None
+        if not docs:
+            raise HarnessError(f"pair {pair.name!r}: task {name!r} has no {split} problems")
+
+
 def check_light(spec: Any, pair: Pair, results: bool = True) -> None:
-    """The checks that import no heavy library: models, backend installed, outputs."""
+    """The checks that import no heavy library: backend installed, models, data, outputs."""
     check_backend_installed(spec.backend)
     for role in ("teacher", "student"):
         check_model(getattr(pair, role), f"pair {pair.name!r}: {role}")
+    check_data(pair)
     check_outputs(spec.results_dir if results else None)
 
 

@@ -206,3 +206,18 @@ def test_eval_of_a_tiny_model_runs_with_the_pairs_thread_count(tmp_path: Path, m
         assert done.code in (0, None)
     assert torch.get_num_threads() == get_pair("tiny").cpu_threads
     assert (tmp_path / "out" / "scores.json").exists()
+
+
+def test_unreadable_task_data_is_refused_at_the_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tasks
+
+    class Missing:
+        def docs(self, split: str):
+            raise FileNotFoundError(f"tasks/data/gsm8k/{split}.jsonl")
+
+    real = tasks.load_task
+    monkeypatch.setattr(tasks, "load_task", lambda name, **kw: Missing() if name == "math500" else real(name, **kw))
+    with pytest.raises(
+        HarnessError, match=r"pair 'qwen': the test data of task 'math500' cannot be read: .*test.jsonl"
+    ):
+        preflight.check_data(get_pair("qwen"))
