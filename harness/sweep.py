@@ -24,7 +24,6 @@ from harness.records import load_records, utc_now
 from kdcore.errors import HarnessError, Interrupted, unknown_choice
 from kdcore.io import atomic_write_json
 from kdcore.progress import console
-from trainers.bridge_garden import apply_preset, preset_methods
 from trainers.objectives import METHODS
 
 FAILURES_DIR = "failures"
@@ -49,17 +48,13 @@ def grid(
     seeds: list[int],
     params: dict[str, Any],
     template: pipeline.RunSpec,
-    preset: str | None = None,
 ) -> list[pipeline.RunSpec]:
     """One spec per (pair, method, seed), in that order; each method takes the `params` it has (a parameter no
-    method of the sweep has is an error) on top of `preset`'s values for it, if the preset sets any (a preset that
-    sets none of the sweep's methods is an error), and the template's teacher signal if it has the choice (likewise),
-    the rest of every spec comes from `template`. A spec's `method_params` are the resolved values, so a cell with a
-    preset is its own cell (name, record, resume)."""
+    method of the sweep has is an error) and the template's teacher signal if it has the choice (likewise); the rest
+    of every spec comes from `template`."""
     for method in methods:
         if method not in METHODS:
             raise unknown_choice("method", method, METHODS)
-    preset_for = set(preset_methods(preset, methods)) if preset is not None else set()
     fields = {m: {f.name for f in dataclasses.fields(METHODS[m].Params)} for m in methods}
     for key in params:
         if not any(key in names for names in fields.values()):
@@ -75,7 +70,7 @@ def grid(
             pair=pair,
             method=method,
             seed=seed,
-            method_params=apply_preset(method, preset if method in preset_for else None, own[method]),
+            method_params=own[method],
             teacher_signal=signal if method in takes_signal else None,
         )
         for pair in pairs
