@@ -302,11 +302,29 @@ def sweep(
     pairs: Annotated[str, typer.Option("--pairs", help="Comma-separated pairs.")] = "tiny",
     methods: Annotated[str, typer.Option("--methods", help="Comma-separated methods.")] = "hard,soft,hybrid",
     seeds: Annotated[str, typer.Option("--seeds", help="Comma-separated training seeds.")] = "0",
+    executor: Annotated[
+        str | None,
+        typer.Option("--executor", help="Submit the cells as jobs: slurm, or local (processes); default: run here."),
+    ] = None,
+    plan: Annotated[bool, typer.Option("--plan", help="Print each cell's estimated FLOPs and device-hours.")] = False,
+    status: Annotated[bool, typer.Option("--status", help="Each cell's state: scheduler and records.")] = False,
+    cluster_config: Annotated[
+        Path | None, typer.Option("--cluster-config", help="TOML: partition, account, device, GPUs, memory, time.")
+    ] = None,
+    partition: Annotated[str | None, typer.Option("--partition", help="Slurm partition.")] = None,
+    account: Annotated[str | None, typer.Option("--account", help="Slurm account.")] = None,
+    device: Annotated[
+        str | None, typer.Option("--device", help="Device kind the plan estimates for (harness/throughput.toml).")
+    ] = None,
+    max_parallel: Annotated[
+        int | None, typer.Option("--max-parallel", help="Cells running at once (local default 1; Slurm: no cap).")
+    ] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Slurm: wait until no cell's job is queued.")] = False,
 ) -> None:
     """Run the grid pairs x methods x seeds, skipping cells that have a record and going on after failures.
 
     `--param key=value` goes to every method of the sweep that has the parameter, `--teacher-signal` to every method
-    that has the choice."""
+    that has the choice. `--plan`, `--status` and `--executor`: see harness.scheduler."""
     from dataclasses import replace
 
     from harness.launch import is_main_process
@@ -319,6 +337,14 @@ def sweep(
         raise HarnessError(f"malformed --seeds {seeds!r}; expected integers separated by commas") from None
     specs = grid(comma_list(pairs), comma_list(methods), seed_list, spec.method_params, replace(spec, method_params={}))
     results_dir = chosen_results_dir(specs)
+    if executor or plan or status:
+        from harness.sweep_views import ScheduleOptions, scheduled_sweep
+
+        options = ScheduleOptions(
+            executor, plan, status, cluster_config, partition, account, device, max_parallel, wait
+        )
+        scheduled_sweep(specs, results_dir, options)
+        return
     result = run_sweep(specs, results_dir)
     if not is_main_process():
         return

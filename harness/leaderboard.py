@@ -1019,7 +1019,8 @@ def build_leaderboard(results_dir: str | Path, *, baseline: str | None = None) -
     plots: dict[str, bytes] = {}
     sections = []
     for table in board.tables:
-        drawn = pair_plots(table, table_loss_curves(table, results_dir))
+        dev_scores = {row.label: [run.training.get("evals", []) for run in row.group.runs] for row in table.rows}
+        drawn = pair_plots(table, table_loss_curves(table, results_dir), dev_scores)
         plots.update(drawn)
         headers, rows, references = display_table(table)
         title = _heading(table).replace("`", "")

@@ -20,6 +20,7 @@ import torch
 
 from harness import launch, preflight
 from harness.accounting import CostLedger, device_count
+from harness.cost_plan import recorded_estimate
 from harness.dev_eval import dev_docs
 from harness.identity import data_identity, model_identities
 from harness.models import load_tokenizer, resolve
@@ -266,6 +267,7 @@ def record(ctx: RunContext) -> tuple[RunRecord, Path]:
         training=training_summary(ctx.result, ctx.results_dir, ctx.run_id) | ctx.training,
         run_id=ctx.run_id,
         attempts=state.attempts,
+        estimate=recorded_estimate(spec),
     )
     path = write_record(result, ctx.results_dir)
     state.recorded(path)

@@ -210,12 +210,49 @@ def loss_figure(table: PairTable, curves: LossCurves) -> Figure | None:
         return fig
 
 
-def pair_plots(table: PairTable, curves: LossCurves | None = None) -> dict[str, bytes]:
+DevScores = dict[str, list[list[dict[str, float]]]]  # row label -> per run: the record's training.evals
+
+
+def dev_score_figure(table: PairTable, dev_scores: DevScores) -> Figure | None:
+    """Dev-slice score (`--eval-every`) against steps, one panel per benchmark, one line per method (the mean
+    over its runs at each step, in its colour and marker), the legend outside; None when no run has them."""
+    benchmarks = sorted({k for runs in dev_scores.values() for run in runs for e in run for k in e if k != "step"})
+    if not benchmarks:
+        return None
+    with matplotlib.style.context("default"), mpl.rc_context(STYLE):
+        fig = Figure(figsize=(4.4 * len(benchmarks) + 2.4, 3.8), layout="constrained")
+        axes = fig.subplots(1, len(benchmarks), squeeze=False)[0]
+        for ax, benchmark in zip(axes, benchmarks, strict=True):
+            for k, row in enumerate(table.rows):
+                by_step: dict[int, list[float]] = {}
+                for run in dev_scores.get(row.label, []):
+                    for entry in run:
+                        if benchmark in entry:
+                            by_step.setdefault(int(entry["step"]), []).append(100 * entry[benchmark])
+                if by_step:
+                    color, marker = method_style(k)
+                    steps = sorted(by_step)
+                    means = [sum(by_step[s]) / len(by_step[s]) for s in steps]
+                    ax.plot(steps, means, color=color, marker=marker, markersize=4, lw=1, label=row.label)
+            ax.set_title(benchmark)
+            ax.set_xlabel("optimizer step")
+            ax.set_ylabel("dev-slice score (%), mean over seeds")
+            ax.grid(alpha=0.3)
+        handles, labels = axes[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside right upper", fontsize=7, ncols=1 + len(labels) // 32)
+        fig.suptitle(f"{table.title}: score during training (--eval-every, held-out training prompts)")
+        return fig
+
+
+def pair_plots(
+    table: PairTable, curves: LossCurves | None = None, dev_scores: DevScores | None = None
+) -> dict[str, bytes]:
     """The table's plots as {file name: PNG bytes}; the build is in the name when the title names one."""
     slug = _slug(table.pair if table.title == table.pair else f"{table.pair}-{table.build}")
     drawn = {
         f"pareto-{slug}.png": _png(pareto_figure(table)),
         f"scores-{slug}.png": _png(scores_figure(table)),
         f"loss-{slug}.png": _png(loss_figure(table, curves or {})),
+        f"dev-{slug}.png": _png(dev_score_figure(table, dev_scores or {})),
     }
     return {name: data for name, data in drawn.items() if data is not None}

@@ -28,7 +28,7 @@ SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 PINNING_FIELDS = ("models", "data", "student_before_scores")  # new in schema 2
 SCORE_FIELDS = ("scores", "teacher_scores", "student_before_scores")
-OPTIONAL_FIELDS = ("run_id", "created", "attempts")
+OPTIONAL_FIELDS = ("run_id", "created", "attempts", "estimate")
 RECORD_GLOB = "runs/*.json"
 # training settings under their earlier names, read as TRL names them: old -> new
 RENAMED_TRAIN_SETTINGS = {"grad_accum": "gradient_accumulation_steps", "warmup_frac": "warmup_ratio"}
@@ -76,6 +76,7 @@ class RunRecord:
     run_id: str = ""
     created: str = ""
     attempts: int = 1
+    estimate: dict[str, Any] = field(default_factory=dict)  # the cost the plan expected (harness.cost_plan)
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -92,6 +93,8 @@ class RunRecord:
     def to_dict(self) -> dict[str, Any]:
         """The JSON form; a schema-1 record read from disk gives back its schema-1 fields only."""
         out = asdict(self)
+        if not out["estimate"]:  # a record written without a cost estimate round-trips without one
+            del out["estimate"]
         if not self.pinned:
             for name in PINNING_FIELDS:
                 del out[name]

@@ -153,3 +153,16 @@ def _failure(spec: pipeline.RunSpec, err: BaseException, line: str) -> dict[str,
         "traceback": traceback.format_exception(err),
         "failed_at": utc_now(),
     }
+
+
+def recorded(specs: list[pipeline.RunSpec], results_dir: Path) -> set[str]:
+    """Names of the cells of `specs` that have a record in `results_dir`."""
+    done = {json.dumps(_record_identity(r), sort_keys=True) for r in load_records(results_dir)[0]}
+    return {cell_name(spec) for spec in specs if json.dumps(_identity(spec), sort_keys=True) in done}
+
+
+def record_of(spec: pipeline.RunSpec, records: list[Any]) -> Any:
+    """The latest of `records` that is a record of cell `spec` (None if none is)."""
+    identity = json.dumps(_identity(spec), sort_keys=True)
+    found = [r for r in records if json.dumps(_record_identity(r), sort_keys=True) == identity]
+    return found[-1] if found else None

@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from matplotlib.transforms import Bbox
 
 from harness.leaderboard import PairTable, leaderboard, table_loss_curves
-from harness.plots import loss_figure, method_style, pareto_figure, scores_figure
+from harness.plots import dev_score_figure, loss_figure, method_style, pair_plots, pareto_figure, scores_figure
 from harness.train_curves import loss_curve
 
 SHIPPED = Path(__file__).resolve().parents[1] / "results"
@@ -87,3 +87,19 @@ def test_loss_panels_one_per_method_titles_apart(shipped_table: PairTable) -> No
     for ax, row in zip(panels, (r for r in shipped_table.rows if any(curves[r.label])), strict=True):
         assert ax.title.get_text().replace("\n", " ") == row.label
         assert len(ax.lines) == sum(1 for points in curves[row.label] if points)
+
+
+def test_dev_scores_one_line_per_method_legend_outside(shipped_table: PairTable) -> None:
+    rows = shipped_table.rows[:3]
+    evals = {
+        row.label: [[{"step": 10, "arith": 0.2 + i / 10}, {"step": 20, "arith": 0.4}]] for i, row in enumerate(rows)
+    }
+    evals[rows[0].label].append([{"step": 10, "arith": 0.4}, {"step": 20, "arith": 0.6}])  # a second seed
+    fig = _drawn(dev_score_figure(shipped_table, evals))
+    (ax,) = fig.axes
+    assert [line.get_label() for line in ax.lines] == [row.label for row in rows]
+    assert list(ax.lines[0].get_ydata()) == pytest.approx([30.0, 50.0])  # the mean over the two seeds, in %
+    (legend,) = fig.legends
+    assert not _overlap(legend.get_window_extent(), ax.get_window_extent())
+    assert "dev-tiny.png" in pair_plots(shipped_table, {}, evals)
+    assert "dev-tiny.png" not in pair_plots(shipped_table, {}, {})
