@@ -110,6 +110,7 @@ def main_options(
 
 BACKEND_HELP = "Generation backend: auto, transformers or vllm."
 TOP_K_HELP = "Teacher log-probs kept per token for soft labels."
+UNTUNED_HELP = "Ignore the setting `harness tune` chose for this pair and method (harness/tuned/<pair>.json)."
 MEMORY_HELP = "vLLM: each engine's share of its GPU (default: the pair's, else what is free when it starts)."
 RUN_OPTIONS = [  # (name, annotation, default) of the options every command that runs the pipeline shares
     ("param", Annotated[list[str], typer.Option("--param", help="Method parameter key=value (repeatable).")], []),
@@ -224,16 +225,19 @@ def run(
     preset: Annotated[
         str | None, typer.Option("--preset", help="Named parameter values, e.g. bridge-garden (see `harness methods`).")
     ] = None,
+    untuned: Annotated[bool, typer.Option("--untuned", help=UNTUNED_HELP)] = False,
 ) -> None:
     """Distil a pair's student with a method, evaluate it, write its record and rebuild the leaderboard."""
     from dataclasses import replace
 
     from harness.leaderboard import build_leaderboard
     from harness.pipeline import run as run_pipeline
+    from harness.tune import tuned_spec
     from trainers.bridge_garden import apply_preset
 
     spec = replace(spec, pair=pair, method=method, seed=seed)
-    outcome = run_pipeline(replace(spec, method_params=apply_preset(method, preset, spec.method_params)))
+    spec = replace(spec, method_params=apply_preset(method, preset, spec.method_params))
+    outcome = run_pipeline(spec if untuned else tuned_spec(spec))
     if outcome is None:  # a process of a multi-process launch other than the main one: the main one reports
         return
     record, path = outcome
@@ -267,6 +271,7 @@ def sweep(
         str | None,
         typer.Option("--preset", help="Named parameter values for the methods it sets, e.g. bridge-garden."),
     ] = None,
+    untuned: Annotated[bool, typer.Option("--untuned", help=UNTUNED_HELP)] = False,
 ) -> None:
     """Run the grid pairs x methods x seeds, skipping cells that have a record and going on after failures.
 
@@ -278,6 +283,7 @@ def sweep(
     from harness.launch import is_main_process
     from harness.leaderboard import build_leaderboard
     from harness.sweep import SweepIncomplete, grid, run_sweep
+    from harness.tune import tuned_spec
 
     try:
         seed_list = [int(s) for s in comma_list(seeds)]
@@ -287,7 +293,7 @@ def sweep(
     specs = grid(
         comma_list(pairs), comma_list(methods), seed_list, spec.method_params, replace(spec, method_params={}), preset
     )
-    result = run_sweep(specs, results_dir)
+    result = run_sweep(specs if untuned else [tuned_spec(s) for s in specs], results_dir)
     if not is_main_process():
         return
     console.print(
@@ -300,6 +306,48 @@ def sweep(
             f"{len(result.failed)} of {len(specs)} cells failed (see {results_dir / 'failures'}); "
             "run the same command again to retry them"
         )
+
+
+@app.command()
+@run_options
+def tune(
+    spec: RunSpec,
+    method: Annotated[str, typer.Option("--method", "-m", help="Distillation method (see `harness methods`).")],
+    pair: Annotated[str, typer.Option("--pair", "-p", help="Teacher-student pair (see `harness pairs`).")] = "tiny",
+    grid: Annotated[
+        list[str],
+        typer.Option("--grid", help="key=v1,v2,... to search (repeatable; default: lr and the method's own grid)."),
+    ] = [],  # noqa: B006 (typer reads the default; it is never mutated)
+    budget: Annotated[int, typer.Option("--budget", help="Trials (grid points); the same for every method.")] = 6,
+    seeds: Annotated[str, typer.Option("--seeds", help="Comma-separated seeds each trial trains with.")] = "0",
+    preset: Annotated[
+        str | None, typer.Option("--preset", help="Named parameter values, e.g. bridge-garden (see `harness methods`).")
+    ] = None,
+) -> None:
+    """Pick a method's learning rate (and its own tuned parameters) on the pair's dev split of the training prompts,
+    never the test problems; write the choice to harness/tuned/<pair>.json, which `run` and `sweep` then use."""
+    from dataclasses import replace
+
+    from harness.tune import parse_grid
+    from harness.tune import tune as tune_method
+    from trainers.bridge_garden import apply_preset
+
+    try:
+        seed_list = [int(s) for s in comma_list(seeds)]
+    except ValueError:
+        raise HarnessError(f"malformed --seeds {seeds!r}; expected integers separated by commas") from None
+    spec = replace(spec, pair=pair, method=method)
+    spec = replace(spec, method_params=apply_preset(method, preset, spec.method_params))
+    entry = tune_method(spec, grid=parse_grid(grid) or None, budget=budget, seeds=seed_list)
+    table = Table(title=f"{pair} / {entry['method']}: dev split {entry['dev']['docs']} of {entry['dev']['task']} train")
+    for column in ("setting", "dev %"):
+        table.add_column(column)
+    for trial in entry["trials"]:
+        shown = ", ".join(f"{k}={v}" for k, v in trial["setting"].items())
+        table.add_row(
+            shown + ("  (chosen)" if trial["setting"] == entry["chosen"] else ""), f"{100 * trial['dev_score']:.1f}"
+        )
+    console.print(table)
 
 
 @app.command()
@@ -466,19 +514,19 @@ def compare(
         ),
     ],
     tasks: Annotated[str | None, typer.Option("--tasks", help="Comma-separated benchmarks (default: all).")] = None,
-    n_boot: Annotated[int, typer.Option("--n-boot", help="Bootstrap resamples.")] = 10_000,
-    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
     all_pairs: Annotated[bool, typer.Option("--all-pairs", help="Compare every two methods.")] = False,
     results_dir: ResultsDir = Path("results"),
 ) -> None:
-    """Paired differences between methods over the same problems, with bootstrap 95% intervals."""
+    """Differences between methods over the same problems, paired by seed: t 95% intervals, a verdict and the
+    minimum detectable difference."""
+    from harness.compare import DETECTABLE_NOTE, comparison_table
     from harness.compare import compare as compare_runs
-    from harness.compare import comparison_table
 
     names = comma_list(methods)
     task_list = [t.strip() for t in tasks.split(",")] if tasks else None
-    comparisons = compare_runs(results_dir, pair, names, tasks=task_list, n_boot=n_boot, seed=seed, all_pairs=all_pairs)
-    console.print(comparison_table(comparisons, title=f"{pair}: paired differences (95% bootstrap CI)"))
+    comparisons = compare_runs(results_dir, pair, names, tasks=task_list, all_pairs=all_pairs)
+    console.print(comparison_table(comparisons, title=f"{pair}: differences paired by seed (95% t CI)"))
+    console.print(DETECTABLE_NOTE)
 
 
 @app.command()

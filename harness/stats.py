@@ -19,7 +19,7 @@ from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import optimize, stats
+from scipy import integrate, optimize, stats
 
 LEVEL = 0.95
 POWER = 0.8
@@ -98,7 +98,14 @@ def constant_difference(reference: float, method: Sequence[float], level: float 
 
 
 def _power(noncentrality: float, df: float, critical: float) -> float:
-    return float(stats.nct.sf(critical, df, noncentrality) + stats.nct.cdf(-critical, df, noncentrality))
+    """P(|T| > critical) for T noncentral t: integrated over the scale sqrt(chi2_df / df), where scipy's nct is
+    undefined (large noncentrality at few degrees of freedom)."""
+
+    def density(scale: float) -> float:
+        tails = stats.norm.sf(critical * scale - noncentrality) + stats.norm.cdf(-critical * scale - noncentrality)
+        return float(tails * stats.chi.pdf(scale * math.sqrt(df), df) * math.sqrt(df))
+
+    return float(integrate.quad(density, 0.0, np.inf, epsabs=1e-12, limit=200)[0])
 
 
 def detectable_difference(se: float, df: float, *, level: float = LEVEL, power: float = POWER) -> float:
