@@ -64,6 +64,7 @@ class RunSpec:
     data_parallel: int = 1  # vLLM: generation engines, one process each
     gpu_memory_utilization: float | None = None  # vLLM: each engine's share of its GPU (None: the pair's, or computed)
     supervision_temperature: float | None = None  # teacher sampling temperature for hard labels (None: the pair's)
+    tuning: dict[str, Any] | None = None  # how `harness tune` chose the settings (harness.tune); None: untuned
 
     def parallel(self) -> dict[str, int]:
         return {"tensor_parallel": self.tensor_parallel, "data_parallel": self.data_parallel}
@@ -152,6 +153,7 @@ def recorded_settings(
             "supervision": pair.supervision.to_record(),
             "trace_filter": asdict(pair.trace_filter),
             "evaluation": pair.evaluation.to_record(),
+            **({"tuning": spec.tuning} if spec.tuning else {}),
         },
     }
 
