@@ -278,7 +278,7 @@ def main(argv: list[str] | None = None) -> None:
         plain = PlainLoop(copy.deepcopy(student), teacher, examples, args)
         tokens_only = cache.remove_columns(["topk_ids", "topk_logprobs"])
         batches = [collate(examples[i : i + args.batch], PAD) for i in range(0, len(examples), args.batch)]
-        config = TrainConfig(max_steps=args.steps + 1, batch_size=args.batch, lr=args.lr, warmup_frac=0.0)
+        config = TrainConfig(max_steps=args.steps + 1, batch_size=args.batch, lr=args.lr, warmup_ratio=0.0)
 
         def ours(method: str, online: bool, data: datasets.Dataset = cache) -> Any:
             model = copy.deepcopy(student)

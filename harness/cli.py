@@ -18,6 +18,7 @@ import typer
 from rich.logging import RichHandler
 from rich.table import Table
 
+from harness.cli_knobs import REPORT_TO_OPTION, TRAINING_KNOBS
 from kdcore.errors import HarnessError
 from kdcore.progress import console
 
@@ -30,7 +31,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-STATE = {"debug": False}
+STATE = {"debug": False, "results_dir_given": False}
 
 ResultsDir = Annotated[Path, typer.Option("--results-dir", help="Where records, samples and the leaderboard live.")]
 TensorParallel = Annotated[int, typer.Option("--tensor-parallel", help="vLLM: GPUs per generation engine.")]
@@ -116,7 +117,12 @@ RUN_OPTIONS = [  # (name, annotation, default) of the options every command that
     ("param", Annotated[list[str], typer.Option("--param", help="Method parameter key=value (repeatable).")], []),
     (
         "div",
-        Annotated[str | None, typer.Option("--div", help="Divergence for soft/hybrid methods (fkl, jsd, ...).")],
+        Annotated[
+            str | None,
+            typer.Option(
+                "--div", help="Divergence: soft methods (fkl, jsd, ...); hybrid: the Bridge-Garden release's (ab, ...)."
+            ),
+        ],
         None,
     ),
     (
@@ -172,10 +178,24 @@ RUN_OPTIONS = [  # (name, annotation, default) of the options every command that
         Annotated[float | None, typer.Option("--gpu-memory-utilization", help=MEMORY_HELP)],
         None,
     ),
-    ("results_dir", ResultsDir, Path("results")),
+    *TRAINING_KNOBS,
+    REPORT_TO_OPTION,
+    (
+        "results_dir",
+        Annotated[
+            Path | None,
+            typer.Option(
+                "--results-dir",
+                help="Where records, samples and the leaderboard live (default: results, or "
+                "$HARNESS_CACHE/trial-results for a trial: --limit, or --max-steps other than the pair's).",
+            ),
+        ],
+        None,
+    ),
     ("pairs_file", PairsFile, None),
 ]
-TRAIN_OPTIONS = ("max_steps", "batch_size", "lr", "checkpoint_every", "lora_r")  # -> RunSpec.train_overrides
+# -> RunSpec.train_overrides
+TRAIN_OPTIONS = ("max_steps", "batch_size", "lr", "checkpoint_every", "lora_r", *(k[0] for k in TRAINING_KNOBS))
 
 
 def run_options(command: Callable[..., None]) -> Callable[..., None]:
@@ -203,6 +223,8 @@ def run_options(command: Callable[..., None]) -> Callable[..., None]:
         overrides = train_overrides({name: values.pop(name) for name in TRAIN_OPTIONS})
         values["limit"] = checked_limit(values["limit"])
         values["supervision_temperature"] = checked_temperature(values["supervision_temperature"])
+        STATE["results_dir_given"] = values["results_dir"] is not None
+        values["results_dir"] = values["results_dir"] or Path("results")  # a trial's: see `chosen_results_dir`
         spec = RunSpec(pair="", method="", method_params=params, train_overrides=overrides, **values)
         command(spec, **options)
 
@@ -211,6 +233,17 @@ def run_options(command: Callable[..., None]) -> Callable[..., None]:
     wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
     del wrapper.__wrapped__  # typer reads the signature above, not the command's
     return wrapper
+
+
+def chosen_results_dir(specs: list[RunSpec]) -> Path:
+    """Where runs of `specs` write: `--results-dir` when given, else `results`, or the scratch folder for a trial
+    (harness.trial), said on the console."""
+    from harness.trial import results_dir_for, trial_results_dir
+
+    folder = results_dir_for(specs, specs[0].results_dir if STATE["results_dir_given"] and specs else None)
+    if folder == trial_results_dir() and not STATE["results_dir_given"]:
+        console.print(f"trial run (its budget is not the pair's): results go to {folder}", highlight=False)
+    return folder
 
 
 @app.command()
@@ -222,9 +255,6 @@ def run(
     ] = "hybrid",
     pair: Annotated[str, typer.Option("--pair", "-p", help="Teacher-student pair (see `harness pairs`).")] = "tiny",
     seed: Annotated[int, typer.Option(help="Training seed.")] = 0,
-    preset: Annotated[
-        str | None, typer.Option("--preset", help="Named parameter values, e.g. bridge-garden (see `harness methods`).")
-    ] = None,
     untuned: Annotated[bool, typer.Option("--untuned", help=UNTUNED_HELP)] = False,
 ) -> None:
     """Distil a pair's student with a method, evaluate it, write its record and rebuild the leaderboard."""
@@ -232,12 +262,12 @@ def run(
 
     from harness.leaderboard import build_leaderboard
     from harness.pipeline import run as run_pipeline
+    from harness.repeats import repeat_notes
     from harness.tune import tuned_spec
-    from trainers.bridge_garden import apply_preset
 
     spec = replace(spec, pair=pair, method=method, seed=seed)
-    spec = replace(spec, method_params=apply_preset(method, preset, spec.method_params))
-    outcome = run_pipeline(spec if untuned else tuned_spec(spec))
+    spec = spec if untuned else tuned_spec(spec)
+    outcome = run_pipeline(replace(spec, results_dir=chosen_results_dir([spec])))
     if outcome is None:  # a process of a multi-process launch other than the main one: the main one reports
         return
     record, path = outcome
@@ -256,6 +286,8 @@ def run(
     )
     console.print(f"device-hours: {phases}; total {cost['total_device_hours']:.5f}")
     console.print(f"record: {path}")
+    for note in repeat_notes(record, spec.results_dir):
+        console.print(note, highlight=False)
     for output in build_leaderboard(spec.results_dir):
         console.print(f"leaderboard: {output}")
 
@@ -267,17 +299,30 @@ def sweep(
     pairs: Annotated[str, typer.Option("--pairs", help="Comma-separated pairs.")] = "tiny",
     methods: Annotated[str, typer.Option("--methods", help="Comma-separated methods.")] = "hard,soft,hybrid",
     seeds: Annotated[str, typer.Option("--seeds", help="Comma-separated training seeds.")] = "0",
-    preset: Annotated[
+    executor: Annotated[
         str | None,
-        typer.Option("--preset", help="Named parameter values for the methods it sets, e.g. bridge-garden."),
+        typer.Option("--executor", help="Submit the cells as jobs: slurm, or local (processes); default: run here."),
     ] = None,
     untuned: Annotated[bool, typer.Option("--untuned", help=UNTUNED_HELP)] = False,
+    plan: Annotated[bool, typer.Option("--plan", help="Print each cell's estimated FLOPs and device-hours.")] = False,
+    status: Annotated[bool, typer.Option("--status", help="Each cell's state: scheduler and records.")] = False,
+    cluster_config: Annotated[
+        Path | None, typer.Option("--cluster-config", help="TOML: partition, account, device, GPUs, memory, time.")
+    ] = None,
+    partition: Annotated[str | None, typer.Option("--partition", help="Slurm partition.")] = None,
+    account: Annotated[str | None, typer.Option("--account", help="Slurm account.")] = None,
+    device: Annotated[
+        str | None, typer.Option("--device", help="Device kind the plan estimates for (harness/throughput.toml).")
+    ] = None,
+    max_parallel: Annotated[
+        int | None, typer.Option("--max-parallel", help="Cells running at once (local default 1; Slurm: no cap).")
+    ] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Slurm: wait until no cell's job is queued.")] = False,
 ) -> None:
     """Run the grid pairs x methods x seeds, skipping cells that have a record and going on after failures.
 
     `--param key=value` goes to every method of the sweep that has the parameter, `--teacher-signal` to every method
-    that has the choice; `--preset` sets its values for the methods it has values for, as `run --preset` does
-    (explicit `--param` values win)."""
+    that has the choice. `--plan`, `--status` and `--executor`: see harness.scheduler."""
     from dataclasses import replace
 
     from harness.launch import is_main_process
@@ -289,11 +334,18 @@ def sweep(
         seed_list = [int(s) for s in comma_list(seeds)]
     except ValueError:
         raise HarnessError(f"malformed --seeds {seeds!r}; expected integers separated by commas") from None
-    results_dir = spec.results_dir
-    specs = grid(
-        comma_list(pairs), comma_list(methods), seed_list, spec.method_params, replace(spec, method_params={}), preset
-    )
-    result = run_sweep(specs if untuned else [tuned_spec(s) for s in specs], results_dir)
+    specs = grid(comma_list(pairs), comma_list(methods), seed_list, spec.method_params, replace(spec, method_params={}))
+    specs = specs if untuned else [tuned_spec(s) for s in specs]
+    results_dir = chosen_results_dir(specs)
+    if executor or plan or status:
+        from harness.sweep_views import ScheduleOptions, scheduled_sweep
+
+        options = ScheduleOptions(
+            executor, plan, status, cluster_config, partition, account, device, max_parallel, wait
+        )
+        scheduled_sweep(specs, results_dir, options)
+        return
+    result = run_sweep(specs, results_dir)
     if not is_main_process():
         return
     console.print(
@@ -320,9 +372,6 @@ def tune(
     ] = [],  # noqa: B006 (typer reads the default; it is never mutated)
     budget: Annotated[int, typer.Option("--budget", help="Trials (grid points); the same for every method.")] = 6,
     seeds: Annotated[str, typer.Option("--seeds", help="Comma-separated seeds each trial trains with.")] = "0",
-    preset: Annotated[
-        str | None, typer.Option("--preset", help="Named parameter values, e.g. bridge-garden (see `harness methods`).")
-    ] = None,
 ) -> None:
     """Pick a method's learning rate (and its own tuned parameters) on the pair's dev split of the training prompts,
     never the test problems; write the choice to harness/tuned/<pair>.json, which `run` and `sweep` then use."""
@@ -330,14 +379,12 @@ def tune(
 
     from harness.tune import parse_grid
     from harness.tune import tune as tune_method
-    from trainers.bridge_garden import apply_preset
 
     try:
         seed_list = [int(s) for s in comma_list(seeds)]
     except ValueError:
         raise HarnessError(f"malformed --seeds {seeds!r}; expected integers separated by commas") from None
     spec = replace(spec, pair=pair, method=method)
-    spec = replace(spec, method_params=apply_preset(method, preset, spec.method_params))
     entry = tune_method(spec, grid=parse_grid(grid) or None, budget=budget, seeds=seed_list)
     table = Table(title=f"{pair} / {entry['method']}: dev split {entry['dev']['docs']} of {entry['dev']['task']} train")
     for column in ("setting", "dev %"):
@@ -400,9 +447,13 @@ def eval_(
     backend: Annotated[str, typer.Option(help=BACKEND_HELP)] = "auto",
     dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16.")] = "float32",
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
-    out: Annotated[Path, typer.Option("--out", help="Folder for scores.json and per-sample logs.")] = Path(
-        "results/eval"
-    ),
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Folder for scores.json and per-sample logs (default: results/eval/<model>-<hash of the settings>).",
+        ),
+    ] = None,
     rescore: Annotated[
         bool, typer.Option("--rescore", help="Score existing per-sample logs in --out again, without generating.")
     ] = False,
@@ -420,6 +471,7 @@ def eval_(
     from dataclasses import asdict
 
     from harness.cache import cache_key
+    from harness.eval_folder import claim, default_folder
     from harness.launch import parse_shard
     from harness.models import load_model
     from kdcore.io import atomic_write_json
@@ -432,6 +484,15 @@ def eval_(
     names = [t.strip() for t in tasks.split(",") if t.strip()]
     task_options = {name: _task_options(name, data_source, num_fewshot) for name in names}
     part = parse_shard(shard)
+    evaluation = {
+        "model": model,
+        "tasks": names,
+        "task_options": task_options,
+        "settings": {"limit": limit, "dtype": dtype, "seed": seed, "samples": samples, "temperature": temperature},
+    }
+    out = out or default_folder(evaluation)
+    if not (merge or rescore):
+        claim(out, evaluation)
     if merge:
         scores = {name: merge_shards(out / "samples", name, out) for name in names}
     elif rescore:
@@ -483,6 +544,7 @@ def eval_(
         metrics = ", ".join(f"{k}={100 * v:.1f}" for k, v in score.metrics.items())
         table.add_row(name, f"{100 * score.score:.1f}", str(score.n), metrics)
     console.print(table)
+    console.print(f"wrote {out / scores_file} and the per-sample logs in {out / 'samples'}", highlight=False)
 
 
 @app.command()
@@ -617,20 +679,25 @@ def build_tiny(
 @app.command()
 def pairs(
     show: Annotated[
-        str | None, typer.Option("--show", help="Print one pair's generation settings, each with its source.")
+        str | None,
+        typer.Option("--show", help="Print one pair's generation and training settings, each with its source."),
     ] = None,
     pairs_file: PairsFile = None,
 ) -> None:
-    """List the teacher-student pairs, or show one pair's evaluation and supervision settings with sources."""
+    """List the teacher-student pairs, or show one pair's evaluation, supervision and training settings with
+    sources."""
     from harness.pairs import get_pair, load_pairs
 
     if show is not None:
         _show_pair(get_pair(show, pairs_file))
         return
     table = Table(title="pairs")
+    found = load_pairs(pairs_file).values()
     for column in ("pair", "teacher", "student", "architecture", "benchmarks", "protocol"):
-        table.add_column(column)
-    for pair in load_pairs(pairs_file).values():
+        ids = column in ("pair", "teacher", "student", "architecture")  # whole, never cut: the other columns wrap
+        widest = max(len(getattr(pair, "name" if column == "pair" else column)) for pair in found) if ids else None
+        table.add_column(column, no_wrap=ids, min_width=widest, overflow="ellipsis" if ids else "fold")
+    for pair in found:
         protocol = ("thinking, " if pair.evaluation.thinking else "") + (
             "greedy" if pair.evaluation.greedy else f"T={pair.evaluation.temperature} x{pair.evaluation.samples}"
         )
@@ -656,6 +723,7 @@ def _show_pair(pair) -> None:
             shown = "each task's own" if value is None else (str(value) if value not in ({}, ()) else "-")
             table.add_row(field.name, shown, settings.sources.get(field.name, "default"))
         console.print(table)
+    console.print(_training_table(pair))
     if pair.published:
         table = Table(title=f"{pair.name}: published scores (`harness verify`)")
         for column in ("model", "task", "score", "source", "protocol"):
@@ -665,14 +733,35 @@ def _show_pair(pair) -> None:
         console.print(table)
 
 
+def _training_table(pair) -> Table:
+    """A pair's training settings as a run uses them (before command-line options), each from the pair or the
+    default; the options that override them are `harness run --help`'s."""
+    import dataclasses
+
+    from harness.pipeline import RunSpec, train_config
+
+    config = train_config(pair, RunSpec(pair=pair.name, method="hard"))
+    table = Table(title=f"{pair.name}: training (`harness run --<setting>` overrides each)")
+    for column in ("setting", "value", "source"):
+        table.add_column(column)
+    for field in dataclasses.fields(config):
+        if field.name == "seed":
+            continue
+        source = "pair (train)" if field.name in pair.train else "default"
+        if field.name == "max_length" and field.name not in pair.train:
+            source = "pair (max_length)"
+        table.add_row(field.name, str(getattr(config, field.name)), source)
+    return table
+
+
 @app.command()
 def methods() -> None:
-    """List the distillation methods, each parameter's meaning, default, range and source, the divergences and
-    the presets."""
-    from trainers.bridge_garden import PRESETS
+    """List the distillation methods, each parameter's meaning, default, range and source, the divergences, and
+    the methods' releases (repository, files, commits, where each default is set, where the harness differs)."""
     from trainers.divergences import DIVERGENCES
     from trainers.objectives import METHODS
     from trainers.params import describe
+    from trainers.releases import RELEASES, short
 
     table = Table(title="methods", show_lines=True)
     for column in ("method", "description", "parameter", "default", "allowed", "meaning", "source"):
@@ -691,13 +780,15 @@ def methods() -> None:
         defaults = ", ".join(f"{k}={v}" for k, v in spec.defaults.items()) or "-"
         divergences.add_row(spec.name, spec.description, defaults)
     console.print(divergences)
-    presets = Table(title="presets (--preset NAME; explicit --param values win)")
-    for column in ("preset", "method", "values"):
-        presets.add_column(column)
-    for preset, by_method in PRESETS.items():
-        for method, values in by_method.items():
-            presets.add_row(preset, method, ", ".join(f"{k}={v}" for k, v in values.items()))
-    console.print(presets)
+    releases = Table(title="releases: where each paper-named method's defaults come from", show_lines=True)
+    for column in ("method", "release", "files (commit)", "defaults", "differences"):
+        releases.add_column(column)
+    for name, release in RELEASES.items():
+        files = "\n".join(f"{path} ({short(commit)})" for path, commit in release.files.items())
+        defaults = "\n".join(f"{key}: {path}: {where}" for key, (path, where) in release.defaults.items())
+        differences = "\n".join(f"- {text}" for text in release.differences) or "-"
+        releases.add_row(name, f"{release.paper}\n{release.repo}", files, defaults, differences)
+    console.print(releases)
 
 
 @app.command("tasks")
@@ -839,7 +930,7 @@ def main() -> None:
     except HarnessError as err:
         if STATE["debug"]:
             raise
-        console.print(f"[red]error:[/] {err}", highlight=False)
+        console.print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)  # one line, however long
         sys.exit(err.exit_code)
     except OSError as err:
         if err.errno != errno.ENOSPC or STATE["debug"]:

@@ -211,7 +211,7 @@ def dry_run_pairs_file(pair: Pair, source: Path | None, models: Path, budget: Bu
         student=str(models / "student"),
         train_prompts=budget.train_prompts,
         train={
-            **{k: v for k, v in pair.train.items() if k not in ("checkpoint_every", "grad_accum")},
+            **{k: v for k, v in pair.train.items() if k not in ("checkpoint_every", "gradient_accumulation_steps")},
             "max_steps": budget.max_steps,
             "batch_size": budget.batch_size,
         },

@@ -10,7 +10,9 @@ tokenizers: `RunRecord.models`), same data (train and eval splits' hashes) and e
 limit, chat template: `RunRecord.data`). Runs of different builds are never averaged, compared or superseded
 across builds; when a pair name has several, each table's title names its build (`tiny [build 3f2a1c]`) and a
 note says what differs. Schema-1 records pin nothing beyond the model references and the doc limit: they form
-tables of their own, marked unpinned.
+tables of their own, marked unpinned. Trial runs (a budget other than the pair's, `training.trial`: see harness.trial)
+form tables of their own after the pair's main ones (`tiny [trial 3f2a1c: limit 20]`); `compare --pair tiny` picks
+the main build.
 
 Rows. Within a table, runs are grouped by method and a short key of their method parameters and training
 config (seed excluded), so runs with different settings are never averaged together; when a table has
@@ -63,9 +65,10 @@ import numpy as np
 
 from harness.cache import cache_key
 from harness.leaderboard_html import Cell, Section, render_html
-from harness.plots import pair_plots
-from harness.records import RunRecord, load_records
+from harness.plots import LossCurves, pair_plots
+from harness.records import RunRecord, describe_trial, load_records
 from harness.stats import mean_interval, two_row_detectable
+from harness.train_curves import loss_curve
 from kdcore.errors import HarnessError, unknown_choice
 from kdcore.io import atomic_write_bytes, atomic_write_text
 from kdcore.scores import TRUNCATED, TaskScore
@@ -105,6 +108,11 @@ class Group:
     runs: list[RunRecord]
     label: str = ""
     build: str = ""
+
+    @property
+    def trial(self) -> bool:
+        """Runs of a budget other than their pair's (harness.trial): never in a build's main table."""
+        return any(run.training.get("trial") for run in self.runs)
 
 
 @dataclass
@@ -242,8 +250,9 @@ def validate(record: RunRecord) -> None:
 def run_identity(record: RunRecord) -> dict[str, Any]:
     """What a run compared: pair name, models and data as pinned by a schema-2 record; for a schema-1 record,
     only what it says (model references and the doc limit), marked unpinned."""
+    trial = {"trial": record.training["trial"]} if record.training.get("trial") else {}
     if record.pinned:
-        return {"pair": record.pair, "models": record.models, "data": record.data}
+        return {"pair": record.pair, "models": record.models, "data": record.data, **trial}
     limit = record.train_config.get("limit")
     return {"pair": record.pair, "unpinned": True, "teacher": record.teacher, "student": record.student, "limit": limit}
 
@@ -380,6 +389,9 @@ def build_groups(groups: list[Group], pair: str) -> list[Group]:
         if build not in builds:
             raise unknown_choice(f"build of pair {pair_name!r}", build, builds)
         return [g for g in of_pair if g.build == build]
+    main = sorted({g.build for g in of_pair if not g.trial})
+    if len(main) == 1:  # trial runs are compared only when their build is named
+        return [g for g in of_pair if g.build == main[0]]
     if len(builds) > 1:
         choices = ", ".join(f"{pair_name}@{b}" for b in builds)
         raise HarnessError(
@@ -587,9 +599,19 @@ def _build_notes(pair: str, identities: dict[str, dict[str, Any]]) -> str:
     )
 
 
+def by_score(rows: list[Row]) -> list[Row]:
+    """Rows by mean score over the benchmarks, best first (rows without one last), ties by label."""
+
+    def key(row: Row) -> tuple[bool, float, str]:
+        score = row.average if row.average is not None else next(iter(row.scores.values()), None)
+        return score is None, -(score.mean if score is not None else 0.0), row.label
+
+    return sorted(rows, key=key)
+
+
 def build_tables(records: list[RunRecord], baseline: str | None = None) -> list[PairTable]:
-    """One table per build of each pair, rows sorted by label; cost ratios against `baseline` where a table has
-    it."""
+    """One table per build of each pair, rows best first (`by_score`); cost ratios against `baseline` where a
+    table has it."""
     groups = group_runs(records)
     costs = {cost: charged(records, cost) for cost in COSTS}
     if baseline is not None and not any(baseline in (g.label, g.method) for g in groups):
@@ -599,8 +621,8 @@ def build_tables(records: list[RunRecord], baseline: str | None = None) -> list[
         builds[record.pair].setdefault(build_key(record), run_identity(record))
     tables = []
     for pair in sorted(builds):
-        several = len(builds[pair]) > 1
-        for build in sorted(builds[pair]):
+        several = sum("trial" not in identity for identity in builds[pair].values()) > 1
+        for build in sorted(builds[pair], key=lambda b: ("trial" in builds[pair][b], b)):  # trial tables last
             identity = builds[pair][build]
             runs = [r for r in records if r.pair == pair and build_key(r) == build]
             benchmarks = sorted({b for r in runs for b in r.scores})
@@ -610,10 +632,12 @@ def build_tables(records: list[RunRecord], baseline: str | None = None) -> list[
                     references[label] = found
             pinned = not identity.get("unpinned")
             tag = f" [build {build}]" if pinned else f" [unpinned {build}]"
+            if "trial" in identity:
+                tag = f" [trial {build}: {describe_trial(identity['trial'])}]"
             table = PairTable(
                 pair=pair,
                 build=build,
-                title=pair + (tag if several else ""),
+                title=pair + (tag if several or "trial" in identity else ""),
                 pinned=pinned,
                 identity=identity,
                 teacher=runs[0].teacher,
@@ -621,7 +645,9 @@ def build_tables(records: list[RunRecord], baseline: str | None = None) -> list[
                 benchmarks=benchmarks,
                 phases=_ordered_phases(name for r in runs for name in r.cost["phases"]),
                 references=[references[k] for k in (TEACHER, BEFORE) if k in references],
-                rows=[_row(g, benchmarks, costs, references) for g in groups if (g.pair, g.build) == (pair, build)],
+                rows=by_score(
+                    [_row(g, benchmarks, costs, references) for g in groups if (g.pair, g.build) == (pair, build)]
+                ),
             )
             table.notes.append(identity_note(identity))
             if several:
@@ -699,11 +725,22 @@ def _mean(estimate: Estimate | None) -> float | None:
     return None if estimate is None else estimate.mean
 
 
+def per_seed(row: Row, benchmarks: list[str]) -> str:
+    """Each run's mean score over the benchmarks (%), in seed order: 's0 81.2 · s1 77.0'."""
+    runs = sorted(row.group.runs, key=lambda r: r.seed)
+    parts = []
+    for run in runs:
+        values = [run.scores[b].score for b in benchmarks if b in run.scores]
+        parts.append(f"s{run.seed} {100 * float(np.mean(values)):.1f}" if values else f"s{run.seed} –")
+    return " · ".join(parts)
+
+
 def display_table(table: PairTable) -> tuple[list[str], list[list[Cell]], list[list[Cell]]]:
     """Headers, student rows and the reference rows of one table, as shown in md and html."""
     average = len(table.benchmarks) > 1
     headers = ["method", "seeds", *table.benchmarks]
     headers += ["average"] if average else []
+    headers += ["per seed"]
     headers += ["gap recovered", "detectable (pp)"]
     headers += ["tuned"] if table.tuning else []
     truncation = table.benchmarks if table.truncation else []
@@ -718,6 +755,7 @@ def display_table(table: PairTable) -> tuple[list[str], list[list[Cell]], list[l
         cells = [Cell(row.label, row.label), Cell(str(row.seeds), row.seeds)]
         cells += [Cell(fmt_score(row.scores.get(b), row.seeds), _mean(row.scores.get(b))) for b in table.benchmarks]
         cells += [Cell(fmt_score(row.average, row.seeds), _mean(row.average))] if average else []
+        cells += [Cell(per_seed(row, table.benchmarks))]
         cells += [Cell(fmt_gap(row.gap), _mean(row.gap))]
         cells += [Cell(fmt_detectable(row.detectable), row.detectable)]
         cells += [Cell(row.tuned, row.tuned)] if table.tuning else []
@@ -740,6 +778,7 @@ def display_table(table: PairTable) -> tuple[list[str], list[list[Cell]], list[l
         ]
         cells += [Cell(fmt_score(ref.scores.get(b))) for b in table.benchmarks]
         cells += [Cell(fmt_score(ref.average))] if average else []
+        cells += [Cell("")]  # per seed
         if truncation:
             cells += [Cell("") for _ in range(3 if table.tuning else 2)]  # gap recovered, detectable, tuned
             cells += [Cell(fmt_score(ref.truncated.get(b))) for b in truncation]
@@ -948,6 +987,17 @@ def leaderboard_latex(results_dir: str | Path, *, baseline: str | None = None) -
 # ---------------------------------------------------------------- files
 
 
+def table_loss_curves(table: PairTable, results_dir: Path) -> LossCurves:
+    """Each row's runs' training-loss curves, from the logs their records name, in seed order."""
+    return {
+        row.label: [
+            loss_curve(results_dir / run.training["log"]) if run.training.get("log") else []
+            for run in sorted(row.group.runs, key=lambda r: r.seed)
+        ]
+        for row in table.rows
+    }
+
+
 def build_leaderboard(results_dir: str | Path, *, baseline: str | None = None) -> list[Path]:
     """Write leaderboard.md, .csv, .html and the plots (PNG, in `plots/`) under `results_dir`; return the paths.
 
@@ -961,12 +1011,14 @@ def build_leaderboard(results_dir: str | Path, *, baseline: str | None = None) -
     plots: dict[str, bytes] = {}
     sections = []
     for table in board.tables:
-        drawn = pair_plots(table)
+        dev_scores = {row.label: [run.training.get("evals", []) for run in row.group.runs] for row in table.rows}
+        drawn = pair_plots(table, table_loss_curves(table, results_dir), dev_scores)
         plots.update(drawn)
         headers, rows, references = display_table(table)
         title = _heading(table).replace("`", "")
         notes = [note.replace("`", "") for note in table.notes]
-        sections.append(Section(title, headers, rows, references, [*drawn], notes))
+        costs_from = next(i for i, h in enumerate(headers) if h.endswith("dev-h"))
+        sections.append(Section(title, headers, rows, references, [*drawn], notes, costs_from))
     paths = [
         atomic_write_text(results_dir / "leaderboard.md", render_markdown(board)),
         atomic_write_text(results_dir / "leaderboard.csv", render_csv(board)),

@@ -35,6 +35,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
 from harness.accounting import CostLedger
+from harness.dev_eval import dev_evaluator
 from harness.identity import eval_settings
 from harness.models import load_model
 from harness.pairs import Pair
@@ -51,7 +52,7 @@ from harness.supervise import (
     trace_counts,
 )
 from kdcore.costs import PhaseCost, device_memory_in_use, timed
-from kdcore.io import atomic_write_json, atomic_write_text
+from kdcore.io import atomic_write_json
 from kdcore.progress import console
 from kdcore.scores import TaskScore
 from tasks import load_task
@@ -61,8 +62,10 @@ from trainers.loop import TrainConfig, TrainResult, train
 from trainers.objectives import Objective
 from trainers.onpolicy import StudentSampler
 from trainers.plan import DataPlan
+from trainers.train_log import Tracking
 
 COST_FILE = "cost.json"  # a cached teacher evaluation's build cost
+EVAL_PREFIX = "eval/"  # the training history's dev-slice scores (trainers.loop)
 
 
 class Resident:
@@ -136,6 +139,7 @@ class RunContext:
     teacher_scores: dict[str, TaskScore] | None = None
     student_before_scores: dict[str, TaskScore] | None = None
     models: dict[str, Any] = field(default_factory=dict)  # teacher's and student's identities (harness.identity)
+    tracking: Tracking = field(default_factory=Tracking)  # where training's scalars go besides train.jsonl
 
     @property
     def run_id(self) -> str:
@@ -247,7 +251,7 @@ class StudentResponses(Phase):
             ctx.student_ref,
             prompts,
             lambda: ctx.resident.generator(ctx.student_ref),
-            SupervisionSettings(temperature=0.0, seed=0),  # greedy: the initial student's own answers
+            ctx.plan.student_sampling,  # the method's own settings
             parameter_count(ctx.student_ref),
             ctx.tokenizer.eos_token_id,
             part,
@@ -304,6 +308,9 @@ class Train(Phase):
             on_checkpoint=lambda step: ctx.state.save(ctx.ledger),
             final_dir=ctx.model_dir,
             description=f"train {ctx.objective.name}",
+            log_path=train_log_path(ctx.results_dir, ctx.run_id),
+            tracking=ctx.tracking,
+            evaluate=dev_evaluator(ctx.pair, ctx.tokenizer, ctx.spec.seed) if ctx.config.eval_every else None,
         )
         if sampler is not None:
             ctx.training["on_policy_batches"] = sampler.sampled_batches
@@ -432,19 +439,31 @@ def _sample_tokens(tokenizer: PreTrainedTokenizerBase, results_dir: Path, scores
     return total
 
 
+def train_log_path(results_dir: Path, run_id: str) -> Path:
+    """The run's per-step training log (written by trainers.loop as training goes)."""
+    return results_dir / "samples" / run_id / "train.jsonl"
+
+
 def training_summary(result: TrainResult, results_dir: Path, run_id: str) -> dict[str, Any]:
-    """The record's view of training: steps, and each diagnostic's mean over the last tenth of the steps; the
-    per-step diagnostics go to `samples/<run_id>/train.jsonl`."""
-    log = results_dir / "samples" / run_id / "train.jsonl"
-    atomic_write_text(log, "".join(json.dumps(row, sort_keys=True) + "\n" for row in result.history))
-    tail = result.history[-max(1, len(result.history) // 10) :]
+    """The record's view of training: steps, each diagnostic's mean over the last tenth of the steps (those that
+    computed it), and the dev-slice scores of `--eval-every` by step; the per-step rows are in
+    `samples/<run_id>/train.jsonl`."""
+    log = train_log_path(results_dir, run_id)
+    history = [{k: v for k, v in row.items() if not k.startswith(EVAL_PREFIX)} for row in result.history]
+    tail = history[-max(1, len(history) // 10) :]
     names = sorted({name for row in tail for name in row})
-    final = {name: sum(row.get(name, 0.0) for row in tail) / len(tail) for name in names}
+    final = {name: sum(row[name] for row in tail if name in row) / sum(name in row for row in tail) for name in names}
+    evals = [
+        {"step": step, **{k.removeprefix(EVAL_PREFIX): v for k, v in row.items() if k.startswith(EVAL_PREFIX)}}
+        for step, row in enumerate(result.history, start=1)
+        if any(k.startswith(EVAL_PREFIX) for k in row)
+    ]
     return {
         "steps": result.steps,
         "resumed_from": result.resumed_from,
         "final": final,
         "log": str(log.relative_to(results_dir)),
+        **({"evals": evals} if evals else {}),
     }
 
 

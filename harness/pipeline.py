@@ -20,6 +20,8 @@ import torch
 
 from harness import launch
 from harness.accounting import CostLedger, device_count
+from harness.cost_plan import recorded_estimate
+from harness.dev_eval import dev_docs
 from harness.identity import data_identity, model_identities
 from harness.models import load_tokenizer, resolve
 from harness.pairs import Pair, get_pair
@@ -34,12 +36,15 @@ from harness.phases import (
 )
 from harness.records import RunRecord, environment, new_run_id, write_record
 from harness.resume import RunState, run_folder
-from kdcore.costs import device_kind
+from harness.trial import trial_budget
+from kdcore.costs import PhaseCost, device_kind
 from kdcore.errors import HarnessError, unknown_choice
+from kdcore.progress import log_line, progress_label
 from tasks import load_task
 from tasks.generation import BACKENDS
 from trainers.loop import TrainConfig
 from trainers.objectives import Objective, load_method
+from trainers.train_log import Tracking, check_report_to
 from trainers.vocab import shared_vocab
 
 TEACHER_SIGNALS = ("topk", "online")
@@ -65,6 +70,7 @@ class RunSpec:
     gpu_memory_utilization: float | None = None  # vLLM: each engine's share of its GPU (None: the pair's, or computed)
     supervision_temperature: float | None = None  # teacher sampling temperature for hard labels (None: the pair's)
     tuning: dict[str, Any] | None = None  # how `harness tune` chose the settings (harness.tune); None: untuned
+    report_to: str = "none"  # the experiment tracker training logs to (trainers.train_log.REPORT_TO)
 
     def parallel(self) -> dict[str, int]:
         return {"tensor_parallel": self.tensor_parallel, "data_parallel": self.data_parallel}
@@ -106,7 +112,16 @@ def context(spec: RunSpec, state: RunState, ledger: CostLedger) -> RunContext:
         vocab_rows=aligned_vocab(teacher_ref, student_ref, teacher_tokenizer, tokenizer),
         resident=Resident(spec, pair),
         models=model_identities(pair, teacher_ref, student_ref),
+        tracking=tracking(spec, pair, objective, config),
     )
+
+
+def tracking(spec: RunSpec, pair: Pair, objective: Objective, config: TrainConfig) -> Tracking:
+    """Where training's scalars go besides train.jsonl: `spec.report_to`'s tracker, with the run's settings (as its
+    record has them); file-writing trackers write under `<results_dir>/tracking`. The run id is set by `run`."""
+    settings = {"pair": pair.name, "method": objective.name, "seed": spec.seed}
+    settings |= recorded_settings(spec, pair, objective, config)
+    return Tracking(spec.report_to, Path(spec.results_dir) / "tracking", config=settings)
 
 
 def supervise(spec: RunSpec, part: tuple[int, int] = (0, 1)) -> Any:
@@ -124,7 +139,9 @@ def run_phase(ctx: RunContext, phase: Phase, part: tuple[int, int], writer: bool
     if phase.name is None:  # no device work: nothing to time or release
         phase.run(ctx, None, part, writer)
         return
-    with ctx.ledger.phase(phase.name, phase.devices(ctx)) as cost:
+    if writer:
+        log_line(f"phase {phase.name}: start ({ctx.run_id})")
+    with ctx.ledger.phase(phase.name, phase.devices(ctx)) as cost, progress_label(phase.name):
         try:
             phase.run(ctx, cost, part, writer)
         finally:
@@ -135,6 +152,15 @@ def run_phase(ctx: RunContext, phase: Phase, part: tuple[int, int], writer: bool
     charged = ctx.ledger.phases[phase.name]
     if not charged.reused:
         charged.peak_memory_bytes = max(charged.peak_memory_bytes, peak)
+    if writer:
+        log_line(f"phase {phase.name}: done, {phase_cost_text(charged)}")
+
+
+def phase_cost_text(cost: PhaseCost) -> str:
+    """A phase's cost in a few words: wall time, device-hours, tokens; a cached phase says so."""
+    if cost.reused:
+        return f"cached (its build: {cost.wall_s:.1f} s, {cost.device_hours:.5f} device-hours)"
+    return f"{cost.wall_s:.1f} s, {cost.device_hours:.5f} device-hours, {cost.tokens} tokens"
 
 
 def recorded_settings(
@@ -167,19 +193,26 @@ def check_spec(spec: RunSpec) -> tuple[Pair, Objective, TrainConfig]:
     if spec.backend not in BACKENDS:
         raise unknown_choice("backend", spec.backend, BACKENDS)
     check_teacher_signal(spec.teacher_signal, objective)
+    check_report_to(spec.report_to)
+    config = train_config(pair, spec)
+    if config.eval_every:
+        dev_docs(pair)
     launch.check_sharding()
     if launch.world_size() > 1 and spec.generation_devices() > launch.world_size():
         raise HarnessError(
             "--tensor-parallel/--data-parallel are for a single process (vLLM starts its own workers); under "
             "accelerate launch or torchrun every process generates its own shard"
         )
-    return pair, objective, train_config(pair, spec)
+    return pair, objective, config
 
 
 def chooses_teacher_signal(objective: Objective) -> bool:
     """Whether the method's data plan follows the run's teacher signal (soft labels from the top-k cache or from
     the online teacher), rather than fixing its own."""
-    return all(objective.data_plan(signal).teacher_signal == signal for signal in TEACHER_SIGNALS)
+    try:
+        return all(objective.data_plan(signal).teacher_signal == signal for signal in TEACHER_SIGNALS)
+    except HarnessError:  # a signal the method refuses (dld on the top-k cache)
+        return False
 
 
 def check_teacher_signal(signal: str | None, objective: Objective) -> None:
@@ -225,7 +258,13 @@ def run(spec: RunSpec) -> tuple[RunRecord, Path] | None:
             return None
         return RunRecord.from_dict(json.loads(Path(state.record).read_text())), Path(state.record)
     ctx = context(spec, state, CostLedger())
+    ctx.tracking.run_name = state.run_id
     part, writer = launch.part(), launch.is_main_process()
+    if trial := trial_budget(spec, pair):
+        ctx.training["trial"] = trial
+    if ctx.config.eval_every:
+        ctx.training["eval_every"] = ctx.config.eval_every
+        ctx.training["dev_slice"] = {"docs": len(dev_docs(ctx.pair)[0]), "kind": dev_docs(ctx.pair)[1]}
     for phase in plan_phases(ctx.plan):
         run_phase(ctx, phase, part, writer, gather=launch.world_size() > 1)
         state.save(ctx.ledger)
@@ -255,6 +294,7 @@ def record(ctx: RunContext) -> tuple[RunRecord, Path]:
         training=training_summary(ctx.result, ctx.results_dir, ctx.run_id) | ctx.training,
         run_id=ctx.run_id,
         attempts=state.attempts,
+        estimate=recorded_estimate(spec),
     )
     path = write_record(result, ctx.results_dir)
     state.recorded(path)

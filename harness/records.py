@@ -28,8 +28,10 @@ SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 PINNING_FIELDS = ("models", "data", "student_before_scores")  # new in schema 2
 SCORE_FIELDS = ("scores", "teacher_scores", "student_before_scores")
-OPTIONAL_FIELDS = ("run_id", "created", "attempts")
+OPTIONAL_FIELDS = ("run_id", "created", "attempts", "estimate")
 RECORD_GLOB = "runs/*.json"
+# training settings under their earlier names, read as TRL names them: old -> new
+RENAMED_TRAIN_SETTINGS = {"grad_accum": "gradient_accumulation_steps", "warmup_frac": "warmup_ratio"}
 TRACKED_PACKAGES = (
     "torch",
     "transformers",
@@ -74,6 +76,7 @@ class RunRecord:
     run_id: str = ""
     created: str = ""
     attempts: int = 1
+    estimate: dict[str, Any] = field(default_factory=dict)  # the cost the plan expected (harness.cost_plan)
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -90,6 +93,8 @@ class RunRecord:
     def to_dict(self) -> dict[str, Any]:
         """The JSON form; a schema-1 record read from disk gives back its schema-1 fields only."""
         out = asdict(self)
+        if not out["estimate"]:  # a record written without a cost estimate round-trips without one
+            del out["estimate"]
         if not self.pinned:
             for name in PINNING_FIELDS:
                 del out[name]
@@ -113,6 +118,8 @@ class RunRecord:
         if extra:
             raise ValueError(f"unknown fields: {', '.join(sorted(extra))}")
         fields = dict(data)
+        if isinstance(fields["train_config"], dict):
+            fields["train_config"] = migrated_train_config(fields["train_config"])
         if version == 1:
             fields.update(models={}, data={}, student_before_scores={})
         for key in ("models", "data", *SCORE_FIELDS):
@@ -121,6 +128,28 @@ class RunRecord:
         for key in SCORE_FIELDS:
             fields[key] = {task: TaskScore(**score) for task, score in fields[key].items()}
         return cls(**fields)
+
+
+def migrated_train_config(train: dict[str, Any]) -> dict[str, Any]:
+    """A record's training settings under today's names: `grad_accum`, `warmup_frac` and `mixed_precision` (as TRL
+    names them: `gradient_accumulation_steps`, `warmup_ratio`, `bf16`), and the cosine schedule, the only one
+    before `lr_scheduler_type`, said. A record that has the new names is returned as it is."""
+    if not any(old in train for old in (*RENAMED_TRAIN_SETTINGS, "mixed_precision")):
+        return train
+    out = {RENAMED_TRAIN_SETTINGS.get(key, key): value for key, value in train.items() if key != "mixed_precision"}
+    if "mixed_precision" in train:
+        out["bf16"] = train["mixed_precision"] == "bf16"
+    out.setdefault("lr_scheduler_type", "cosine")
+    return out
+
+
+def describe_trial(trial: dict[str, Any]) -> str:
+    """What a trial run's budget (its record's `training.trial`, see harness.trial) was: `limit 20, max_steps 30 of
+    600`."""
+    parts = [f"limit {trial['limit']}"] if trial.get("limit") is not None else []
+    if trial.get("max_steps") != trial.get("pair_max_steps"):
+        parts.append(f"max_steps {trial['max_steps']} of {trial['pair_max_steps']}")
+    return ", ".join(parts) or "trial"
 
 
 def write_record(record: RunRecord, results_dir: str | Path) -> Path:

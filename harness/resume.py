@@ -22,17 +22,20 @@ from harness import launch
 from harness.accounting import CostLedger
 from harness.cache import cache_key, cache_root
 from kdcore.io import atomic_write_json
+from trainers.loop import RESULT_NEUTRAL
 
 STATE_FILE = "run.json"
 
 
 def run_folder(spec: Any) -> Path:
     """The working folder of the run `spec` (a RunSpec): equal for every attempt of one run, whatever the results
-    dir, checkpoint interval, generation backend or parallel layout (a run can resume on another number of GPUs)."""
+    dir, tracker, result-neutral training settings (checkpoint, logging, evaluation intervals), generation backend
+    or parallel layout (a run can resume on another number of GPUs)."""
     values = asdict(spec) | {"results_dir": None, "backend": None, "tensor_parallel": None, "data_parallel": None}
     values["gpu_memory_utilization"] = None
+    del values["report_to"]
     values["teacher_signal"] = spec.teacher_signal or "topk"  # None (the method's own) keys as the old default did
-    values["train_overrides"] = {k: v for k, v in values["train_overrides"].items() if k != "checkpoint_every"}
+    values["train_overrides"] = {k: v for k, v in values["train_overrides"].items() if k not in RESULT_NEUTRAL}
     return cache_root() / "checkpoints" / cache_key({"run": values})
 
 

@@ -50,11 +50,12 @@ from harness.trace_filter import Scorer, TraceCounts, TraceFilter, ended_at_eos,
 from kdcore.costs import PhaseCost, device_kind, timed
 from kdcore.errors import HarnessError
 from kdcore.io import atomic_write_json
-from kdcore.progress import progress_bar
+from kdcore.progress import log_line, progress_bar, progress_label
 from tasks import Doc, Messages, Task, load_task
 from tasks.generation import Generator, render_prompt
 from trainers.batch import collate
 from trainers.loop import hidden_rows, logits_fn
+from trainers.plan import Sampling
 from trainers.topk import teacher_buckets, topk_features, topk_logprobs
 
 
@@ -313,15 +314,16 @@ def supervision_folder(key: str) -> Path:
     return cache_root() / "supervision" / key
 
 
-def responses_key(student_id: str, pair: Pair, prompts: list[list[int]], settings: SupervisionSettings) -> str:
+def responses_key(student_id: str, pair: Pair, prompts: list[list[int]], sampling: Sampling, shard_size: int) -> str:
     return cache_key(
         {
             "student": student_id,
             "prompts": cache_key({"p": prompts}),
             "max_new_tokens": pair.max_new_tokens,
-            "temperature": settings.temperature,
-            "seed": settings.seed,
-            "shard_size": settings.shard_size,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "seed": sampling.seed,
+            "shard_size": shard_size,
         }
     )
 
@@ -331,16 +333,18 @@ def load_or_build_responses(
     student_id: str,
     prompts: list[list[int]],
     start_generator: Callable[[], Generator],
-    settings: SupervisionSettings,
+    sampling: Sampling,
     student_params: int,
     eos_id: int,
     part: tuple[int, int] = (0, 1),
+    shard_size: int = SupervisionSettings.shard_size,
 ) -> tuple[datasets.Dataset | None, PhaseCost | None]:
     """The initial student's own completion of each of `prompts` (one row each, in order: `prompt_ids`,
-    `completion_ids`; an empty completion is `[eos_id]`), sampled with the supervision's settings (greedy by
-    default, the pair's `max_new_tokens`) and cached in shards under `student_responses/<key>` like the teacher's
-    supervision (keyed by the student's identity, the prompts and the settings); and its cost."""
-    key = responses_key(student_id, pair, prompts, settings)
+    `completion_ids`; an empty completion is `[eos_id]`), sampled as `sampling` says (shard i with seed
+    `sampling.seed * 1_000_003 + i`), up to the pair's `max_new_tokens`, and cached in shards under
+    `student_responses/<key>` like the teacher's supervision (keyed by the student's identity, the prompts and the
+    settings); and its cost."""
+    key = responses_key(student_id, pair, prompts, sampling, shard_size)
     generator: list[Generator] = []
 
     def build(index: int, start: int, stop: int) -> tuple[datasets.Dataset, PhaseCost, dict[str, Any]]:
@@ -349,8 +353,9 @@ def load_or_build_responses(
         completions = generator[0].generate_ids(
             prompts[start:stop],
             max_new_tokens=pair.max_new_tokens,
-            temperature=settings.temperature,
-            seed=settings.seed * 1_000_003 + index,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            seed=sampling.seed * 1_000_003 + index,
         )
         features = datasets.Features(
             {name: datasets.List(datasets.Value("int32")) for name in ("prompt_ids", "completion_ids")}
@@ -360,7 +365,7 @@ def load_or_build_responses(
         return data, _work(generator[0], data, student_params), {}
 
     folder = cache_root() / "student_responses" / key
-    return load_or_build_shards(folder, key, len(prompts), settings.shard_size, build, part)
+    return load_or_build_shards(folder, key, len(prompts), shard_size, build, part)
 
 
 def _work(generator: Generator, data: datasets.Dataset, params: int) -> PhaseCost:
@@ -400,9 +405,11 @@ def load_or_build_shards(
     for i in range(part[0], len(bounds), part[1]):
         if _read_shard(folder, i) is not None:
             continue
-        data, cost, meta = build(i, *bounds[i])
+        with progress_label(f"shard {i + 1}/{len(bounds)}"):
+            data, cost, meta = build(i, *bounds[i])
         cost.cache_key = key
         _write_shard(folder, i, data, cost, clock, meta)
+        log_line(f"{folder.parent.name} shard {i + 1}/{len(bounds)}: built in {time.perf_counter() - clock:.1f} s")
         clock = time.perf_counter()
     shards = [_read_shard(folder, i) for i in range(len(bounds))]
     if not all(shard is not None for shard in shards):

@@ -24,7 +24,6 @@ from harness.records import load_records, utc_now
 from kdcore.errors import HarnessError, Interrupted, unknown_choice
 from kdcore.io import atomic_write_json
 from kdcore.progress import console
-from trainers.bridge_garden import apply_preset, preset_methods
 from trainers.objectives import METHODS
 
 FAILURES_DIR = "failures"
@@ -49,17 +48,13 @@ def grid(
     seeds: list[int],
     params: dict[str, Any],
     template: pipeline.RunSpec,
-    preset: str | None = None,
 ) -> list[pipeline.RunSpec]:
     """One spec per (pair, method, seed), in that order; each method takes the `params` it has (a parameter no
-    method of the sweep has is an error) on top of `preset`'s values for it, if the preset sets any (a preset that
-    sets none of the sweep's methods is an error), and the template's teacher signal if it has the choice (likewise),
-    the rest of every spec comes from `template`. A spec's `method_params` are the resolved values, so a cell with a
-    preset is its own cell (name, record, resume)."""
+    method of the sweep has is an error) and the template's teacher signal if it has the choice (likewise); the rest
+    of every spec comes from `template`."""
     for method in methods:
         if method not in METHODS:
             raise unknown_choice("method", method, METHODS)
-    preset_for = set(preset_methods(preset, methods)) if preset is not None else set()
     fields = {m: {f.name for f in dataclasses.fields(METHODS[m].Params)} for m in methods}
     for key in params:
         if not any(key in names for names in fields.values()):
@@ -75,7 +70,7 @@ def grid(
             pair=pair,
             method=method,
             seed=seed,
-            method_params=apply_preset(method, preset if method in preset_for else None, own[method]),
+            method_params=own[method],
             teacher_signal=signal if method in takes_signal else None,
         )
         for pair in pairs
@@ -158,3 +153,16 @@ def _failure(spec: pipeline.RunSpec, err: BaseException, line: str) -> dict[str,
         "traceback": traceback.format_exception(err),
         "failed_at": utc_now(),
     }
+
+
+def recorded(specs: list[pipeline.RunSpec], results_dir: Path) -> set[str]:
+    """Names of the cells of `specs` that have a record in `results_dir`."""
+    done = {json.dumps(_record_identity(r), sort_keys=True) for r in load_records(results_dir)[0]}
+    return {cell_name(spec) for spec in specs if json.dumps(_identity(spec), sort_keys=True) in done}
+
+
+def record_of(spec: pipeline.RunSpec, records: list[Any]) -> Any:
+    """The latest of `records` that is a record of cell `spec` (None if none is)."""
+    identity = json.dumps(_identity(spec), sort_keys=True)
+    found = [r for r in records if json.dumps(_record_identity(r), sort_keys=True) == identity]
+    return found[-1] if found else None

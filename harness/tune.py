@@ -47,8 +47,7 @@ DEFAULT_BUDGET = 6
 LR_FACTORS = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0)  # x the pair's learning rate: six points, a factor 32 end to end
 METHOD_GRIDS: dict[str, dict[str, tuple[Any, ...]]] = {  # tuned besides the learning rate (chosen grids)
     "gkd": {"beta": (0.1, 0.5, 0.9)},  # chosen: forward-KL-leaning, symmetric and reverse-KL-leaning JSD
-    "hybrid-gkd": {"beta": (0.1, 0.5, 0.9)},
-    "hybrid": {"alpha": (0.2, 0.5, 0.8)},  # chosen: the Bridge-Garden release's 0.2, the default 0.5, its mirror
+    "hybrid": {"distill_weight": (0.2, 0.5, 0.8)},  # chosen: the release's 0.2, its sft_config.py's 0.5, a mirror
 }
 TRAIN_KEYS = ("lr",)  # grid keys that are training settings; the others are method parameters
 SAMPLE_SEED = 0

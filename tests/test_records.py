@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from harness.accounting import CostLedger
-from harness.records import SCHEMA_VERSION, RunRecord, load_records, write_record
+from harness.records import SCHEMA_VERSION, RunRecord, load_records, migrated_train_config, write_record
 from kdcore.scores import TaskScore
 from tests.fake_records import data, models
 
@@ -73,7 +73,8 @@ def test_a_schema_1_record_loads_unpinned_and_round_trips(tmp_path: Path) -> Non
     record = RunRecord.from_dict(raw)
     assert not record.pinned and record.models == {} and record.data == {} and record.student_before_scores == {}
     assert record.teacher_scores["arith"].score == raw["teacher_scores"]["arith"]["score"]
-    assert record.to_dict() == raw  # read back as it was written: no schema-2 fields invented
+    # read back as it was written (no schema-2 fields invented), its training settings under today's names
+    assert record.to_dict() == raw | {"train_config": migrated_train_config(raw["train_config"])}
     with pytest.raises(ValueError, match="unknown fields: models"):
         RunRecord.from_dict(raw | {"models": {}})  # a schema-1 record claiming identities is malformed
 

@@ -62,73 +62,12 @@ def test_grid_gives_each_method_its_own_parameters_and_checks_every_cell() -> No
     specs = grid(["tiny"], ["hard", "soft"], [0], {"divergence": "jsd"}, template)
     assert [(s.method, s.method_params) for s in specs] == [("hard", {}), ("soft", {"divergence": "jsd"})]
     assert cell_name(specs[0]) != cell_name(RunSpec(pair="tiny", method="hard", train_overrides={"lr": 0.1}))
-    with pytest.raises(HarnessError, match="parameter 'alpha' belongs to none of the methods hard, soft"):
-        grid(["tiny"], ["hard", "soft"], [0], {"alpha": 0.5}, template)
+    with pytest.raises(HarnessError, match="parameter 'distill_weight' belongs to none of the methods hard, soft"):
+        grid(["tiny"], ["hard", "soft"], [0], {"distill_weight": 0.5}, template)
     with pytest.raises(HarnessError, match="unknown method 'hrad'"):
         grid(["tiny"], ["hrad"], [0], {}, template)
     with pytest.raises(HarnessError, match="unknown pair 'tinny'"):
         grid(["tinny"], ["hard"], [0], {}, template)
-
-
-def test_grid_applies_a_preset_to_the_methods_it_sets_and_explicit_params_win() -> None:
-    template = RunSpec(pair="", method="")
-    hard, hybrid = grid(["tiny"], ["hard", "hybrid"], [0], {"alpha": 0.5}, template, "bridge-garden")
-    assert hard.method_params == {} and hybrid.method_params == {"alpha": 0.5, "gamma": 0.1, "warmup": 0.2}
-    (plain,) = grid(["tiny"], ["hybrid"], [0], {"alpha": 0.5}, template)
-    assert cell_name(hybrid) != cell_name(plain)  # the preset's values are part of the cell
-    (hard_alone,) = grid(["tiny"], ["hard"], [0], {}, template)
-    assert cell_name(hard) == cell_name(hard_alone)  # a method the preset does not set is the same cell
-    with pytest.raises(HarnessError, match="unknown preset 'paper'; valid choices: bridge-garden"):
-        grid(["tiny"], ["hybrid"], [0], {}, template, "paper")
-    with pytest.raises(HarnessError, match="'bridge-garden' has no values for any of the methods 'hard', 'soft'"):
-        grid(["tiny"], ["hard", "soft"], [0], {}, template, "bridge-garden")
-
-
-@pytest.mark.parametrize(
-    ("preset", "methods", "message"),
-    [
-        ("paper", "hybrid", "unknown preset 'paper'; valid choices: bridge-garden"),
-        ("bridge-garden", "hard,soft", "preset 'bridge-garden' has no values for any of the methods 'hard', 'soft'"),
-    ],
-)
-def test_a_bad_sweep_preset_fails_in_one_line_before_anything_loads(
-    monkeypatch, capsys, tmp_path: Path, preset: str, methods: str, message: str
-) -> None:
-    monkeypatch.setattr(pipeline, "run", lambda spec: pytest.fail("a cell ran"))
-    assert sweep(monkeypatch, tmp_path, "--preset", preset, methods=methods) == 2
-    captured = capsys.readouterr()
-    out = captured.out + captured.err
-    assert message in out and len(out.strip().splitlines()) == 1
-    assert not any(tmp_path.iterdir())  # nothing written
-
-
-@pytest.mark.slow
-def test_a_sweep_with_a_preset_records_its_values_and_resumes_as_its_own_cells(
-    mini_tiny, tmp_path: Path, monkeypatch
-) -> None:
-    real_run, calls = pipeline.run, []
-    monkeypatch.setattr(pipeline, "run", lambda spec: calls.append(spec.method) or real_run(spec))
-    results = tmp_path / "results"
-
-    def swept(*extra: str) -> list[str]:
-        calls.clear()
-        args = ["harness", "sweep", "--methods", "hard,hybrid", "--max-steps", "2", "--limit", "2"]
-        monkeypatch.setattr(sys, "argv", [*args, "--results-dir", str(results), *extra])
-        with pytest.raises(SystemExit) as done:
-            main()
-        assert done.value.code == 0
-        return list(calls)
-
-    assert swept("--preset", "bridge-garden", "--param", "alpha=0.3") == ["hard", "hybrid"]
-    records = {r.method: r for r in load_records(results)[0]}
-    assert {k: records["hybrid"].method_params[k] for k in ("alpha", "gamma", "warmup")} == {
-        "alpha": 0.3,  # the explicit --param wins over the preset's 0.2
-        "gamma": 0.1,
-        "warmup": 0.2,
-    }
-    assert records["hybrid"].training["steps"] == 2
-    assert swept("--preset", "bridge-garden", "--param", "alpha=0.3") == []  # both cells have their record
-    assert swept("--param", "alpha=0.3") == ["hybrid"]  # without the preset, hybrid is another cell; hard is not
 
 
 def test_grid_gives_the_teacher_signal_to_the_methods_that_have_the_choice() -> None:

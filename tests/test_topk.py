@@ -32,16 +32,17 @@ def test_rows_hold_the_top_ids_and_the_tail_mass() -> None:
     assert torch.allclose(logprobs.exp(), torch.tensor([[0.5, 0.3, 0.2]]))
 
 
-@pytest.mark.parametrize("name", sorted(DIVERGENCES))
+CACHEABLE = sorted(name for name, spec in DIVERGENCES.items() if not spec.needs_full_logits)
+
+
+@pytest.mark.parametrize("name", CACHEABLE)
 def test_equals_the_full_divergence_when_k_is_the_vocabulary(name: str) -> None:
     torch.manual_seed(0)
     student, teacher = torch.randn(3, 4, 10) * 3, torch.randn(3, 4, 10) * 3
     ids, logprobs = topk_logprobs(teacher, 10, dtype=torch.float32)
     assert torch.isneginf(logprobs[..., -1]).all()
     bucketed = topk_divergence(name, student, ids, logprobs)
-    # The cache stores log-probs, not raw logits: cached dld (normalisation none) is dld on log-softmaxed logits.
-    params = {"normalization": "logsoftmax"} if name == "dld" else {}
-    assert torch.allclose(bucketed, token_divergence(name, student, teacher, **params), rtol=1e-5, atol=1e-5)
+    assert torch.allclose(bucketed, token_divergence(name, student, teacher), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -76,7 +77,7 @@ def test_bucketed_fkl_on_a_hand_case() -> None:
     assert topk_divergence("fkl", student, ids, logprobs).item() == pytest.approx(expected, rel=1e-12)
 
 
-@pytest.mark.parametrize("name", sorted(DIVERGENCES))
+@pytest.mark.parametrize("name", CACHEABLE)
 def test_zero_when_student_matches_teacher(name: str) -> None:
     torch.manual_seed(2)
     logits = torch.randn(5, 20, dtype=torch.float64)
@@ -214,7 +215,13 @@ def test_cached_csd_is_exact_on_top_k_pairs_and_treats_the_tail_as_one_token() -
     w = torch.softmax(z_s, -1)
     w = torch.cat([w.gather(-1, ids.long()), (w * tail).sum(-1, keepdim=True)], -1)  # full-vocabulary weights
     pairs = 0.25 * (w[:, :, None] * w[:, None, :] * (d[:, :, None] - d[:, None, :]) ** 2).sum((-1, -2))
-    assert torch.allclose(topk_divergence("csd", z_s, ids, logprobs), pairs, rtol=1e-10)
+    assert torch.allclose(topk_divergence("csd", z_s, ids, logprobs, weights="student"), pairs, rtol=1e-10)
+
+
+def test_dld_is_refused_on_the_top_k_cache() -> None:
+    ids, logprobs = topk_logprobs(torch.randn(2, 6), 3, dtype=torch.float32)
+    with pytest.raises(HarnessError, match="raw logits over the whole vocabulary"):
+        topk_divergence("dld", torch.randn(2, 6), ids, logprobs)
 
 
 def test_cached_csd_gradient_reaches_the_student() -> None:
@@ -226,4 +233,5 @@ def test_cached_csd_gradient_reaches_the_student() -> None:
     assert torch.isfinite(grad).all() and grad.abs().sum() > 0
     # gradcheck with respect to the stored teacher log-probs (the weights are the student's: smooth in them)
     stored = logprobs.clone().requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda lp: topk_divergence("csd", z_s.detach(), ids, lp), (stored,))
+    value = lambda lp: topk_divergence("csd", z_s.detach(), ids, lp, weights="student")  # noqa: E731
+    assert torch.autograd.gradcheck(value, (stored,))

@@ -2,12 +2,14 @@
 
 Public API: `token_divergence` / `divergence_from_logprobs` (every divergence, per position), top-k soft labels
 (`topk_logprobs`, `topk_divergence`), the method registry (`load_method`, `METHODS`, `register_method`), the
-chunked loss and the training loop (`train`, `TrainConfig`).
+Bridge-Garden release's losses (`release_loss`), the chunked loss and the training loop (`train`, `TrainConfig`).
 """
 
 import trainers.csd  # registers csd, dld
+import trainers.distillm  # registers distillm
 import trainers.distillm2  # registers distillm2
 import trainers.taid  # noqa: F401  (registers taid; the imports above bind the same name)
+from trainers.bridge_garden import release_loss
 from trainers.chunked import chunked_token_loss
 from trainers.divergences import DIVERGENCES, DivergenceSpec, divergence_from_logprobs, token_divergence
 from trainers.loop import TrainConfig, TrainResult, train
@@ -30,6 +32,7 @@ __all__ = [
     "mean_topk_gap",
     "method_names",
     "register_method",
+    "release_loss",
     "shared_vocab",
     "token_divergence",
     "topk_divergence",

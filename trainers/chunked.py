@@ -26,8 +26,27 @@ def _chunk_loss(hidden: Tensor, logits_fn: LogitsFn, loss_fn: LossFn, rows: slic
     return loss_fn(logits_fn(hidden), rows)
 
 
-def chunked_token_loss(hidden: Tensor, logits_fn: LogitsFn, loss_fn: LossFn, chunk_size: int) -> Tensor:
-    """Per-position losses [N] for hidden states [N, H], computed `chunk_size` positions at a time.
+def sequence_chunks(sequence: Tensor, chunk_size: int) -> list[slice]:
+    """Slices of the rows [N] that each hold whole sequences (`sequence`: each row's sequence id, a sequence's rows
+    contiguous), greedily up to `chunk_size` rows; a sequence longer than that is a chunk of its own."""
+    if sequence.numel() == 0:
+        return []
+    ends = [*((sequence[1:] != sequence[:-1]).nonzero()[:, 0] + 1).tolist(), sequence.numel()]
+    chunks, start, previous = [], 0, 0
+    for end in ends:
+        if end - start > chunk_size and previous > start:
+            chunks.append(slice(start, previous))
+            start = previous
+        previous = end
+    chunks.append(slice(start, previous))
+    return chunks
+
+
+def chunked_token_loss(
+    hidden: Tensor, logits_fn: LogitsFn, loss_fn: LossFn, chunk_size: int, chunks: list[slice] | None = None
+) -> Tensor:
+    """Per-position losses [N] for hidden states [N, H], computed `chunk_size` positions at a time (or over the given
+    `chunks`, consecutive slices covering the N positions, e.g. `sequence_chunks`).
 
     `loss_fn` receives the chunk's logits and the slice of positions they belong to (to pick that chunk's targets or
     teacher signal); it must be deterministic, since the backward pass calls it again. The caller reduces.
@@ -36,10 +55,11 @@ def chunked_token_loss(hidden: Tensor, logits_fn: LogitsFn, loss_fn: LossFn, chu
         raise ValueError(f"hidden must be [positions, hidden_size], got shape {tuple(hidden.shape)}")
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    if hidden.shape[0] <= chunk_size:
+    if chunks is None:
+        chunks = [
+            slice(start, min(start + chunk_size, hidden.shape[0])) for start in range(0, hidden.shape[0], chunk_size)
+        ]
+    if len(chunks) <= 1:
         return _chunk_loss(hidden, logits_fn, loss_fn, slice(0, hidden.shape[0]))
-    losses = []
-    for start in range(0, hidden.shape[0], chunk_size):
-        rows = slice(start, min(start + chunk_size, hidden.shape[0]))
-        losses.append(checkpoint(_chunk_loss, hidden[rows], logits_fn, loss_fn, rows, use_reentrant=False))
-    return torch.cat(losses) if losses else hidden.new_zeros(0)
+    losses = [checkpoint(_chunk_loss, hidden[rows], logits_fn, loss_fn, rows, use_reentrant=False) for rows in chunks]
+    return torch.cat(losses)

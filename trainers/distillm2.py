@@ -1,28 +1,27 @@
-"""DistiLLM-2 (Ko et al., ICML 2025, arXiv 2503.07067; official code jongwooko/distillm-2,
-`src/distillm_trainer.py` `get_batch_logps` / `kd_loss`, loss type `distillm_v2`).
+"""DistiLLM-2 (Ko et al., ICML 2025, arXiv 2503.07067) as its release runs it (jongwooko/distillm-2,
+`src/distillm_trainer.py` `get_batch_logps` / `kd_loss`, loss type `distillm_v2`; commits and places in
+trainers.releases).
 
 Two kinds of rows: the teacher's responses (the supervision cache) and the initial student's own responses,
-generated once before training (`DataPlan(student_responses=True)`), both with the teacher's distribution at every
-position. The loss is contrastive:
+sampled once before training as the release's `generate/generate_vllm.py` samples them (temperature 0.8, top-p
+0.95, seed 42: `DataPlan.student_sampling`), both with the teacher's distribution at every position. The loss is
+contrastive, per pair of responses to one prompt:
 
-- teacher-response rows: (2 - beta) * skew KL, KL(P || a1 P + (1 - a1) Q)            (raises q on teacher tokens)
-- student-response rows: beta * skew reverse KL, KL(Q || (1 - a2) P + a2 stopgrad(Q))  (lowers q where P is low)
+- teacher response: (2 - beta) * mean over its tokens of KL(P || a1 P + (1 - a1) Q)        (raises q on its tokens)
+- student response: beta * mean over its tokens of KL(Q || (1 - a2) P + a2 stopgrad(Q))   (lowers q where P is low)
 
-with beta = 1 (the release's default; its `gradual_beta` ramps beta toward 1.5, not offered here). Adaptive skew
-(the release's `distillm_v2`): a = clip(1 - (1 - a0) * g0 / (g + 1e-5), 0.01, a0), with g the row's gap
-p_T(y) - q_S(y) (teacher rows) or q_S(y) - p_T(y) (student rows) and g0 the reference gap. Differences from the
-release, which measures g per sequence (exp of the mean token log-prob) and takes g0 once from the initial student
-over the whole data set: rows here are independent positions with no sequence grouping, so g is the token's gap and
-g0 the mean gap over the rows of the same kind in the chunk (no state to checkpoint). adaptive = false uses a0.
+summed over the pair and averaged over the batch's pairs (the release's `average_log_prob=True` and
+`losses.mean()`; `reduction = "sequence"` with each sequence's term doubled, as the pair is the sum of its two).
+beta = 1 and the skews a1 = a2 = 0.1 are fixed, as in the release, whose adaptive skew is never reached
+(`update_alpha = False`). With adaptive = true, the skew is the release's per-sequence formula:
+a = clip(1 - (1 - a0) * g0 / (g + 1e-5), 0.01, a0), g = exp(mean log p_T(y)) - exp(mean log q_S(y)) over the
+sequence (teacher responses; reversed on student responses), g0 the mean of g over the chunk's rows of the same
+kind (the release would take a reference once), the skew held fixed (no gradient).
 
-Data (trainers/plan.py on the `phases` branch): with `DataPlan(student_responses=True)` every training example
-carries `student_completion_ids`, the initial student's greedy completion of its prompt. `batch_examples` turns each
-example into two rows of the micro-batch, its teacher completion and its student completion, flagged
-`from_student` (trainers.batch collates the flag into `TeacherRows.from_student`). The teacher's distribution on
-the student's responses is not in the supervision cache, so the method asks for the online teacher
-(`teacher_signal = online` in its data plan, whatever the run asks: the harness refuses an explicit topk), as the
-release does (it runs the teacher on both kinds of responses). Training data without student responses is an
-error: the method is not DistiLLM-2 without its second data set.
+The teacher's distribution on the student's responses is not in the supervision cache, so the method asks for the
+online teacher (`teacher_signal = online` in its data plan, whatever the run asks: the harness refuses an explicit
+topk), as the release does. Training data without student responses is an error: the method is not DistiLLM-2
+without its second data set.
 """
 
 from __future__ import annotations
@@ -35,13 +34,13 @@ from torch import Tensor
 
 from kdcore.errors import HarnessError
 from trainers.divergences import log_softmax
-from trainers.objectives import Objective, Params, TeacherRows, register_method, select_top_param, teacher_logprobs
+from trainers.objectives import Objective, Params, TeacherRows, register_method, select_top_param
 from trainers.params import param
-from trainers.plan import DataPlan
+from trainers.plan import DataPlan, Sampling
+from trainers.releases import source
 from trainers.selection import select_rows
 from trainers.topk import student_buckets, teacher_buckets
 
-PAPER = "Ko et al. 2025, DistiLLM-2 (jongwooko/distillm-2)"
 MIN_SKEW = 0.01  # the release's lower clip of the adaptive skew
 
 
@@ -54,7 +53,7 @@ class DistiLLM2Params(Params):
         low=0.0,
         high=1.0,
         open_high=True,
-        source=PAPER,
+        source=source("distillm2", "skew_teacher"),
     )
     skew_student: float = param(
         0.1,
@@ -63,16 +62,40 @@ class DistiLLM2Params(Params):
         low=0.0,
         high=1.0,
         open_high=True,
-        source=PAPER,
+        source=source("distillm2", "skew_student"),
     )
-    adaptive: bool = param(True, "adaptive skew from the teacher-student gap on the token", kind="bool", source=PAPER)
+    adaptive: bool = param(
+        False,
+        "adaptive skews from each sequence's teacher-student gap",
+        kind="bool",
+        source=source("distillm2", "adaptive"),
+    )
     beta: float = param(
         1.0,
         "weight of the student-response term; teacher rows get 2 - beta",
         kind="float",
         low=0.0,
         high=2.0,
-        source=PAPER,
+        source=source("distillm2", "beta"),
+    )
+    student_temperature: float = param(
+        0.8,
+        "sampling temperature of the initial student's responses (0 = greedy)",
+        kind="float",
+        low=0.0,
+        source=source("distillm2", "student_temperature"),
+    )
+    student_top_p: float = param(
+        0.95,
+        "nucleus top-p of the initial student's responses",
+        kind="float",
+        low=0.0,
+        high=1.0,
+        open_low=True,
+        source=source("distillm2", "student_top_p"),
+    )
+    student_seed: int = param(
+        42, "sampling seed of the initial student's responses", kind="int", source=source("distillm2", "student_seed")
     )
     select_top: float = select_top_param()
 
@@ -83,11 +106,12 @@ class DistiLLM2Params(Params):
 
 
 def adaptive_skew(gap: Tensor, ceiling: float) -> Tensor:
-    """clip(1 - (1 - a0) * mean(gap) / (gap + 1e-5), 0.01, a0) per row (detached); a0 for a single row."""
+    """clip(1 - (1 - a0) * mean(gap) / (gap + 1e-5), 0.01, a0) per row (detached): `gap` [n] is each row's
+    sequence gap, its mean the reference; a0 where the reference and the gap are both 0."""
     with torch.no_grad():
         anchor = (1.0 - ceiling) * gap.mean()
         skew = 1.0 - anchor / (gap + 1e-5)
-        return skew.nan_to_num(nan=ceiling).clamp(MIN_SKEW, ceiling)  # nan only at 0 / 0: no gap anywhere
+        return skew.nan_to_num(nan=ceiling).clamp(MIN_SKEW, ceiling)
 
 
 def log_mix(x: Tensor, y: Tensor, w: Tensor) -> Tensor:
@@ -103,22 +127,25 @@ def kl(x: Tensor, y: Tensor) -> Tensor:
 def distillm2_terms(
     student: Tensor,
     teacher: Tensor,
-    target_logprobs: tuple[Tensor, Tensor],
+    sequence_logprobs: Tensor | None,
     from_student: Tensor,
     params: DistiLLM2Params,
 ) -> Tensor:
-    """Per-row DistiLLM-2 loss from log-probs (full vocabulary or top-k buckets) and the rows' kind."""
+    """Per-row DistiLLM-2 loss from log-probs (full vocabulary or top-k buckets) and the rows' kind; with adaptive
+    skews, `sequence_logprobs` [n, 2] holds the mean target log-prob of each row's sequence (student, teacher)."""
     lowest = torch.finfo(student.dtype).min
     student, teacher = student.clamp(min=lowest), teacher.clamp(min=lowest)
-    student_target, teacher_target = (x.detach().exp() for x in target_logprobs)
-    ones = torch.ones_like(student_target)
+    ones = torch.ones_like(from_student, dtype=student.dtype)
     a1, a2 = ones * params.skew_teacher, ones * params.skew_student
     if params.adaptive:
+        if sequence_logprobs is None:
+            raise HarnessError("distillm2 adaptive skews need each row's sequence log-probs (sequence_logprobs)")
+        own, teacher_own = sequence_logprobs.detach().exp().unbind(-1)
         on_teacher, on_student = ~from_student, from_student
         if on_teacher.any():
-            a1[on_teacher] = adaptive_skew((teacher_target - student_target)[on_teacher], params.skew_teacher)
+            a1[on_teacher] = adaptive_skew((teacher_own - own)[on_teacher], params.skew_teacher)
         if on_student.any():
-            a2[on_student] = adaptive_skew((student_target - teacher_target)[on_student], params.skew_student)
+            a2[on_student] = adaptive_skew((own - teacher_own)[on_student], params.skew_student)
     forward = kl(teacher, log_mix(teacher, student, a1))
     reverse = kl(student, log_mix(student.detach(), teacher, a2))
     return torch.where(from_student, params.beta * reverse, (2.0 - params.beta) * forward)
@@ -133,9 +160,18 @@ class DistiLLM2(Objective):
     )
     Params = DistiLLM2Params
     soft_labels = True
+    reduction = "sequence"
+
+    @property
+    def sequence_logprobs(self) -> bool:
+        return self.params.adaptive
 
     def data_plan(self, teacher_signal: str | None = None) -> DataPlan:
-        return DataPlan(completions="teacher", teacher_signal="online", student_responses=True)
+        p = self.params
+        sampling = Sampling(temperature=p.student_temperature, top_p=p.student_top_p, seed=p.student_seed)
+        return DataPlan(
+            completions="teacher", teacher_signal="online", student_responses=True, student_sampling=sampling
+        )
 
     def batch_examples(self, examples: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Each example as two rows: its teacher completion and the initial student's (`from_student`)."""
@@ -163,9 +199,8 @@ class DistiLLM2(Objective):
         else:
             student = student_buckets(logits, teacher.topk_ids)
             target = teacher_buckets(teacher.topk_ids, teacher.topk_logprobs)
-        student_target = log_softmax(logits).gather(-1, targets[:, None])[:, 0]
-        teacher_target = teacher_logprobs(teacher, targets)[1]
         from_student = teacher.from_student.bool()
-        losses = distillm2_terms(student, target, (student_target, teacher_target), from_student, self.params)
-        soft = select_rows(logits, losses, self.params.select_top)
+        losses = distillm2_terms(student, target, teacher.sequence_logprobs, from_student, self.params)
+        # x 2: the release's loss is the pair's sum, the sequence reduction averages the pair's two sequences
+        soft = select_rows(logits, 2.0 * losses, self.params.select_top)
         return {"loss": soft, "soft_loss": soft.detach(), "student_rows": from_student.float()}

@@ -40,12 +40,8 @@ Conventions (P = teacher, Q = student), and where each one comes from:
   ABKD tunes (alpha, beta) per task.
 - jsd-skew (lam) DistiLLM's `js_distance` (jongwooko/distillm, distillm/losses.py; the same function ships in the CSD
   release, aailab-kaist/CSD task_agnostic_distillation/csd/losses.py): (1-lam)*KL(P||M) + lam*KL(Q||M) with
-  M = (1-lam)*P + lam*Q, default lam = 0.1. It is `jsd` with beta = 1 - lam: the same family under the skew
-  parametrisation and default that DistiLLM (and, per issue 13, the Bridge-Garden release) use.
-- akl-entropy  forward and reverse KL mixed by an entropy ratio, the weights fixed: w = H(P) / (H(P) + H(Q)),
-  w*KL(P||Q) + (1-w)*KL(Q||P) (1/2 each where both entropies are 0): a flat teacher pulls toward mass-covering FKL,
-  a flat student toward mode-seeking RKL. Issue 13 says the Bridge-Garden release mixes FKL and RKL "by an entropy
-  ratio"; its code was not available to us, so this exact ratio is our reading, not a copy.
+  M = (1-lam)*P + lam*Q, default lam = 0.9, the function's own default, which DistiLLM's finetune.py uses (it calls
+  `js_distance` without lam). It is `jsd` with beta = 1 - lam, under the skew parametrisation.
 
 Logit divergences (on_logits; Kim et al. 2025, "Distillation of LLMs via Concrete Score Matching", arXiv
 2509.25837, official code aailab-kaist/CSD, task_agnostic_distillation/csd/losses.py). They compare logits, not
@@ -54,26 +50,28 @@ release (`csd`, `dld_ablation`: d uses the raw logits, the weight softmax(z / te
 gradient through them). Entries that are -inf on either side (masked) are left out.
 
 - csd (weights) with d = z_S - z_T and fixed weightings a, b over the vocabulary:
-  1/4 sum_ij a_i b_j (d_i - d_j)^2 = 1/4 (E_a[e^2] + E_b[e^2]), e = d - E_a[d]. The default a = b = w =
-  softmax(z_S / T) gives 1/2 Var_w(d), whose gradient with respect to z_S is w * (d - E_w[d]), the release's O(V)
-  estimator (its `csd` builds a surrogate with exactly this gradient; we return the value it is the gradient of).
-  `weights` 'x' or 'x-y' with x, y in student, teacher, uniform: 'teacher-student' and 'uniform-student' are the
-  release's CSD (T,S) and (U,S) (`csd_weighting_function`: gradient 1/2 a*(d - E_b d) + 1/2 b*(d - E_a d), the
-  gradient of the value above). Invariant to adding a constant to either logit vector.
+  1/4 sum_ij a_i b_j (d_i - d_j)^2 = 1/4 (E_a[e^2] + E_b[e^2]), e = d - E_a[d]. `weights` 'x' or 'x-y' with x, y in
+  student, teacher, uniform. The default 'teacher-student' is the task-specific release's `csd_ts`
+  (aailab-kaist/CSD task_specific_distillation/train/ddp_csd.py `CSD_TS`, chosen by every config in
+  task_specific_distillation/config/csd_distill/: GSM8K, translation, summarisation): its surrogate's gradient is
+  1/2 a*(d - E_b d) + 1/2 b*(d - E_a d) with a = softmax(z_T), b = softmax(z_S), the gradient of the value above (we
+  return the value, the release a surrogate with that gradient). 'student' (a = b = softmax(z_S / T): 1/2 Var_w(d),
+  gradient w * (d - E_w[d])) is the task-agnostic release's `csd`; 'uniform-student' its CSD (U,S)
+  (`csd_weighting_function`). Invariant to adding a constant to either logit vector.
 - dld (weights, normalization): 1/4 sum_v w_v (n(z_S)_v - n(z_T)_v)^2, w = softmax(z_S/T), softmax(z_T/T) or uniform
   (1/V over the support), n one of the release's normalisations (`dld_ablation`): none, mean (z - mean z), min
   (z - min z), max (z - max z), std ((z - mean) / (std + 1e-9), std with Bessel's correction as torch.std),
   range (2 (z - min) / (max - min + 1e-9) - 1), plus logsoftmax (z - logsumexp z), ours. Default uniform weights on
-  raw logits: the classic logit regression. Zero on equal logits whatever the choice.
+  raw logits (`dld_ablation(w="U", normalize="no")`): the paper's direct logit distillation, an MSE between raw
+  logits over the whole vocabulary. It needs the raw logits (`needs_full_logits`): `topk_divergence` refuses it.
 
-From log-probs (`divergence_from_logprobs`, top-k buckets) a logit divergence takes the log-probs as logits at
-temperature 1: exact for csd (shift-invariant), and for dld it means normalisation `none` compares log-probs (the
-cache does not store the teacher's raw logits; use an online teacher for raw-logit dld). On cached top-k soft labels
-(`topk_divergence`) the k + 1 buckets are the vocabulary: the cached log-probs equal the teacher's logits up to one
-per-position shift on the top-k ids, and the student's bucket log-probs equal its logits up to another, so every
-pair (i, j) of top-k ids enters csd exactly as in the full-vocabulary value, with exactly the full-vocabulary weights
-at T = 1; the tail bucket acts as one more token whose logit is the log of the tail mass (at T != 1 its weight is
-(tail mass)^(1/T) renormalised rather than the tempered tail mass). It equals the full value at k = V.
+From log-probs (`divergence_from_logprobs`) a logit divergence takes the log-probs as logits at temperature 1: exact
+for csd (shift-invariant). On cached top-k soft labels (`topk_divergence`) the k + 1 buckets are the vocabulary for
+csd: the cached log-probs equal the teacher's logits up to one per-position shift on the top-k ids, and the
+student's bucket log-probs equal its logits up to another, so every pair (i, j) of top-k ids enters csd exactly as
+in the full-vocabulary value, with exactly the full-vocabulary weights at T = 1; the tail bucket acts as one more
+token whose logit is the log of the tail mass (at T != 1 its weight is (tail mass)^(1/T) renormalised rather than
+the tempered tail mass). It equals the full value at k = V.
 """
 
 from __future__ import annotations
@@ -98,6 +96,8 @@ class DivergenceSpec:
     # A logit divergence (csd, dld) reads logits, not normalised log-probs, and applies the temperature itself:
     # fn(teacher_logits, student_logits, temperature, **params). Fed log-probs, it treats them as logits.
     on_logits: bool = False
+    # Defined on the raw logits of the whole vocabulary (dld): cached top-k log-probs cannot stand in for them.
+    needs_full_logits: bool = False
 
 
 def _kl(x: Tensor, y: Tensor) -> Tensor:
@@ -222,18 +222,6 @@ def _jsd_skew(t: Tensor, s: Tensor, lam: float) -> Tensor:
     return (1.0 - lam) * _kl(t, m) + lam * _kl(s, m)
 
 
-def _entropy(x: Tensor) -> Tensor:
-    return -(x.exp() * x).sum(-1)
-
-
-def _akl_entropy(t: Tensor, s: Tensor) -> Tensor:
-    with torch.no_grad():
-        h_teacher, h_student = _entropy(t), _entropy(s)
-        total = h_teacher + h_student
-        w_forward = torch.where(total > 0, h_teacher / total.clamp(min=torch.finfo(t.dtype).tiny), 0.5)
-    return w_forward * _kl(t, s) + (1.0 - w_forward) * _kl(s, t)
-
-
 WEIGHTS = ("student", "teacher", "uniform")
 NORMALIZATIONS = ("none", "mean", "min", "max", "std", "range", "logsoftmax")
 
@@ -353,20 +341,14 @@ DIVERGENCES: dict[str, DivergenceSpec] = {
         DivergenceSpec(
             "jsd-skew",
             "DistiLLM's js_distance: (1-lam)*KL(P||M) + lam*KL(Q||M), M = (1-lam)*P + lam*Q (= jsd beta=1-lam)",
-            {"lam": 0.1},
+            {"lam": 0.9},
             _jsd_skew,
-        ),
-        DivergenceSpec(
-            "akl-entropy",
-            "entropy-ratio KL mix: H(P)/(H(P)+H(Q)) * KL(P||Q) + H(Q)/(H(P)+H(Q)) * KL(Q||P), weights fixed",
-            {},
-            _akl_entropy,
         ),
         DivergenceSpec(
             "csd",
             "concrete score distillation (Kim et al. 2025): 1/4 sum_ij a_i b_j (d_i - d_j)^2, d = z_S - z_T; "
-            "weights a-b from student/teacher/uniform, fixed; 'student' = 1/2 Var_w(d), w = softmax(z_S/T)",
-            {"weights": "student"},
+            "weights a-b from student/teacher/uniform, fixed; default teacher-student (the release's csd_ts)",
+            {"weights": "teacher-student"},
             _csd,
             on_logits=True,
         ),
@@ -377,6 +359,7 @@ DIVERGENCES: dict[str, DivergenceSpec] = {
             {"weights": "uniform", "normalization": "none"},
             _dld,
             on_logits=True,
+            needs_full_logits=True,
         ),
     )
 }

@@ -18,52 +18,83 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
 from torch import Tensor
-from transformers import PreTrainedModel, get_cosine_schedule_with_warmup
+from transformers import PreTrainedModel, get_scheduler
 
 from kdcore.costs import PhaseCost
-from kdcore.errors import HarnessError, Interrupted
+from kdcore.errors import HarnessError, Interrupted, unknown_choice
 from kdcore.io import atomic_write_json, atomic_write_text
 from kdcore.progress import progress_bar
 from trainers.batch import Batch, collate, read_rows
-from trainers.chunked import chunked_token_loss
+from trainers.chunked import chunked_token_loss, sequence_chunks
 from trainers.objectives import Objective, TeacherRows, entropy_rows, teacher_logprobs
+from trainers.train_log import Tracking, TrainLog, flat_settings
 
 logger = logging.getLogger(__name__)
 STEP_FILE = "step.txt"  # steps done; written last, it marks a checkpoint complete
 HISTORY_FILE = "history.json"  # the per-step diagnostics so far
-RESULT_NEUTRAL = ("checkpoint_every", "diagnostics_every")  # TrainConfig fields that never change the weights
+# TrainConfig fields that never change the weights
+RESULT_NEUTRAL = ("checkpoint_every", "diagnostics_every", "eval_every", "logging_steps")
+LR_SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")  # transformers' get_scheduler names
 
 
 @dataclass
 class TrainConfig:
+    """The training settings, with TRL's names where TRL has one (`batch_size` is the global batch, `lr` the peak
+    learning rate); validated as they are built."""
+
     max_steps: int = 200
     batch_size: int = 32
-    grad_accum: int = 1
+    gradient_accumulation_steps: int = 1
     lr: float = 1e-3
     weight_decay: float = 0.0
-    warmup_frac: float = 0.05
-    max_grad_norm: float = 1.0
+    warmup_ratio: float = 0.05  # share of max_steps spent warming the learning rate up from 0
+    lr_scheduler_type: str = "cosine"  # the decay after warm-up (LR_SCHEDULERS)
+    max_grad_norm: float = 1.0  # gradient clipping; 0 = off
     chunk_size: int = 2048  # completion rows per loss chunk
-    mixed_precision: str = "no"  # "bf16" on GPUs that have it
+    bf16: bool = False  # bf16 autocast (mixed precision), on GPUs that have it
     checkpoint_every: int = 0  # steps; 0 = only at the end (and at SIGTERM)
     diagnostics_every: int = 10  # steps between full-vocabulary entropy diagnostics (and the last step); 0 = never
+    eval_every: int = 0  # steps between evaluations on the dev slice (and the last step); 0 = never
+    logging_steps: int = 0  # steps between log lines; 0 = one every 5% of max_steps
     max_length: int | None = None  # prompt + completion tokens; longer completions are cut to fit
     lora_r: int = 0  # > 0: train LoRA adapters of this rank on every linear layer (peft) and merge them at the end
     lora_alpha: float = 16.0
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        positive = ("max_steps", "batch_size", "gradient_accumulation_steps", "lr", "chunk_size", "lora_alpha")
+        for name in positive:
+            if not _number(getattr(self, name)) or not getattr(self, name) > 0:
+                raise HarnessError(f"training setting {name} = {getattr(self, name)!r}: must be a positive number")
+        not_negative = ("weight_decay", "max_grad_norm", "checkpoint_every", "diagnostics_every", "eval_every")
+        for name in (*not_negative, "logging_steps", "lora_r"):
+            if not _number(getattr(self, name)) or getattr(self, name) < 0:
+                raise HarnessError(f"training setting {name} = {getattr(self, name)!r}: must be 0 or more")
+        if not _number(self.warmup_ratio) or not 0 <= self.warmup_ratio <= 1:
+            raise HarnessError(f"training setting warmup_ratio = {self.warmup_ratio!r}: must be in [0, 1]")
+        if self.lr_scheduler_type not in LR_SCHEDULERS:
+            raise unknown_choice("lr_scheduler_type", self.lr_scheduler_type, LR_SCHEDULERS)
+        if not isinstance(self.bf16, bool):
+            raise HarnessError(f"training setting bf16 = {self.bf16!r}: must be true or false")
+        if self.max_length is not None and (not _number(self.max_length) or self.max_length <= 0):
+            raise HarnessError(f"training setting max_length = {self.max_length!r}: must be a positive integer")
 
     def to_dict(self) -> dict[str, Any]:
         """The settings that can change results (how often checkpoints are taken or diagnostics computed does not;
         nor do the LoRA settings of a run without LoRA)."""
         neutral = RESULT_NEUTRAL if self.lora_r else (*RESULT_NEUTRAL, "lora_r", "lora_alpha")
         return {k: v for k, v in asdict(self).items() if k not in neutral}
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 @dataclass
@@ -103,7 +134,8 @@ def row_terms(
     the entropy `diagnostics` when `diagnose` (they cost full-vocabulary passes the loss does not need).
 
     Each chunk's logits are recomputed in the backward pass (`chunked_token_loss`), so peak memory holds one
-    chunk's [chunk, V] logits rather than the whole batch's.
+    chunk's [chunk, V] logits rather than the whole batch's. An objective with `whole_sequences` gets chunks that
+    hold whole sequences (a sequence longer than `chunk_size` is one chunk).
     """
     hidden = hidden_rows(student, batch)
     student_head = logits_fn(student)
@@ -111,24 +143,63 @@ def row_terms(
     if teacher is not None and objective.soft_labels:
         with torch.no_grad():
             teacher_hidden, teacher_head = hidden_rows(teacher, batch), logits_fn(teacher)
-    topk = TeacherRows(batch.topk_ids, batch.topk_logprobs, from_student=batch.from_student)
+    sequence = batch.positions[:, 0]
+    topk = TeacherRows(
+        batch.topk_ids,
+        batch.topk_logprobs,
+        from_student=batch.from_student,
+        sequence=sequence,
+        rows_per_sequence=sequence.numel() / max(1, sequence.unique().numel()),
+    )
     names: list[str] = []
+
+    def teacher_signal(rows: slice) -> TeacherRows:
+        signal = topk[rows]
+        if teacher_hidden is None:
+            return signal
+        with torch.no_grad():
+            online = teacher_head(teacher_hidden[rows])[..., :vocab_rows]
+        return replace(signal, logits=online, topk_ids=None, topk_logprobs=None)
+
+    if objective.sequence_logprobs:
+        with torch.no_grad():
+            means = []
+            for start in range(0, len(batch.targets), chunk_size):
+                rows = slice(start, min(start + chunk_size, len(batch.targets)))
+                student_logprobs = torch.log_softmax(student_head(hidden[rows])[..., :vocab_rows].float(), dim=-1)
+                targets = batch.targets[rows]
+                own = student_logprobs.gather(-1, targets[:, None])[:, 0]
+                means.append(torch.stack([own, teacher_logprobs(teacher_signal(rows), targets)[1]], dim=-1))
+            topk.sequence_logprobs = sequence_means(torch.cat(means), sequence)
 
     def chunk_terms(logits: Tensor, rows: slice) -> Tensor:
         logits = logits[..., :vocab_rows]
-        signal = topk[rows]
-        if teacher_hidden is not None:
-            with torch.no_grad():
-                online = teacher_head(teacher_hidden[rows])[..., :vocab_rows]
-                signal = TeacherRows(logits=online, from_student=signal.from_student)
+        signal = teacher_signal(rows)
         terms = objective.token_losses(logits, batch.targets[rows], signal if objective.soft_labels else None, progress)
         if diagnose:
             terms.update(diagnostics(logits, signal, batch.targets[rows]))
         names[:] = list(terms)
         return torch.stack([terms[name] for name in names], dim=-1)
 
-    stacked = chunked_token_loss(hidden, student_head, chunk_terms, chunk_size)
-    return {name: stacked[:, i] for i, name in enumerate(names)}
+    chunks = sequence_chunks(sequence, chunk_size) if objective.whole_sequences else None
+    stacked = chunked_token_loss(hidden, student_head, chunk_terms, chunk_size, chunks)
+    terms = {name: stacked[:, i] for i, name in enumerate(names)}
+    if objective.reduction == "sequence":
+        terms["loss"] = terms["loss"] * sequence_share(sequence).to(terms["loss"].dtype)
+    return terms
+
+
+def sequence_means(values: Tensor, sequence: Tensor) -> Tensor:
+    """Each row's value [N, m] replaced by the mean over the rows of its sequence (`sequence` [N] indices)."""
+    sums = values.new_zeros(int(sequence.max()) + 1, values.shape[-1]).index_add_(0, sequence, values)
+    return (sums / torch.bincount(sequence).clamp(min=1)[:, None].to(values.dtype))[sequence]
+
+
+def sequence_share(sequence: Tensor) -> Tensor:
+    """Per-row weights (rows / (sequences * the row's sequence length)) that make the mean over the rows the mean
+    over the sequences of each one's own mean: [N] for the rows' sequence indices [N]."""
+    lengths = torch.bincount(sequence)
+    return sequence.numel() / (int((lengths > 0).sum()) * lengths[sequence].to(torch.float64))
 
 
 def diagnostics(logits: Tensor, teacher: TeacherRows, targets: Tensor) -> dict[str, Tensor]:
@@ -165,6 +236,9 @@ def train(
     on_checkpoint: Callable[[int], None] | None = None,
     final_dir: str | Path | None = None,
     description: str = "train",
+    log_path: str | Path | None = None,
+    tracking: Tracking | None = None,
+    evaluate: Callable[[PreTrainedModel], dict[str, float]] | None = None,
 ) -> TrainResult:
     """Train `student` in place with `objective` on `examples` for `config.max_steps` optimiser steps.
 
@@ -181,14 +255,23 @@ def train(
     arrived (then `Interrupted` is raised); a later call with the same `out_dir` resumes from it.
     `on_checkpoint(step)` runs as each checkpoint is saved, just before it replaces the previous one. A non-finite
     loss or gradient norm stops training before the update with a `HarnessError`, leaving the last checkpoint.
+
+    Each step's loss terms, learning rate and throughput are appended to `log_path` (`train.jsonl`) as the step
+    ends, shown as a log line every `config.logging_steps` steps, and sent to `tracking`'s tracker with the run's
+    settings. `evaluate(student)`, every `config.eval_every` steps and after the last one, scores the student
+    (greedy generation on a dev slice) without touching the training RNG; its scores join that step's row as
+    `eval/<name>` (and the history: a resumed run keeps them).
     """
     torch.manual_seed(config.seed)
+    tracking = tracking or Tracking()
     accelerator = Accelerator(
         cpu=not torch.cuda.is_available(),
-        mixed_precision=config.mixed_precision,
-        gradient_accumulation_steps=config.grad_accum,
+        mixed_precision="bf16" if config.bf16 else "no",
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
         # the processes split each global batch: one scheduler step per optimiser step, whatever their number
         dataloader_config=DataLoaderConfiguration(split_batches=True),
+        log_with=tracking.report_to if tracking.active else None,
+        project_dir=tracking.logging_dir,
     )
     world, rank = accelerator.num_processes, accelerator.process_index
     if config.batch_size % world:
@@ -202,6 +285,7 @@ def train(
         )
     n_params = sum(p.numel() for p in student.parameters())
     teacher_params = sum(p.numel() for p in teacher.parameters()) if teacher is not None else 0
+    tied = list(getattr(student, "all_tied_weights_keys", None) or {})
     if config.lora_r:
         student = _with_lora(student, config)
     trainable = [p for p in student.parameters() if p.requires_grad]
@@ -209,12 +293,13 @@ def train(
     # default for-each-tensor AdamW on CPU makes about ten
     fused = accelerator.device.type in ("cpu", "cuda") and all(p.dtype == torch.float32 for p in trainable)
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay, fused=fused or None)
-    scheduler = get_cosine_schedule_with_warmup(
-        optimizer, math.ceil(config.warmup_frac * config.max_steps), config.max_steps
+    scheduler = get_scheduler(
+        config.lr_scheduler_type, optimizer, math.ceil(config.warmup_ratio * config.max_steps), config.max_steps
     )
     model, optimizer, scheduler = accelerator.prepare(
         StudentRows(student, objective, config.chunk_size, vocab_rows), optimizer, scheduler
     )
+    accelerator.register_save_state_pre_hook(_without_tied(tied))
     if teacher is not None:
         teacher = teacher.to(accelerator.device).eval()
     checkpoint_dir = Path(out_dir) / "checkpoint" if out_dir else None
@@ -222,14 +307,35 @@ def train(
     start = len(history)
     result = TrainResult(steps=start, history=history, resumed_from=start)
     _warn_if_cut(examples, config.max_length)
+    if tracking.active:
+        if tracking.logging_dir is not None and accelerator.is_main_process:
+            Path(tracking.logging_dir).mkdir(parents=True, exist_ok=True)  # wandb writes there, and wants it to exist
+        accelerator.init_trackers(
+            tracking.project(), config=flat_settings(tracking.config), init_kwargs=tracking.init_kwargs()
+        )
+    log = TrainLog(
+        Path(log_path) if log_path else None,
+        start,
+        config.max_steps,
+        config.logging_steps,
+        description,
+        accelerator.is_main_process,
+    )
+    if start:
+        log.note(f"resumed from the checkpoint at step {start}/{config.max_steps}")
     model.train()
-    with progress_bar(description, total=config.max_steps, completed=start) as advance, _sigterm_flag() as stopping:
+    with (
+        progress_bar(description, total=config.max_steps, completed=start) as advance,
+        _sigterm_flag() as stopping,
+        _closing(log, accelerator, tracking),
+    ):
         for step in range(start, config.max_steps):
             totals: dict[str, float] = defaultdict(float)
             every = config.diagnostics_every
             diagnose = bool(every) and (step % every == 0 or step == config.max_steps - 1)
-            for micro in range(config.grad_accum):
-                index = step * config.grad_accum + micro
+            step_tokens = 0
+            for micro in range(config.gradient_accumulation_steps):
+                index = step * config.gradient_accumulation_steps + micro
                 indices = _batch_indices(index, len(examples), config.batch_size, config.seed)
                 chunk = read_rows(examples, indices[rank::world])  # this process's share of the global batch
                 if on_policy is not None:
@@ -250,12 +356,20 @@ def train(
                     scheduler.step()
                     optimizer.zero_grad()
                 for name in terms:
-                    totals[name] += float(sums[name] / sums["rows"]) / config.grad_accum
+                    totals[name] += float(sums[name] / sums["rows"]) / config.gradient_accumulation_steps
+                step_tokens += int(sums["tokens"])
                 if cost is not None:
                     cost.add_work(int(sums["tokens"]), n_params, 6)
                     cost.flops += 2.0 * teacher_params * float(sums["tokens"])
+            due_eval = config.eval_every and ((step + 1) % config.eval_every == 0 or step + 1 == config.max_steps)
+            if evaluate is not None and due_eval:
+                totals.update(_dev_scores(accelerator, model, evaluate))
+                model.train()
             result.history.append(dict(totals))
             result.steps = step + 1
+            row = log.step(result.steps, dict(totals), scheduler.get_last_lr()[0], step_tokens)
+            if tracking.active:
+                accelerator.log(row, step=result.steps)
             advance(loss=totals["loss"])
             stop = _on_any_process(accelerator, stopping())
             due = config.checkpoint_every and result.steps % config.checkpoint_every == 0
@@ -271,6 +385,29 @@ def train(
     if final_dir is not None:
         _save_student(accelerator, model, Path(final_dir))
     return result
+
+
+@contextmanager
+def _closing(log: TrainLog, accelerator: Accelerator, tracking: Tracking) -> Iterator[None]:
+    """Close the log file and the tracker however training ends."""
+    try:
+        yield
+    finally:
+        log.close()
+        if tracking.active:
+            accelerator.end_training()
+
+
+def _dev_scores(
+    accelerator: Accelerator, model: torch.nn.Module, evaluate: Callable[[PreTrainedModel], dict[str, float]]
+) -> dict[str, float]:
+    """`evaluate` on the student as it is now, as `eval/<name>` scores; the RNG states (CPU and CUDA) are restored
+    after it, so evaluating never changes what training does next."""
+    model.eval()
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices), torch.no_grad():
+        scores = evaluate(accelerator.unwrap_model(model).student)
+    return {f"eval/{name}": float(value) for name, value in scores.items()}
 
 
 class StudentRows(torch.nn.Module):
@@ -335,6 +472,18 @@ def _on_any_process(accelerator: Accelerator, flag: bool) -> bool:
     if accelerator.num_processes == 1:
         return flag
     return bool(accelerator.reduce(torch.tensor(float(flag), device=accelerator.device), reduction="sum") > 0)
+
+
+def _without_tied(tied: list[str]) -> Callable[[list[Any], list[dict[str, Tensor]], str], None]:
+    """A save-state hook that leaves the student's tied weights (e.g. `lm_head.weight`, which is the embedding) out
+    of the checkpoint: the model holds them once, and loading the checkpoint ties them again."""
+
+    def hook(models: list[Any], weights: list[dict[str, Tensor]], output_dir: str) -> None:
+        for state in weights:
+            for key in [k for k in state if any(k == f"student.{t}" or k.endswith(f".{t}") for t in tied)]:
+                del state[key]
+
+    return hook
 
 
 def _with_lora(student: PreTrainedModel, config: TrainConfig) -> torch.nn.Module:

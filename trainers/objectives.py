@@ -17,8 +17,25 @@ import torch
 from torch import Tensor
 
 from kdcore.errors import HarnessError, unknown_choice
+from trainers.bridge_garden import (
+    DIVS,
+    GKD_CONFIG,
+    HYBRID_GKD_SH,
+    PHI_TYPES,
+    SEQUENCE_LEVEL,
+    HybridGKDLossParams,
+    ReleaseParams,
+    ReleaseRows,
+    div_rows,
+    hybrid_gkd_rows,
+    release_rows,
+)
+from trainers.bridge_garden import (
+    RELEASE as BRIDGE_GARDEN,
+)
 from trainers.params import check_fields, param
 from trainers.plan import DataPlan
+from trainers.releases import source
 from trainers.selection import entropy_rows as entropy_rows  # re-exported for trainers.loop
 from trainers.selection import select_rows
 
@@ -31,10 +48,17 @@ class TeacherRows:
     topk_logprobs: Tensor | None = None  # [n, k]
     logits: Tensor | None = None  # [n, V]
     from_student: Tensor | None = None  # [n] bool: the row is on one of the initial student's own responses
+    sequence: Tensor | None = None  # [n] the example each row belongs to (its rows contiguous, in order)
+    rows_per_sequence: float = 1.0  # the micro-batch's rows / examples with a row (sequence-level terms)
+    # [n, 2]: the mean over the row's whole sequence of the student's and the teacher's log-prob of each target
+    # token (for objectives whose `sequence_logprobs` is true)
+    sequence_logprobs: Tensor | None = None
 
     def __getitem__(self, rows: slice) -> TeacherRows:
-        fields = (self.topk_ids, self.topk_logprobs, self.logits, self.from_student)
-        return TeacherRows(*(None if t is None else t[rows] for t in fields))
+        fields = (self.topk_ids, self.topk_logprobs, self.logits, self.from_student, self.sequence)
+        sliced = (None if t is None else t[rows] for t in fields)
+        own = None if self.sequence_logprobs is None else self.sequence_logprobs[rows]
+        return TeacherRows(*sliced, self.rows_per_sequence, own)
 
 
 @dataclass
@@ -55,6 +79,10 @@ class Objective(ABC):
     completions: ClassVar[str] = "teacher"  # what it trains on: reference answers or teacher completions
     soft_labels: ClassVar[bool] = False  # whether it reads the teacher's distribution
     on_policy: ClassVar[bool] = False  # whether it swaps in the student's own samples (needs the online teacher)
+    whole_sequences: bool = False  # whether a loss chunk must hold whole sequences (a sequence-level loss)
+    # How the loop averages the per-row loss: over the batch's rows ("token"), or over its sequences, each the mean
+    # of its own rows ("sequence").
+    reduction: ClassVar[str] = "token"
 
     def __init__(self, params: Params | None = None) -> None:
         self.params = params if params is not None else self.Params()
@@ -68,6 +96,11 @@ class Objective(ABC):
         `progress` is the fraction of training done, in [0, 1] (for schedules such as a curriculum).
         """
 
+    @property
+    def sequence_logprobs(self) -> bool:
+        """Whether `token_losses` needs `TeacherRows.sequence_logprobs` (a no-grad pass over the batch first)."""
+        return False
+
     def batch_examples(self, examples: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The examples a micro-batch trains on, from the data set's (the loop calls it before collating); most
         methods use them as they are."""
@@ -79,14 +112,28 @@ class Objective(ABC):
     def data_plan(self, teacher_signal: str | None = None) -> DataPlan:
         """What the driver prepares for this method; `teacher_signal` ('topk' or 'online'; None: 'topk') is the
         run's choice for methods that read soft labels (on-policy methods always need the online teacher). The
-        plan's `teacher_signal` is what the run uses, whatever was asked."""
-        if self.on_policy:
+        plan's `teacher_signal` is what the run uses, whatever was asked. A divergence defined on raw logits over
+        the whole vocabulary (dld) makes the online teacher the default, and an explicit 'topk' a one-line error."""
+        if self.soft_labels and needs_full_logits(getattr(self.params, "divergence", None)):
+            if teacher_signal == "topk":
+                from trainers.topk import refuse_topk
+
+                refuse_topk(self.params.divergence)
+            signal = "online"
+        elif self.on_policy:
             signal = "online"
         elif self.soft_labels:
             signal = teacher_signal or "topk"
         else:
             signal = "none"
         return DataPlan(completions=self.completions, teacher_signal=signal, on_policy=self.on_policy)  # type: ignore[arg-type]
+
+
+def needs_full_logits(divergence: str | None) -> bool:
+    """Whether `divergence` is defined on the teacher's raw logits over the whole vocabulary (see DivergenceSpec)."""
+    from trainers.divergences import DIVERGENCES
+
+    return divergence in DIVERGENCES and DIVERGENCES[divergence].needs_full_logits
 
 
 METHODS: dict[str, type[Objective]] = {}
@@ -217,21 +264,6 @@ def soft_term(params: SoftParams, logits: Tensor, teacher: TeacherRows) -> Tenso
     return select_rows(logits, values, params.select_top)
 
 
-def soft_and_cross_entropy(
-    params: SoftParams, logits: Tensor, targets: Tensor, teacher: TeacherRows
-) -> tuple[Tensor, Tensor]:
-    """`soft_term` and the per-row cross-entropy on `targets`; from one softmax of the logits where the two share
-    it (top-k soft labels at temperature 1), else each from its own."""
-    if teacher.logits is None and params.temperature == 1.0:
-        from trainers.topk import topk_divergence_and_cross_entropy
-
-        soft, cross_entropy = topk_divergence_and_cross_entropy(
-            params.divergence, logits, teacher.topk_ids, teacher.topk_logprobs, targets, **params.div_params
-        )
-        return select_rows(logits, soft, params.select_top), cross_entropy
-    return soft_term(params, logits, teacher), cross_entropy_rows(logits, targets)
-
-
 @register_method
 class Soft(Objective):
     name = "soft"
@@ -244,63 +276,32 @@ class Soft(Objective):
         return {"loss": soft, "soft_loss": soft.detach()}
 
 
-WEIGHTINGS = ("static", "confidence", "entropy", "curriculum", "margin-entropy", "reverse-adaptive", "wsl")
-BG = "Bridge-Garden (issue 13; release code not found, see trainers.bridge_garden)"
+WEIGHTINGS = (*PHI_TYPES, "margin-entropy")
 
 
 @dataclass
-class HybridParams(SoftParams):
-    alpha: float = param(
-        0.5,
-        "soft weight for static, and the ceiling curriculum ramps to (hard gets 1 - weight)",
-        kind="float",
-        low=0.0,
-        high=1.0,
-        source="Hinton et al. 2015; Bridge-Garden release: 0.2",
-    )
+class HybridParams(ReleaseParams):
     weighting: str = param(
-        "static",
-        "how the per-token soft weight w is set (formulas: harness methods / README)",
+        "sft",
+        "the release's --phi_type (formulas: trainers.bridge_garden), or margin-entropy (this harness's)",
         kind="str",
         choices=WEIGHTINGS,
-        source=BG,
+        source=f"{BRIDGE_GARDEN} sft_trainer.py compute_loss (the release has no default; sft = its static mix)",
     )
-    gamma: float = param(
-        2.0,
-        "entropy: exponent of the teacher smoothness sum(p^gamma) (not 1)",
-        kind="float",
-        low=0.0,
-        open_low=True,
-        source=f"{BG}; release default 0.1",
-    )
-    warmup: float = param(
-        0.3,
-        "curriculum: fraction of training over which w ramps from 0 to alpha",
-        kind="float",
-        low=0.0,
-        high=1.0,
-        source=f"{BG}; release default 0.2",
-    )
-    hard_term: str = param(
-        "ce",
-        "the hard-label term: cross-entropy, or chi2 (IQ-Learn chi^2 soft-Q term, the risk-guided variant)",
+    divergence: str = param(
+        "ab",
+        "the release's --div: ab (distill_alpha, distill_beta), sfkl, srkl, tv, akl, jsd (its own formulas)",
         kind="str",
-        choices=("ce", "chi2"),
-        source=f"{BG}; Garg et al. 2021 (IQ-Learn)",
-    )
-    chi2_alpha: float = param(
-        0.5,
-        "chi2: the chi^2 regulariser's alpha in phi(r) = r - r^2 / (4 alpha)",
-        kind="float",
-        low=0.0,
-        open_low=True,
-        source="Garg et al. 2021 (IQ-Learn)",
+        choices=DIVS,
+        source=f"{BRIDGE_GARDEN} train_sft.py --div",
     )
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.weighting == "entropy" and self.gamma == 1.0:
-            raise HarnessError("gamma = 1 makes the entropy weighting constant (sum p = 1); use gamma != 1")
+        if self.weighting.startswith("entropy_sft") and self.entropy_gamma == 1.0:
+            raise HarnessError(
+                "entropy_gamma = 1 makes the entropy weighting 0 / 0 (sum p = 1); use entropy_gamma != 1"
+            )
 
 
 def teacher_logprobs(teacher: TeacherRows, targets: Tensor) -> tuple[Tensor, Tensor]:
@@ -317,61 +318,79 @@ def teacher_logprobs(teacher: TeacherRows, targets: Tensor) -> tuple[Tensor, Ten
     return logprobs, logprobs.gather(-1, slot[:, None])[:, 0]
 
 
-def smoothness(logprobs: Tensor, vocab_size: int, gamma: float) -> Tensor:
-    """1 - (sum p^gamma rescaled to [0, 1]): 0 for a one-hot teacher, 1 for a uniform one over `vocab_size`."""
-    floor = vocab_size ** (1.0 - gamma)
-    collision = (logprobs * gamma).exp().sum(-1)
-    return (1.0 - (collision - floor) / (1.0 - floor)).clamp(0.0, 1.0)
+def release_view(logits: Tensor, targets: Tensor, teacher: TeacherRows) -> ReleaseRows:
+    """The rows as the release's losses read them: student and teacher log-probs over the vocabulary (online teacher)
+    or over the k + 1 top-k buckets (cache), with the sequence of each row."""
+    from trainers.topk import bucket_logprobs
+
+    work = logits if logits.dtype == torch.float64 else logits.float()
+    if teacher.logits is not None:
+        student = work.log_softmax(-1)
+        teacher_lp = teacher.logits.to(work.dtype).log_softmax(-1)
+        student_target = student.gather(-1, targets[:, None])[:, 0]
+        teacher_target = teacher_lp.gather(-1, targets[:, None])[:, 0]
+        support = logits.shape[-1]
+    else:
+        student, extra = bucket_logprobs(work, teacher.topk_ids, targets[:, None])
+        student_target = extra[:, 0]
+        teacher_lp, teacher_target = teacher_logprobs(teacher, targets)
+        support = min(teacher.topk_ids.shape[-1] + 1, logits.shape[-1])
+    continues = None
+    if teacher.sequence is not None:
+        continues = torch.zeros_like(teacher.sequence, dtype=torch.bool)
+        continues[:-1] = teacher.sequence[1:] == teacher.sequence[:-1]
+    return ReleaseRows(
+        logits=logits,
+        targets=targets,
+        student=student,
+        teacher=teacher_lp,
+        student_target=student_target,
+        teacher_target=teacher_target,
+        support=support,
+        sequence=teacher.sequence,
+        continues=continues,
+        rows_per_sequence=teacher.rows_per_sequence,
+    )
+
+
+def random_labels(logits: Tensor, targets: Tensor, progress: float) -> Tensor:
+    """Uniform labels over the vocabulary, drawn from a generator seeded by the step and the rows' targets: the
+    backward pass's recomputation of a chunk draws the same ones."""
+    seed = hash((progress, targets.shape[0], *targets[:64].tolist())) % 2**63
+    generator = torch.Generator(device=logits.device).manual_seed(seed)
+    return torch.randint(0, logits.shape[-1], targets.shape, generator=generator, device=logits.device)
 
 
 @register_method
 class Hybrid(Objective):
     name = "hybrid"
     description = (
-        "hard + soft labels: (1 - w) * H + w * divergence, H = CE(teacher tokens) or the chi2 soft-Q term; w per "
-        "--param weighting: static (alpha), confidence (1 - p_T(y)), entropy (teacher smoothness "
-        "1 - (sum p^gamma - V^(1-gamma)) / (1 - V^(1-gamma))), curriculum (alpha * min(1, progress / warmup)), "
-        "margin-entropy (1 - (p1 - p2)(1 - H(p_T)/log V), this harness's estimate), reverse-adaptive (p_T(y)), "
-        "wsl (1 - exp(-log p_S(y) / log p_T(y)))"
+        "hard + soft labels as the Bridge-Garden release trains them: --param weighting=<its --phi_type> (sft: "
+        "(1 - w) CE + w KD; adap_sft, entropy_sft_distill, curriculum_weight, wsl, chi2, ...) and --div <its --div> "
+        "(ab, sfkl, srkl, tv, akl, jsd: its formulas, not the `soft` method's); margin-entropy: this harness's "
+        "(1 - r) CE + r KD, r = 1 - (p1 - p2)(1 - H(P)/log V). Online teacher: the release's values; top-k cache: "
+        "the same formulas over the k + 1 buckets (trainers.bridge_garden)"
     )
     Params = HybridParams
     soft_labels = True
 
-    def soft_weight(self, logits: Tensor, targets: Tensor, teacher: TeacherRows, progress: float) -> Tensor:
-        """Per-row weight of the soft term, in [0, 1]."""
-        params = self.params
-        if params.weighting == "static":
-            return torch.full_like(targets, params.alpha, dtype=torch.float32)
-        if params.weighting == "curriculum":
-            ramp = min(1.0, progress / params.warmup) if params.warmup > 0 else 1.0
-            return torch.full_like(targets, params.alpha * ramp, dtype=torch.float32)
-        logprobs, target_logprob = teacher_logprobs(teacher, targets)
-        if params.weighting == "confidence":
-            return 1.0 - target_logprob.exp()
-        if params.weighting == "entropy":
-            return smoothness(logprobs, logits.shape[-1], params.gamma)
-        if params.weighting in ("reverse-adaptive", "wsl"):
-            from trainers.bridge_garden import reverse_adaptive_weight, wsl_weight
-
-            if params.weighting == "wsl":
-                return wsl_weight(logits, targets, target_logprob)
-            return reverse_adaptive_weight(target_logprob)
-        from trainers.risk_estimate import estimated_risk
-
-        return 1.0 - estimated_risk(logprobs)
+    def __init__(self, params: HybridParams | None = None) -> None:
+        super().__init__(params)
+        self.whole_sequences = self.params.weighting in SEQUENCE_LEVEL
 
     def token_losses(self, logits, targets, teacher, progress):
-        from trainers.bridge_garden import hard_term
+        params = self.params
+        rows = release_view(logits, targets, teacher)
+        if params.weighting == "margin-entropy":
+            from trainers.risk_estimate import estimated_risk
 
-        soft, cross_entropy = soft_and_cross_entropy(self.params, logits, targets, teacher)
-        hard = hard_term(self.params.hard_term, cross_entropy, self.params.chi2_alpha)
-        weight = self.soft_weight(logits, targets, teacher, progress)
-        return {
-            "loss": (1 - weight) * hard + weight * soft,
-            "hard_loss": hard.detach(),
-            "soft_loss": soft.detach(),
-            "soft_weight": weight.detach(),
-        }
+            soft = div_rows(params.divergence, rows.student, rows.teacher, params.distill_alpha, params.distill_beta)
+            hard = -rows.student_target
+            weight = 1.0 - estimated_risk(rows.teacher)
+            loss = (1 - weight) * hard + weight * soft
+            return {"loss": loss, "hard_loss": hard.detach(), "soft_loss": soft.detach(), "soft_weight": weight}
+        drawn = random_labels(logits, targets, progress) if params.weighting == "random_label" else None
+        return release_rows(params.weighting, params.divergence, rows, params, progress, drawn)
 
 
 GKD_SOURCE = "Agarwal et al. 2024 (GKD), TRL GKDTrainer"
@@ -385,47 +404,69 @@ class GKDParams(Params):
         kind="float",
         low=0.0,
         high=1.0,
-        source=GKD_SOURCE,
+        source=source("gkd", "lmbda"),
     )
     beta: float = param(
         0.5,
-        "JSD mixture: toward 0 forward KL, toward 1 reverse KL (TRL's convention)",
+        "JSD mixture: 0 forward KL, 1 reverse KL, between them beta KL(P||M) + (1-beta) KL(Q||M) (TRL's convention)",
         kind="float",
         low=0.0,
         high=1.0,
-        open_low=True,
-        open_high=True,
-        source=GKD_SOURCE,
+        source=source("gkd", "beta"),
     )
     temperature: float = param(
         0.9,
-        "the student's sampling temperature for on-policy completions",
+        "the student's sampling temperature for on-policy completions (top-k 0, top-p 1; the loss is at 1)",
         kind="float",
         low=0.0,
         open_low=True,
-        source=GKD_SOURCE,
+        source=source("gkd", "temperature"),
+    )
+    seq_kd: bool = param(
+        False,
+        "off-policy batches: the teacher's cached completions (true) or the data set's reference answers (false)",
+        kind="bool",
+        source=source("gkd", "seq_kd"),
     )
     max_new_tokens: int | None = param(
-        None, "on-policy completion budget (null: the pair's)", kind="int", low=1, optional=True, source=GKD_SOURCE
+        None,
+        "on-policy completion budget (null: the pair's; TRL's default is 128)",
+        kind="int",
+        low=1,
+        optional=True,
+        source=GKD_SOURCE,
     )
     select_top: float = select_top_param()
+
+
+def generalized_jsd(logits: Tensor, teacher_logits: Tensor, beta: float) -> Tensor:
+    """TRL's generalized_jsd_loss per row: forward KL at beta 0, reverse KL at beta 1, JSD(beta) between."""
+    from trainers.divergences import token_divergence
+
+    if beta == 0.0:
+        return token_divergence("fkl", logits, teacher_logits)
+    if beta == 1.0:
+        return token_divergence("rkl", logits, teacher_logits)
+    return token_divergence("jsd", logits, teacher_logits, beta=beta)
 
 
 @register_method
 class GKD(Objective):
     name = "gkd"
     description = (
-        "on-policy generalized KD (TRL GKD): with prob. lmbda train on student samples; JSD(beta) to an online teacher"
+        "on-policy generalized KD (TRL GKD): with prob. lmbda train on student samples, else on the data set's "
+        "completions (seq_kd: the teacher's); JSD(beta) to an online teacher"
     )
     Params = GKDParams
     soft_labels = True
     on_policy = True
 
-    def jsd(self, logits: Tensor, teacher: TeacherRows) -> Tensor:
-        from trainers.divergences import token_divergence
+    def data_plan(self, teacher_signal: str | None = None) -> DataPlan:
+        completions = "teacher" if self.params.seq_kd else "reference"
+        return DataPlan(completions=completions, teacher_signal="online", on_policy=True)
 
-        jsd = token_divergence("jsd", logits, teacher.logits, beta=self.params.beta)
-        return select_rows(logits, jsd, self.params.select_top)
+    def jsd(self, logits: Tensor, teacher: TeacherRows) -> Tensor:
+        return select_rows(logits, generalized_jsd(logits, teacher.logits, self.params.beta), self.params.select_top)
 
     def token_losses(self, logits, targets, teacher, progress):
         soft = self.jsd(logits, teacher)
@@ -433,25 +474,51 @@ class GKD(Objective):
 
 
 @dataclass
-class HybridGKDParams(GKDParams):
-    alpha: float = param(
-        0.5,
-        "weight of the JSD term; the teacher-argmax cross-entropy gets 1 - alpha",
+class HybridGKDParams(HybridGKDLossParams):
+    lmbda: float = param(
+        0.2,
+        "fraction of micro-batches whose completions the student samples itself (on-policy)",
         kind="float",
         low=0.0,
         high=1.0,
-        source=GKD_SOURCE,
+        source=HYBRID_GKD_SH,
+    )
+    temperature: float = param(
+        1.0,
+        "the student's sampling temperature for on-policy completions (top_k 0)",
+        kind="float",
+        low=0.0,
+        open_low=True,
+        source=HYBRID_GKD_SH,
+    )
+    max_new_tokens: int | None = param(
+        None,
+        "on-policy completion budget (null: the pair's)",
+        kind="int",
+        low=1,
+        optional=True,
+        source=f"{HYBRID_GKD_SH} uses 512 on its own data; here each pair sets its budget",
+    )
+    seq_kd: bool = param(
+        False,
+        "off-policy batches: the teacher's cached completions (true) or the data set's reference answers (false)",
+        kind="bool",
+        source=GKD_CONFIG,
     )
 
 
 @register_method
 class HybridGKD(GKD):
     name = "hybrid-gkd"
-    description = "gkd plus a hard term: (1 - alpha) * CE(teacher argmax) + alpha * JSD(beta), on the same samples"
+    description = (
+        "the Bridge-Garden release's HybridGKDTrainer: with prob. lmbda on student samples; lambda_fkl * ab "
+        "(forward KL at distill_alpha 1, distill_beta 0) + lambda_sft * CE(teacher argmax), online teacher"
+    )
     Params = HybridGKDParams
 
     def token_losses(self, logits, targets, teacher, progress):
-        soft = self.jsd(logits, teacher)
-        hard = cross_entropy_rows(logits, teacher.logits.argmax(-1))
-        alpha = self.params.alpha
-        return {"loss": (1 - alpha) * hard + alpha * soft, "hard_loss": hard.detach(), "soft_loss": soft.detach()}
+        work = logits if logits.dtype == torch.float64 else logits.float()
+        student = work.log_softmax(-1)
+        teacher_lp = teacher.logits.to(work.dtype).log_softmax(-1)
+        argmax = teacher.logits.argmax(-1)
+        return hybrid_gkd_rows(student, teacher_lp, student.gather(-1, argmax[:, None])[:, 0], self.params)

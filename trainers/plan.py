@@ -5,11 +5,20 @@ Each objective returns one from `Objective.data_plan(teacher_signal)`; the drive
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 Completions = Literal["reference", "teacher"]
 TeacherSignal = Literal["none", "topk", "online"]
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How a model samples: temperature (0 = greedy), nucleus top_p, and the seed."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -28,8 +37,8 @@ class DataPlan:
     gets) then has one more field, `student_completion_ids`: the initial student's completion of that example's
     `prompt_ids` (its token ids, ending at EOS; `[eos]` when the student produced nothing), next to the example's own
     `completion_ids` (the teacher's or the reference's) and, from the supervision cache, `topk_ids`/`topk_logprobs`.
-    The responses are sampled with the supervision's settings (greedy, the pair's `max_new_tokens`), before
-    training, by the pair's student as it is before any distillation, and cached under
+    The responses are sampled as `student_sampling` says (the method's settings; greedy by default), up to the
+    pair's `max_new_tokens`, before training, by the pair's student as it is before any distillation, and cached under
     `$HARNESS_CACHE/student_responses/<key>` (key: the student's identity, the prompts, the settings); the run's
     record charges them as their own phase, `student_responses`. `trainers.batch.collate` ignores fields it does not
     know, so an objective that uses the responses reads them where it builds its batches.
@@ -39,6 +48,7 @@ class DataPlan:
     teacher_signal: TeacherSignal = "none"
     on_policy: bool = False
     student_responses: bool = False
+    student_sampling: Sampling = field(default_factory=lambda: Sampling())
 
     @property
     def needs_teacher_model(self) -> bool:

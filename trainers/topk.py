@@ -157,6 +157,15 @@ def student_buckets(student_logits: Tensor, topk_ids: Tensor, *, temperature: fl
     return bucket_logprobs(scaled_logits(student_logits, temperature), topk_ids)[0]
 
 
+def refuse_topk(divergence: str) -> None:
+    """A one-line HarnessError for a divergence the top-k cache cannot serve faithfully."""
+    if divergence in DIVERGENCES and DIVERGENCES[divergence].needs_full_logits:
+        raise HarnessError(
+            f"divergence {divergence!r} is defined on the teacher's raw logits over the whole vocabulary; the top-k "
+            "cache stores top-k log-probs only: train it with the online teacher (--teacher-signal online)"
+        )
+
+
 def topk_divergence(
     name: str,
     student_logits: Tensor,
@@ -169,11 +178,13 @@ def topk_divergence(
     """The divergence `name` between teacher and student over the k + 1 buckets, at every position.
 
     `temperature` applies to the student's logits; the stored teacher log-probs already carry the temperature the
-    cache was built with, and the two should match. A logit divergence (csd, dld) gets the k + 1 bucket log-probs
-    at temperature 1 as logits (see trainers.divergences) and applies `temperature` to its weights only.
+    cache was built with, and the two should match. A logit divergence (csd) gets the k + 1 bucket log-probs at
+    temperature 1 as logits (see trainers.divergences) and applies `temperature` to its weights only; one defined on
+    the raw logits of the whole vocabulary (dld) is refused.
     """
     if not temperature > 0:
         raise HarnessError(f"temperature must be > 0, got {temperature}")
+    refuse_topk(name)
     if name in DIVERGENCES and DIVERGENCES[name].on_logits:
         student = student_buckets(student_logits, topk_ids)
         teacher = teacher_buckets(topk_ids, topk_logprobs)
@@ -187,6 +198,7 @@ def topk_divergence_and_cross_entropy(
 ) -> tuple[Tensor, Tensor]:
     """`topk_divergence` at temperature 1 and the student's cross-entropy on `targets` (shape: the leading shape),
     from one softmax of the logits."""
+    refuse_topk(name)
     student, target = bucket_logprobs(scaled_logits(student_logits, 1.0), topk_ids, targets[..., None])
     return divergence_from_logprobs(name, student, teacher_buckets(topk_ids, topk_logprobs), **params), -target[..., 0]
 

@@ -4,8 +4,8 @@ Every method trains teacher-forced on the same teacher texts, with the trainers'
 (`trainers.load_method`): the teacher's logits are log p_T, exact at every position. Study names map to a trainer
 method and its parameters (`STUDY_METHODS`): `hard` (CE on the sampled tokens), `soft` (forward KL to p_T),
 `hybrid` (static: half each) and the adaptive hybrids, whose soft weight per token is set by the teacher:
-`hybrid-confidence` (1 - p_T(token)), `hybrid-entropy` (teacher smoothness) and `hybrid-risk`
-(1 - `estimate.estimated_risk`).
+`hybrid-confidence` (the Bridge-Garden release's adap_sft: 1 - p_T(token)), `hybrid-entropy` (its entropy_sft_distill,
+teacher smoothness at gamma 2) and `hybrid-risk` (1 - `estimate.estimated_risk`); the soft term is forward KL.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from trainers.objectives import Objective, TeacherRows
 STUDY_METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "hard": ("hard", {}),
     "soft": ("soft", {}),
-    "hybrid": ("hybrid", {}),
-    "hybrid-confidence": ("hybrid", {"weighting": "confidence"}),
-    "hybrid-entropy": ("hybrid", {"weighting": "entropy"}),
+    "hybrid": ("hybrid", {"distill_weight": 0.5}),
+    "hybrid-confidence": ("hybrid", {"weighting": "adap_sft"}),
+    "hybrid-entropy": ("hybrid", {"weighting": "entropy_sft_distill", "entropy_gamma": 2.0}),
     "hybrid-risk": ("hybrid", {"weighting": "margin-entropy"}),
 }
 

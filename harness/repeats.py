@@ -1,0 +1,33 @@
+"""Repeats: records of the same experiment (pair build, method, settings, seed) as another one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from harness.records import RunRecord, load_records
+
+
+def experiment(record: RunRecord) -> tuple[str, ...]:
+    """What makes two records repeats of one experiment (as JSON text, so equal settings compare equal)."""
+    fields = (record.pair, record.models, record.method, record.seed, record.method_params, record.train_config)
+    return tuple(json.dumps(value, sort_keys=True) for value in fields)
+
+
+def repeats_of(record: RunRecord, results_dir: str | Path) -> list[RunRecord]:
+    """The other records under `results_dir` of `record`'s experiment, oldest first."""
+    found = [r for r in load_records(results_dir)[0] if r.run_id != record.run_id]
+    return [r for r in found if experiment(r) == experiment(record)]
+
+
+def repeat_notes(record: RunRecord, results_dir: str | Path) -> list[str]:
+    """One line per earlier record of the same experiment: `same as <id>`, and whether the scores agree."""
+    notes = []
+    for other in repeats_of(record, results_dir):
+        same = {k: v.score for k, v in other.scores.items()} == {k: v.score for k, v in record.scores.items()}
+        agreement = "same scores" if same else "scores differ"
+        notes.append(
+            f"same as {other.run_id} (pair build, method, settings and seed): {agreement}; "
+            "the leaderboard counts the newer record once, not as another seed"
+        )
+    return notes
