@@ -274,7 +274,8 @@ def run(
     from harness.tune import tuned_spec
 
     spec = spec if untuned else tuned_spec(spec)
-    outcome = run_pipeline(replace(spec, results_dir=chosen_results_dir([spec])))
+    spec = replace(spec, results_dir=chosen_results_dir([spec]))
+    outcome = run_pipeline(spec)
     if outcome is None:  # a process of a multi-process launch other than the main one: the main one reports
         return
     record, path = outcome

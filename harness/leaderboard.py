@@ -1,7 +1,8 @@
 """The leaderboard: run records -> tables (one per pair build) of rows (method settings, over seeds) -> md, csv,
 html, LaTeX and plots.
 
-It is a pure function of the records under `<results_dir>/runs/`: the same files give byte-identical outputs
+It is a pure function of the records under `<results_dir>/runs/` (and, for the loss plots, the training logs they
+point to): the same files give byte-identical outputs
 (no build time, sorted rows, fixed number formats, deterministic PNGs). A bad record is reported and skipped,
 never deleted; the build takes no lock.
 

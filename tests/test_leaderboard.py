@@ -185,7 +185,7 @@ def test_a_row_with_one_seed_shows_no_interval_and_no_detectable_difference(tmp_
     board = leaderboard(tmp_path)
     row = board.tables[0].rows[0]
     assert row.scores["arith"].low is None and row.detectable is None
-    assert "| hard | 1 | 20.0 | 0.14 | – |" in render_markdown(board)
+    assert "| hard | 1 | 20.0 | s0 20.0 | 0.14 | – |" in render_markdown(board)
 
 
 def test_gap_recovered_against_the_reference_rows(results: Path) -> None:
