@@ -112,6 +112,7 @@ def main_options(
 
 BACKEND_HELP = "Generation backend: auto, transformers or vllm."
 TOP_K_HELP = "Teacher log-probs kept per token for soft labels."
+UNTUNED_HELP = "Ignore the setting `harness tune` chose for this pair and method (harness/tuned/<pair>.json)."
 MEMORY_HELP = "vLLM: each engine's share of its GPU (default: the pair's, else what is free when it starts)."
 RUN_OPTIONS = [  # (name, annotation, default) of the options every command that runs the pipeline shares
     ("param", Annotated[list[str], typer.Option("--param", help="Method parameter key=value (repeatable).")], []),
@@ -255,6 +256,7 @@ def run(
     ] = "hybrid",
     pair: Annotated[str, typer.Option("--pair", "-p", help="Teacher-student pair (see `harness pairs`).")] = "tiny",
     seed: Annotated[int, typer.Option(help="Training seed.")] = 0,
+    untuned: Annotated[bool, typer.Option("--untuned", help=UNTUNED_HELP)] = False,
 ) -> None:
     """Distil a pair's student with a method, evaluate it, write its record and rebuild the leaderboard."""
     from dataclasses import replace
@@ -269,7 +271,9 @@ def run(
     from harness.leaderboard import build_leaderboard
     from harness.pipeline import run as run_pipeline
     from harness.repeats import repeat_notes
+    from harness.tune import tuned_spec
 
+    spec = spec if untuned else tuned_spec(spec)
     spec = replace(spec, results_dir=chosen_results_dir([spec]))
     outcome = run_pipeline(spec)
     if outcome is None:  # a process of a multi-process launch other than the main one: the main one reports
@@ -307,6 +311,7 @@ def sweep(
         str | None,
         typer.Option("--executor", help="Submit the cells as jobs: slurm, or local (processes); default: run here."),
     ] = None,
+    untuned: Annotated[bool, typer.Option("--untuned", help=UNTUNED_HELP)] = False,
     plan: Annotated[bool, typer.Option("--plan", help="Print each cell's estimated FLOPs and device-hours.")] = False,
     status: Annotated[bool, typer.Option("--status", help="Each cell's state: scheduler and records.")] = False,
     cluster_config: Annotated[
@@ -331,12 +336,14 @@ def sweep(
     from harness.launch import is_main_process
     from harness.leaderboard import build_leaderboard
     from harness.sweep import SweepIncomplete, grid, run_sweep
+    from harness.tune import tuned_spec
 
     try:
         seed_list = [int(s) for s in comma_list(seeds)]
     except ValueError:
         raise HarnessError(f"malformed --seeds {seeds!r}; expected integers separated by commas") from None
     specs = grid(comma_list(pairs), comma_list(methods), seed_list, spec.method_params, replace(spec, method_params={}))
+    specs = specs if untuned else [tuned_spec(s) for s in specs]
     results_dir = chosen_results_dir(specs)
     if executor or plan or status:
         from harness.sweep_views import ScheduleOptions, scheduled_sweep
@@ -359,6 +366,43 @@ def sweep(
             f"{len(result.failed)} of {len(specs)} cells failed (see {results_dir / 'failures'}); "
             "run the same command again to retry them"
         )
+
+
+@app.command()
+@run_options
+def tune(
+    spec: RunSpec,
+    method: Annotated[str, typer.Option("--method", "-m", help="Distillation method (see `harness methods`).")],
+    pair: Annotated[str, typer.Option("--pair", "-p", help="Teacher-student pair (see `harness pairs`).")] = "tiny",
+    grid: Annotated[
+        list[str],
+        typer.Option("--grid", help="key=v1,v2,... to search (repeatable; default: lr and the method's own grid)."),
+    ] = [],  # noqa: B006 (typer reads the default; it is never mutated)
+    budget: Annotated[int, typer.Option("--budget", help="Trials (grid points); the same for every method.")] = 6,
+    seeds: Annotated[str, typer.Option("--seeds", help="Comma-separated seeds each trial trains with.")] = "0",
+) -> None:
+    """Pick a method's learning rate (and its own tuned parameters) on the pair's dev split of the training prompts,
+    never the test problems; write the choice to harness/tuned/<pair>.json, which `run` and `sweep` then use."""
+    from dataclasses import replace
+
+    from harness.tune import parse_grid
+    from harness.tune import tune as tune_method
+
+    try:
+        seed_list = [int(s) for s in comma_list(seeds)]
+    except ValueError:
+        raise HarnessError(f"malformed --seeds {seeds!r}; expected integers separated by commas") from None
+    spec = replace(spec, pair=pair, method=method)
+    entry = tune_method(spec, grid=parse_grid(grid) or None, budget=budget, seeds=seed_list)
+    table = Table(title=f"{pair} / {entry['method']}: dev split {entry['dev']['docs']} of {entry['dev']['task']} train")
+    for column in ("setting", "dev %"):
+        table.add_column(column)
+    for trial in entry["trials"]:
+        shown = ", ".join(f"{k}={v}" for k, v in trial["setting"].items())
+        table.add_row(
+            shown + ("  (chosen)" if trial["setting"] == entry["chosen"] else ""), f"{100 * trial['dev_score']:.1f}"
+        )
+    console.print(table)
 
 
 @app.command()
@@ -549,19 +593,19 @@ def compare(
         ),
     ],
     tasks: Annotated[str | None, typer.Option("--tasks", help="Comma-separated benchmarks (default: all).")] = None,
-    n_boot: Annotated[int, typer.Option("--n-boot", help="Bootstrap resamples.")] = 10_000,
-    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
     all_pairs: Annotated[bool, typer.Option("--all-pairs", help="Compare every two methods.")] = False,
     results_dir: ResultsDir = Path("results"),
 ) -> None:
-    """Paired differences between methods over the same problems, with bootstrap 95% intervals."""
+    """Differences between methods over the same problems, paired by seed: t 95% intervals, a verdict and the
+    minimum detectable difference."""
+    from harness.compare import DETECTABLE_NOTE, comparison_table
     from harness.compare import compare as compare_runs
-    from harness.compare import comparison_table
 
     names = comma_list(methods)
     task_list = [t.strip() for t in tasks.split(",")] if tasks else None
-    comparisons = compare_runs(results_dir, pair, names, tasks=task_list, n_boot=n_boot, seed=seed, all_pairs=all_pairs)
-    console.print(comparison_table(comparisons, title=f"{pair}: paired differences (95% bootstrap CI)"))
+    comparisons = compare_runs(results_dir, pair, names, tasks=task_list, all_pairs=all_pairs)
+    console.print(comparison_table(comparisons, title=f"{pair}: differences paired by seed (95% t CI)"))
+    console.print(DETECTABLE_NOTE)
 
 
 @app.command()

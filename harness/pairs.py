@@ -63,6 +63,7 @@ class Pair:
     max_length: int = 2048
     max_new_tokens: int = 1024
     train_prompts: int = 1000
+    dev_prompts: int = 0  # train-task docs after the training prompts, held out for `harness tune` (0: none)
     chat_template: str = "model"
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
     model_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -106,6 +107,9 @@ def _parse_pair(name: str, entry: Any, source: Path) -> Pair:
     for key in ("max_length", "max_new_tokens", "train_prompts", "cpu_threads"):
         if key in values and (not isinstance(values[key], int) or values[key] <= 0):
             raise HarnessError(f"{where}: field {key!r} must be a positive integer, got {values[key]!r}")
+    dev = values.get("dev_prompts", 0)
+    if not isinstance(dev, int) or isinstance(dev, bool) or dev < 0:
+        raise HarnessError(f"{where}: field 'dev_prompts' must be a non-negative integer, got {dev!r}")
     share = values.get("gpu_memory_utilization")
     if share is not None and (isinstance(share, bool) or not isinstance(share, float | int) or not 0 < share <= 1):
         raise HarnessError(f"{where}: field 'gpu_memory_utilization' must be a number in (0, 1], got {share!r}")

@@ -152,6 +152,7 @@ def recorded_settings(
             "supervision": pair.supervision.to_record(),
             "trace_filter": asdict(pair.trace_filter),
             "evaluation": pair.evaluation.to_record(),
+            **({"tuning": spec.tuning} if spec.tuning else {}),
         },
     }
 

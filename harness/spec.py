@@ -30,6 +30,7 @@ class RunSpec:
     gpu_memory_utilization: float | None = None  # vLLM: each engine's share of its GPU (None: the pair's, or computed)
     supervision_temperature: float | None = None  # teacher sampling temperature for hard labels (None: the pair's)
     report_to: str = "none"  # the experiment tracker training logs to (trainers.train_log.REPORT_TO)
+    tuning: dict[str, Any] | None = None  # how `harness tune` chose the settings (harness.tune); None: untuned
 
     def parallel(self) -> dict[str, int]:
         return {"tensor_parallel": self.tensor_parallel, "data_parallel": self.data_parallel}
