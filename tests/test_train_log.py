@@ -239,7 +239,7 @@ def test_a_trial_run_logs_to_a_file_tracks_to_tensorboard_and_leaves_results_as_
         outputs.append(log.read_text())
         assert done.returncode == 0, outputs[-1]
     assert _tree(tmp_path / "results") == before  # byte for byte as committed
-    assert "leaderboard: results/" not in outputs[0]  # the trial's leaderboard is the scratch folder's, not rebuilt here
+    assert "leaderboard: results/" not in outputs[0]  # the trial rebuilds the scratch folder's leaderboard
     scratch = trial_results_dir()
     records = sorted((scratch / "runs").glob("tiny-soft-*.json"), key=lambda p: p.stat().st_mtime)[-2:]
     first, second = (json.loads(p.read_text()) for p in records)
