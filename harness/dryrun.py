@@ -3,13 +3,14 @@
 `harness dry-run --pair P [--scale S]` reads the teacher's and student's config facts shipped in
 `harness/configs/models/<hub id>.json` (each with the page it was read from), scales depth and width by S
 (S = 1: the real shape; `small`: every dimension at its floor, hidden 64), never the vocabulary, builds both
-models with random weights in the pair's dtype, saves them with one tokenizer that has exactly as many tokens
-as the two models share rows (Qwen2.5: 151936 of the teacher's 152064, so the teacher's padding rows stay
-unreachable, as in the real pair), writes a pairs file whose entry is the real pair's with local folders and
-tiny budgets, and runs `harness.pipeline.run` on it: supervision, training, evaluation and the record take the
-path a real run of the pair takes (architecture class, soft-capping, rope scaling, vocabulary alignment,
-dtype, mixed precision, the pair's benchmarks), with no download. Records go to a dry-run results folder,
-never to `results/`.
+models with random weights in the pair's dtype, saves each with its real tokenizer, chat template and generation
+end ids where harness.tokenizers has them (Qwen2.5, Qwen3, R1-Distill-Qwen, Llama 3.x), else with one tokenizer
+padded to exactly as many tokens as the two models share rows (Qwen2.5: 151936 of the teacher's 152064, so the
+teacher's padding rows stay unreachable, as in the real pair); `built.json` says which. It writes a pairs file
+whose entry is the real pair's with local folders and tiny budgets, and runs `harness.pipeline.run` on it:
+supervision, training, evaluation and the record take the path a real run of the pair takes (architecture
+class, soft-capping, rope scaling, vocabulary alignment, dtype, mixed precision, the pair's benchmarks), with no
+download. Records go to a dry-run results folder, never to `results/`.
 """
 
 from __future__ import annotations
@@ -133,8 +134,11 @@ def padded_tokenizer(texts: list[str], size: int) -> Any:
     return tokenizer
 
 
-def build_model(config: dict[str, Any], dtype: str, tokenizer: Any, seed: int, folder: Path) -> None:
-    """A random-weight model of `config` in `dtype`, built on the GPU when there is one, saved to `folder`."""
+def build_model(
+    config: dict[str, Any], dtype: str, tokenizer: Any, seed: int, folder: Path, end_ids: list[int] | None = None
+) -> None:
+    """A random-weight model of `config` in `dtype`, built on the GPU when there is one, saved to `folder` with its
+    generation config's end ids (`end_ids`, as the real model's generation_config.json has them)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     values = {k: v for k, v in config.items() if k not in ("model_type", "architectures")}
@@ -147,12 +151,27 @@ def build_model(config: dict[str, Any], dtype: str, tokenizer: Any, seed: int, f
         model = AutoModelForCausalLM.from_config(hf_config, dtype=getattr(torch, dtype))
     if type(model).__name__ != config["architectures"][0]:
         raise HarnessError(f"config {config['architectures'][0]} built a {type(model).__name__}")
+    if end_ids:
+        model.generation_config.eos_token_id = list(end_ids)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     del model
     gc.collect()
     if torch.cuda.is_available():  # give the memory back before the run's phases start their engines
         torch.cuda.empty_cache()
+
+
+def real_recipe(pair: Pair) -> Any:
+    """The real tokenizer's recipe (harness.tokenizers) when both models of `pair` have one and its packages are
+    installed, else None (the dry run then uses a padded tokenizer of the real vocabulary size)."""
+    import importlib.util
+
+    from harness.tokenizers import BY_HUB_ID
+
+    teacher, student = BY_HUB_ID.get(pair.teacher), BY_HUB_ID.get(pair.student)
+    if teacher is None or student is None or importlib.util.find_spec(student.package) is None:
+        return None
+    return student
 
 
 def build_pair(pair: Pair, scale: float) -> Path:
@@ -166,20 +185,31 @@ def build_pair(pair: Pair, scale: float) -> Path:
                 f"pair {pair.name!r}: the shipped {role} config is {config['architectures'][0]}, the pair says "
                 f"{pair.architecture}"
             )
-    root = cache_root() / "dryrun" / cache_key({"configs": configs, "dtype": pair.dtype, "version": 1})
+    recipe = real_recipe(pair)
+    tokenizer_id = {"family": recipe.family, "sha256": recipe.tokenizer_sha256} if recipe else "padded"
+    key = {"configs": configs, "dtype": pair.dtype, "tokenizer": tokenizer_id, "version": 2}
+    root = cache_root() / "dryrun" / cache_key(key)
     if (root / "built.json").exists():
         return root
     console.print(f"[bold]Building random-weight {pair.name} models[/] (scale {scale or SMALL}) in {root}")
-    from tasks import load_task
+    if recipe:
+        from harness.tokenizers import real_tokenizer
 
-    docs = load_task(pair.train_task).docs("train")[:500]
-    texts = ["\n".join(str(value) for value in doc.values()) for doc in docs]
-    tokenizer = padded_tokenizer(texts, min(c["vocab_size"] for c in configs.values()))
+        tokenizers = {role: real_tokenizer(getattr(pair, role)) for role in configs}  # each model's own template
+        end_ids = list(recipe.end_ids)
+    else:
+        from tasks import load_task
+
+        docs = load_task(pair.train_task).docs("train")[:500]
+        texts = ["\n".join(str(value) for value in doc.values()) for doc in docs]
+        padded = padded_tokenizer(texts, min(c["vocab_size"] for c in configs.values()))
+        tokenizers, end_ids = dict.fromkeys(configs, padded), None
     staging = root.with_name(f"{root.name}.building-{os.getpid()}-{secrets.token_hex(3)}")
     for seed, (role, config) in enumerate(configs.items()):
-        build_model(config, pair.dtype, tokenizer, seed, staging / role)
+        build_model(config, pair.dtype, tokenizers[role], seed, staging / role, end_ids)
     atomic_write_json(
-        staging / "built.json", {"configs": configs, "sources": {r: f["source"] for r, f in facts.items()}}
+        staging / "built.json",
+        {"configs": configs, "sources": {r: f["source"] for r, f in facts.items()}, "tokenizer": tokenizer_id},
     )
     try:
         staging.rename(root)
@@ -206,7 +236,8 @@ def dry_run_pairs_file(pair: Pair, source: Path | None, models: Path, budget: Bu
     entry = dict(tomllib.loads(Path(source or DEFAULT_PAIRS_FILE).read_text())["pairs"][pair.name])
     entry.pop("max_new_tokens", None)
     entry.update(
-        description=f"dry run of {pair.name}: random weights at its config's shape; {pair.description}",
+        description=f"dry run of {pair.name}: random weights at its config's shape, tokenizer "
+        f"{json.loads((models / 'built.json').read_text()).get('tokenizer', 'padded')}; {pair.description}",
         teacher=str(models / "teacher"),
         student=str(models / "student"),
         train_prompts=budget.train_prompts,

@@ -1,9 +1,10 @@
 """The leaderboard: run records -> tables (one per pair build) of rows (method settings, over seeds) -> md, csv,
 html, LaTeX and plots.
 
-It is a pure function of the records under `<results_dir>/runs/` and the per-sample logs they point to: the
-same files give byte-identical outputs (no build time, sorted rows, fixed number formats, a fixed bootstrap
-seed, deterministic PNGs). A bad record is reported and skipped, never deleted; the build takes no lock.
+It is a pure function of the records under `<results_dir>/runs/` (and, for the loss plots, the training logs they
+point to): the same files give byte-identical outputs
+(no build time, sorted rows, fixed number formats, deterministic PNGs). A bad record is reported and skipped,
+never deleted; the build takes no lock.
 
 Tables. A table holds the runs of one *build* of a pair: same pair name, same models (weights or hub revision,
 tokenizers: `RunRecord.models`), same data (train and eval splits' hashes) and evaluation settings (doc
@@ -21,10 +22,16 @@ Reference rows: the teacher and the student before distillation, each averaged o
 evaluations in the table (all made with the table's settings; evaluations of different sizes are never
 averaged).
 
-Scores are the primary metric of each benchmark in %, the mean over the row's seeds with a 95% percentile
-bootstrap interval over problems and seeds (harness.bootstrap); no interval where a per-sample log is
-missing. Gap recovered = (after - before) / (teacher - before) on the mean over the benchmarks, with an
-interval from a joint bootstrap of the row, the student before and the teacher (paired on problems).
+Scores are the primary metric of each benchmark in %, the mean over the row's seeds with a 95% t interval over
+the seeds' scores (harness.stats); a row with one seed has no interval. Gap recovered = (after - before) /
+(teacher - before) on the mean over the benchmarks, per seed, with its t interval (the reference rows' means taken
+as exact). Detectable: the minimum detectable difference (harness.stats) between the row and another with as many
+seeds and the same spread, on the mean over benchmarks (or the one benchmark): the smallest true difference an
+unpaired two-sided t test at alpha 0.05 finds with power 0.8, the row's seed SD taken as the true one.
+
+Tuned. A run whose settings `harness tune` chose records how (`train_config.tuning`: grid, budget, choice, dev
+score); such rows are rows of their own (their settings differ) and, in tables that have one, a `tuned` column gives
+the choice, the grid and the trial budget ("–": untuned).
 
 Truncated. Where a record's scores report it (the `truncated` metric, from the generators' finish reasons), the share
 of each benchmark's completions that hit their token budget, in %: the mean over the row's runs (or the reference's
@@ -57,11 +64,11 @@ from typing import Any
 
 import numpy as np
 
-from harness.bootstrap import Series, aligned, bootstrap_means, percentile_interval, read_samples
 from harness.cache import cache_key
 from harness.leaderboard_html import Cell, Section, render_html
 from harness.plots import LossCurves, pair_plots
 from harness.records import RunRecord, describe_trial, load_records
+from harness.stats import mean_interval, two_row_detectable
 from harness.train_curves import loss_curve
 from kdcore.errors import HarnessError, unknown_choice
 from kdcore.io import atomic_write_bytes, atomic_write_text
@@ -73,21 +80,22 @@ PHASE_ORDER = ("supervise", "train", "evaluate")
 PER_RUN_KEYS = ("seed",)  # train_config keys that vary between the seeds of one setting
 PLOTS_DIR = "plots"
 MISSING = "–"
-BOOT = 4000  # bootstrap resamples per interval
-BOOT_SEED = 0
 BUILD_CHARS = 6
 TEACHER, BEFORE = "teacher (reference)", "student before distillation (reference)"
 COSTS = ("device_hours", "flops")
+TUNING = "tuning"  # the train_config key `harness tune`'s choice is recorded under
 
 
 @dataclass(frozen=True)
 class Estimate:
-    """A mean (in % for scores), its 95% interval (None without per-sample logs) and how many values it has."""
+    """A mean (in % for scores), its 95% t interval over its values (None for a single value), how many values it
+    has, and the minimum detectable difference against a row like it (None where not computed)."""
 
     mean: float
     low: float | None
     high: float | None
     n: int
+    detectable: float | None = None
 
 
 @dataclass
@@ -146,6 +154,22 @@ class Row:
     def seeds(self) -> int:
         return len(self.group.runs)
 
+    @property
+    def tuned(self) -> str:
+        """How the row's settings were tuned: the choice, the grid's sizes and the trial budget; – if untuned."""
+        tuning = self.group.settings["train_config"].get(TUNING)
+        if not isinstance(tuning, dict):
+            return MISSING
+        chosen = ", ".join(f"{k}={_show(v)}" for k, v in sorted(tuning.get("chosen", {}).items()))
+        grid = ", ".join(f"{k} x{len(v)}" for k, v in sorted(tuning.get("grid", {}).items()))
+        return f"{chosen} (grid {grid}; {tuning.get('budget')} trials on dev)"
+
+    @property
+    def detectable(self) -> float | None:
+        """The minimum detectable difference (pp) on the mean over benchmarks, or on the one benchmark."""
+        headline = self.average or (next(iter(self.scores.values())) if len(self.scores) == 1 else None)
+        return headline.detectable if headline else None
+
 
 @dataclass
 class PairTable:
@@ -167,6 +191,11 @@ class PairTable:
 
     def reference(self, label: str) -> Reference | None:
         return next((r for r in self.references if r.label == label), None)
+
+    @property
+    def tuning(self) -> bool:
+        """Whether a row of the table was tuned (the `tuned` column is shown only then)."""
+        return any(row.tuned != MISSING for row in self.rows)
 
     @property
     def truncation(self) -> bool:
@@ -303,7 +332,7 @@ def _label(group: Group, siblings: list[Group]) -> str:
     parts = []
     for section in ("method_params", "train_config"):
         keys = sorted({k for g in siblings for k in g.settings[section]})
-        for k in keys:
+        for k in (k for k in keys if k != TUNING):  # tuned rows say so in their own column
             values = {_show(g.settings[section].get(k)) for g in siblings}
             if len(values) > 1 and k in group.settings[section]:
                 parts.append(f"{k}={_show(group.settings[section][k])}")
@@ -364,46 +393,21 @@ def resolve_method(groups: list[Group], pair: str, name: str, *, kind: str = "me
     raise HarnessError(f"{kind} {name!r} has several settings on pair {pair!r}; pick one of: {labels}")
 
 
-# ---------------------------------------------------------------- per-sample logs -> estimates
-
-
-def _doc_scores(results_dir: Path, score: TaskScore) -> dict[int, float] | None:
-    """doc_id -> score from a score's per-sample log; None when it has none (or it is not in the results dir)."""
-    if score.samples is None or not (results_dir / score.samples).is_file():
-        return None
-    return read_samples(results_dir / score.samples)
+# ---------------------------------------------------------------- recorded scores -> estimates
 
 
 @dataclass
-class _Logs:
-    """What a bootstrap needs of one row: per benchmark, its values' per-problem scores (None: a log is missing)."""
+class _Values:
+    """What the estimates of one row need: per benchmark, who its values are (seeds or evaluations) and their
+    recorded scores (%)."""
 
-    seeds: dict[str, tuple[Hashable, ...]] = field(default_factory=dict)  # benchmark -> who the values are
-    means: dict[str, list[float]] = field(default_factory=dict)  # benchmark -> the values' scores (%) as recorded
-    docs: dict[str, list[dict[int, float]] | None] = field(default_factory=dict)
+    seeds: dict[str, tuple[Hashable, ...]] = field(default_factory=dict)
+    means: dict[str, list[float]] = field(default_factory=dict)
 
-    def add(self, results_dir: Path, task: str, seeds: tuple[Hashable, ...], scores: list[TaskScore]) -> None:
-        """Add one benchmark's values (runs or evaluations, named by `seeds`) and their per-sample logs."""
+    def add(self, task: str, seeds: tuple[Hashable, ...], scores: list[TaskScore]) -> None:
+        """Add one benchmark's values (runs or evaluations, named by `seeds`)."""
         self.seeds[task] = seeds
         self.means[task] = [100.0 * s.score for s in scores]
-        per_doc = [_doc_scores(results_dir, s) for s in scores]
-        self.docs[task] = None if any(d is None for d in per_doc) else per_doc
-
-
-def _replicates(logs: list[_Logs], tasks: list[str]) -> np.ndarray | None:
-    """Bootstrap means in % (n_boot, len(logs), len(tasks)) over the problems all of them scored; None when a
-    log is missing or they share no problem."""
-    if not tasks or any(one.docs.get(t) is None for one in logs for t in tasks):
-        return None
-    if any(len({one.seeds[t] for t in tasks}) > 1 for one in logs):  # values differ between benchmarks
-        return None
-    matrices: dict[str, list[np.ndarray]] = {}
-    for task in tasks:
-        docs, matrices[task] = aligned([one.docs[task] for one in logs])
-        if not docs:
-            return None
-    series = [Series(one.seeds[tasks[0]], {t: matrices[t][i] for t in tasks}) for i, one in enumerate(logs)]
-    return 100.0 * bootstrap_means(series, tasks, n_boot=BOOT, seed=BOOT_SEED)
 
 
 def _truncated(scores: Iterable[TaskScore]) -> Estimate | None:
@@ -413,63 +417,41 @@ def _truncated(scores: Iterable[TaskScore]) -> Estimate | None:
     return Estimate(float(np.mean(rates)), None, None, len(rates)) if rates else None
 
 
-def _estimate(values: list[float], replicates: np.ndarray | None) -> Estimate:
-    low, high = percentile_interval(replicates) if replicates is not None else (None, None)
-    return Estimate(float(np.mean(values)), low, high, len(values))
+def _estimate(values: list[float]) -> Estimate:
+    """The mean of `values` with its t interval over them and the minimum detectable difference against a row
+    like it (none for a single value)."""
+    interval = mean_interval(values)
+    return Estimate(interval.mean, interval.low, interval.high, interval.n, two_row_detectable(values))
 
 
-def _score_estimates(logs: _Logs, benchmarks: list[str]) -> tuple[dict[str, Estimate], Estimate | None]:
-    """Per-benchmark estimates and the macro average (from values that have every benchmark), from one joint
-    bootstrap of all benchmarks where the same values have them all, else one per benchmark."""
-    tasks = [b for b in benchmarks if logs.means.get(b)]
-    joint = len(tasks) == len(benchmarks) and len({logs.seeds[b] for b in benchmarks}) == 1
-    reps = _replicates([logs], benchmarks) if joint else None
-    scores = {}
-    for task in tasks:
-        if reps is not None:
-            one = reps[:, 0, benchmarks.index(task)]
-        else:
-            alone = None if joint else _replicates([logs], [task])
-            one = None if alone is None else alone[:, 0, 0]
-        scores[task] = _estimate(logs.means[task], one)
-    if not joint:
-        return scores, None
-    averages = [float(np.mean(column)) for column in zip(*(logs.means[b] for b in benchmarks), strict=True)]
-    return scores, _estimate(averages, None if reps is None else reps[:, 0, :].mean(axis=1))
+def _score_estimates(
+    values: _Values, benchmarks: list[str]
+) -> tuple[dict[str, Estimate], Estimate | None, list[float] | None]:
+    """Per-benchmark estimates, and the macro average with its per-value averages where the same values have
+    every benchmark."""
+    scores = {task: _estimate(values.means[task]) for task in benchmarks if values.means.get(task)}
+    if len(scores) < len(benchmarks) or len({values.seeds[b] for b in benchmarks}) != 1:
+        return scores, None, None
+    averages = [float(np.mean(column)) for column in zip(*(values.means[b] for b in benchmarks), strict=True)]
+    return scores, _estimate(averages), averages
 
 
-def _gap(
-    row: _Logs,
-    average: Estimate | None,
-    before: Reference | None,
-    teacher: Reference | None,
-    logs: list[_Logs],
-    benchmarks: list[str],
-) -> Estimate | None:
-    """(after - before) / (teacher - before) on the macro average, with a joint bootstrap interval."""
-    if average is None or before is None or teacher is None or before.average is None or teacher.average is None:
+def _gap(averages: list[float] | None, before: Reference | None, teacher: Reference | None) -> Estimate | None:
+    """(after - before) / (teacher - before) on the macro average, per value, with its t interval; the references'
+    means are taken as exact."""
+    if averages is None or before is None or teacher is None or before.average is None or teacher.average is None:
         return None
     span = teacher.average.mean - before.average.mean
     if span == 0:
         return None
-    point = (average.mean - before.average.mean) / span
-    reps = _replicates([row, *logs], benchmarks)
-    if reps is None:
-        return Estimate(point, None, None, average.n)
-    after, base, top = (reps[:, i, :].mean(axis=1) for i in range(3))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratios = (after - base) / (top - base)
-    ratios[~np.isfinite(ratios)] = np.nan
-    low, high = percentile_interval(ratios)
-    return Estimate(point, low, high, average.n)
+    interval = mean_interval([(a - before.average.mean) / span for a in averages])
+    return Estimate(interval.mean, interval.low, interval.high, interval.n)
 
 
-def _reference(
-    results_dir: Path, runs: list[RunRecord], kind: str, label: str, benchmarks: list[str]
-) -> tuple[Reference, _Logs] | None:
+def _reference(runs: list[RunRecord], kind: str, label: str, benchmarks: list[str]) -> Reference | None:
     """A reference row from the runs' `kind` scores (teacher_scores or student_before_scores): its distinct
     evaluations per benchmark (runs share one cached evaluation), never averaging evaluations of different sizes."""
-    logs = _Logs()
+    values = _Values()
     notes, evaluations, truncated = [], 0, {}
     for task in benchmarks:
         distinct = {}
@@ -482,14 +464,14 @@ def _reference(
             continue
         if distinct:
             names = tuple(f"evaluation {i}" for i in range(len(distinct)))
-            logs.add(results_dir, task, names, [distinct[k] for k in sorted(distinct, key=repr)])
+            values.add(task, names, [distinct[k] for k in sorted(distinct, key=repr)])
             evaluations = max(evaluations, len(distinct))
             if (rate := _truncated(distinct.values())) is not None:
                 truncated[task] = rate
-    if not logs.means:
+    if not values.means:
         return None
-    scores, average = _score_estimates(logs, benchmarks)
-    return Reference(label, scores, average, evaluations, "; ".join(notes), truncated), logs
+    scores, average, _ = _score_estimates(values, benchmarks)
+    return Reference(label, scores, average, evaluations, "; ".join(notes), truncated)
 
 
 # ---------------------------------------------------------------- groups -> rows and tables
@@ -502,21 +484,18 @@ def _ordered_phases(names: Iterable[str]) -> list[str]:
 
 def _row(
     group: Group,
-    results_dir: Path,
     benchmarks: list[str],
     costs: dict[str, dict[str, dict[str, float]]],
-    references: dict[str, tuple[Reference, _Logs]],
+    references: dict[str, Reference],
 ) -> Row:
     runs = group.runs
-    logs = _Logs()
+    values = _Values()
     for task in benchmarks:
         scored = [r for r in runs if task in r.scores]
         if scored:
-            logs.add(results_dir, task, tuple(r.seed for r in scored), [r.scores[task] for r in scored])
-    scores, average = _score_estimates(logs, benchmarks)
-    before, teacher = references.get(BEFORE), references.get(TEACHER)
-    ref_logs = [before[1], teacher[1]] if before and teacher else []
-    gap = _gap(logs, average, before and before[0], teacher and teacher[0], ref_logs, benchmarks)
+            values.add(task, tuple(r.seed for r in scored), [r.scores[task] for r in scored])
+    scores, average, averages = _score_estimates(values, benchmarks)
+    gap = _gap(averages, references.get(BEFORE), references.get(TEACHER))
     hours, flops = costs["device_hours"], costs["flops"]
     phases = {name for r in runs for name in r.cost["phases"]}
     devices = sorted({p.get("device", "?") for r in runs for p in r.cost["phases"].values()})
@@ -609,12 +588,9 @@ def by_score(rows: list[Row]) -> list[Row]:
     return sorted(rows, key=key)
 
 
-def build_tables(
-    records: list[RunRecord], baseline: str | None = None, results_dir: str | Path = "."
-) -> list[PairTable]:
+def build_tables(records: list[RunRecord], baseline: str | None = None) -> list[PairTable]:
     """One table per build of each pair, rows best first (`by_score`); cost ratios against `baseline` where a
-    table has it. `results_dir` is where the records' per-sample logs are read from (for the intervals)."""
-    results_dir = Path(results_dir)
+    table has it."""
     groups = group_runs(records)
     costs = {cost: charged(records, cost) for cost in COSTS}
     if baseline is not None and not any(baseline in (g.label, g.method) for g in groups):
@@ -631,7 +607,7 @@ def build_tables(
             benchmarks = sorted({b for r in runs for b in r.scores})
             references = {}
             for kind, label in (("teacher_scores", TEACHER), ("student_before_scores", BEFORE)):
-                if (found := _reference(results_dir, runs, kind, label, benchmarks)) is not None:
+                if (found := _reference(runs, kind, label, benchmarks)) is not None:
                     references[label] = found
             pinned = not identity.get("unpinned")
             tag = f" [build {build}]" if pinned else f" [unpinned {build}]"
@@ -647,13 +623,9 @@ def build_tables(
                 student=runs[0].student,
                 benchmarks=benchmarks,
                 phases=_ordered_phases(name for r in runs for name in r.cost["phases"]),
-                references=[references[k][0] for k in (TEACHER, BEFORE) if k in references],
+                references=[references[k] for k in (TEACHER, BEFORE) if k in references],
                 rows=by_score(
-                    [
-                        _row(g, results_dir, benchmarks, costs, references)
-                        for g in groups
-                        if (g.pair, g.build) == (pair, build)
-                    ]
+                    [_row(g, benchmarks, costs, references) for g in groups if (g.pair, g.build) == (pair, build)]
                 ),
             )
             table.notes.append(identity_note(identity))
@@ -662,6 +634,8 @@ def build_tables(
             table.notes += [f"{r.label}: {r.note}" for r in table.references if r.note]
             if table.truncation:
                 table.notes.append(TRUNCATION_NOTE)
+            if table.tuning:
+                table.notes.append(TUNING_NOTE)
             table_groups = [row.group for row in table.rows]
             if baseline is not None and any(baseline in (g.label, g.method) for g in table_groups):
                 base = resolve_method(table_groups, pair, baseline, kind="baseline method")
@@ -677,7 +651,7 @@ def build_tables(
 def leaderboard(results_dir: str | Path, *, baseline: str | None = None) -> Leaderboard:
     """Load, validate and tabulate the records under `results_dir`; problems list the files skipped."""
     records, problems = usable_records(Path(results_dir))
-    return Leaderboard(build_tables(records, baseline, results_dir), problems, baseline, len(records))
+    return Leaderboard(build_tables(records, baseline), problems, baseline, len(records))
 
 
 # ---------------------------------------------------------------- formatting
@@ -696,6 +670,11 @@ def fmt_score(estimate: Estimate | None, seeds: int | None = None, digits: int =
 def fmt_gap(estimate: Estimate | None) -> str:
     """Gap recovered as a fraction with its interval: `0.52 [0.45, 0.60]`."""
     return fmt_score(estimate, digits=2)
+
+
+def fmt_detectable(detectable: float | None) -> str:
+    """The minimum detectable difference in pp (one decimal); – for a row with one seed."""
+    return MISSING if detectable is None else f"{detectable:.1f}"
 
 
 def fmt_hours(hours: float | None) -> str:
@@ -741,7 +720,8 @@ def display_table(table: PairTable) -> tuple[list[str], list[list[Cell]], list[l
     headers = ["method", "seeds", *table.benchmarks]
     headers += ["average"] if average else []
     headers += ["per seed"]
-    headers += ["gap recovered"]
+    headers += ["gap recovered", "detectable (pp)"]
+    headers += ["tuned"] if table.tuning else []
     truncation = table.benchmarks if table.truncation else []
     headers += [f"{b} truncated" for b in truncation]
     headers += [f"{p} dev-h" for p in table.phases]
@@ -756,6 +736,8 @@ def display_table(table: PairTable) -> tuple[list[str], list[list[Cell]], list[l
         cells += [Cell(fmt_score(row.average, row.seeds), _mean(row.average))] if average else []
         cells += [Cell(per_seed(row, table.benchmarks))]
         cells += [Cell(fmt_gap(row.gap), _mean(row.gap))]
+        cells += [Cell(fmt_detectable(row.detectable), row.detectable)]
+        cells += [Cell(row.tuned, row.tuned)] if table.tuning else []
         cells += [Cell(fmt_score(row.truncated.get(b), row.seeds), _mean(row.truncated.get(b))) for b in truncation]
         cells += [Cell(fmt_hours(row.phase_hours.get(p)), row.phase_hours.get(p)) for p in table.phases]
         cells += [Cell(fmt_hours(row.total_hours), row.total_hours)]
@@ -777,7 +759,7 @@ def display_table(table: PairTable) -> tuple[list[str], list[list[Cell]], list[l
         cells += [Cell(fmt_score(ref.average))] if average else []
         cells += [Cell("")]  # per seed
         if truncation:
-            cells += [Cell("")]  # gap recovered
+            cells += [Cell("") for _ in range(3 if table.tuning else 2)]  # gap recovered, detectable, tuned
             cells += [Cell(fmt_score(ref.truncated.get(b))) for b in truncation]
         cells += [Cell("") for _ in headers[len(cells) :]]
         references.append(cells)
@@ -785,10 +767,14 @@ def display_table(table: PairTable) -> tuple[list[str], list[list[Cell]], list[l
 
 
 COST_NOTE = (
-    "Scores: % of each benchmark's primary metric, mean over seeds with a 95% bootstrap interval [low, high] "
-    "(problems and seeds resampled; none without per-sample logs). "
-    "Gap recovered: (after − before) / (teacher − before) on the mean over benchmarks, from the reference rows; "
-    "its interval resamples the problems jointly for the run, the student before and the teacher. "
+    "Scores: % of each benchmark's primary metric, mean over seeds with a 95% t interval [low, high] over the "
+    "seeds' scores (on the benchmark's fixed problems); a row with one seed shows no interval. "
+    "Gap recovered: (after − before) / (teacher − before) on the mean over benchmarks, per seed, from the reference "
+    "rows (taken as exact), with its t interval. "
+    "detectable (pp): the minimum detectable difference, the smallest true difference between this row and one with "
+    "as many seeds and the same seed spread that a two-sided t test (alpha 0.05, unpaired, df 2(n−1)) finds with "
+    "power 0.8, from the noncentral t and the row's observed seed SD, on the mean over benchmarks (or the one "
+    "benchmark); – with one seed. `harness compare` gives the paired one. "
     "dev-h: device-hours (wall seconds x devices / 3600), mean per run; FLOPs: estimated (6 x parameters x tokens "
     "trained, 2 x parameters x tokens generated or scored), mean per run. On a shared machine wall-clock cost is "
     "noise: compute-matched comparisons use FLOPs. "
@@ -800,6 +786,12 @@ COST_NOTE = (
 TRUNCATION_NOTE = (
     "truncated: % of the benchmark's completions that hit their token budget instead of ending (EOS or a stop "
     "string), mean over the runs that count it, no interval; – for records made before it was counted."
+)
+
+
+TUNING_NOTE = (
+    "tuned: the setting `harness tune` chose on the pair's dev split of the training prompts (never the test "
+    "problems), the grid's size per key and the trial budget every method gets; – for rows run untuned."
 )
 
 
@@ -855,6 +847,7 @@ def render_csv(board: Leaderboard) -> str:
     header = ["pair", "build", "pinned", "role", "method", "label", "settings_key", "seeds", "device"]
     for b in [*benchmarks, "average", "gap_recovered"]:
         header += [f"{b}_mean", f"{b}_low", f"{b}_high", f"{b}_n"]
+    header += ["detectable_pp"]
     truncation = benchmarks if any(t.truncation for t in board.tables) else []
     header += [f"{b}_truncated_{part}" for b in truncation for part in ("mean", "n")]
     header += [f"{p}_device_hours" for p in phases]
@@ -869,7 +862,7 @@ def render_csv(board: Leaderboard) -> str:
             line = [*head, "student", row.group.method, row.label, row.group.key, row.seeds, row.devices]
             for b in benchmarks:
                 line += _estimate_cells(row.scores.get(b))
-            line += _estimate_cells(row.average) + _estimate_cells(row.gap)
+            line += _estimate_cells(row.average) + _estimate_cells(row.gap) + [_num(row.detectable, ".4f")]
             line += _rate_cells(row.truncated, truncation)
             line += [_num(row.phase_hours[p]) if p in row.phase_hours else "" for p in phases]
             line += [
@@ -890,7 +883,7 @@ def render_csv(board: Leaderboard) -> str:
             for b in benchmarks:
                 line += _estimate_cells(ref.scores.get(b))
             line += _estimate_cells(ref.average)
-            line += _estimate_cells(None) + _rate_cells(ref.truncated, truncation) if truncation else []
+            line += [*_estimate_cells(None), "", *_rate_cells(ref.truncated, truncation)] if truncation else []
             writer.writerow(line + [""] * (len(header) - len(line)))
     return out.getvalue()
 

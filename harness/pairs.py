@@ -64,6 +64,7 @@ class Pair:
     max_length: int = 2048
     max_new_tokens: int = 1024
     train_prompts: int = 1000
+    dev_prompts: int = 0  # train-task docs after the training prompts, held out for `harness tune` (0: none)
     chat_template: str = "model"
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
     model_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -118,6 +119,9 @@ def _parse_pair(name: str, entry: Any, source: Path) -> Pair:
         raise HarnessError(f"{where}: field 'sha256' must be a table of sha256 hex strings, got {sums!r}")
     if unknown := sorted(set(sums) - {*ROLES, "tokenizer"}):
         raise HarnessError(f"{where}: sha256 has unknown key {unknown[0]!r}; valid keys: teacher, student, tokenizer")
+    dev = values.get("dev_prompts", 0)
+    if not isinstance(dev, int) or isinstance(dev, bool) or dev < 0:
+        raise HarnessError(f"{where}: field 'dev_prompts' must be a non-negative integer, got {dev!r}")
     share = values.get("gpu_memory_utilization")
     if share is not None and (isinstance(share, bool) or not isinstance(share, float | int) or not 0 < share <= 1):
         raise HarnessError(f"{where}: field 'gpu_memory_utilization' must be a number in (0, 1], got {share!r}")

@@ -12,13 +12,13 @@ harness.accounting).
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from harness import launch
+from harness import launch, preflight
 from harness.accounting import CostLedger, device_count
 from harness.cost_plan import recorded_estimate
 from harness.dev_eval import dev_docs
@@ -36,6 +36,7 @@ from harness.phases import (
 )
 from harness.records import RunRecord, environment, new_run_id, write_record
 from harness.resume import RunState, run_folder
+from harness.spec import RunSpec
 from harness.trial import trial_budget
 from kdcore.costs import PhaseCost, device_kind
 from kdcore.errors import HarnessError, unknown_choice
@@ -48,34 +49,6 @@ from trainers.train_log import Tracking, check_report_to
 from trainers.vocab import shared_vocab
 
 TEACHER_SIGNALS = ("topk", "online")
-
-
-@dataclass
-class RunSpec:
-    """Everything that defines a run; two runs with equal specs are repeats of one another."""
-
-    pair: str
-    method: str
-    method_params: dict[str, Any] = field(default_factory=dict)
-    seed: int = 0
-    train_overrides: dict[str, Any] = field(default_factory=dict)
-    limit: int | None = None
-    teacher_signal: str | None = None  # topk or online, for methods with the choice (None: the method's default)
-    top_k: int = 32
-    backend: str = "auto"
-    results_dir: Path = Path("results")
-    pairs_file: Path | None = None
-    tensor_parallel: int = 1  # vLLM: GPUs per generation engine
-    data_parallel: int = 1  # vLLM: generation engines, one process each
-    gpu_memory_utilization: float | None = None  # vLLM: each engine's share of its GPU (None: the pair's, or computed)
-    supervision_temperature: float | None = None  # teacher sampling temperature for hard labels (None: the pair's)
-    report_to: str = "none"  # the experiment tracker training logs to (trainers.train_log.REPORT_TO)
-
-    def parallel(self) -> dict[str, int]:
-        return {"tensor_parallel": self.tensor_parallel, "data_parallel": self.data_parallel}
-
-    def generation_devices(self) -> int:
-        return self.tensor_parallel * self.data_parallel * launch.world_size()
 
 
 def train_config(pair: Pair, spec: RunSpec) -> TrainConfig:
@@ -126,6 +99,7 @@ def tracking(spec: RunSpec, pair: Pair, objective: Objective, config: TrainConfi
 def supervise(spec: RunSpec, part: tuple[int, int] = (0, 1)) -> Any:
     """Build slice `part` of the teacher supervision a run of `spec` uses, without training (e.g. one slice per
     machine before the runs start); the data once every slice is there, else None."""
+    preflight.check_supervise(spec, get_pair(spec.pair, spec.pairs_file))
     ctx = context(spec, RunState(Path(), ""), CostLedger())
     run_phase(ctx, Supervise(), part, launch.is_main_process(), gather=False)
     return ctx.examples
@@ -178,6 +152,7 @@ def recorded_settings(
             "supervision": pair.supervision.to_record(),
             "trace_filter": asdict(pair.trace_filter),
             "evaluation": pair.evaluation.to_record(),
+            **({"tuning": spec.tuning} if spec.tuning else {}),
         },
     }
 
@@ -245,6 +220,7 @@ def run(spec: RunSpec) -> tuple[RunRecord, Path] | None:
     `torchrun` every process builds a slice of the supervision, trains its share of each batch and evaluates a
     shard of the docs; the main process writes the record and gets it back, the others get None."""
     pair, objective, _ = check_spec(spec)
+    preflight.check_run(spec, pair, objective.data_plan(spec.teacher_signal).needs_teacher_model)
     pin_cpu_threads(pair)
     launch.init()
     if launch.world_size() > 1 and spec.backend == "auto":  # vLLM would want the GPUs the training processes hold

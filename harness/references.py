@@ -3,7 +3,7 @@ distillation), evaluated once per (model identity, evaluation settings) and cach
 
 The cache entry lives in `cache_root()/reference_scores/<key>/` (scores.json and the per-sample logs); each
 results dir that uses it gets a copy of the logs under `samples/references/<key>/`, and the scores returned
-point there, so a record's reference scores can be audited and bootstrapped from the results dir alone.
+point there, so a record's reference scores can be audited and compared from the results dir alone.
 """
 
 from __future__ import annotations

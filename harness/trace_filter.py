@@ -12,7 +12,7 @@ The settings are part of the supervision cache key, and the counts go in the rec
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,9 +61,11 @@ class TraceCounts:
         ]
 
 
-def ended_at_eos(completions: Sequence[Sequence[int]], eos_id: int | None) -> list[bool]:
-    """Whether each token-id completion ends with EOS (generators keep it); all True when `eos_id` is unknown."""
-    return [eos_id is None or (len(c) > 0 and c[-1] == eos_id) for c in completions]
+def ended_at_eos(completions: Sequence[Sequence[int]], eos_id: int | Collection[int] | None) -> list[bool]:
+    """Whether each token-id completion ends at an end id (`eos_id`: one id or all of them; generators keep it);
+    all True when no end id is known."""
+    ends = {eos_id} if isinstance(eos_id, int) else set(eos_id or ())
+    return [not ends or (len(c) > 0 and c[-1] in ends) for c in completions]
 
 
 def filter_traces(

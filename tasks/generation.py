@@ -99,8 +99,17 @@ class TopkGenerator(Generator, Protocol):
         back; `top_p` / `top_k` restrict the sampling only, as in `generate`."""
 
 
+def end_token_ids(tokenizer: PreTrainedTokenizerBase | None, generation_config: Any) -> list[int]:
+    """The ids a completion ends at: the tokenizer's EOS, then every `eos_token_id` of the model's generation config
+    (Llama 3 instruct: <|end_of_text|>, <|eom_id|>, <|eot_id|>; Qwen2.5 instruct: <|im_end|>, <|endoftext|>)."""
+    configured = getattr(generation_config, "eos_token_id", None)
+    configured = [configured] if isinstance(configured, int) else list(configured or [])
+    ids = [getattr(tokenizer, "eos_token_id", None), *configured]
+    return list(dict.fromkeys(i for i in ids if i is not None))
+
+
 class TransformersGenerator:
-    """Batched `model.generate` with left padding, on CPU or GPU."""
+    """Batched `model.generate` with left padding, on CPU or GPU; a completion ends at any of `end_ids`."""
 
     def __init__(
         self,
@@ -125,6 +134,7 @@ class TransformersGenerator:
         rows = model.get_output_embeddings().weight.shape[0]
         self.vocab_rows = rows if vocab_rows is None else min(vocab_rows, rows)
         self.suppress = list(range(vocab_rows, rows)) if vocab_rows is not None and vocab_rows < rows else None
+        self.end_ids = end_token_ids(tokenizer, getattr(model, "generation_config", None))
 
     def _fit(self, prompt_ids: list[list[int]], max_new_tokens: int) -> list[list[int]]:
         """Prompts cut from the left (as lm-evaluation-harness does) where prompt + completion budget would not fit
@@ -155,7 +165,7 @@ class TransformersGenerator:
     ) -> list[list[int]]:
         torch.manual_seed(seed)
         prompt_ids = self._fit(prompt_ids, max_new_tokens)
-        pad, eos = self.tokenizer.pad_token_id, self.tokenizer.eos_token_id
+        pad, ends = self.tokenizer.pad_token_id, self.end_ids
         order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
         results: list[list[int]] = [[] for _ in prompt_ids]
         sampling = (
@@ -179,13 +189,14 @@ class TransformersGenerator:
                         attention_mask=mask.to(self.model.device),
                         max_new_tokens=budget,
                         pad_token_id=pad,
-                        eos_token_id=eos,
+                        eos_token_id=ends,
                         suppress_tokens=self.suppress,
                         **sampling,
                     )
                 for row, i in enumerate(index):
                     tokens = out[row, width:].tolist()
-                    results[i] = tokens[: tokens.index(eos) + 1] if eos in tokens else tokens
+                    end = next((k for k, token in enumerate(tokens) if token in ends), None)
+                    results[i] = tokens if end is None else tokens[: end + 1]
                 advance(len(index))
         return results
 
@@ -202,7 +213,6 @@ class TransformersGenerator:
         top_k: int = 0,
     ) -> list[list[Completion]]:
         prompt_ids = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-        eos = self.tokenizer.eos_token_id
         outputs: list[list[Completion]] = [[] for _ in prompts]
         for sample in range(n):
             ids = self.generate_ids(
@@ -215,7 +225,7 @@ class TransformersGenerator:
             )
             for i, tokens in enumerate(ids):
                 text = self.tokenizer.decode(tokens, skip_special_tokens=True)
-                outputs[i].append(Completion.cut(text, stop, stopped=tokens[-1:] == [eos]))
+                outputs[i].append(Completion.cut(text, stop, stopped=bool(tokens) and tokens[-1] in self.end_ids))
         return outputs
 
     def close(self) -> None:

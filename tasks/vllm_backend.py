@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from kdcore.errors import HarnessError
-from tasks.generation import Completion
+from tasks.generation import Completion, end_token_ids
 
 CPU_KV_CACHE_BYTES = 1 << 30
 MAX_LOGPROBS = 64
@@ -97,6 +97,7 @@ class VLLMGenerator:
         self.devices = tensor_parallel  # GPUs this generator occupies (for cost accounting)
         self.backend = "vllm"
         self.tokenizer = self.llm.get_tokenizer()
+        self.end_ids = end_token_ids(self.tokenizer, _generation_config(model_path))
         self.max_logprobs = engine_kwargs["max_logprobs"]
         rows = self.llm.llm_engine.model_config.get_vocab_size()
         self.vocab_rows = rows if vocab_rows is None else min(vocab_rows, rows)
@@ -266,3 +267,13 @@ class VLLMGenerator:
         if self.llm is not None:
             self.llm.llm_engine.engine_core.shutdown()
             self.llm = None
+
+
+def _generation_config(model_path: str) -> Any:
+    """The model's generation_config.json (None when it has none): the end ids vLLM stops at besides EOS."""
+    from transformers import GenerationConfig
+
+    try:
+        return GenerationConfig.from_pretrained(model_path)
+    except OSError:
+        return None

@@ -43,6 +43,14 @@ CARD_SIZES = {
 REAL_ROWS = {"qwen": (152064, 151936), "deepseek": (152064, 151936), "qwen3": (151936, 151936)}
 REAL_ROWS |= {"llama": (128256, 128256), "llama-3b": (128256, 128256), "gemma": (256000, 256000)}
 REAL_ROWS |= {"deepseek-coder": (32256, 32256)}
+# pairs whose dry run uses the real tokenizer: its family, its size, how its generation prompt ends
+REAL_TOKENIZERS = {
+    "qwen": ("qwen2.5", 151665, "<|im_start|>assistant\n"),
+    "qwen3": ("qwen3", 151669, "<|im_start|>assistant\n"),
+    "deepseek": ("deepseek-r1-distill-qwen", 151665, "<｜Assistant｜><think>\n"),
+    "llama": ("llama-3.2", 128256, "<|start_header_id|>assistant<|end_header_id|>\n\n"),
+    "llama-3b": ("llama-3.2", 128256, "<|start_header_id|>assistant<|end_header_id|>\n\n"),
+}
 
 
 @pytest.fixture(autouse=True)
@@ -129,7 +137,19 @@ def test_dry_run_of_every_real_pair(pair: str, tmp_path: Path) -> None:
         json.loads((models / role / "config.json").read_text())["vocab_size"] for role in ("teacher", "student")
     )
     assert rows == REAL_ROWS[pair]
-    assert len(load_tokenizer(str(models / "student"))) == min(rows)
+    tokenizer, recipe = load_tokenizer(str(models / "student")), dryrun.real_recipe(entry)
+    built = json.loads((models / "built.json").read_text())["tokenizer"]
+    if pair in REAL_TOKENIZERS:  # the real tokenizer, template and end ids
+        assert built["family"] == recipe.family == REAL_TOKENIZERS[pair][0]
+        assert len(tokenizer) == REAL_TOKENIZERS[pair][1] <= min(rows)
+        generation = json.loads((models / "teacher" / "generation_config.json").read_text())
+        assert generation["eos_token_id"] == list(recipe.end_ids)
+        prompt = tokenizer.apply_chat_template(
+            [{"role": "user", "content": "1+1?"}], tokenize=False, add_generation_prompt=True
+        )
+        assert prompt.endswith(REAL_TOKENIZERS[pair][2])
+    else:  # no packaged vocabulary: a tokenizer padded to the shared rows
+        assert built == "padded" and len(tokenizer) == min(rows)
 
 
 @pytest.mark.parametrize(

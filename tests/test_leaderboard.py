@@ -14,14 +14,12 @@ import threading
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import pytest
+from scipy import stats as scipy_stats
 
 from harness.accounting import CostLedger
-from harness.bootstrap import Series, bootstrap_means, percentile_interval, read_samples
 from harness.leaderboard import (
     BEFORE,
-    BOOT,
     TEACHER,
     TRUNCATION_NOTE,
     build_leaderboard,
@@ -36,6 +34,7 @@ from harness.leaderboard import (
 )
 from harness.plots import pareto_front
 from harness.records import RunRecord, load_records, write_record
+from harness.stats import two_row_detectable
 from kdcore.errors import HarnessError
 from kdcore.scores import TRUNCATED, TaskScore
 from tests.fake_records import (
@@ -156,25 +155,37 @@ def test_amortised_totals_add_up_to_what_was_spent(results: Path) -> None:
 # ---------------------------------------------------------------- rows, scores, labels
 
 
-def test_scores_are_means_over_seeds_with_bootstrap_intervals_over_problems_and_seeds(results: Path) -> None:
+def test_scores_are_means_over_seeds_with_t_intervals_over_the_seeds(results: Path) -> None:
     board = leaderboard(results)
     for (pair, method, _), _ in ACCURACY.items():
         values = [100 * acc["arith"] for (p, m, _), acc in ACCURACY.items() if (p, m) == (pair, method)]
-        estimate = _row(board, pair, method).scores["arith"]
-        assert estimate.n == len(values) == _row(board, pair, method).seeds
+        row = _row(board, pair, method)
+        estimate = row.scores["arith"]
+        assert estimate.n == len(values) == row.seeds
         assert estimate.mean == pytest.approx(statistics.mean(values))
-        group = _row(board, pair, method).group
-        logs = [read_samples(results / r.scores["arith"].samples) for r in group.runs]
-        matrix = np.array([[log[d] for d in sorted(log)] for log in logs])
-        series = Series(tuple(r.seed for r in group.runs), {"arith": matrix})
-        means = 100 * bootstrap_means([series], ["arith"], n_boot=BOOT, seed=0)[:, 0, 0]
-        assert (estimate.low, estimate.high) == pytest.approx(percentile_interval(means))
-        assert estimate.low < estimate.mean < estimate.high
+        if len(values) == 1:
+            assert estimate.low is None and estimate.detectable is None
+            continue
+        half = scipy_stats.t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / len(values) ** 0.5
+        assert (estimate.low, estimate.high) == pytest.approx((estimate.mean - half, estimate.mean + half))
+        assert estimate.detectable == pytest.approx(two_row_detectable(values))
+        if pair == "tiny":  # one benchmark: the row's detectable difference is that benchmark's
+            assert row.detectable == estimate.detectable
     teacher = _table(board, "tiny").reference(TEACHER)
     assert teacher.scores["arith"].mean == pytest.approx(68.0) and teacher.evaluations == 1
-    assert teacher.scores["arith"].low < 68.0 < teacher.scores["arith"].high
-    qwen = _row(board, "qwen", "gkd")  # no per-sample logs: a mean without an interval
-    assert qwen.scores["gsm8k"].low is None and qwen.average.mean == pytest.approx(52.0)
+    assert teacher.scores["arith"].low is None  # one evaluation: no interval
+    qwen = _row(board, "qwen", "gkd")
+    assert qwen.average.mean == pytest.approx(52.0)
+
+
+def test_a_row_with_one_seed_shows_no_interval_and_no_detectable_difference(tmp_path: Path) -> None:
+    write_record(
+        make_record("tiny", "hard", 0, {"arith": TaskScore(score=0.2, n=10)}, {"train": phase(0.01)}), tmp_path
+    )
+    board = leaderboard(tmp_path)
+    row = board.tables[0].rows[0]
+    assert row.scores["arith"].low is None and row.detectable is None
+    assert "| hard | 1 | 20.0 | s0 20.0 | 0.14 | – |" in render_markdown(board)
 
 
 def test_gap_recovered_against_the_reference_rows(results: Path) -> None:
@@ -184,10 +195,11 @@ def test_gap_recovered_against_the_reference_rows(results: Path) -> None:
     assert (before.average.mean, teacher.average.mean) == pytest.approx((12.0, 68.0))
     hybrid = _row(board, "tiny", "hybrid")
     assert hybrid.gap.mean == pytest.approx((31.0 - 12.0) / (68.0 - 12.0))
-    assert hybrid.gap.low < hybrid.gap.mean < hybrid.gap.high
+    score = hybrid.scores["arith"]  # one benchmark: the gap's interval is the score's, rescaled
+    assert (hybrid.gap.low, hybrid.gap.high) == pytest.approx(((score.low - 12) / 56, (score.high - 12) / 56))
     assert _row(board, "tiny", "gkd").gap.mean > _row(board, "tiny", "hard").gap.mean
     qwen = _row(board, "qwen", "gkd")  # (52 - 37.5) / (73.5 - 37.5) on the mean over both benchmarks
-    assert qwen.gap.mean == pytest.approx((52.0 - 37.5) / (73.5 - 37.5)) and qwen.gap.low is None
+    assert qwen.gap.mean == pytest.approx((52.0 - 37.5) / (73.5 - 37.5))
     line = next(x for x in render_markdown(board).splitlines() if x.startswith("| hybrid |"))
     assert fmt_gap(hybrid.gap) in line and fmt_gap(hybrid.gap).startswith("0.34 [")
 
@@ -275,8 +287,8 @@ def test_markdown_shows_rows_teacher_and_costs(results: Path) -> None:
     assert fmt_hours(hybrid.total_hours) in cells
     assert f"{hybrid.cheaper:.2f}x" in cells
     teacher = _table(board, "tiny").reference(TEACHER).scores["arith"]
-    assert f"| teacher (reference) | 1 eval | 68.0 [{teacher.low:.1f}, {teacher.high:.1f}] |" in md
-    assert "| student before distillation (reference) | 1 eval | 12.0 [" in md
+    assert teacher.low is None and "| teacher (reference) | 1 eval | 68.0 |" in md
+    assert "| student before distillation (reference) | 1 eval | 12.0 |" in md
     assert "| teacher (reference) | 1 eval | 86.0 | 61.0 | 73.5 |" in md  # qwen: no logs, no interval
     assert "## qwen: `qwen-teacher` → `qwen-student`" in md
     assert "Pinned: teacher `tiny-teacher` weights " in md

@@ -201,7 +201,7 @@ def test_trial_records_get_a_table_of_their_own_after_the_main_one(tmp_path: Pat
 
     trial = {"limit": None, "max_steps": 30, "pair_max_steps": 200}
     records = [record("soft", None), record("hard", None), record("soft", trial)]
-    tables = build_tables(records, results_dir=tmp_path)
+    tables = build_tables(records)
     assert tables[0].title == "tiny"  # the main table keeps its name and comes first
     assert re.fullmatch(r"tiny \[trial \w+: max_steps 30 of 200\]", tables[1].title)
     assert [len(t.rows) for t in tables] == [2, 1]
@@ -239,6 +239,7 @@ def test_a_trial_run_logs_to_a_file_tracks_to_tensorboard_and_leaves_results_as_
         outputs.append(log.read_text())
         assert done.returncode == 0, outputs[-1]
     assert _tree(tmp_path / "results") == before  # byte for byte as committed
+    assert "leaderboard: results/" not in outputs[0]  # the trial rebuilds the scratch folder's leaderboard
     scratch = trial_results_dir()
     records = sorted((scratch / "runs").glob("tiny-soft-*.json"), key=lambda p: p.stat().st_mtime)[-2:]
     first, second = (json.loads(p.read_text()) for p in records)
