@@ -473,13 +473,14 @@ def eval_(
     from dataclasses import asdict
 
     from harness import preflight
+    from harness.eval_folder import EVAL_ROOT
     from harness.pairs import load_pairs
 
     limit = checked_limit(limit)
     names = [t.strip() for t in tasks.split(",") if t.strip()]
     task_options = {name: _task_options(name, data_source, num_fewshot) for name in names}
     if not (merge or rescore):  # before torch, transformers or vLLM import
-        preflight.check_eval(model, backend, out, dtype, tensor_parallel, data_parallel)
+        preflight.check_eval(model, backend, out or EVAL_ROOT, dtype, tensor_parallel, data_parallel)
     from harness.pipeline import pin_cpu_threads
 
     if owner := preflight.pair_of_model(model, load_pairs()):
