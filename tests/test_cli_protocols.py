@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from harness import preflight
 from harness import verify as verify_module
 from kdcore.scores import TaskScore
 from tests.test_cli import invoke
@@ -49,6 +50,7 @@ def test_verify_prints_and_writes_the_checks_and_exits_1_on_a_difference(monkeyp
         return {t: TaskScore(score=published[t] + shift, n=164, metrics={}) for t in tasks}
 
     monkeypatch.setattr(verify_module, "evaluate_base_model", fake)
+    monkeypatch.setattr(preflight, "check_model", lambda ref, role: None)  # no weights here: the scores are fake too
     code, output = invoke(monkeypatch, capsys, "verify", "--pair", "deepseek-coder", "--out", str(tmp_path))
     assert code == 1 and "DIFFERS" in output and "ok" in output
     written = (tmp_path / "verify.json").read_text()
