@@ -17,7 +17,6 @@ from trainers.topk import (
     student_buckets,
     teacher_buckets,
     topk_divergence,
-    topk_divergence_and_cross_entropy,
     topk_features,
     topk_logprobs,
 )
@@ -122,16 +121,6 @@ def test_a_tail_far_below_the_top_logit_stays_exact() -> None:
     assert buckets[0, 1].item() == pytest.approx(math.log(3) - 200, rel=1e-6)
     buckets[:, 1].sum().backward()  # d tail / d logits: the tail's own softmax minus the full one
     assert torch.allclose(logits.grad[0], torch.tensor([-1.0, 1 / 3, 1 / 3, 1 / 3]), atol=1e-6)
-
-
-def test_divergence_and_cross_entropy_share_one_softmax_and_equal_the_two_apart() -> None:
-    torch.manual_seed(8)
-    student, teacher = torch.randn(7, 20, requires_grad=True), torch.randn(7, 20) * 2
-    ids, logprobs = topk_logprobs(teacher, 5)
-    targets = torch.randint(0, 20, (7,))
-    soft, hard = topk_divergence_and_cross_entropy("jsd", student, ids, logprobs, targets)
-    assert torch.allclose(soft, topk_divergence("jsd", student, ids, logprobs), atol=1e-6)
-    assert torch.allclose(hard, torch.nn.functional.cross_entropy(student, targets, reduction="none"), atol=1e-6)
 
 
 def test_k_column_rows_get_the_tail_from_the_missing_mass() -> None:

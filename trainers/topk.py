@@ -193,16 +193,6 @@ def topk_divergence(
     return divergence_from_logprobs(name, student, teacher_buckets(topk_ids, topk_logprobs), **params)
 
 
-def topk_divergence_and_cross_entropy(
-    name: str, student_logits: Tensor, topk_ids: Tensor, topk_logprobs: Tensor, targets: Tensor, **params: float
-) -> tuple[Tensor, Tensor]:
-    """`topk_divergence` at temperature 1 and the student's cross-entropy on `targets` (shape: the leading shape),
-    from one softmax of the logits."""
-    refuse_topk(name)
-    student, target = bucket_logprobs(scaled_logits(student_logits, 1.0), topk_ids, targets[..., None])
-    return divergence_from_logprobs(name, student, teacher_buckets(topk_ids, topk_logprobs), **params), -target[..., 0]
-
-
 def topk_features(k: int) -> Features:
     """The `datasets` columns for one completion's soft labels: [tokens, k] int32 ids, [tokens, k + 1] float16."""
     return Features(
