@@ -70,7 +70,7 @@ from harness.pipeline import RunSpec, run
 from harness.records import RunRecord
 from harness.supervise import prompt_ids
 from tasks import load_task
-from trainers.objectives import METHODS
+from trainers.objectives import registered_methods
 
 METHODS_COMPARED = ("hybrid", "gkd")
 COSTS = {  # cost key -> label; "flops_sampled" is the records' FLOPs plus the modelled on-policy sampling
@@ -340,7 +340,7 @@ def main() -> None:
     teacher = resolve(pair.teacher)
     prompts = prompt_ids(pair, load_task(pair.train_task), load_tokenizer(teacher))
     context = {
-        "sharing": sorted(name for name, cls in METHODS.items() if cls.completions == "teacher"),
+        "sharing": sorted(name for name, cls in registered_methods().items() if cls.completions == "teacher"),
         "prompts": len(prompts),
         "prompt_tokens": sum(map(len, prompts)),
         "mean_prompt": sum(map(len, prompts)) / len(prompts),
@@ -354,8 +354,8 @@ def main() -> None:
         limit=args.limit,
         reps=args.reps,
         max_new_tokens=args.max_new_tokens,
-        gkd_params=METHODS["gkd"].Params().__dict__,
-        hybrid_params=METHODS["hybrid"].Params().__dict__,
+        gkd_params=registered_methods()["gkd"].Params().__dict__,
+        hybrid_params=registered_methods()["hybrid"].Params().__dict__,
         teacher_params=parameter_count(teacher),
         student_params=context["student_params"],
     )

@@ -781,15 +781,16 @@ def methods() -> None:
     """List the distillation methods, each parameter's meaning, default, range and source, the divergences, and
     the methods' releases (repository, files, commits, where each default is set, where the harness differs)."""
     from trainers.divergences import DIVERGENCES
-    from trainers.objectives import METHODS
+    from trainers.objectives import registered_methods
     from trainers.params import describe
     from trainers.releases import RELEASES, short
 
     table = Table(title="methods", show_lines=True)
     for column in ("method", "description", "parameter", "default", "allowed", "meaning", "source"):
         table.add_column(column)
-    for name in sorted(METHODS):
-        cls = METHODS[name]
+    methods = registered_methods()
+    for name in sorted(methods):
+        cls = methods[name]
         rows = describe(cls.Params) or [dict.fromkeys(("name", "default", "allowed", "meaning", "source"), "-")]
         for i, row in enumerate(rows):
             first = (name, cls.description) if i == 0 else ("", "")

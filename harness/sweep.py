@@ -27,7 +27,7 @@ from harness.records import load_records, utc_now
 from kdcore.errors import HarnessError, Interrupted, unknown_choice
 from kdcore.io import atomic_write_json
 from kdcore.progress import console
-from trainers.objectives import METHODS
+from trainers.objectives import registered_methods
 
 FAILURES_DIR = "failures"
 LOCKS_DIR = "locks"  # <cell>.lock while a sweep runs the cell (harness.cell_lock)
@@ -57,16 +57,17 @@ def grid(
     """One spec per (pair, method, seed), in that order; each method takes the `params` it has (a parameter no
     method of the sweep has is an error) and the template's teacher signal if it has the choice (likewise); the rest
     of every spec comes from `template`."""
+    registered = registered_methods()
     for method in methods:
-        if method not in METHODS:
-            raise unknown_choice("method", method, METHODS)
-    fields = {m: {f.name for f in dataclasses.fields(METHODS[m].Params)} for m in methods}
+        if method not in registered:
+            raise unknown_choice("method", method, registered)
+    fields = {m: {f.name for f in dataclasses.fields(registered[m].Params)} for m in methods}
     for key in params:
         if not any(key in names for names in fields.values()):
             raise HarnessError(f"parameter {key!r} belongs to none of the methods {', '.join(methods)}")
     own = {m: {k: v for k, v in params.items() if k in fields[m]} for m in methods}
     signal = template.teacher_signal
-    takes_signal = {m for m in methods if pipeline.chooses_teacher_signal(METHODS[m]())}
+    takes_signal = {m for m in methods if pipeline.chooses_teacher_signal(registered[m]())}
     if signal is not None and not takes_signal:
         raise HarnessError(f"--teacher-signal {signal}: none of the methods {', '.join(methods)} has the choice")
     specs = [

@@ -3,40 +3,46 @@
 Public API: `token_divergence` / `divergence_from_logprobs` (every divergence, per position), top-k soft labels
 (`topk_logprobs`, `topk_divergence`), the method registry (`load_method`, `METHODS`, `register_method`), the
 Bridge-Garden release's losses (`release_loss`), the chunked loss and the training loop (`train`, `TrainConfig`).
+
+Names are imported on first use (PEP 562), so a light submodule such as `trainers.settings` (the training
+settings' rules, read by the CLI before any model loads) does not pull in torch.
 """
 
-import trainers.csd  # registers csd, dld
-import trainers.distillm  # registers distillm
-import trainers.distillm2  # registers distillm2
-import trainers.taid  # noqa: F401  (registers taid; the imports above bind the same name)
-from trainers.bridge_garden import release_loss
-from trainers.chunked import chunked_token_loss
-from trainers.divergences import DIVERGENCES, DivergenceSpec, divergence_from_logprobs, token_divergence
-from trainers.loop import TrainConfig, TrainResult, train
-from trainers.objectives import METHODS, Objective, load_method, method_names, register_method
-from trainers.topk import TopK, mean_topk_gap, topk_divergence, topk_features, topk_logprobs
-from trainers.vocab import align_logits, shared_vocab
+from __future__ import annotations
 
-__all__ = [
-    "DIVERGENCES",
-    "METHODS",
-    "DivergenceSpec",
-    "Objective",
-    "TopK",
-    "TrainConfig",
-    "TrainResult",
-    "align_logits",
-    "chunked_token_loss",
-    "divergence_from_logprobs",
-    "load_method",
-    "mean_topk_gap",
-    "method_names",
-    "register_method",
-    "release_loss",
-    "shared_vocab",
-    "token_divergence",
-    "topk_divergence",
-    "topk_features",
-    "topk_logprobs",
-    "train",
-]
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {
+    "DIVERGENCES": "trainers.divergences",
+    "DivergenceSpec": "trainers.divergences",
+    "divergence_from_logprobs": "trainers.divergences",
+    "token_divergence": "trainers.divergences",
+    "METHODS": "trainers.objectives",
+    "Objective": "trainers.objectives",
+    "load_method": "trainers.objectives",
+    "method_names": "trainers.objectives",
+    "register_method": "trainers.objectives",
+    "release_loss": "trainers.bridge_garden",
+    "chunked_token_loss": "trainers.chunked",
+    "TrainConfig": "trainers.loop",
+    "TrainResult": "trainers.loop",
+    "train": "trainers.loop",
+    "TopK": "trainers.topk",
+    "mean_topk_gap": "trainers.topk",
+    "topk_divergence": "trainers.topk",
+    "topk_features": "trainers.topk",
+    "topk_logprobs": "trainers.topk",
+    "align_logits": "trainers.vocab",
+    "shared_vocab": "trainers.vocab",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'trainers' has no attribute {name!r}")
+    if name == "METHODS":
+        return import_module("trainers.objectives").registered_methods()
+    return getattr(import_module(_EXPORTS[name]), name)

@@ -9,6 +9,8 @@ decorated with `@register_method`.
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import pkgutil
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -145,15 +147,26 @@ def register_method(cls: type[Objective]) -> type[Objective]:
     return cls
 
 
+def registered_methods() -> dict[str, type[Objective]]:
+    """Every method, by name: each module of the `trainers` package is imported once, so the methods it
+    registers are found without a hand-kept list."""
+    import trainers
+
+    for module in pkgutil.iter_modules(trainers.__path__):
+        importlib.import_module(f"trainers.{module.name}")
+    return METHODS
+
+
 def method_names() -> list[str]:
-    return sorted(METHODS)
+    return sorted(registered_methods())
 
 
 def load_method(name: str, **params: Any) -> Objective:
     """Instantiate method `name` with `params` (unknown names or parameters give a one-line HarnessError)."""
-    if name not in METHODS:
-        raise unknown_choice("method", name, METHODS)
-    cls = METHODS[name]
+    methods = registered_methods()
+    if name not in methods:
+        raise unknown_choice("method", name, methods)
+    cls = methods[name]
     valid = {f.name: f for f in dataclasses.fields(cls.Params)}
     for key in params:
         if key not in valid:
