@@ -119,12 +119,12 @@ def test_checkpoints_hold_tied_weights_once_and_save_without_warnings(tmp_path: 
 @pytest.mark.parametrize(
     ("setting", "message"),
     [
-        ({"lr_scheduler_type": "exp"}, "unknown lr_scheduler_type 'exp'"),
-        ({"warmup_ratio": 1.5}, "warmup_ratio = 1.5: must be in [0, 1]"),
-        ({"gradient_accumulation_steps": 0}, "gradient_accumulation_steps = 0: must be a positive number"),
-        ({"max_grad_norm": -1.0}, "max_grad_norm = -1.0: must be 0 or more"),
-        ({"bf16": "yes"}, "bf16 = 'yes': must be true or false"),
-        ({"eval_every": -2}, "eval_every = -2: must be 0 or more"),
+        ({"lr_scheduler_type": "exp"}, "lr_scheduler_type 'exp': must be one of cosine, linear, constant"),
+        ({"warmup_ratio": 1.5}, "warmup_ratio 1.5: must be a number in [0, 1]"),
+        ({"gradient_accumulation_steps": 0}, "gradient_accumulation_steps 0: must be a positive integer"),
+        ({"max_grad_norm": -1.0}, "max_grad_norm -1.0: must be 0 (off) or a positive number"),
+        ({"bf16": "yes"}, "bf16 'yes': must be true or false"),
+        ({"eval_every": -2}, "eval_every -2: must be 0 (off) or a positive integer"),
     ],
 )
 def test_bad_training_settings_are_one_line_errors_before_any_model_loads(setting, message) -> None:
