@@ -578,6 +578,17 @@ def _build_notes(pair: str, identities: dict[str, dict[str, Any]]) -> str:
     )
 
 
+DIRTY_MARK = "†"
+DIRTY_NOTE = (
+    f"{DIRTY_MARK}: at least one of the row's records was made from code with uncommitted changes (its "
+    "`environment.code_version` ends in +dirty): the commit it names is not the whole code that made it."
+)
+
+
+def from_uncommitted_code(row: Row) -> bool:
+    return any(str(run.environment.get("code_version") or "").endswith("+dirty") for run in row.group.runs)
+
+
 def by_score(rows: list[Row]) -> list[Row]:
     """Rows by mean score over the benchmarks, best first (rows without one last), ties by label."""
 
@@ -634,6 +645,8 @@ def build_tables(records: list[RunRecord], baseline: str | None = None) -> list[
             table.notes += [f"{r.label}: {r.note}" for r in table.references if r.note]
             if table.truncation:
                 table.notes.append(TRUNCATION_NOTE)
+            if any(from_uncommitted_code(row) for row in table.rows):
+                table.notes.append(DIRTY_NOTE)
             if table.tuning:
                 table.notes.append(TUNING_NOTE)
             table_groups = [row.group for row in table.rows]
@@ -731,7 +744,8 @@ def display_table(table: PairTable) -> tuple[list[str], list[list[Cell]], list[l
     headers += ["device"]
     rows = []
     for row in table.rows:
-        cells = [Cell(row.label, row.label), Cell(str(row.seeds), row.seeds)]
+        shown = f"{row.label} {DIRTY_MARK}" if from_uncommitted_code(row) else row.label
+        cells = [Cell(shown, row.label), Cell(str(row.seeds), row.seeds)]
         cells += [Cell(fmt_score(row.scores.get(b), row.seeds), _mean(row.scores.get(b))) for b in table.benchmarks]
         cells += [Cell(fmt_score(row.average, row.seeds), _mean(row.average))] if average else []
         cells += [Cell(per_seed(row, table.benchmarks))]

@@ -21,6 +21,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from harness.spec import DEFAULT_RESULTS
 from kdcore.io import atomic_write_json
 from kdcore.scores import TaskScore
 from trainers.settings import TRAIN_RULES, is_integer, is_number, train_problem
@@ -235,15 +236,23 @@ def load_records(results_dir: str | Path) -> tuple[list[RunRecord], list[str]]:
     return records, problems
 
 
+def has_code_changes(checkout: Path) -> bool:
+    """Whether the git checkout holding `checkout` has local changes outside `results/` (a run's own outputs, and
+    the committed results themselves, are not code)."""
+    outside_results = ["git", "status", "--porcelain", "--", f":(top,exclude){DEFAULT_RESULTS}"]
+    return bool(subprocess.run(outside_results, cwd=checkout, capture_output=True, text=True).stdout.strip())
+
+
 def code_version() -> str | None:
-    """The git commit of the harness checkout, with '+dirty' when it has local changes; None outside git."""
+    """The git commit of the harness checkout, with '+dirty' when its code has local changes (`has_code_changes`);
+    None outside git."""
     here = Path(__file__).resolve().parent
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=here, capture_output=True, text=True)
+        dirty = has_code_changes(here)
     except (OSError, subprocess.CalledProcessError):
         return None
-    return sha.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    return sha.stdout.strip() + ("+dirty" if dirty else "")
 
 
 def environment(device: str, devices: int) -> dict[str, Any]:

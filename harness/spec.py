@@ -9,6 +9,8 @@ from typing import Any
 
 from harness import launch
 
+DEFAULT_RESULTS = Path("results")  # where runs write unless told otherwise: the repository's committed results
+
 
 @dataclass
 class RunSpec:
@@ -23,7 +25,7 @@ class RunSpec:
     teacher_signal: str | None = None  # topk or online, for methods with the choice (None: the method's default)
     top_k: int = 32
     backend: str = "auto"
-    results_dir: Path = Path("results")
+    results_dir: Path = DEFAULT_RESULTS
     pairs_file: Path | None = None
     tensor_parallel: int = 1  # vLLM: GPUs per generation engine
     data_parallel: int = 1  # vLLM: generation engines, one process each

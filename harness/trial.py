@@ -10,9 +10,9 @@ from typing import Any
 
 from harness.cache import cache_root
 from harness.pairs import Pair, get_pair
+from harness.spec import DEFAULT_RESULTS
 from trainers.loop import TrainConfig
 
-DEFAULT_RESULTS = Path("results")
 TRIAL_RESULTS = "trial-results"  # under the cache root
 
 

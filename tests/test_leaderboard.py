@@ -657,3 +657,15 @@ def test_a_record_with_a_string_seed_is_not_a_second_seed(results: Path) -> None
     board = leaderboard(results)
     assert _row(board, "tiny", "hybrid").seeds == 2
     assert any(p.startswith("zero.json: skipped (seed must be an integer") for p in board.problems)
+
+
+def test_a_row_with_a_record_from_uncommitted_code_is_marked(results: Path) -> None:
+    path = next(p for p in (results / "runs").glob("tiny-hard-*.json"))
+    record = json.loads(path.read_text())
+    record["environment"]["code_version"] += "+dirty"
+    path.write_text(json.dumps(record))
+    build_leaderboard(results)
+    md = (results / "leaderboard.md").read_text()
+    marked = [line.split("|")[1].strip() for line in md.splitlines() if line.startswith("| ") and "†" in line]
+    assert marked == ["hard †"]
+    assert "made from code with uncommitted changes" in md

@@ -169,3 +169,21 @@ def test_unreadable_record_files_are_skipped(tmp_path: Path) -> None:
     (tmp_path / "runs" / "folder.json").mkdir()
     records, problems = load_records(tmp_path)
     assert len(records) == 1 and [p.split(":")[0] for p in problems] == ["bytes.json", "folder.json"]
+
+
+def test_a_runs_own_outputs_do_not_make_the_code_dirty(tmp_path: Path) -> None:
+    from harness.records import has_code_changes
+
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(tmp_path)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / "results" / "runs").mkdir(parents=True)
+    (tmp_path / "results" / "leaderboard.md").write_text("old\n")
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "c"], check=True)
+    assert not has_code_changes(tmp_path)
+    (tmp_path / "results" / "runs" / "new.json").write_text("{}")  # a new record
+    (tmp_path / "results" / "leaderboard.md").write_text("rebuilt\n")  # the rebuilt leaderboard
+    assert not has_code_changes(tmp_path / "results")  # from any folder of the checkout
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert has_code_changes(tmp_path / "results")
