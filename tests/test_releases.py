@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 from torch import Tensor
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from harness.pipeline import check_teacher_signal
 from kdcore.errors import HarnessError
+from tests.tiny_models import tiny_llama
 from trainers.batch import collate
 from trainers.divergences import token_divergence
 from trainers.loop import row_terms, sequence_share
@@ -131,23 +131,8 @@ def test_sequence_share_turns_the_row_mean_into_the_mean_of_each_sequences_mean(
     assert (losses * sequence_share(sequence)).mean().item() == pytest.approx(expected, rel=1e-12)
 
 
-def tiny_llama(seed: int) -> LlamaForCausalLM:
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=13,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=32,
-        tie_word_embeddings=False,
-    )
-    return LlamaForCausalLM(config).to(F64).eval()
-
-
 def test_csd_through_the_loop_matches_the_release_per_prompt_mean_in_gradient() -> None:
-    student, teacher = tiny_llama(0), tiny_llama(1)
+    student, teacher = tiny_llama(13, seed=0).to(F64), tiny_llama(13, seed=1).to(F64)
     examples = [
         {"prompt_ids": [1, 2], "completion_ids": [3]},
         {"prompt_ids": [4], "completion_ids": [5, 6, 7, 8]},

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast
 
 from kdcore.errors import HarnessError
+from tests.tiny_models import tiny_llama
 from trainers.divergences import token_divergence
 from trainers.vocab import align_logits, shared_vocab
 
@@ -24,20 +25,6 @@ def tokenizer(words: list[str] = WORDS) -> PreTrainedTokenizerFast:
     tok.add_special_tokens({"pad_token": "<pad>"})
     tok.add_tokens(["<think>"])
     return tok
-
-
-def tiny_llama(vocab_size: int, seed: int) -> LlamaForCausalLM:
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=32,
-    )
-    return LlamaForCausalLM(config).eval()
 
 
 def test_models_with_different_padding_are_compared_on_the_shared_rows() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
+from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from harness.tiny import build_tokenizer
 from tasks import load_task
@@ -20,6 +20,21 @@ ARCH_EXTRAS = {
     "gemma2": {"final_logit_softcapping": 30.0, "attn_logit_softcapping": 50.0, "sliding_window": 16},
     "qwen3": {"head_dim": 16},
 }
+
+
+def tiny_llama(vocab_size: int, seed: int) -> LlamaForCausalLM:
+    """A one-layer random Llama (hidden 16) in eval mode, its weights fixed by `seed`."""
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=32,
+    )
+    return LlamaForCausalLM(config).eval()
 
 
 def tiny_tokenizer() -> PreTrainedTokenizerFast:
