@@ -243,7 +243,8 @@ def test_a_trial_run_logs_to_a_file_tracks_to_tensorboard_and_leaves_results_as_
     scratch = trial_results_dir()
     records = sorted((scratch / "runs").glob("tiny-soft-*.json"), key=lambda p: p.stat().st_mtime)[-2:]
     first, second = (json.loads(p.read_text()) for p in records)
-    assert first["training"]["trial"] == {"limit": 20, "max_steps": 4, "pair_max_steps": 600}
+    pair_steps = get_pair("tiny").train["max_steps"]
+    assert first["training"]["trial"] == {"limit": 20, "max_steps": 4, "pair_max_steps": pair_steps}
     assert [e["step"] for e in first["training"]["evals"]] == [2, 4]
     text = outputs[0]
     for name in first["cost"]["phases"]:
