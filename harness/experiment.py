@@ -55,3 +55,28 @@ def settings_key(experiment: Mapping[str, Any]) -> str:
 def build_key(experiment: Mapping[str, Any]) -> str:
     """The identity of the pair's build (weights, tokenizers, data) the experiment ran on."""
     return cache_key({"pair": experiment["pair"], "build": experiment["build"]})[:BUILD_CHARS]
+
+
+def record_experiment(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The experiment a record (its JSON) states: its `experiment` block, or for a record written without one, the
+    same fields read from its legacy layout (build: pinned models and data, plus the trial limits; a schema-1
+    record, which pins nothing, gives its model references and doc limit, marked unpinned)."""
+    if "experiment" in record:
+        return dict(record["experiment"])
+    training = record.get("training") or {}
+    train_config = record.get("train_config") or {}
+    if record.get("schema_version", 1) >= 2:
+        build = {"models": record["models"], "data": record["data"]}
+        if training.get("trial"):
+            build["trial"] = training["trial"]
+    else:
+        references = {"teacher": record.get("teacher"), "student": record.get("student")}
+        build = {"unpinned": True, **references, "limit": train_config.get("limit")}
+    return experiment_fields(
+        pair=record["pair"],
+        build=build,
+        method=record["method"],
+        method_params=record.get("method_params") or {},
+        train_config=train_config,
+        seed=record["seed"],
+    )

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from harness.experiment import build_key, experiment_fields, experiment_key, settings_key
+import json
+from pathlib import Path
+
+from harness.experiment import build_key, experiment_fields, experiment_key, record_experiment, settings_key
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _experiment(**change: object) -> dict:
@@ -32,3 +37,16 @@ def test_settings_and_builds_are_told_apart() -> None:
     rebuilt = _experiment(build={"models": {"teacher": {"weights_sha256": "b"}}, "data": {}})
     assert build_key(base) != build_key(rebuilt) and settings_key(base) != settings_key(rebuilt)
     assert experiment_key(base) == experiment_key(_experiment())
+
+
+def test_a_legacy_record_states_the_same_experiment_as_its_block() -> None:
+    records = [json.loads(p.read_text()) for p in sorted((ROOT / "results" / "runs").glob("tiny-*.json"))]
+    assert records
+    for record in records:
+        experiment = record_experiment(record)
+        assert record_experiment(record | {"experiment": experiment}) == experiment
+        assert experiment["build"]["models"] == record["models"] and experiment["seed"] == record["seed"]
+    by_setting: dict[str, set[int]] = {}
+    for experiment in map(record_experiment, records):
+        by_setting.setdefault(settings_key(experiment), set()).add(experiment["seed"])
+    assert any(len(seeds) >= 3 for seeds in by_setting.values())  # seeds of one setting share its key
