@@ -29,7 +29,7 @@ process built it (use an empty $HARNESS_CACHE for that).
 Printed per budget: each phase's costs, then gkd/hybrid in each cost as gkd's training (on-policy sampling + online
 teacher) over hybrid's supervision in full plus its training (the comparison the paper reports as 9.7x), both as
 recorded, training alone (the limit for many updates, since the supervision is a one-off cost), with the
-supervision's build split equally among the runs that used it (`harness.leaderboard.charged`, as the leaderboard
+supervision's build split equally among the runs that used it (`harness.results.costs.charged`, as the leaderboard
 charges it) and among all registered methods that read it; and from how many updates on gkd's training alone costs
 more than hybrid with its full supervision. With two or more budgets: the headline and training-alone ratios against
 the mean completion length measured (and at the pair's default number of updates, from the measured cost per
@@ -62,15 +62,15 @@ import transformers
 
 from bench.common import configure, median, print_settings
 from harness.accounting import CostLedger
-from harness.leaderboard import charged
 from harness.models import load_tokenizer, resolve
 from harness.pairs import DEFAULT_PAIRS_FILE, SCHEMA_VERSION, get_pair
 from harness.phases import parameter_count
 from harness.pipeline import RunSpec, run
 from harness.records import RunRecord
+from harness.results.costs import charged
 from harness.supervise import prompt_ids
 from tasks import load_task
-from trainers.objectives import registered_methods
+from trainers.objectives import METHODS
 
 METHODS_COMPARED = ("hybrid", "gkd")
 COSTS = {  # cost key -> label; "flops_sampled" is the records' FLOPs plus the modelled on-policy sampling
@@ -340,7 +340,7 @@ def main() -> None:
     teacher = resolve(pair.teacher)
     prompts = prompt_ids(pair, load_task(pair.train_task), load_tokenizer(teacher))
     context = {
-        "sharing": sorted(name for name, cls in registered_methods().items() if cls.completions == "teacher"),
+        "sharing": sorted(name for name, cls in METHODS.items() if cls.completions == "teacher"),
         "prompts": len(prompts),
         "prompt_tokens": sum(map(len, prompts)),
         "mean_prompt": sum(map(len, prompts)) / len(prompts),
@@ -354,8 +354,8 @@ def main() -> None:
         limit=args.limit,
         reps=args.reps,
         max_new_tokens=args.max_new_tokens,
-        gkd_params=registered_methods()["gkd"].Params().__dict__,
-        hybrid_params=registered_methods()["hybrid"].Params().__dict__,
+        gkd_params=METHODS["gkd"].Params().__dict__,
+        hybrid_params=METHODS["hybrid"].Params().__dict__,
         teacher_params=parameter_count(teacher),
         student_params=context["student_params"],
     )

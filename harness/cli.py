@@ -69,8 +69,8 @@ def parse_params(items: list[str]) -> dict[str, object]:
 
 def train_overrides(train: dict[str, Any]) -> dict[str, object]:
     """The training settings given on the command line (the pair's own apply to the others), checked by the rules
-    the pairs file's `train` tables follow (trainers.settings)."""
-    from trainers.settings import check_train_settings
+    the pairs file's `train` tables follow (kdcore.train_settings)."""
+    from kdcore.train_settings import check_train_settings
 
     given = {k: v for k, v in train.items() if v is not None}
     check_train_settings(given, lambda name: f"--{name.replace('_', '-')}")
@@ -261,9 +261,9 @@ def run(
     # before torch, transformers or vLLM import; a trial's own results folder is checked by the pipeline
     preflight.check_light(spec, get_pair(pair, spec.pairs_file), results=STATE["results_dir_given"])
 
-    from harness.leaderboard import build_leaderboard
     from harness.pipeline import run as run_pipeline
     from harness.repeats import repeat_notes
+    from harness.results.build import build_leaderboard
     from harness.tune import tuned_spec
 
     spec = spec if untuned else tuned_spec(spec)
@@ -327,7 +327,7 @@ def sweep(
     from dataclasses import replace
 
     from harness.launch import is_main_process
-    from harness.leaderboard import build_leaderboard
+    from harness.results.build import build_leaderboard
     from harness.sweep import SweepIncomplete, grid, run_sweep
     from harness.tune import tuned_spec
 
@@ -566,7 +566,7 @@ def leaderboard(
     latex: Annotated[bool, typer.Option("--latex", help="Print a booktabs LaTeX table instead.")] = False,
 ) -> None:
     """Rebuild the leaderboard (md, csv, html, plots) from the run records alone."""
-    from harness.leaderboard import build_leaderboard, leaderboard_latex
+    from harness.results.build import build_leaderboard, leaderboard_latex
 
     if latex:
         print(leaderboard_latex(results_dir, baseline=baseline))
@@ -584,7 +584,8 @@ def compare(
         str,
         typer.Option(
             "--methods",
-            help="Comma-separated methods (or `teacher`, `student-before`); each is compared with the first.",
+            help="Comma-separated rows, each compared with the first: a method name (where it has one setting), a "
+            "row id (the leaderboard's `id` column), `teacher` or `student-before`.",
         ),
     ],
     tasks: Annotated[str | None, typer.Option("--tasks", help="Comma-separated benchmarks (default: all).")] = None,
@@ -781,14 +782,14 @@ def methods() -> None:
     """List the distillation methods, each parameter's meaning, default, range and source, the divergences, and
     the methods' releases (repository, files, commits, where each default is set, where the harness differs)."""
     from trainers.divergences import DIVERGENCES
-    from trainers.objectives import registered_methods
+    from trainers.objectives import METHODS
     from trainers.params import describe
     from trainers.releases import RELEASES, short
 
     table = Table(title="methods", show_lines=True)
     for column in ("method", "description", "parameter", "default", "allowed", "meaning", "source"):
         table.add_column(column)
-    methods = registered_methods()
+    methods = METHODS
     for name in sorted(methods):
         cls = methods[name]
         rows = describe(cls.Params) or [dict.fromkeys(("name", "default", "allowed", "meaning", "source"), "-")]
@@ -817,12 +818,12 @@ def methods() -> None:
 @app.command("tasks")
 def tasks_() -> None:
     """List the benchmarks and training tasks, with their data's licence."""
-    from tasks import load_task, task_names
+    from tasks import TASKS, load_task
 
     table = Table(title="tasks")
     for column in ("task", "primary metric", "test docs", "licence"):
         table.add_column(column)
-    for name in task_names():
+    for name in TASKS.names():
         task = load_task(name)
         if task.scorable:
             table.add_row(name, task.primary_metric, str(len(task.docs("test"))), task.licence or "generated")

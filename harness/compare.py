@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 from rich.table import Table
 
-from harness.leaderboard import Group, build_groups, group_runs, resolve_method, usable_records
 from harness.records import RunRecord
+from harness.results.groups import Group, build_groups, group_runs, resolve_method
+from harness.results.store import usable_records
 from harness.stats import Interval, constant_difference, paired_difference, welch_difference
 from kdcore.errors import HarnessError, unknown_choice
 from kdcore.scores import TaskScore
@@ -149,10 +150,11 @@ def compare(
 ) -> list[Comparison]:
     """Each method against the first (or every two methods, with `all_pairs`), per benchmark.
 
-    `methods` are method names, or row labels such as 'hybrid (alpha=0.3)' where a method has several
-    settings, or `teacher` / `student-before` for the build's reference evaluations (e.g. the paired gain of a
-    method over the student before distillation). `pair` is a pair name, or `<pair>@<build>` where it has runs
-    of several builds. `tasks` defaults to the benchmarks every method was scored on.
+    `methods` are method names where the build has one setting of the method, else a row's id (the leaderboard's
+    `id` column) or label such as 'hybrid (alpha=0.3)', or `teacher` / `student-before` for the build's reference
+    evaluations (e.g. the paired gain of a method over the student before distillation). `pair` is a pair name, or
+    `<pair>@<build>` where it has runs of several builds. `tasks` defaults to the benchmarks every method was scored
+    on.
     """
     if len(methods) < 2:
         raise HarnessError(f"compare needs at least two methods, got {methods!r}")

@@ -73,6 +73,6 @@ class CellJob(submitit.helpers.Checkpointable):
 
 def build_leaderboard(results_dir: str) -> list[str]:
     """Rebuild the leaderboard of `results_dir` from its records; the files written."""
-    from harness.leaderboard import build_leaderboard as build
+    from harness.results.build import build_leaderboard as build
 
     return [str(path) for path in build(Path(results_dir))]

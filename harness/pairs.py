@@ -16,8 +16,8 @@ import tomllib
 
 from harness.trace_filter import TraceFilter
 from kdcore.errors import HarnessError, unknown_choice
+from kdcore.train_settings import check_train_settings, is_integer
 from tasks.protocol import GenerationSettings, parse_settings
-from trainers.settings import check_train_settings, is_integer
 
 DEFAULT_PAIRS_FILE = Path(__file__).with_name("pairs.toml")
 SCHEMA_VERSION = 1

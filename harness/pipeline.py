@@ -42,7 +42,7 @@ from kdcore.costs import PhaseCost, device_kind
 from kdcore.errors import HarnessError, unknown_choice
 from kdcore.progress import log_line, progress_label
 from tasks import load_task
-from tasks.generation import BACKENDS
+from tasks.generation import backend_choices
 from trainers.loop import TrainConfig
 from trainers.objectives import Objective, load_method
 from trainers.train_log import Tracking, check_report_to
@@ -163,8 +163,8 @@ def check_spec(spec: RunSpec) -> tuple[Pair, Objective, TrainConfig]:
     objective = load_method(spec.method, **spec.method_params)
     for name in pair.tasks:
         load_task(name)
-    if spec.backend not in BACKENDS:
-        raise unknown_choice("backend", spec.backend, BACKENDS)
+    if spec.backend not in backend_choices():
+        raise unknown_choice("backend", spec.backend, backend_choices())
     check_teacher_signal(spec.teacher_signal, objective)
     check_report_to(spec.report_to)
     config = train_config(pair, spec)

@@ -21,10 +21,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from harness.experiment import record_experiment
 from harness.spec import DEFAULT_RESULTS
 from kdcore.io import atomic_write_json
 from kdcore.scores import TaskScore
-from trainers.settings import TRAIN_RULES, is_integer, is_number, train_problem
+from kdcore.train_settings import TRAIN_RULES, is_integer, is_number, train_problem
 
 SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)
@@ -34,6 +35,16 @@ OPTIONAL_FIELDS = ("run_id", "created", "attempts", "estimate")
 RECORD_GLOB = "runs/*.json"
 # training settings under their earlier names, read as TRL names them: old -> new
 RENAMED_TRAIN_SETTINGS = {"grad_accum": "gradient_accumulation_steps", "warmup_frac": "warmup_ratio"}
+# the teacher signal of the methods whose data plan fixes it (tests/test_records.py checks it against the plans)
+FIXED_TEACHER_SIGNAL = {
+    "sft": "none",
+    "hard": "none",
+    "gkd": "online",
+    "hybrid-gkd": "online",
+    "distillm2": "online",
+    "dld": "online",
+}
+FULL_LOGIT_DIVERGENCES = ("dld",)  # a soft-label method with one of these always reads the online teacher
 TRACKED_PACKAGES = (
     "torch",
     "transformers",
@@ -92,6 +103,10 @@ class RunRecord:
         """True when the record names its models' weights and its data (schema 2 onwards)."""
         return self.schema_version >= 2
 
+    def experiment(self) -> dict[str, Any]:
+        """What the run compared, in canonical form (harness.experiment)."""
+        return record_experiment(self.to_dict())
+
     def to_dict(self) -> dict[str, Any]:
         """The JSON form; a schema-1 record read from disk gives back its schema-1 fields only."""
         out = asdict(self)
@@ -128,6 +143,7 @@ class RunRecord:
         if version == 1:
             fields.update(models={}, data={}, student_before_scores={})
         check_values(fields)
+        fields["train_config"] = with_used_teacher_signal(fields["train_config"], fields)
         for key in SCORE_FIELDS:
             fields[key] = {task: TaskScore(**score) for task, score in fields[key].items()}
         return cls(**fields)
@@ -136,7 +152,7 @@ class RunRecord:
 def check_values(fields: dict[str, Any]) -> None:
     """Raise ValueError naming the first field of a parsed record whose type or range is wrong: names are non-empty
     strings, the seed an integer, scores fractions in [0, 1] with a doc count, step and attempt counts
-    positive, the training settings within their rules (trainers.settings), costs non-negative."""
+    positive, the training settings within their rules (kdcore.train_settings), costs non-negative."""
     for key in ("pair", "method", "teacher", "student"):
         if not isinstance(fields[key], str) or not fields[key]:
             raise ValueError(f"{key} must be a non-empty string, got {_short(fields[key])}")
@@ -207,6 +223,25 @@ def migrated_train_config(train: dict[str, Any]) -> dict[str, Any]:
         out["bf16"] = train["mixed_precision"] == "bf16"
     out.setdefault("lr_scheduler_type", "cosine")
     return out
+
+
+def used_teacher_signal(method: str, method_params: dict[str, Any], recorded: str) -> str:
+    """The teacher signal a run of `method` used: fixed by the method's data plan, or by a full-logit divergence,
+    or else the recorded choice."""
+    if method in FIXED_TEACHER_SIGNAL:
+        return FIXED_TEACHER_SIGNAL[method]
+    if method_params.get("divergence") in FULL_LOGIT_DIVERGENCES:
+        return "online"
+    return recorded
+
+
+def with_used_teacher_signal(train: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
+    """`train` with `teacher_signal` as the run used it: schema-2 records made before the data plan was recorded
+    carry the command line's default `topk` for every method, sft, hard and the online-only methods too."""
+    recorded = train.get("teacher_signal")
+    if not isinstance(recorded, str):
+        return train
+    return {**train, "teacher_signal": used_teacher_signal(record["method"], record["method_params"], recorded)}
 
 
 def describe_trial(trial: dict[str, Any]) -> str:

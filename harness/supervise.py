@@ -52,12 +52,12 @@ from kdcore.costs import PhaseCost, device_kind, timed
 from kdcore.errors import HarnessError
 from kdcore.io import atomic_write_json
 from kdcore.progress import log_line, progress_bar, progress_label
+from kdcore.train_settings import is_number
 from tasks import Doc, Messages, Task, load_task
 from tasks.generation import Generator, render_prompt
 from trainers.batch import collate
 from trainers.loop import hidden_rows, logits_fn
 from trainers.plan import Sampling
-from trainers.settings import is_number
 from trainers.topk import teacher_buckets, topk_features, topk_logprobs
 
 

@@ -27,7 +27,7 @@ from harness.records import load_records, utc_now
 from kdcore.errors import HarnessError, Interrupted, unknown_choice
 from kdcore.io import atomic_write_json
 from kdcore.progress import console
-from trainers.objectives import registered_methods
+from trainers.objectives import METHODS
 
 FAILURES_DIR = "failures"
 LOCKS_DIR = "locks"  # <cell>.lock while a sweep runs the cell (harness.cell_lock)
@@ -57,7 +57,7 @@ def grid(
     """One spec per (pair, method, seed), in that order; each method takes the `params` it has (a parameter no
     method of the sweep has is an error) and the template's teacher signal if it has the choice (likewise); the rest
     of every spec comes from `template`."""
-    registered = registered_methods()
+    registered = METHODS
     for method in methods:
         if method not in registered:
             raise unknown_choice("method", method, registered)

@@ -132,7 +132,7 @@ def scheduled_sweep(specs: list[Any], results_dir: Path, options: ScheduleOption
         failed = {s.cell: s for s in states if s.state == "failed"}
         print_status(states)
     if options.executor == "local" and submitted.cells:
-        from harness.leaderboard import build_leaderboard
+        from harness.results.build import build_leaderboard
 
         for output in build_leaderboard(results_dir):
             console.print(f"leaderboard: {output}")

@@ -1,6 +1,6 @@
 """Trial runs: a run whose budget differs from its pair's (`--limit`, or `--max-steps` other than the pair's) is a
 trial. Its record says so (`training.trial`), it goes to a scratch results folder unless `--results-dir` names
-one, and the leaderboard never puts it in a build's main table (harness.leaderboard).
+one, and the leaderboard never puts it in a build's main table (harness.results).
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from pathlib import Path
 from harness.pairs import ROLES, Pair, Published
 from kdcore.errors import HarnessError, unknown_choice
 from kdcore.scores import TaskScore
-from tasks import load_task, task_names
+from tasks import TASKS, load_task
 
 Z_95 = 1.959964
 Evaluate = Callable[[str, list[str]], dict[str, TaskScore]]  # (role, tasks) -> that model's scores
@@ -75,8 +75,8 @@ def check_published(pair: Pair) -> None:
             "entries (model, task, score, source, protocol) to its pairs file"
         )
     for item in pair.published:
-        if item.task not in task_names():
-            raise unknown_choice(f"task in pair {pair.name!r} published scores:", item.task, task_names())
+        if item.task not in TASKS:
+            raise unknown_choice(f"task in pair {pair.name!r} published scores:", item.task, TASKS)
         if not load_task(item.task).scorable:
             raise HarnessError(f"pair {pair.name!r}: {item.task} cannot be scored, so it has no published score")
 

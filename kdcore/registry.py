@@ -1,24 +1,24 @@
-"""One generic registry: names to members (methods, divergences, weightings, tasks, backends, data sources).
+"""One generic registry: names to members (methods, divergences, tasks, backends).
 
-A registry knows the package its members live in and imports every module of it on the first lookup, so a member
-is found by being defined, without a hand-kept import list. Registering a name twice is an error, and so is
-asking for a name nobody registered (the message lists the valid ones).
+A registry is a read-only mapping that knows the package its members live in and imports every module of it on
+first use, so a member is found by being defined, without a hand-kept import list. Registering a name twice is an
+error, and so is looking up a name nobody registered (`lookup`: the message lists the valid ones).
 """
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from collections.abc import Callable, Iterator, Mapping
+from typing import TypeVar
 
 from kdcore.errors import HarnessError, unknown_choice
 
 T = TypeVar("T")
 
 
-class Registry(Generic[T]):
-    """Members of one kind, by name; `package` (dotted) is imported module by module before the first lookup."""
+class Registry(Mapping[str, T]):
+    """Members of one kind, by name; `package` (dotted) is imported module by module before the first read."""
 
     def __init__(self, kind: str, package: str | None = None) -> None:
         self.kind, self.package = kind, package
@@ -26,7 +26,7 @@ class Registry(Generic[T]):
         self._discovered = package is None
 
     def add(self, name: str, member: T) -> T:
-        """Register `member` as `name`; a HarnessError if the name is taken."""
+        """Register `member` as `name`; a HarnessError if the name is taken by another member."""
         if name in self._members and self._members[name] is not member:
             raise HarnessError(f"{self.kind} {name!r} is registered twice")
         self._members[name] = member
@@ -36,27 +36,28 @@ class Registry(Generic[T]):
         """Decorator form of `add`."""
         return lambda member: self.add(name, member)
 
-    def get(self, name: str) -> T:
+    def lookup(self, name: str) -> T:
         """The member registered as `name`; a one-line HarnessError naming the valid choices otherwise."""
-        members = self.members()
-        if name not in members:
-            raise unknown_choice(self.kind, name, members)
-        return members[name]
+        if name not in self:
+            raise unknown_choice(self.kind, name, self.names())
+        return self[name]
 
-    def members(self) -> dict[str, T]:
-        """Every member, by name, after importing each module of the package once."""
+    def names(self) -> list[str]:
+        return sorted(self._discover())
+
+    def _discover(self) -> dict[str, T]:
         if not self._discovered:
             self._discovered = True
             package = importlib.import_module(self.package)  # type: ignore[arg-type]
             for module in pkgutil.iter_modules(package.__path__):
                 importlib.import_module(f"{self.package}.{module.name}")
-        return dict(self._members)
+        return self._members
 
-    def names(self) -> list[str]:
-        return sorted(self.members())
-
-    def __contains__(self, name: object) -> bool:
-        return name in self.members()
+    def __getitem__(self, name: str) -> T:
+        return self._discover()[name]
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self._discover())

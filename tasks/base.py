@@ -6,7 +6,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from kdcore.errors import HarnessError, unknown_choice
+from kdcore.errors import HarnessError
+from kdcore.registry import Registry
 from kdcore.scores import TRUNCATED
 
 Doc = dict[str, Any]
@@ -144,7 +145,7 @@ class ThinkingTask(Task):
         return {**self.inner.combine(own), **mean_metrics(tallies)}
 
 
-_REGISTRY: dict[str, Callable[[], Task]] = {}
+TASKS: Registry[type[Task]] = Registry("task", "tasks")  # every module of `tasks` is searched
 
 
 def register_task(name: str) -> Callable[[type[Task]], type[Task]]:
@@ -152,24 +153,18 @@ def register_task(name: str) -> Callable[[type[Task]], type[Task]]:
 
     def wrap(cls: type[Task]) -> type[Task]:
         cls.name = name
-        _REGISTRY[name] = cls
-        return cls
+        return TASKS.add(name, cls)
 
     return wrap
-
-
-def task_names() -> list[str]:
-    return sorted(_REGISTRY)
 
 
 def load_task(name: str, *, thinking: bool = False, **options: Any) -> Task:
     """The task registered as `name`, built with `options` (e.g. data_source, num_fewshot); a HarnessError
     naming the valid choices otherwise. `thinking=True` (set by a thinking model's pair) scores only the text
     after `</think>`, and gives 0 to a completion whose thinking never closes (see `ThinkingTask`)."""
-    if name not in _REGISTRY:
-        raise unknown_choice("task", name, _REGISTRY)
+    cls = TASKS.lookup(name)
     try:
-        task = _REGISTRY[name](**options)
+        task = cls(**options)
     except TypeError as err:
         raise HarnessError(f"bad options for task {name!r}: {err}") from None
     return ThinkingTask(task) if thinking else task

@@ -21,6 +21,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from kdcore.errors import HarnessError, unknown_choice
 from kdcore.progress import progress_bar
+from kdcore.registry import Registry
 from tasks.base import Messages
 
 logger = logging.getLogger(__name__)
@@ -232,55 +233,54 @@ class TransformersGenerator:
         """Nothing to release: the model is garbage-collected with the generator."""
 
 
-BACKENDS = ("auto", "transformers", "vllm")
+class BackendFactory(Protocol):
+    """Builds a generator for `model_ref`; `load()` gives the HF model and tokenizer, for backends that use them."""
+
+    def __call__(
+        self,
+        model_ref: str,
+        load: Callable[[], tuple[PreTrainedModel, PreTrainedTokenizerBase]],
+        *,
+        dtype: str,
+        seed: int,
+        vocab_rows: int | None,
+        tensor_parallel: int,
+        data_parallel: int,
+        gpu_memory_utilization: float | None,
+    ) -> Generator: ...
+
+
+BACKENDS: Registry[BackendFactory] = Registry("backend")
+AUTO = "auto"  # vLLM when it is installed and a GPU is present, else transformers
+
+
+def backend_choices() -> list[str]:
+    return [AUTO, *BACKENDS.names()]
 
 
 def resolve_backend(backend: str) -> str:
-    """`transformers` or `vllm`: `auto` is vLLM when it is installed and a GPU is present."""
-    if backend not in BACKENDS:
-        raise unknown_choice("backend", backend, BACKENDS)
-    if backend == "auto":
+    """A registered backend: `auto` is vLLM when it is installed and a GPU is present, else transformers."""
+    if backend != AUTO and backend not in BACKENDS:
+        raise unknown_choice("backend", backend, backend_choices())
+    if backend == AUTO:
         return "vllm" if importlib.util.find_spec("vllm") and torch.cuda.is_available() else "transformers"
     return backend
 
 
-def make_generator(
+@BACKENDS.register("transformers")
+def transformers_generator(
     model_ref: str,
     load: Callable[[], tuple[PreTrainedModel, PreTrainedTokenizerBase]],
     *,
-    backend: str = "auto",
-    dtype: str = "float32",
-    seed: int = 0,
-    vocab_rows: int | None = None,
-    tensor_parallel: int = 1,
-    data_parallel: int = 1,
-    gpu_memory_utilization: float | None = None,
+    dtype: str,
+    seed: int,
+    vocab_rows: int | None,
+    tensor_parallel: int,
+    data_parallel: int,
+    gpu_memory_utilization: float | None,
 ) -> Generator:
-    """A generator on `backend` (see `resolve_backend`). `vocab_rows` limits generation to the vocabulary shared
-    with a student. transformers: `load()` gives the HF model and tokenizer it generates with (called only for this
-    backend). vLLM: an engine for `model_ref` (a folder or hub id); no HF model is loaded in this process.
-
-    vLLM only: `tensor_parallel` GPUs per engine, `data_parallel` engines (one process each, see `tasks.parallel`)
-    sharing every call (the generator's `devices` is their product), and each engine's `gpu_memory_utilization`
-    (None: computed from the memory free when it starts)."""
-    if resolve_backend(backend) == "vllm":
-        from functools import partial
-
-        from tasks.parallel import DataParallelGenerator
-        from tasks.vllm_backend import VLLMGenerator
-
-        engine = partial(
-            VLLMGenerator,
-            model_ref,
-            dtype=dtype,
-            seed=seed,
-            vocab_rows=vocab_rows,
-            tensor_parallel=tensor_parallel,
-            gpu_memory_utilization=gpu_memory_utilization,
-        )
-        if data_parallel > 1:
-            return DataParallelGenerator(engine, data_parallel, devices_per_worker=tensor_parallel)
-        return engine()
+    """Generation with the HF model `load()` gives, in this process (`model_ref`, `dtype`, `seed` and the memory
+    share are vLLM's; the model is loaded as given)."""
     if tensor_parallel > 1 or data_parallel > 1:
         raise HarnessError(
             f"--tensor-parallel {tensor_parallel} / --data-parallel {data_parallel} need vLLM: pass --backend vllm "
@@ -288,6 +288,67 @@ def make_generator(
         )
     model, tokenizer = load()
     return TransformersGenerator(model, tokenizer, vocab_rows=vocab_rows)
+
+
+@BACKENDS.register("vllm")
+def vllm_generator(
+    model_ref: str,
+    load: Callable[[], tuple[PreTrainedModel, PreTrainedTokenizerBase]],
+    *,
+    dtype: str,
+    seed: int,
+    vocab_rows: int | None,
+    tensor_parallel: int,
+    data_parallel: int,
+    gpu_memory_utilization: float | None,
+) -> Generator:
+    """A vLLM engine for `model_ref` (a folder or hub id), `data_parallel` of them in processes of their own; no HF
+    model is loaded in this process."""
+    from functools import partial
+
+    from tasks.parallel import DataParallelGenerator
+    from tasks.vllm_backend import VLLMGenerator
+
+    engine = partial(
+        VLLMGenerator,
+        model_ref,
+        dtype=dtype,
+        seed=seed,
+        vocab_rows=vocab_rows,
+        tensor_parallel=tensor_parallel,
+        gpu_memory_utilization=gpu_memory_utilization,
+    )
+    if data_parallel > 1:
+        return DataParallelGenerator(engine, data_parallel, devices_per_worker=tensor_parallel)
+    return engine()
+
+
+def make_generator(
+    model_ref: str,
+    load: Callable[[], tuple[PreTrainedModel, PreTrainedTokenizerBase]],
+    *,
+    backend: str = AUTO,
+    dtype: str = "float32",
+    seed: int = 0,
+    vocab_rows: int | None = None,
+    tensor_parallel: int = 1,
+    data_parallel: int = 1,
+    gpu_memory_utilization: float | None = None,
+) -> Generator:
+    """A generator on `backend` (see `resolve_backend`), built by its registered factory. `vocab_rows` limits
+    generation to the vocabulary shared with a student. vLLM only: `tensor_parallel` GPUs per engine,
+    `data_parallel` engines (one process each, see `tasks.parallel`) sharing every call (the generator's `devices` is
+    their product), and each engine's `gpu_memory_utilization` (None: computed from the memory free when it starts)."""
+    return BACKENDS[resolve_backend(backend)](
+        model_ref,
+        load,
+        dtype=dtype,
+        seed=seed,
+        vocab_rows=vocab_rows,
+        tensor_parallel=tensor_parallel,
+        data_parallel=data_parallel,
+        gpu_memory_utilization=gpu_memory_utilization,
+    )
 
 
 def truncate_at_stop(text: str, stop: Sequence[str]) -> str:

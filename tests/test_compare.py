@@ -12,9 +12,11 @@ import pytest
 from rich.console import Console
 from scipy import stats
 
-import harness.leaderboard
 from harness.compare import EXACT, PAIRED, UNPAIRED, compare, comparison_table
 from harness.records import write_record
+from harness.results.estimates import Row, leaderboard
+from harness.results.groups import group_runs
+from harness.results.store import usable_records
 from harness.stats import detectable_difference
 from kdcore.errors import HarnessError
 from kdcore.scores import TaskScore
@@ -85,7 +87,7 @@ def test_compare_never_mixes_builds(tmp_path: Path) -> None:
         _record(tmp_path, "new", 0, dict.fromkeys(range(20), 1.0), build)
     with pytest.raises(HarnessError, match=r"pair 'tiny' has runs of 2 builds .*pick one: tiny@\w{6}, tiny@\w{6}"):
         compare(tmp_path, "tiny", ["ref", "new"])
-    builds = sorted({g.build for g in harness.leaderboard.group_runs(harness.leaderboard.usable_records(tmp_path)[0])})
+    builds = sorted({g.build for g in group_runs(usable_records(tmp_path)[0])})
     diffs = {b: compare(tmp_path, f"tiny@{b}", ["ref", "new"])[0].diff for b in builds}
     assert sorted(diffs.values()) == [0.0, 1.0]
     with pytest.raises(HarnessError, match="unknown build of pair 'tiny' 'zzz'"):
@@ -138,11 +140,7 @@ def test_compare_against_the_reference_evaluations(tmp_path: Path) -> None:
     assert (gain.reference, gain.method, gain.n_docs, gain.reference_seeds) == ("student-before", "hybrid", 200, 1)
     assert gain.reference_score == pytest.approx(0.12) and gain.diff == pytest.approx(0.31 - 0.12)
     assert gain.significant and gain.low > 0 and gain.pairing == EXACT
-    hybrid = [
-        r.scores["arith"].score
-        for r in harness.leaderboard.usable_records(tmp_path)[0]
-        if r.method == "hybrid" and r.pair == "tiny"
-    ]
+    hybrid = [r.scores["arith"].score for r in usable_records(tmp_path)[0] if r.method == "hybrid" and r.pair == "tiny"]
     expected = stats.ttest_1samp(np.array(hybrid) - 0.12, 0.0).confidence_interval()
     assert (gain.low, gain.high) == pytest.approx((expected.low, expected.high))
     assert short.method == "teacher" and short.diff == pytest.approx(0.68 - 0.12)
@@ -152,3 +150,27 @@ def test_compare_against_the_reference_evaluations(tmp_path: Path) -> None:
         (old / "runs").mkdir(parents=True)
         (old / "runs" / "r.json").write_text(json.dumps(record))
         compare(old, "tiny", ["student-before", "hybrid (weighting=static)"])
+
+
+def _tiny_rows(results: Path) -> list[Row]:
+    return next(t for t in leaderboard(results).tables if t.pair == "tiny").rows
+
+
+def test_a_rows_id_names_it_in_compare_and_survives_new_settings(tmp_path: Path) -> None:
+    """The leaderboard's `id` picks a row whatever its label; adding another setting of the method renames the row's
+    label (the settings that differ) but not its id, and its method name then stops being enough."""
+    write_fake_results(tmp_path)
+    rows = {row.label: row.group.key for row in _tiny_rows(tmp_path)}
+    (by_name,) = compare(tmp_path, "tiny", ["gkd", "hybrid"])
+    (by_id,) = compare(tmp_path, "tiny", [rows["gkd"], rows["hybrid"]])
+    assert (by_id.reference, by_id.method, by_id.diff) == ("gkd", "hybrid", by_name.diff)
+    for seed in (7, 8):  # seeds the fixture has not used: the fixed run ids differ
+        record = make_record("tiny", "hybrid", seed, {"arith": TaskScore(score=0.5, n=200)}, {"train": phase(0.01)})
+        record.method_params = {"temperature": 2.0}
+        write_record(record, tmp_path)
+    after = {row.group.key: row.label for row in _tiny_rows(tmp_path)}
+    assert after[rows["hybrid"]] == "hybrid (temperature=1.0)" and after[rows["gkd"]] == "gkd"
+    with pytest.raises(HarnessError, match=rf"several settings on pair 'tiny'; pick one by id: .*{rows['hybrid']}"):
+        compare(tmp_path, "tiny", ["gkd", "hybrid"])
+    (again,) = compare(tmp_path, "tiny", [rows["gkd"], rows["hybrid"]])
+    assert again.diff == by_id.diff

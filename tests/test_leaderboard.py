@@ -18,22 +18,12 @@ import pytest
 from scipy import stats as scipy_stats
 
 from harness.accounting import CostLedger
-from harness.leaderboard import (
-    BEFORE,
-    TEACHER,
-    TRUNCATION_NOTE,
-    build_leaderboard,
-    charged_hours,
-    fmt_flops,
-    fmt_gap,
-    fmt_hours,
-    latex_escape,
-    leaderboard,
-    leaderboard_latex,
-    render_markdown,
-)
-from harness.plots import pareto_front
 from harness.records import RunRecord, load_records, write_record
+from harness.results.build import build_leaderboard, leaderboard_latex
+from harness.results.costs import charged_hours
+from harness.results.estimates import BEFORE, TEACHER, TRUNCATION_NOTE, leaderboard
+from harness.results.plots import pareto_front
+from harness.results.render import fmt_flops, fmt_gap, fmt_hours, latex_escape, render_markdown
 from harness.stats import two_row_detectable
 from kdcore.errors import HarnessError
 from kdcore.scores import TRUNCATED, TaskScore
@@ -185,7 +175,7 @@ def test_a_row_with_one_seed_shows_no_interval_and_no_detectable_difference(tmp_
     board = leaderboard(tmp_path)
     row = board.tables[0].rows[0]
     assert row.scores["arith"].low is None and row.detectable is None
-    assert "| hard | 1 | 20.0 | s0 20.0 | 0.14 | – |" in render_markdown(board)
+    assert f"| hard | {row.group.key} | 1 | 20.0 | s0 20.0 | 0.14 | – |" in render_markdown(board)
 
 
 def test_gap_recovered_against_the_reference_rows(results: Path) -> None:
@@ -282,14 +272,14 @@ def test_markdown_shows_rows_teacher_and_costs(results: Path) -> None:
     line = next(x for x in md.splitlines() if x.startswith("| hybrid |"))
     cells = [c.strip() for c in line.strip("|").split("|")]
     arith = hybrid.scores["arith"]
-    assert cells[:3] == ["hybrid", "2", f"{arith.mean:.1f} [{arith.low:.1f}, {arith.high:.1f}]"]
+    assert cells[:4] == ["hybrid", hybrid.group.key, "2", f"{arith.mean:.1f} [{arith.low:.1f}, {arith.high:.1f}]"]
     assert "±" not in md
     assert fmt_hours(hybrid.total_hours) in cells
     assert f"{hybrid.cheaper:.2f}x" in cells
     teacher = _table(board, "tiny").reference(TEACHER).scores["arith"]
-    assert teacher.low is None and "| teacher (reference) | 1 eval | 68.0 |" in md
-    assert "| student before distillation (reference) | 1 eval | 12.0 |" in md
-    assert "| teacher (reference) | 1 eval | 86.0 | 61.0 | 73.5 |" in md  # qwen: no logs, no interval
+    assert teacher.low is None and "| teacher (reference) |  | 1 eval | 68.0 |" in md
+    assert "| student before distillation (reference) |  | 1 eval | 12.0 |" in md
+    assert "| teacher (reference) |  | 1 eval | 86.0 | 61.0 | 73.5 |" in md  # qwen: no logs, no interval
     assert "## qwen: `qwen-teacher` → `qwen-student`" in md
     assert "Pinned: teacher `tiny-teacher` weights " in md
 
@@ -396,9 +386,7 @@ def test_rebuild_is_byte_identical(results: Path) -> None:
 def test_rebuild_in_another_process_and_hash_seed_is_byte_identical(results: Path) -> None:
     """Set iteration order (PYTHONHASHSEED) and a fresh interpreter must not change any byte."""
     first = _outputs(results, "gkd")
-    script = (
-        "import sys; from harness.leaderboard import build_leaderboard; build_leaderboard(sys.argv[1], baseline='gkd')"
-    )
+    script = "import sys; from harness.results.build import build_leaderboard as b; b(sys.argv[1], baseline='gkd')"
     env = {**os.environ, "PYTHONHASHSEED": "12345", "MPLBACKEND": "pdf"}
     subprocess.run([sys.executable, "-c", script, str(results)], check=True, env=env, cwd=Path(__file__).parents[1])
     assert {name: (results / name).read_bytes() for name in first if name != "leaderboard.tex"} == {
@@ -421,7 +409,7 @@ def test_bad_records_are_reported_by_name_and_skipped(results: Path, caplog: pyt
     (runs / "negative.json").write_text(json.dumps(negative))
     before = sorted(p.name for p in runs.iterdir())
 
-    with caplog.at_level(logging.WARNING, logger="harness.leaderboard"):
+    with caplog.at_level(logging.WARNING, logger="harness.results.build"):
         build_leaderboard(results)
     problems = leaderboard(results).problems
     expected = {

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from harness.leaderboard import build_leaderboard, leaderboard
+from harness.results.build import build_leaderboard
+from harness.results.estimates import leaderboard
 from tests.fake_records import write_fake_results
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
@@ -31,7 +32,7 @@ window.addEventListener("load", () => {
     return r.width > 0 && r.height > 0 && getComputedStyle(el).visibility === "visible"; };
   const tables = [...document.querySelectorAll("table.sortable")];
   const scores = tables[tables.length > 2 ? 2 : 0];  // tables come in (scores, cost) per section
-  const header = scores.querySelectorAll("thead th")[2];
+  const header = scores.querySelectorAll("thead th")[3];
   header.click(); header.click();
   const probe = document.createElement("pre");
   probe.id = "probe";

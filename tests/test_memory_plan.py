@@ -78,7 +78,7 @@ def test_run_and_sweep_share_their_options(monkeypatch: pytest.MonkeyPatch, tmp_
     specs = []
     monkeypatch.setattr("harness.pipeline.run", lambda spec: specs.append(spec))
     monkeypatch.setattr(sweep, "run_sweep", lambda cells, results: specs.extend(cells) or sweep.SweepResult())
-    monkeypatch.setattr("harness.leaderboard.build_leaderboard", lambda results: [])
+    monkeypatch.setattr("harness.results.build.build_leaderboard", lambda results: [])
     for command in (["run", "--method", "soft"], ["sweep", "--methods", "soft"]):
         monkeypatch.setattr(sys, "argv", ["harness", *command, *SHARED, "--results-dir", str(tmp_path)])
         with pytest.raises(SystemExit) as done:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from kdcore.errors import HarnessError
-from trainers.objectives import TeacherRows, cross_entropy_rows, load_method, registered_methods
+from trainers.objectives import METHODS, TeacherRows, cross_entropy_rows, load_method
 from trainers.topk import topk_logprobs
 
 LOG2 = math.log(2.0)
@@ -150,9 +150,9 @@ def test_gkd_is_jsd_and_hybrid_gkd_adds_argmax_ce() -> None:
 
 
 def test_loss_gradients_reach_student_logits() -> None:
-    for name in registered_methods():
+    for name in METHODS:
         logits = STUDENT.clone().requires_grad_(True)
-        online = registered_methods()[name].on_policy or load_method(name).data_plan().teacher_signal == "online"
+        online = METHODS[name].on_policy or load_method(name).data_plan().teacher_signal == "online"
         teacher = TeacherRows(logits=TEACHER) if online else full_topk(TEACHER)
         teacher.from_student = torch.tensor([name == "distillm2"])
         load_method(name).token_losses(logits, TARGET, teacher, 0.5)["loss"].sum().backward()
@@ -198,7 +198,7 @@ def test_bad_method_arguments(name: str, params: dict, message: str) -> None:
 def test_every_parameter_is_documented() -> None:
     from trainers.params import describe
 
-    for name, cls in registered_methods().items():
+    for name, cls in METHODS.items():
         for row in describe(cls.Params):
             assert row["meaning"] != "-" and row["source"] != "-" and row["allowed"] != "-", (name, row["name"])
 
@@ -284,8 +284,8 @@ def test_the_settings_rules_load_without_torch_and_every_method_is_found_from_th
     import subprocess
     import sys
 
-    light = "import sys, harness.pairs, trainers.settings; print('torch' in sys.modules)"
+    light = "import sys, harness.pairs, kdcore.train_settings; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", light], capture_output=True, text=True, check=True).stdout == "False\n"
-    names = "from trainers.objectives import method_names; print(','.join(method_names()))"
+    names = "from trainers.objectives import METHODS; print(','.join(METHODS.names()))"
     found = subprocess.run([sys.executable, "-c", names], capture_output=True, text=True, check=True).stdout
     assert set(found.strip().split(",")) >= {"csd", "dld", "distillm", "distillm2", "taid", "gkd", "hybrid", "sft"}

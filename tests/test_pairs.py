@@ -206,8 +206,8 @@ def test_every_training_setting_of_a_pair_is_checked(tmp_path: Path, line: str, 
 def test_the_training_rules_cover_every_train_config_field() -> None:
     from dataclasses import fields
 
+    from kdcore.train_settings import TRAIN_RULES
     from trainers.loop import TrainConfig
-    from trainers.settings import TRAIN_RULES
 
     assert list(TRAIN_RULES) == [f.name for f in fields(TrainConfig)]
     for f in fields(TrainConfig):  # every default is allowed by its own rule

@@ -72,7 +72,7 @@ def own_cache(own_tiny_cache: Path, tmp_path: Path) -> Path:
 
 
 def test_student_responses_reach_training_as_a_field_of_the_examples(own_cache: Path, tmp_path, monkeypatch) -> None:
-    monkeypatch.setitem(METHODS, WithResponses.name, WithResponses)
+    monkeypatch.setattr(METHODS, "_members", {**METHODS, WithResponses.name: WithResponses})
     seen, real_train = [], phases.train
 
     def train(student, objective, examples, *args, **kwargs):

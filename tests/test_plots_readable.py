@@ -10,9 +10,10 @@ import pytest
 from matplotlib.figure import Figure
 from matplotlib.transforms import Bbox
 
-from harness.leaderboard import PairTable, leaderboard, table_loss_curves
-from harness.plots import dev_score_figure, loss_figure, method_style, pair_plots, pareto_figure, scores_figure
-from harness.train_curves import loss_curve
+from harness.results.build import table_loss_curves
+from harness.results.curves import loss_curve
+from harness.results.estimates import PairTable, leaderboard
+from harness.results.plots import dev_score_figure, loss_figure, method_style, pair_plots, pareto_figure, scores_figure
 
 SHIPPED = Path(__file__).resolve().parents[1] / "results"
 

@@ -12,7 +12,14 @@ from pathlib import Path
 import pytest
 
 from harness.accounting import CostLedger
-from harness.records import SCHEMA_VERSION, RunRecord, load_records, migrated_train_config, write_record
+from harness.records import (
+    SCHEMA_VERSION,
+    RunRecord,
+    load_records,
+    migrated_train_config,
+    used_teacher_signal,
+    write_record,
+)
 from kdcore.scores import TaskScore
 from tests.fake_records import data, models
 
@@ -187,3 +194,23 @@ def test_a_runs_own_outputs_do_not_make_the_code_dirty(tmp_path: Path) -> None:
     assert not has_code_changes(tmp_path / "results")  # from any folder of the checkout
     (tmp_path / "code.py").write_text("x = 2\n")
     assert has_code_changes(tmp_path / "results")
+
+
+def test_the_fixed_teacher_signals_are_the_methods_data_plans() -> None:
+    """The migration's table of fixed signals says what each method's data plan uses, so a record carrying the
+    command line's default reads as the run was made."""
+    from trainers.objectives import METHODS, load_method
+
+    for name in METHODS:
+        assert used_teacher_signal(name, {}, "topk") == load_method(name).data_plan().teacher_signal, name
+    assert load_method("soft", divergence="dld").data_plan().teacher_signal == "online"
+    assert used_teacher_signal("soft", {"divergence": "dld"}, "topk") == "online"
+
+
+def test_a_record_reads_with_the_teacher_signal_its_method_used(tmp_path: Path) -> None:
+    for method, recorded, read in [("hard", "topk", "none"), ("gkd", "topk", "online"), ("soft", "online", "online")]:
+        record = make_record(method=method, train_config={"max_steps": 1, "teacher_signal": recorded})
+        write_record(record, tmp_path)
+        (loaded,), _ = load_records(tmp_path)
+        assert loaded.train_config["teacher_signal"] == read
+        (tmp_path / "runs" / f"{record.run_id}.json").unlink()

@@ -29,13 +29,15 @@ def toy_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Reg
 
 def test_a_member_is_found_without_an_import_list(toy_package: Registry[type]) -> None:
     assert "toyreg.ball" not in sys.modules
-    assert toy_package.get("ball").__name__ == "Ball"
-    assert toy_package.names() == ["ball"] and "ball" in toy_package
+    assert toy_package.lookup("ball").__name__ == "Ball"
+    assert (
+        toy_package.names() == ["ball"] and "ball" in toy_package and dict(toy_package) == {"ball": toy_package["ball"]}
+    )
 
 
 def test_unknown_names_and_duplicates_are_one_line_errors(toy_package: Registry[type]) -> None:
     with pytest.raises(HarnessError, match=r"^unknown toy 'kite'; valid choices: ball$"):
-        toy_package.get("kite")
+        toy_package.lookup("kite")
     with pytest.raises(HarnessError, match=r"^toy 'ball' is registered twice$"):
         toy_package.add("ball", type("OtherBall", (), {}))
 
@@ -43,4 +45,28 @@ def test_unknown_names_and_duplicates_are_one_line_errors(toy_package: Registry[
 def test_registering_the_same_member_again_is_harmless() -> None:
     registry: Registry[int] = Registry("number")
     registry.add("one", 1)
-    assert registry.add("one", 1) == 1 and registry.get("one") == 1
+    assert registry.add("one", 1) == 1 and registry.lookup("one") == 1 and len(registry) == 1
+
+
+def test_the_projects_registries_find_their_members_and_refuse_unknown_names() -> None:
+    """Methods, divergences, tasks and backends are registries: found without an import list (a fresh `import tasks`
+    imports no benchmark module until a task is looked up), unknown names refused in one line."""
+    import subprocess
+
+    script = (
+        "import sys, tasks; before = 'tasks.gsm8k' in sys.modules; names = tasks.TASKS.names()\n"
+        "print(before, ','.join(names))"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split()
+    assert out[0] == "False" and {"arith", "gsm8k", "math500", "humaneval", "codealpaca"} <= set(out[1].split(","))
+    from tasks.generation import BACKENDS, backend_choices, resolve_backend
+    from trainers.divergences import DIVERGENCES
+    from trainers.objectives import METHODS
+
+    assert isinstance(METHODS, Registry) and isinstance(DIVERGENCES, Registry) and isinstance(BACKENDS, Registry)
+    assert backend_choices() == ["auto", "transformers", "vllm"] and resolve_backend("transformers") == "transformers"
+    for registry, kind in ((METHODS, "method"), (DIVERGENCES, "divergence"), (BACKENDS, "backend")):
+        with pytest.raises(HarnessError, match=rf"^unknown {kind} 'nope'; valid choices: "):
+            registry.lookup("nope")
+    with pytest.raises(HarnessError, match=r"^unknown backend 'nope'; valid choices: auto, transformers, vllm$"):
+        resolve_backend("nope")

@@ -18,7 +18,7 @@ from tests.tiny_models import tiny_llama
 from trainers.batch import collate
 from trainers.divergences import token_divergence
 from trainers.loop import row_terms, sequence_share
-from trainers.objectives import TeacherRows, load_method, registered_methods
+from trainers.objectives import METHODS, TeacherRows, load_method
 from trainers.releases import RELEASES, source
 from trainers.taid import Schedule, TAIDParams, taid_cross_entropy, taid_loss
 from trainers.topk import topk_divergence, topk_logprobs
@@ -369,8 +369,8 @@ def test_every_recorded_default_is_the_parameters_source() -> None:
         for key in release.defaults:
             text = source(method, key)
             assert text.startswith(release.repo + "@") and all(len(c) == 40 for c in release.files.values())
-            if method in registered_methods():
-                fields = {f.name: f for f in dataclasses.fields(registered_methods()[method].Params)}
+            if method in METHODS:
+                fields = {f.name: f for f in dataclasses.fields(METHODS[method].Params)}
                 if key in fields:
                     assert fields[key].metadata["source"] == text
                     checked += 1

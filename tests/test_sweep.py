@@ -10,9 +10,9 @@ import pytest
 
 from harness import pipeline
 from harness.cli import main
-from harness.leaderboard import usable_records
 from harness.pipeline import RunSpec
 from harness.records import load_records
+from harness.results.store import usable_records
 from harness.sweep import cell_name, grid
 from kdcore.errors import HarnessError
 

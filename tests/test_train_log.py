@@ -17,10 +17,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.leaderboard import build_groups, build_tables, group_runs
 from harness.pairs import get_pair
 from harness.pipeline import RunSpec, check_spec
 from harness.records import RunRecord, migrated_train_config
+from harness.results.estimates import build_tables
+from harness.results.groups import build_groups, group_runs
 from harness.trial import results_dir_for, trial_budget, trial_results_dir
 from kdcore.errors import HarnessError
 from kdcore.progress import labelled, progress_label

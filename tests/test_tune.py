@@ -13,8 +13,9 @@ import pytest
 
 from harness import tune as tuning
 from harness.cli import main
-from harness.leaderboard import display_table, leaderboard, render_markdown
 from harness.pipeline import RunSpec, run
+from harness.results.estimates import leaderboard
+from harness.results.render import display_table, render_markdown
 from harness.tune import (
     DevSplit,
     default_grid,

@@ -4,8 +4,7 @@ Public API: `token_divergence` / `divergence_from_logprobs` (every divergence, p
 (`topk_logprobs`, `topk_divergence`), the method registry (`load_method`, `METHODS`, `register_method`), the
 Bridge-Garden release's losses (`release_loss`), the chunked loss and the training loop (`train`, `TrainConfig`).
 
-Names are imported on first use (PEP 562), so a light submodule such as `trainers.settings` (the training
-settings' rules, read by the CLI before any model loads) does not pull in torch.
+Names are imported on first use (PEP 562), so importing a light submodule does not pull in torch.
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ _EXPORTS = {
     "METHODS": "trainers.objectives",
     "Objective": "trainers.objectives",
     "load_method": "trainers.objectives",
-    "method_names": "trainers.objectives",
     "register_method": "trainers.objectives",
     "release_loss": "trainers.bridge_garden",
     "chunked_token_loss": "trainers.chunked",
@@ -43,6 +41,4 @@ __all__ = sorted(_EXPORTS)
 def __getattr__(name: str) -> Any:
     if name not in _EXPORTS:
         raise AttributeError(f"module 'trainers' has no attribute {name!r}")
-    if name == "METHODS":
-        return import_module("trainers.objectives").registered_methods()
     return getattr(import_module(_EXPORTS[name]), name)

@@ -82,7 +82,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from kdcore.errors import HarnessError, unknown_choice
+from kdcore.errors import HarnessError
+from kdcore.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -327,42 +328,41 @@ def _dld(t: Tensor, s: Tensor, temperature: float, weights: str, normalization: 
     return 0.25 * (w * d * d).sum(-1)
 
 
-DIVERGENCES: dict[str, DivergenceSpec] = {
-    spec.name: spec
-    for spec in (
-        DivergenceSpec("fkl", "forward KL(P||Q): mass-covering", {}, _fkl),
-        DivergenceSpec("rkl", "reverse KL(Q||P): mode-seeking", {}, _rkl),
-        DivergenceSpec("jsd", "generalized JSD (GKD): beta*KL(P||M) + (1-beta)*KL(Q||M)", {"beta": 0.5}, _jsd),
-        DivergenceSpec("sfkl", "skew forward KL (DistiLLM): KL(P || skew*P + (1-skew)*Q)", {"skew": 0.1}, _sfkl),
-        DivergenceSpec("srkl", "skew reverse KL (DistiLLM): KL(Q || skew*Q + (1-skew)*P)", {"skew": 0.1}, _srkl),
-        DivergenceSpec("tv", "total variation: 0.5 * sum |P - Q|", {}, _tv),
-        DivergenceSpec("akl", "adaptive KL (Wu et al. 2024): head/tail-gap-weighted FKL + RKL", {"mu": 0.5}, _akl),
-        DivergenceSpec("ab", "alpha-beta divergence (ABKD): (1,0) is FKL, (0,1) RKL", {"alpha": 0.5, "beta": 0.5}, _ab),
-        DivergenceSpec(
-            "jsd-skew",
-            "DistiLLM's js_distance: (1-lam)*KL(P||M) + lam*KL(Q||M), M = (1-lam)*P + lam*Q (= jsd beta=1-lam)",
-            {"lam": 0.9},
-            _jsd_skew,
-        ),
-        DivergenceSpec(
-            "csd",
-            "concrete score distillation (Kim et al. 2025): 1/4 sum_ij a_i b_j (d_i - d_j)^2, d = z_S - z_T; "
-            "weights a-b from student/teacher/uniform, fixed; default teacher-student (the release's csd_ts)",
-            {"weights": "teacher-student"},
-            _csd,
-            on_logits=True,
-        ),
-        DivergenceSpec(
-            "dld",
-            "direct logit distillation: 1/4 sum_v w_v (n(z_S)_v - n(z_T)_v)^2, w fixed (student/teacher/uniform), "
-            "n a logit normalisation (none, mean, min, max, std, range, logsoftmax)",
-            {"weights": "uniform", "normalization": "none"},
-            _dld,
-            on_logits=True,
-            needs_full_logits=True,
-        ),
-    )
-}
+DIVERGENCES: Registry[DivergenceSpec] = Registry("divergence")
+for _spec in (
+    DivergenceSpec("fkl", "forward KL(P||Q): mass-covering", {}, _fkl),
+    DivergenceSpec("rkl", "reverse KL(Q||P): mode-seeking", {}, _rkl),
+    DivergenceSpec("jsd", "generalized JSD (GKD): beta*KL(P||M) + (1-beta)*KL(Q||M)", {"beta": 0.5}, _jsd),
+    DivergenceSpec("sfkl", "skew forward KL (DistiLLM): KL(P || skew*P + (1-skew)*Q)", {"skew": 0.1}, _sfkl),
+    DivergenceSpec("srkl", "skew reverse KL (DistiLLM): KL(Q || skew*Q + (1-skew)*P)", {"skew": 0.1}, _srkl),
+    DivergenceSpec("tv", "total variation: 0.5 * sum |P - Q|", {}, _tv),
+    DivergenceSpec("akl", "adaptive KL (Wu et al. 2024): head/tail-gap-weighted FKL + RKL", {"mu": 0.5}, _akl),
+    DivergenceSpec("ab", "alpha-beta divergence (ABKD): (1,0) is FKL, (0,1) RKL", {"alpha": 0.5, "beta": 0.5}, _ab),
+    DivergenceSpec(
+        "jsd-skew",
+        "DistiLLM's js_distance: (1-lam)*KL(P||M) + lam*KL(Q||M), M = (1-lam)*P + lam*Q (= jsd beta=1-lam)",
+        {"lam": 0.9},
+        _jsd_skew,
+    ),
+    DivergenceSpec(
+        "csd",
+        "concrete score distillation (Kim et al. 2025): 1/4 sum_ij a_i b_j (d_i - d_j)^2, d = z_S - z_T; "
+        "weights a-b from student/teacher/uniform, fixed; default teacher-student (the release's csd_ts)",
+        {"weights": "teacher-student"},
+        _csd,
+        on_logits=True,
+    ),
+    DivergenceSpec(
+        "dld",
+        "direct logit distillation: 1/4 sum_v w_v (n(z_S)_v - n(z_T)_v)^2, w fixed (student/teacher/uniform), "
+        "n a logit normalisation (none, mean, min, max, std, range, logsoftmax)",
+        {"weights": "uniform", "normalization": "none"},
+        _dld,
+        on_logits=True,
+        needs_full_logits=True,
+    ),
+):
+    DIVERGENCES.add(_spec.name, _spec)
 
 
 def divergence_from_logprobs(name: str, student_logprobs: Tensor, teacher_logprobs: Tensor, **params: float) -> Tensor:
@@ -398,9 +398,7 @@ def _values(spec: DivergenceSpec, params: Mapping[str, float | str]) -> dict[str
 
 
 def _check_params(name: str, params: Mapping[str, object]) -> DivergenceSpec:
-    if name not in DIVERGENCES:
-        raise unknown_choice("divergence", name, DIVERGENCES)
-    spec = DIVERGENCES[name]
+    spec = DIVERGENCES.lookup(name)
     for key in params:
         if key not in spec.defaults:
             valid = ", ".join(sorted(spec.defaults)) or "none"

@@ -34,10 +34,10 @@ from kdcore.costs import PhaseCost
 from kdcore.errors import HarnessError, Interrupted
 from kdcore.io import atomic_write_json, atomic_write_text, os_error_number
 from kdcore.progress import progress_bar
+from kdcore.train_settings import check_train_settings
 from trainers.batch import Batch, collate, read_rows
 from trainers.chunked import chunked_token_loss, sequence_chunks
 from trainers.objectives import Objective, TeacherRows, entropy_rows, teacher_logprobs
-from trainers.settings import check_train_settings
 from trainers.train_log import Tracking, TrainLog, flat_settings
 
 logger = logging.getLogger(__name__)

@@ -9,8 +9,6 @@ decorated with `@register_method`.
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import pkgutil
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -19,6 +17,7 @@ import torch
 from torch import Tensor
 
 from kdcore.errors import HarnessError, unknown_choice
+from kdcore.registry import Registry
 from trainers.bridge_garden import (
     DIVS,
     GKD_CONFIG,
@@ -138,35 +137,17 @@ def needs_full_logits(divergence: str | None) -> bool:
     return divergence in DIVERGENCES and DIVERGENCES[divergence].needs_full_logits
 
 
-METHODS: dict[str, type[Objective]] = {}
+METHODS: Registry[type[Objective]] = Registry("method", "trainers")  # every module of `trainers` is searched
 
 
 def register_method(cls: type[Objective]) -> type[Objective]:
     """Class decorator: make an Objective available by its `name`."""
-    METHODS[cls.name] = cls
-    return cls
-
-
-def registered_methods() -> dict[str, type[Objective]]:
-    """Every method, by name: each module of the `trainers` package is imported once, so the methods it
-    registers are found without a hand-kept list."""
-    import trainers
-
-    for module in pkgutil.iter_modules(trainers.__path__):
-        importlib.import_module(f"trainers.{module.name}")
-    return METHODS
-
-
-def method_names() -> list[str]:
-    return sorted(registered_methods())
+    return METHODS.add(cls.name, cls)
 
 
 def load_method(name: str, **params: Any) -> Objective:
     """Instantiate method `name` with `params` (unknown names or parameters give a one-line HarnessError)."""
-    methods = registered_methods()
-    if name not in methods:
-        raise unknown_choice("method", name, methods)
-    cls = methods[name]
+    cls = METHODS.lookup(name)
     valid = {f.name: f for f in dataclasses.fields(cls.Params)}
     for key in params:
         if key not in valid:

@@ -23,10 +23,10 @@ import torch
 from transformers import PreTrainedModel
 
 from harness.analysis.study import interval
-from harness.leaderboard import group_runs
 from harness.models import load_model
 from harness.pairs import Pair
 from harness.records import RunRecord
+from harness.results.groups import group_runs
 from harness.supervise import encode, pair_renderer
 from kdcore.errors import HarnessError
 from kdcore.io import atomic_write_text

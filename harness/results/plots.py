@@ -24,7 +24,7 @@ import matplotlib.style
 from matplotlib.figure import Figure
 
 if TYPE_CHECKING:
-    from harness.leaderboard import Estimate, PairTable
+    from harness.results.estimates import Estimate, PairTable
 
 STYLE = {"svg.hashsalt": "kd-harness", "font.family": "DejaVu Sans", "font.size": 9, "savefig.dpi": 110}
 TEACHER_COLOR = "0.45"
