@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.common import REPO, interleaved, print_settings, spread
-from tasks.humaneval import HumanEval, program_text
+from tasks.benchmarks.humaneval import HumanEval, program_text
 from tasks.verdict import DEFAULT_WORKERS, run_programs
 
 BEFORE_COMMIT = "b1992df"

@@ -216,7 +216,7 @@ def _checksum(path: Path, stamp: tuple[int, int]) -> str:
 
 def tiny_pair_dir(spec: TinySpec) -> Path:
     """The cache folder of a non-shipped build: keyed by the recipe and by the `arith` data it trains on."""
-    from tasks.arith import generate_split
+    from tasks.benchmarks.arith import generate_split
 
     return cache_root() / "tiny" / cache_key({**asdict(spec), "data": cache_key({"train": generate_split("train")})})
 

@@ -1,5 +1,5 @@
-"""Benchmarks: data, prompts and scoring. `load_task(name)` returns a registered Task (`TASKS`: every module of this
-package is searched on first use)."""
+"""Benchmarks: data, prompts and scoring. `load_task(name)` returns a registered Task (`TASKS`: the modules of
+`tasks.benchmarks` are searched on first use)."""
 
 from tasks.base import TASKS, Doc, Messages, Task, load_task, register_task
 

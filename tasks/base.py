@@ -145,7 +145,7 @@ class ThinkingTask(Task):
         return {**self.inner.combine(own), **mean_metrics(tallies)}
 
 
-TASKS: Registry[type[Task]] = Registry("task", "tasks")  # every module of `tasks` is searched
+TASKS: Registry[type[Task]] = Registry("task", "tasks.benchmarks")  # every benchmark module is searched
 
 
 def register_task(name: str) -> Callable[[type[Task]], type[Task]]:

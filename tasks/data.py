@@ -68,7 +68,7 @@ SPLITS: dict[str, dict[str, Split]] = {
     "humaneval": {
         "test": Split("humaneval/HumanEval.jsonl.gz", HubSplit("openai/openai_humaneval", (None,), "test")),
     },
-    # CC BY-NC 4.0 (non-commercial); a filtered subset, so there is no hub equivalent (see tasks/codealpaca.py)
+    # CC BY-NC 4.0 (non-commercial); a filtered subset, so no hub equivalent (see tasks/benchmarks/codealpaca.py)
     "codealpaca": {"train": Split("codealpaca/python.jsonl", None)},
 }
 

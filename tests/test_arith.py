@@ -6,7 +6,7 @@ import random
 import re
 from collections import Counter
 
-from tasks.arith import CLOSE, FIRST, LINE, THEN, Arith, equivalent_answers, generate_split, make_problem
+from tasks.benchmarks.arith import CLOSE, FIRST, LINE, THEN, Arith, equivalent_answers, generate_split, make_problem
 
 
 def test_every_worked_line_is_exact_arithmetic_and_ends_in_the_answer() -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from kdcore.errors import HarnessError
 from tasks import load_task
-from tasks.codealpaca import is_python, python_subset
+from tasks.benchmarks.codealpaca import is_python, python_subset
 from tasks.data import DATA_DIR, load_docs
 
 SHARED = Path("/work/shared/data/codealpaca")
@@ -84,6 +84,6 @@ def test_licence_is_stated_where_the_data_is_shipped() -> None:
     assert "NonCommercial" in (DATA_DIR / "codealpaca" / "LICENSE").read_text()
     assert "CC BY-NC 4.0" in (DATA_DIR / "README.md").read_text()
     assert "CC BY-NC 4.0" in (load_task("codealpaca").__doc__ or "")
-    import tasks.codealpaca
+    import tasks.benchmarks.codealpaca
 
-    assert "non-commercial" in (tasks.codealpaca.__doc__ or "")
+    assert "non-commercial" in (tasks.benchmarks.codealpaca.__doc__ or "")

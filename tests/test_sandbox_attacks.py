@@ -17,7 +17,7 @@ import uuid
 import pytest
 
 from tasks import sandbox, verdict
-from tasks.humaneval import HumanEval
+from tasks.benchmarks.humaneval import HumanEval
 from tasks.sandbox import run_program
 from tasks.verdict import run_programs
 from tests.test_humaneval import ISOLATIONS, needs_bwrap

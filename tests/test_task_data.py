@@ -11,8 +11,8 @@ import pytest
 
 from kdcore.errors import HarnessError
 from tasks import data
+from tasks.benchmarks.gsm8k import GSM8K
 from tasks.data import DATA_DIR, fewshot_docs, load_docs
-from tasks.gsm8k import GSM8K
 
 EXPECTED = {
     ("gsm8k", "test"): (1319, {"question", "answer"}),

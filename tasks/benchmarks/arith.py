@@ -17,7 +17,7 @@ import re
 from functools import cache
 
 from tasks.base import Doc, Messages, Task, register_task
-from tasks.gsm8k import answer_matches, normalized_answer
+from tasks.benchmarks.gsm8k import answer_matches, normalized_answer
 
 NAMES = ("Tom", "Ana", "Li", "Sam", "Maya", "Omar", "Kim", "Ravi", "Eva", "Ben", "Zoe", "Ali")
 OBJECTS = ("apples", "books", "coins", "cards", "pens", "stamps", "shells", "marbles")
@@ -135,6 +135,7 @@ class Arith(Task):
         return normalized_answer(completion, "strict_match")
 
     def metrics(self, doc: Doc, completion: str) -> dict[str, float]:
-        """GSM8K's scoring (`tasks.gsm8k`): `exact_match` is its strict match, `flexible_match` its flexible one."""
+        """GSM8K's scoring (`tasks.benchmarks.gsm8k`): `exact_match` is its strict match, `flexible_match` its
+        flexible one."""
         matches = answer_matches(doc["answer"], completion)
         return {"exact_match": matches["strict_match"], "flexible_match": matches["flexible_match"]}
