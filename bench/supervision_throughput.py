@@ -57,7 +57,7 @@ def worker(job_path: str) -> None:
 
     from harness.models import load_model
     from harness.supervise import SupervisionSettings, teacher_samples
-    from tasks.generation import make_generator
+    from tasks.generation import Engine, make_generator
 
     torch.set_num_threads(1)
     job = json.loads(Path(job_path).read_text())
@@ -65,8 +65,7 @@ def worker(job_path: str) -> None:
         job["model"],
         lambda: load_model(job["model"], "float32"),
         backend=job["backend"],
-        dtype="float32",
-        vocab_rows=job["vocab_rows"],
+        engine=Engine(vocab_rows=job["vocab_rows"]),
     )
     ready = time.time()
     settings = SupervisionSettings(temperature=job["temperature"])

@@ -28,7 +28,7 @@ from bench.common import configure, print_settings, random_llama
 from harness.models import load_model, resolve
 from harness.pairs import get_pair
 from harness.supervise import SupervisionSettings, load_or_build_supervision
-from tasks.generation import make_generator
+from tasks.generation import Engine, make_generator
 from trainers.batch import collate
 from trainers.loop import hidden_rows, logits_fn
 from trainers.topk import mean_topk_gap, topk_features, topk_logprobs
@@ -90,7 +90,7 @@ def tiny_teacher_supervision(top_k: int = 32) -> tuple[PreTrainedModel, PreTrain
         pair,
         teacher_ref,
         tokenizer,
-        lambda: make_generator(teacher_ref, lambda: (teacher, tokenizer), dtype=pair.dtype, vocab_rows=rows),
+        lambda: make_generator(teacher_ref, lambda: (teacher, tokenizer), engine=Engine(pair.dtype, vocab_rows=rows)),
         SupervisionSettings(top_k=top_k),
         sum(p.numel() for p in teacher.parameters()),
     )

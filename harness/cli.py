@@ -493,7 +493,7 @@ def eval_(
     from tasks import load_task
     from tasks.evaluate import evaluate_model, merge_shards
     from tasks.evaluate import rescore as rescore_log
-    from tasks.generation import make_generator, render_prompt
+    from tasks.generation import Engine, make_generator, render_prompt
 
     part = parse_shard(shard)
     evaluation = {
@@ -519,16 +519,8 @@ def eval_(
 
         path = resolve(model)
         tokenizer = load_tokenizer(path)
-        generator = make_generator(
-            path,
-            lambda: load_model(model, dtype),
-            backend=backend,
-            dtype=dtype,
-            seed=seed,
-            tensor_parallel=tensor_parallel,
-            data_parallel=data_parallel,
-            gpu_memory_utilization=gpu_memory_utilization,
-        )
+        engine = Engine(dtype, seed, None, tensor_parallel, data_parallel, gpu_memory_utilization)
+        generator = make_generator(path, lambda: load_model(model, dtype), backend=backend, engine=engine)
         settings = {"limit": limit, "dtype": dtype, "backend": backend, "seed": seed, "samples": samples}
         try:  # one generator (one engine start) for all the tasks
             scores = evaluate_model(

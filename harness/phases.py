@@ -58,7 +58,7 @@ from kdcore.progress import console
 from kdcore.scores import TaskScore
 from tasks import load_task
 from tasks.evaluate import evaluate_model, merge_shards
-from tasks.generation import Generator, make_generator
+from tasks.generation import Engine, Generator, make_generator
 from trainers.loop import TrainConfig, TrainResult, train
 from trainers.objectives import Objective
 from trainers.onpolicy import StudentSampler
@@ -87,16 +87,14 @@ class Resident:
     def generator(self, ref: str, *, seed: int = 0, vocab_rows: int | None = None) -> Generator:
         """A generator for `ref` on the run's backend: a vLLM engine, or `ref`'s HF model (loaded here)."""
         spec = self.spec
-        generator = make_generator(
-            ref,
-            lambda: self.model(ref),
-            backend=spec.backend,
+        engine = Engine(
             dtype=self.pair.dtype,
             seed=seed,
             vocab_rows=vocab_rows,
             gpu_memory_utilization=spec.gpu_memory_utilization or self.pair.gpu_memory_utilization,
             **spec.parallel(),
         )
+        generator = make_generator(ref, lambda: self.model(ref), backend=spec.backend, engine=engine)
         self.generators.append(generator)
         self.peak_device = max(self.peak_device, device_memory_in_use())
         return generator

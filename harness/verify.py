@@ -104,14 +104,13 @@ def evaluate_base_model(
     from harness.models import load_model, load_tokenizer, resolve
     from harness.supervise import pair_renderer
     from tasks.evaluate import evaluate_model
-    from tasks.generation import make_generator
+    from tasks.generation import Engine, make_generator
 
     ref = resolve(getattr(pair, role))
     tokenizer = load_tokenizer(ref)
     key = cache_key({"model": ref, "tasks": tasks, "limit": limit, "generation": pair.evaluation.to_record()})
-    generator = make_generator(
-        ref, lambda: load_model(ref, pair.dtype, pair.model_kwargs), backend=backend, dtype=pair.dtype
-    )
+    load = lambda: load_model(ref, pair.dtype, pair.model_kwargs)  # noqa: E731
+    generator = make_generator(ref, load, backend=backend, engine=Engine(dtype=pair.dtype))
     try:
         return evaluate_model(
             tasks,

@@ -233,23 +233,23 @@ class TransformersGenerator:
         """Nothing to release: the model is garbage-collected with the generator."""
 
 
-class BackendFactory(Protocol):
-    """Builds a generator for `model_ref`; `load()` gives the HF model and tokenizer, for backends that use them."""
+@dataclass(frozen=True)
+class Engine:
+    """How a generator is built: the model's dtype, the engine's seed, the vocabulary rows it may sample (those shared
+    with a student; None: all), and vLLM's layout: `tensor_parallel` GPUs per engine, `data_parallel` engines (one
+    process each, sharing every call) and each engine's `gpu_memory_utilization` (None: from the memory free as it
+    starts)."""
 
-    def __call__(
-        self,
-        model_ref: str,
-        load: Callable[[], tuple[PreTrainedModel, PreTrainedTokenizerBase]],
-        *,
-        dtype: str,
-        seed: int,
-        vocab_rows: int | None,
-        tensor_parallel: int,
-        data_parallel: int,
-        gpu_memory_utilization: float | None,
-    ) -> Generator: ...
+    dtype: str = "float32"
+    seed: int = 0
+    vocab_rows: int | None = None
+    tensor_parallel: int = 1
+    data_parallel: int = 1
+    gpu_memory_utilization: float | None = None
 
 
+LoadModel = Callable[[], tuple[PreTrainedModel, PreTrainedTokenizerBase]]
+BackendFactory = Callable[[str, LoadModel, Engine], Generator]  # (model_ref, load, engine) -> generator
 BACKENDS: Registry[BackendFactory] = Registry("backend")
 AUTO = "auto"  # vLLM when it is installed and a GPU is present, else transformers
 
@@ -268,40 +268,20 @@ def resolve_backend(backend: str) -> str:
 
 
 @BACKENDS.register("transformers")
-def transformers_generator(
-    model_ref: str,
-    load: Callable[[], tuple[PreTrainedModel, PreTrainedTokenizerBase]],
-    *,
-    dtype: str,
-    seed: int,
-    vocab_rows: int | None,
-    tensor_parallel: int,
-    data_parallel: int,
-    gpu_memory_utilization: float | None,
-) -> Generator:
-    """Generation with the HF model `load()` gives, in this process (`model_ref`, `dtype`, `seed` and the memory
-    share are vLLM's; the model is loaded as given)."""
-    if tensor_parallel > 1 or data_parallel > 1:
+def transformers_generator(model_ref: str, load: LoadModel, engine: Engine) -> Generator:
+    """Generation with the HF model `load()` gives, in this process (the model is loaded as given: `model_ref`,
+    `dtype`, `seed` and the memory share are vLLM's)."""
+    if engine.tensor_parallel > 1 or engine.data_parallel > 1:
         raise HarnessError(
-            f"--tensor-parallel {tensor_parallel} / --data-parallel {data_parallel} need vLLM: pass --backend vllm "
-            "on a machine with vLLM and GPUs"
+            f"--tensor-parallel {engine.tensor_parallel} / --data-parallel {engine.data_parallel} need vLLM: pass "
+            "--backend vllm on a machine with vLLM and GPUs"
         )
     model, tokenizer = load()
-    return TransformersGenerator(model, tokenizer, vocab_rows=vocab_rows)
+    return TransformersGenerator(model, tokenizer, vocab_rows=engine.vocab_rows)
 
 
 @BACKENDS.register("vllm")
-def vllm_generator(
-    model_ref: str,
-    load: Callable[[], tuple[PreTrainedModel, PreTrainedTokenizerBase]],
-    *,
-    dtype: str,
-    seed: int,
-    vocab_rows: int | None,
-    tensor_parallel: int,
-    data_parallel: int,
-    gpu_memory_utilization: float | None,
-) -> Generator:
+def vllm_generator(model_ref: str, load: LoadModel, engine: Engine) -> Generator:
     """A vLLM engine for `model_ref` (a folder or hub id), `data_parallel` of them in processes of their own; no HF
     model is loaded in this process."""
     from functools import partial
@@ -309,46 +289,25 @@ def vllm_generator(
     from tasks.parallel import DataParallelGenerator
     from tasks.vllm_backend import VLLMGenerator
 
-    engine = partial(
+    build = partial(
         VLLMGenerator,
         model_ref,
-        dtype=dtype,
-        seed=seed,
-        vocab_rows=vocab_rows,
-        tensor_parallel=tensor_parallel,
-        gpu_memory_utilization=gpu_memory_utilization,
+        dtype=engine.dtype,
+        seed=engine.seed,
+        vocab_rows=engine.vocab_rows,
+        tensor_parallel=engine.tensor_parallel,
+        gpu_memory_utilization=engine.gpu_memory_utilization,
     )
-    if data_parallel > 1:
-        return DataParallelGenerator(engine, data_parallel, devices_per_worker=tensor_parallel)
-    return engine()
+    if engine.data_parallel > 1:
+        return DataParallelGenerator(build, engine.data_parallel, devices_per_worker=engine.tensor_parallel)
+    return build()
 
 
-def make_generator(
-    model_ref: str,
-    load: Callable[[], tuple[PreTrainedModel, PreTrainedTokenizerBase]],
-    *,
-    backend: str = AUTO,
-    dtype: str = "float32",
-    seed: int = 0,
-    vocab_rows: int | None = None,
-    tensor_parallel: int = 1,
-    data_parallel: int = 1,
-    gpu_memory_utilization: float | None = None,
-) -> Generator:
-    """A generator on `backend` (see `resolve_backend`), built by its registered factory. `vocab_rows` limits
-    generation to the vocabulary shared with a student. vLLM only: `tensor_parallel` GPUs per engine,
-    `data_parallel` engines (one process each, see `tasks.parallel`) sharing every call (the generator's `devices` is
-    their product), and each engine's `gpu_memory_utilization` (None: computed from the memory free when it starts)."""
-    return BACKENDS[resolve_backend(backend)](
-        model_ref,
-        load,
-        dtype=dtype,
-        seed=seed,
-        vocab_rows=vocab_rows,
-        tensor_parallel=tensor_parallel,
-        data_parallel=data_parallel,
-        gpu_memory_utilization=gpu_memory_utilization,
-    )
+def make_generator(model_ref: str, load: LoadModel, *, backend: str = AUTO, engine: Engine = Engine()) -> Generator:
+    """A generator on `backend` (see `resolve_backend`), built by its registered factory with `engine`'s settings.
+    transformers: `load()` gives the HF model and tokenizer it generates with (called only for this backend). vLLM: an
+    engine for `model_ref` (a folder or hub id)."""
+    return BACKENDS[resolve_backend(backend)](model_ref, load, engine)
 
 
 def truncate_at_stop(text: str, stop: Sequence[str]) -> str:

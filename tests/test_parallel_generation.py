@@ -11,7 +11,7 @@ from harness.models import resolve
 from harness.pairs import get_pair
 from kdcore.errors import HarnessError
 from tasks import load_task
-from tasks.generation import TransformersGenerator, make_generator, render_prompt
+from tasks.generation import Engine, TransformersGenerator, make_generator, render_prompt
 from tasks.parallel import DataParallelGenerator
 
 
@@ -41,4 +41,4 @@ def test_workers_share_a_call_and_answer_in_order(mini_tiny) -> None:
 
 def test_parallel_generation_needs_vllm() -> None:
     with pytest.raises(HarnessError, match="--tensor-parallel 2 / --data-parallel 1 need vLLM"):
-        make_generator("m", lambda: None, backend="transformers", tensor_parallel=2)
+        make_generator("m", lambda: None, backend="transformers", engine=Engine(tensor_parallel=2))
