@@ -11,8 +11,8 @@ from harness.analysis.students import table_student
 from harness.analysis.study import entropy, evaluate_student, interval, run_study
 from harness.analysis.tiny_student import (
     STUDY_METHODS,
+    GRUStudentConfig,
     TinyGRU,
-    TrainConfig,
     model_student,
     study_objective,
     train_student,
@@ -59,7 +59,7 @@ def test_tiny_gru_is_causal_and_gives_distributions():
 
 def test_training_brings_the_student_closer_to_the_teacher(process):
     untrained = evaluate_student(process, model_student(TinyGRU(len(process.vocab), 16, 32).eval()), 100, seed=0)
-    trained = model_student(train_student(process, "soft", seed=0, config=TrainConfig(texts=300, steps=80)))
+    trained = model_student(train_student(process, "soft", seed=0, config=GRUStudentConfig(texts=300, steps=80)))
     assert evaluate_student(process, trained, 100, seed=0).teacher_forced_kl < 0.5 * untrained.teacher_forced_kl
 
 
@@ -83,7 +83,7 @@ def test_tiny_study_writes_its_outputs(tmp_path):
         tmp_path,
         methods=("hard", "soft"),
         seeds=(0, 1),
-        config=TrainConfig(texts=100, steps=5),
+        config=GRUStudentConfig(texts=100, steps=5),
         rollouts=50,
         heatmap_horizon=2,
     )

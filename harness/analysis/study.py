@@ -34,7 +34,7 @@ from harness.analysis.kappa import PrefixKappa, prefix_kappa
 from harness.analysis.process import ROLES, FiniteStateTeacher
 from harness.analysis.render import Panel, write_heatmap_png, write_token_html
 from harness.analysis.students import StudentFn
-from harness.analysis.tiny_student import STUDY_METHODS, TrainConfig, model_student, train_student
+from harness.analysis.tiny_student import STUDY_METHODS, GRUStudentConfig, model_student, train_student
 from kdcore.errors import unknown_choice
 from kdcore.io import atomic_write_json, atomic_write_text
 from trainers.risk_estimate import estimated_risk
@@ -203,7 +203,7 @@ def run_study(
     out_dir: str | Path,
     methods: Sequence[str] = DEFAULT_METHODS,
     seeds: Sequence[int] = DEFAULT_SEEDS,
-    config: TrainConfig | None = None,
+    config: GRUStudentConfig | None = None,
     rollouts: int = 4000,
     example_seed: int = 11,
     heatmap_horizon: int | None = None,
@@ -213,7 +213,7 @@ def run_study(
     for method in methods:
         if method not in STUDY_METHODS:
             raise unknown_choice("study method", method, STUDY_METHODS)
-    config = config or TrainConfig()
+    config = config or GRUStudentConfig()
     out_dir = Path(out_dir)
     process = FiniteStateTeacher()
     runs, first_students = [], {}

@@ -42,7 +42,9 @@ def study_objective(name: str) -> Objective:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class GRUStudentConfig:
+    """The synthetic study's GRU student and its training: texts sampled from the teacher, steps, batch, lr, sizes."""
+
     texts: int = 3000
     steps: int = 800
     batch_size: int = 64
@@ -80,7 +82,9 @@ def model_student(model: TinyGRU) -> StudentFn:
     return student
 
 
-def train_student(process: FiniteStateTeacher, method: str, seed: int, config: TrainConfig = TrainConfig()) -> TinyGRU:
+def train_student(
+    process: FiniteStateTeacher, method: str, seed: int, config: GRUStudentConfig = GRUStudentConfig()
+) -> TinyGRU:
     """Distil a TinyGRU with a study method from `config.texts` teacher texts drawn with `seed` (the same texts and
     initial weights for every method)."""
     objective = study_objective(method)
