@@ -12,9 +12,10 @@ from typing import Any
 
 import numpy as np
 
+from harness.experiment import build_key
 from harness.records import RunRecord, describe_trial
 from harness.results.costs import COSTS, charged, ordered_phases
-from harness.results.groups import TUNING, Group, group_runs, resolve_method, run_keys, show_value
+from harness.results.groups import TUNING, Group, group_runs, resolve_method, show_value
 from harness.results.store import usable_records
 from harness.stats import mean_interval, two_row_detectable
 from kdcore.errors import unknown_choice
@@ -342,13 +343,15 @@ def build_tables(records: list[RunRecord], baseline: str | None = None) -> list[
         raise unknown_choice("baseline method", baseline, {g.label for g in groups} | {g.method for g in groups})
     builds: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
     for record in records:
-        builds[record.pair].setdefault(run_keys(record)[0], record.experiment()["build"])
+        experiment = record.experiment()
+        builds[record.pair].setdefault(build_key(experiment), experiment["build"])
     tables = []
     for pair in sorted(builds):
         several = sum("trial" not in identity for identity in builds[pair].values()) > 1
         for build in sorted(builds[pair], key=lambda b: ("trial" in builds[pair][b], b)):  # trial tables last
             identity = builds[pair][build]
-            runs = [r for r in records if r.pair == pair and run_keys(r)[0] == build]
+            of_build = {r.run_id for g in groups if (g.pair, g.build) == (pair, build) for r in g.runs}
+            runs = [r for r in records if r.run_id in of_build]
             benchmarks = sorted({b for r in runs for b in r.scores})
             references = {}
             for kind, label in (("teacher_scores", TEACHER), ("student_before_scores", BEFORE)):

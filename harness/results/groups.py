@@ -35,11 +35,6 @@ class Group:
         return any(run.training.get("trial") for run in self.runs)
 
 
-def _settings(record: RunRecord) -> dict[str, Any]:
-    experiment = record.experiment()
-    return {"method_params": experiment["method_params"], "train_config": experiment["train_config"]}
-
-
 def run_keys(record: RunRecord) -> tuple[str, str]:
     """The run's build id and settings id (harness.experiment)."""
     experiment = record.experiment()
@@ -68,10 +63,11 @@ def group_runs(records: Iterable[RunRecord]) -> list[Group]:
     """Group runs by (pair, build, method, settings key), labelled, sorted by pair, build then label."""
     groups: dict[tuple[str, str, str, str], Group] = {}
     for record in records:
-        build, key = run_keys(record)
+        experiment = record.experiment()  # once per record: it serialises the whole record
+        build, key = build_key(experiment), settings_key(experiment)
+        settings = {"method_params": experiment["method_params"], "train_config": experiment["train_config"]}
         group = groups.setdefault(
-            (record.pair, build, record.method, key),
-            Group(record.pair, record.method, key, _settings(record), [], build=build),
+            (record.pair, build, record.method, key), Group(record.pair, record.method, key, settings, [], build=build)
         )
         group.runs.append(record)
     siblings: dict[tuple[str, str, str], list[Group]] = defaultdict(list)
