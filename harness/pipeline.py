@@ -22,6 +22,7 @@ from harness import launch, preflight
 from harness.accounting import CostLedger, device_count
 from harness.cost_plan import recorded_estimate
 from harness.dev_eval import dev_docs
+from harness.experiment import experiment_fields, experiment_key
 from harness.identity import data_identity, model_identities
 from harness.models import load_tokenizer, resolve
 from harness.pairs import Pair, get_pair
@@ -157,6 +158,26 @@ def recorded_settings(
     }
 
 
+def planned_experiment(spec: RunSpec) -> dict[str, Any]:
+    """The experiment (harness.experiment) that the record of a run of `spec` will state, before any model loads:
+    the pair's build (pinned models, data, trial limits), the method's resolved parameters and the settings."""
+    pair, objective, config = check_spec(spec)
+    build: dict[str, Any] = {
+        "models": model_identities(pair, resolve(pair.teacher), resolve(pair.student)),
+        "data": data_identity(pair, spec.limit),
+    }
+    if trial := trial_budget(spec, pair):
+        build["trial"] = trial
+    settings = recorded_settings(spec, pair, objective, config)
+    fields = experiment_fields(pair=pair.name, build=build, method=objective.name, seed=spec.seed, **settings)
+    return json.loads(json.dumps(fields))  # as the record's JSON holds it
+
+
+def working_folder(spec: RunSpec) -> Path:
+    """Where a run of `spec` keeps its checkpoint and attempts until its record is written (harness.resume)."""
+    return run_folder(experiment_key(planned_experiment(spec)))
+
+
 def check_spec(spec: RunSpec) -> tuple[Pair, Objective, TrainConfig]:
     """Validate every name in the spec before any model is loaded."""
     pair = get_pair(spec.pair, spec.pairs_file)
@@ -225,7 +246,7 @@ def run(spec: RunSpec) -> tuple[RunRecord, Path] | None:
     launch.init()
     if launch.world_size() > 1 and spec.backend == "auto":  # vLLM would want the GPUs the training processes hold
         spec = replace(spec, backend="transformers")
-    state = RunState.begin(run_folder(spec), lambda: new_run_id(pair.name, objective.name, spec.seed))
+    state = RunState.begin(working_folder(spec), lambda: new_run_id(pair.name, objective.name, spec.seed))
     if state.record and Path(state.record).exists():  # killed after writing its record: only clean up
         state.close()
         if not launch.is_main_process():

@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from harness.experiment import experiment_key
 from harness.records import RunRecord, load_records
-
-
-def experiment(record: RunRecord) -> tuple[str, ...]:
-    """What makes two records repeats of one experiment (as JSON text, so equal settings compare equal)."""
-    fields = (record.pair, record.models, record.method, record.seed, record.method_params, record.train_config)
-    return tuple(json.dumps(value, sort_keys=True) for value in fields)
 
 
 def repeats_of(record: RunRecord, results_dir: str | Path) -> list[RunRecord]:
     """The other records under `results_dir` of `record`'s experiment, oldest first."""
+    key = experiment_key(record.experiment())
     found = [r for r in load_records(results_dir)[0] if r.run_id != record.run_id]
-    return [r for r in found if experiment(r) == experiment(record)]
+    return [r for r in found if experiment_key(r.experiment()) == key]
 
 
 def repeat_notes(record: RunRecord, results_dir: str | Path) -> list[str]:

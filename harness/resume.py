@@ -1,9 +1,9 @@
 """Resuming a run that was stopped (killed, pre-empted, crashed): same run id, attempts counted, cost carried.
 
-An unfinished run owns a working folder, `cache_root()/checkpoints/<key>`, keyed by its spec without the
-settings that cannot change its results (results dir, checkpoint interval). The folder holds the training
-checkpoint (`checkpoint/`, see trainers.loop) and `run.json`: the run id, so every attempt writes the same
-record, model and per-sample files, and one cost ledger per attempt, saved atomically after each phase and
+An unfinished run owns a working folder, `cache_root()/checkpoints/<key>`, keyed by the experiment it runs
+(`harness.experiment.experiment_key`), so nothing about where or how it runs changes the folder. The folder holds
+the training checkpoint (`checkpoint/`, see trainers.loop) and `run.json`: the run id, so every attempt writes the
+same record, model and per-sample files, and one cost ledger per attempt, saved atomically after each phase and
 each training checkpoint. The record's cost sums the fresh work of all attempts; work a killed attempt did
 after its last save is redone by the next one and charged once. The folder is removed once the record is
 written, so running the same command again afterwards starts a new run (a repeat with the same seed).
@@ -15,30 +15,24 @@ import json
 import logging
 import shutil
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from harness import launch
 from harness.accounting import CostLedger
-from harness.cache import cache_key, cache_root
+from harness.cache import cache_root
 from kdcore.io import atomic_write_json
-from trainers.loop import RESULT_NEUTRAL
 
 STATE_FILE = "run.json"
 logger = logging.getLogger(__name__)
 
 
-def run_folder(spec: Any) -> Path:
-    """The working folder of the run `spec` (a RunSpec): equal for every attempt of one run, whatever the results
-    dir, tracker, result-neutral training settings (checkpoint, logging, evaluation intervals), generation backend
-    or parallel layout (a run can resume on another number of GPUs)."""
-    values = asdict(spec) | {"results_dir": None, "backend": None, "tensor_parallel": None, "data_parallel": None}
-    values["gpu_memory_utilization"] = None
-    del values["report_to"]
-    values["teacher_signal"] = spec.teacher_signal or "topk"  # None (the method's own) keys as the old default did
-    values["train_overrides"] = {k: v for k, v in values["train_overrides"].items() if k not in RESULT_NEUTRAL}
-    return cache_root() / "checkpoints" / cache_key({"run": values})
+def run_folder(experiment_key: str) -> Path:
+    """The working folder of the run of one experiment (`harness.experiment.experiment_key`): equal for every
+    attempt of that run, whatever its results dir, tracker, result-neutral training settings (checkpoint, logging,
+    evaluation intervals), generation backend or parallel layout (a run can resume on another number of GPUs)."""
+    return cache_root() / "checkpoints" / experiment_key
 
 
 @dataclass

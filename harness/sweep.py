@@ -12,17 +12,14 @@ on one machine or several, share the grid: a cell another sweep is running is sk
 from __future__ import annotations
 
 import dataclasses
-import json
 import traceback
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from harness import launch, pipeline
-from harness.cache import cache_key
 from harness.cell_lock import CellLock
-from harness.identity import model_identities
-from harness.models import resolve
+from harness.experiment import experiment_key
 from harness.records import load_records, utc_now
 from kdcore.errors import HarnessError, Interrupted, unknown_choice
 from kdcore.io import atomic_write_json
@@ -89,8 +86,8 @@ def grid(
 
 
 def cell_name(spec: pipeline.RunSpec) -> str:
-    """`<pair>-<method>-s<seed>-<settings hash>`: a file name for the cell."""
-    return f"{spec.pair}-{spec.method}-s{spec.seed}-{cache_key(_identity(spec))[:8]}"
+    """`<pair>-<method>-s<seed>-<experiment key>`: a file name for the cell."""
+    return f"{spec.pair}-{spec.method}-s{spec.seed}-{_key(spec)[:8]}"
 
 
 def run_sweep(specs: list[pipeline.RunSpec], results_dir: Path) -> SweepResult:
@@ -100,7 +97,7 @@ def run_sweep(specs: list[pipeline.RunSpec], results_dir: Path) -> SweepResult:
     for spec in specs:
         name = cell_name(spec)
         failure = Path(results_dir) / FAILURES_DIR / f"{name}.json"
-        identity = json.dumps(_identity(spec), sort_keys=True)
+        identity = _key(spec)
         if identity in done:
             result.skipped.append(name)
             continue
@@ -134,8 +131,8 @@ def run_sweep(specs: list[pipeline.RunSpec], results_dir: Path) -> SweepResult:
 
 
 def _done(results_dir: Path) -> set[str]:
-    """The identities of the cells that have a record."""
-    return {json.dumps(_record_identity(r), sort_keys=True) for r in load_records(results_dir)[0]}
+    """The experiment keys of the cells that have a record."""
+    return {experiment_key(r.experiment()) for r in load_records(results_dir)[0]}
 
 
 def _claim(path: Path) -> tuple[CellLock | None, str | None]:
@@ -152,24 +149,10 @@ def _release(lock: CellLock | None) -> None:
         lock.release()
 
 
-def _identity(spec: pipeline.RunSpec) -> dict[str, Any]:
-    """What a record of this cell would say about pair, models, method, seed and settings (as JSON would hold it):
-    a record of another build of the pair (other weights) is not this cell's."""
-    pair, objective, config = pipeline.check_spec(spec)
-    models = model_identities(pair, resolve(pair.teacher), resolve(pair.student))
-    identity = {"pair": spec.pair, "models": models, "method": objective.name, "seed": spec.seed}
-    return json.loads(json.dumps(identity | pipeline.recorded_settings(spec, pair, objective, config)))
-
-
-def _record_identity(record: Any) -> dict[str, Any]:
-    return {
-        "pair": record.pair,
-        "models": record.models,
-        "method": record.method,
-        "seed": record.seed,
-        "method_params": record.method_params,
-        "train_config": record.train_config,
-    }
+def _key(spec: pipeline.RunSpec) -> str:
+    """The experiment key a record of this cell will have (a record of another build of the pair, other weights
+    or data, is not this cell's)."""
+    return experiment_key(pipeline.planned_experiment(spec))
 
 
 def _one_line(err: BaseException) -> str:
@@ -194,12 +177,12 @@ def _failure(spec: pipeline.RunSpec, err: BaseException, line: str) -> dict[str,
 
 def recorded(specs: list[pipeline.RunSpec], results_dir: Path) -> set[str]:
     """Names of the cells of `specs` that have a record in `results_dir`."""
-    done = {json.dumps(_record_identity(r), sort_keys=True) for r in load_records(results_dir)[0]}
-    return {cell_name(spec) for spec in specs if json.dumps(_identity(spec), sort_keys=True) in done}
+    done = _done(results_dir)
+    return {cell_name(spec) for spec in specs if _key(spec) in done}
 
 
 def record_of(spec: pipeline.RunSpec, records: list[Any]) -> Any:
     """The latest of `records` that is a record of cell `spec` (None if none is)."""
-    identity = json.dumps(_identity(spec), sort_keys=True)
-    found = [r for r in records if json.dumps(_record_identity(r), sort_keys=True) == identity]
+    key = _key(spec)
+    found = [r for r in records if experiment_key(r.experiment()) == key]
     return found[-1] if found else None

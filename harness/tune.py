@@ -30,9 +30,10 @@ import numpy as np
 
 from harness.accounting import CostLedger
 from harness.cache import cache_key, cache_root
+from harness.experiment import experiment_key
 from harness.pairs import Pair
 from harness.phases import EvaluateReference, EvaluateStudent, plan_phases
-from harness.pipeline import RunSpec, check_spec, context, pin_cpu_threads, run_phase
+from harness.pipeline import RunSpec, check_spec, context, pin_cpu_threads, planned_experiment, run_phase
 from harness.records import new_run_id
 from harness.resume import RunState, run_folder
 from harness.supervise import pair_renderer
@@ -155,33 +156,18 @@ def with_setting(spec: RunSpec, setting: dict[str, Any]) -> RunSpec:
     )
 
 
-def _trial_key(spec: RunSpec, dev: DevSplit) -> str:
-    values = {
-        "pair": spec.pair,
-        "pairs_file": str(spec.pairs_file),
-        "method": spec.method,
-        "method_params": spec.method_params,
-        "seed": spec.seed,
-        "train_overrides": spec.train_overrides,
-        "teacher_signal": spec.teacher_signal,
-        "top_k": spec.top_k,
-        "supervision_temperature": spec.supervision_temperature,
-        "dev": [dev.first, dev.last],
-    }
-    return cache_key({"trial": values})
-
-
 def dev_score(spec: RunSpec, dev: DevSplit) -> float:
     """Train as a run of `spec` would (supervision and training, cached and resumable the same way) and return
     the trained student's score on the dev split; the trained weights are removed afterwards. The score is
     cached by the trial's settings, so a stopped tuning resumes where it was."""
-    cached = cache_root() / "tuning" / f"{_trial_key(spec, dev)}.json"
+    key = experiment_key(planned_experiment(spec))
+    cached = cache_root() / "tuning" / f"{cache_key({'trial': key, 'dev': [dev.first, dev.last]})}.json"
     if cached.is_file():
         return float(json.loads(cached.read_text())["dev_score"])
     pair, objective, _ = check_spec(spec)
     pin_cpu_threads(pair)
     spec = replace(spec, results_dir=cache_root() / "tuning" / "runs")
-    state = RunState.begin(run_folder(spec), lambda: new_run_id(pair.name, objective.name, spec.seed))
+    state = RunState.begin(run_folder(key), lambda: new_run_id(pair.name, objective.name, spec.seed))
     ctx = context(spec, state, CostLedger())
     for phase in plan_phases(ctx.plan):
         if not isinstance(phase, EvaluateStudent | EvaluateReference):

@@ -97,8 +97,8 @@ def run(spec):
     while not started.exists() and time.time() < deadline:  # hold the cell until the other sweep is under way
         time.sleep(0.05)
     time.sleep(2)
-    cell = sweep._identity(spec)
-    fields = dict(pair=spec.pair, method=spec.method, seed=spec.seed, models=cell["models"])
+    cell = pipeline.planned_experiment(spec)
+    fields = dict(pair=spec.pair, method=spec.method, seed=spec.seed, **cell["build"])
     fields |= dict(method_params=cell["method_params"], train_config=cell["train_config"])
     write_record(make_record(**fields), results)
 pipeline.run = run

@@ -21,8 +21,8 @@ from safetensors.torch import load_file
 
 from harness.accounting import CostLedger
 from harness.cli import main
-from harness.pipeline import RunSpec
-from harness.resume import RunState, run_folder
+from harness.pipeline import RunSpec, working_folder
+from harness.resume import RunState
 from kdcore.costs import PhaseCost
 from kdcore.errors import HarnessError, Interrupted
 from tests.tiny_training import synthetic_examples, tiny_student
@@ -128,7 +128,7 @@ def test_sigkilled_run_resumes_to_the_uninterrupted_result(mini_tiny, tmp_path: 
     assert done.value.code == 0
 
     args = run_args(results, "--checkpoint-every", "1")
-    folder = run_folder(
+    folder = working_folder(
         RunSpec(pair="tiny", method="hybrid", train_overrides={"max_steps": 30}, limit=4, results_dir=results)
     )
     process = subprocess.Popen([sys.executable, "-m", "tests.mini_cli", *args], cwd=ROOT, stderr=subprocess.PIPE)
@@ -175,11 +175,29 @@ def test_sigkilled_run_resumes_to_the_uninterrupted_result(mini_tiny, tmp_path: 
     assert not folder.exists()
 
 
-def test_the_method_s_own_teacher_signal_keys_the_run_folder_as_the_old_topk_default() -> None:
-    """A run started when --teacher-signal defaulted to topk resumes now that the default is the method's own."""
-    assert run_folder(RunSpec(pair="tiny", method="hard")) == run_folder(
-        RunSpec(pair="tiny", method="hard", teacher_signal="topk")
+def test_the_working_folder_follows_the_experiment_not_where_or_how_it_runs(mini_tiny, tmp_path: Path) -> None:
+    """Execution settings (results dir, backend, tracker, parallel layout, result-neutral intervals) keep the
+    folder, so a run resumes wherever it is started again; a setting that changes the result gives another."""
+    base = RunSpec(pair="tiny", method="soft", train_overrides={"max_steps": 30}, limit=4)
+    elsewhere = RunSpec(
+        pair="tiny",
+        method="soft",
+        train_overrides={"max_steps": 30, "checkpoint_every": 5},
+        limit=4,
+        results_dir=tmp_path,
+        backend="transformers",
+        report_to="tensorboard",
+        data_parallel=2,
+        gpu_memory_utilization=0.5,
     )
-    assert run_folder(RunSpec(pair="tiny", method="soft")) != run_folder(
-        RunSpec(pair="tiny", method="soft", teacher_signal="online")
+    assert working_folder(base) == working_folder(elsewhere)
+    assert working_folder(base) == working_folder(
+        RunSpec(pair="tiny", method="soft", train_overrides={"max_steps": 30}, limit=4, teacher_signal="topk")
     )
+    for changed in (
+        RunSpec(pair="tiny", method="soft", train_overrides={"max_steps": 30}, limit=4, teacher_signal="online"),
+        RunSpec(pair="tiny", method="soft", train_overrides={"max_steps": 30}, limit=5),
+        RunSpec(pair="tiny", method="soft", train_overrides={"max_steps": 30}, limit=4, seed=1),
+        RunSpec(pair="tiny", method="soft", train_overrides={"max_steps": 30, "lr": 1e-3}, limit=4),
+    ):
+        assert working_folder(changed) != working_folder(base)

@@ -16,9 +16,8 @@ import pytest
 from harness import scheduler
 from harness.cost_plan import estimate_cell, load_throughput, throughput_for
 from harness.jobs import CellJob, prepare_pair
-from harness.pipeline import RunSpec
+from harness.pipeline import RunSpec, working_folder
 from harness.records import load_records
-from harness.resume import run_folder
 from harness.sweep import cell_name, grid
 from kdcore.errors import HarnessError
 from tests.scheduled import mini_pairs_file, sweep
@@ -102,7 +101,7 @@ def test_a_preempted_cell_is_requeued_and_resumes_from_its_checkpoint(own_tiny_c
     resources = scheduler.job_resources("mini", [estimate], config, shared=False, pairs_file=spec.pairs_file)
     executor = scheduler.make_executor("local", tmp_path / "logs", config, resources, "kd-test")
     job = executor.submit(CellJob(), spec, str(results))
-    checkpoint = run_folder(spec) / "checkpoint"
+    checkpoint = working_folder(spec) / "checkpoint"
     deadline = time.time() + 300
     while not checkpoint.exists() and time.time() < deadline:
         time.sleep(0.05)
