@@ -294,6 +294,41 @@ def run(
 
 
 @app.command()
+def rerun(
+    record_path: Annotated[Path, typer.Argument(help="A run record (results/runs/<run id>.json).")],
+    results_dir: Annotated[
+        Path | None, typer.Option(help="Where the rerun writes (default: the cache's reruns/ folder).")
+    ] = None,
+    backend: Annotated[str, typer.Option("--backend", help=BACKEND_HELP)] = "auto",
+    force: Annotated[
+        bool, typer.Option("--force", help="Run even if the code or the experiment differs from the record's.")
+    ] = False,
+) -> None:
+    """Run a record's experiment again and compare its scores with the record's, exactly (exit 1 if they differ).
+    Refused before any model loads where this checkout's code or the experiment it would run differs from the
+    record's (other weights, data or defaults), unless --force."""
+    from harness.pipeline import run as run_pipeline
+    from harness.rerun import check_rerun, read_record, reruns_dir, score_differences, spec_from_record
+
+    record = read_record(record_path)
+    spec = spec_from_record(record, results_dir=results_dir or reruns_dir(), backend=backend)
+    for problem in check_rerun(record, spec, force=force):
+        console.print(f"[yellow]warning:[/] {problem}", highlight=False)
+    outcome = run_pipeline(spec)
+    if outcome is None:
+        return
+    again, path = outcome
+    console.print(f"rerun record: {path}", highlight=False)
+    changed = score_differences(record, again)
+    for line in changed:
+        console.print(f"[red]differs:[/] {line}", highlight=False)
+    if changed:
+        raise typer.Exit(1)
+    shown = ", ".join(f"{task} {100 * score.score:.2f}" for task, score in again.scores.items())
+    console.print(f"reproduced exactly: {shown}", highlight=False)
+
+
+@app.command()
 @run_options
 def sweep(
     spec: RunSpec,
