@@ -74,12 +74,14 @@ Where the harness differs from the release, and why:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
 
 from kdcore.errors import HarnessError, unknown_choice
+from kdcore.registry import Registry
 from trainers.params import check_fields, param
 
 RELEASE = "ghwang-s/bridge_garden_hybrid_kd_release@07f00fc"
@@ -88,26 +90,8 @@ SFT_CONFIG = f"{RELEASE} llm_hybrid_kd/trl_trainer/sft_config.py"
 HYBRID_GKD_SH = f"{RELEASE} llm_hybrid_kd/examples/train_hybrid_gkd.sh"
 GKD_CONFIG = f"{RELEASE} llm_hybrid_kd/trl_trainer/gkd_config.py"
 
-PHI_TYPES = (
-    "sft",
-    "adap_sft",
-    "reverse_adap_sft",
-    "entropy_sft_distill",
-    "entropy_sft_sft",
-    "curriculum_weight",
-    "reverse_curriculum_weight",
-    "wsl",
-    "reverse_wsl",
-    "temperature_schedule_high_to_low",
-    "temperature_schedule_low_to_high",
-    "soft_kd_entropy_reg",
-    "random_label",
-    "chi2",
-    "chi2_curriculum",
-)
 DIVS = ("ab", "sfkl", "srkl", "tv", "akl", "jsd")
 SEQUENCE_LEVEL = ("chi2", "chi2_curriculum")  # they need whole sequences (next-state value, terminal term)
-ALWAYS_AB = ("adap_sft", "reverse_adap_sft", "entropy_sft_distill", "entropy_sft_sft", "wsl", "reverse_wsl")
 EPS32 = torch.finfo(torch.float32).eps
 
 
@@ -335,6 +319,149 @@ def chi2_rows(rows: ReleaseRows, alpha: float, gamma: float) -> Tensor:
     return loss
 
 
+@dataclass(frozen=True)
+class WeightingInputs:
+    """What a phi_type's weighting reads: the rows, the release's parameters, the fraction of training done, the
+    `div` term's name and, for random_label, the drawn labels."""
+
+    rows: ReleaseRows
+    params: ReleaseParams
+    progress: float
+    div: str
+    random_targets: Tensor | None
+
+    def student(self) -> Tensor:
+        return _work(self.rows.student)
+
+    def teacher(self) -> Tensor:
+        return _work(self.rows.teacher)
+
+    def cross_entropy(self) -> Tensor:
+        return -_work(self.rows.student_target)
+
+    def ab(self) -> Tensor:
+        return ab_rows(self.student(), self.teacher(), self.params.distill_alpha, self.params.distill_beta)
+
+    def div_term(self) -> Tensor:
+        return div_rows(self.div, self.student(), self.teacher(), self.params.distill_alpha, self.params.distill_beta)
+
+
+@dataclass(frozen=True)
+class WeightedTerms:
+    """A phi_type's per-row loss: hard_weight * hard + soft_weight * soft + extra."""
+
+    hard: Tensor
+    hard_weight: Tensor
+    soft: Tensor
+    soft_weight: Tensor
+    extra: Tensor | float = 0.0
+
+
+Weighting = Callable[[WeightingInputs], WeightedTerms]
+WEIGHTINGS: Registry[Weighting] = Registry("phi_type")  # the release's --phi_type, each one function below
+
+
+def _mixed(hard: Tensor, soft: Tensor, weight: float | Tensor) -> WeightedTerms:
+    """(1 - weight) hard + weight soft."""
+    ones = torch.ones_like(hard)
+    return WeightedTerms(hard, ones * (1 - weight), soft, ones * weight)
+
+
+@WEIGHTINGS.register("sft")
+def _sft(x: WeightingInputs) -> WeightedTerms:
+    return _mixed(x.cross_entropy(), x.div_term(), x.params.distill_weight)
+
+
+@WEIGHTINGS.register("soft_kd_entropy_reg")
+def _soft_kd_entropy_reg(x: WeightingInputs) -> WeightedTerms:
+    log_q = _work(x.rows.logits).log_softmax(-1)
+    entropy = -(log_q.exp() * log_q).sum(-1)
+    terms = _mixed(x.cross_entropy(), x.div_term(), x.params.distill_weight)
+    return replace(terms, extra=-x.params.entropy_reg_weight * entropy)
+
+
+@WEIGHTINGS.register("random_label")
+def _random_label(x: WeightingInputs) -> WeightedTerms:
+    if x.random_targets is None:
+        raise ValueError("random_label needs random_targets")
+    hard = -_work(x.rows.logits).log_softmax(-1).gather(-1, x.random_targets[:, None].long())[:, 0]
+    return _mixed(hard, x.div_term(), x.params.distill_weight)
+
+
+def _curriculum(phi_type: str) -> Weighting:
+    def weighting(x: WeightingInputs) -> WeightedTerms:
+        return _mixed(x.cross_entropy(), x.div_term(), curriculum_weight(phi_type, x.progress, x.params))
+
+    return weighting
+
+
+def _temperature_schedule(phi_type: str) -> Weighting:
+    def weighting(x: WeightingInputs) -> WeightedTerms:
+        temperature = scheduled_temperature(phi_type, x.progress, x.params)
+        soft = tempered_kl_rows(x.student(), x.teacher(), temperature)
+        return _mixed(x.cross_entropy(), soft, x.params.distill_weight)
+
+    return weighting
+
+
+def _chi2(phi_type: str) -> Weighting:
+    def weighting(x: WeightingInputs) -> WeightedTerms:
+        weight = (
+            curriculum_weight(phi_type, x.progress, x.params) if "curriculum" in phi_type else x.params.distill_weight
+        )
+        return _mixed(chi2_rows(x.rows, x.params.alpha, x.params.gamma), x.div_term(), weight)
+
+    return weighting
+
+
+def _adaptive(phi_type: str) -> Weighting:
+    """adap_sft / reverse_adap_sft: CE and ab weighted by the teacher's probability of the label."""
+
+    def weighting(x: WeightingInputs) -> WeightedTerms:
+        p_target = _work(x.rows.teacher_target).exp().detach()
+        hard_weight, soft_weight = (p_target, 1 - p_target) if phi_type == "adap_sft" else (1 - p_target, p_target)
+        return WeightedTerms(x.cross_entropy(), hard_weight, x.ab(), soft_weight)
+
+    return weighting
+
+
+def _entropy(phi_type: str) -> Weighting:
+    """entropy_sft_distill / entropy_sft_sft: CE and ab weighted by the teacher's smoothness."""
+
+    def weighting(x: WeightingInputs) -> WeightedTerms:
+        smooth = smoothness(x.teacher(), x.rows.support, x.params.entropy_gamma).detach()
+        hard_weight, soft_weight = (1 - smooth, smooth) if phi_type == "entropy_sft_distill" else (smooth, 1 - smooth)
+        return WeightedTerms(x.cross_entropy(), hard_weight, x.ab(), soft_weight)
+
+    return weighting
+
+
+def _wsl(phi_type: str) -> Weighting:
+    """wsl / reverse_wsl: CE + w r ab, r from the student's and the teacher's log-probs of the label."""
+
+    def weighting(x: WeightingInputs) -> WeightedTerms:
+        ratio = wsl_ratio(_work(x.rows.student_target), _work(x.rows.teacher_target))
+        weight = -torch.expm1(-ratio) if phi_type == "wsl" else torch.exp(-ratio)
+        hard = x.cross_entropy()
+        return WeightedTerms(hard, torch.ones_like(hard), x.ab(), x.params.distill_weight * weight.clamp(0.0, 1.0))
+
+    return weighting
+
+
+def _register(make: Callable[[str], Weighting], *phi_types: str) -> None:
+    for phi_type in phi_types:
+        WEIGHTINGS.add(phi_type, make(phi_type))
+
+
+_register(_curriculum, "curriculum_weight", "reverse_curriculum_weight")
+_register(_temperature_schedule, "temperature_schedule_high_to_low", "temperature_schedule_low_to_high")
+_register(_chi2, "chi2", "chi2_curriculum")
+_register(_adaptive, "adap_sft", "reverse_adap_sft")
+_register(_entropy, "entropy_sft_distill", "entropy_sft_sft")
+_register(_wsl, "wsl", "reverse_wsl")
+PHI_TYPES = tuple(WEIGHTINGS)
+
+
 def release_rows(
     phi_type: str,
     div: str,
@@ -345,49 +472,17 @@ def release_rows(
 ) -> dict[str, Tensor]:
     """Per-row `loss` (with grad) whose mean over the rows is the release's loss, and detached `hard_loss`,
     `soft_loss` and `soft_weight` (the base term, the KD term and the KD term's weight)."""
-    if phi_type not in PHI_TYPES:
-        raise unknown_choice("phi_type", phi_type, PHI_TYPES)
+    weighting = WEIGHTINGS.lookup(phi_type)
     if div not in DIVS:
         raise unknown_choice("div", div, DIVS)
-    s, t = _work(rows.student), _work(rows.teacher)
-    cross_entropy = -_work(rows.student_target)
-    w = params.distill_weight
-    ones = torch.ones_like(cross_entropy)
-    if phi_type in ALWAYS_AB:
-        soft = ab_rows(s, t, params.distill_alpha, params.distill_beta)
-        hard = cross_entropy
-        if phi_type.endswith("adap_sft"):
-            p_target = _work(rows.teacher_target).exp().detach()
-            hard_weight, soft_weight = (p_target, 1 - p_target) if phi_type == "adap_sft" else (1 - p_target, p_target)
-        elif phi_type.startswith("entropy"):
-            smooth = smoothness(t, rows.support, params.entropy_gamma).detach()
-            hard_weight, soft_weight = (
-                (1 - smooth, smooth) if phi_type == "entropy_sft_distill" else (smooth, 1 - smooth)
-            )
-        else:
-            ratio = wsl_ratio(_work(rows.student_target), _work(rows.teacher_target))
-            weight = -torch.expm1(-ratio) if phi_type == "wsl" else torch.exp(-ratio)
-            hard_weight, soft_weight = ones, w * weight.clamp(0.0, 1.0)
-    else:
-        if phi_type.startswith("temperature_schedule"):
-            soft = tempered_kl_rows(s, t, scheduled_temperature(phi_type, progress, params))
-        else:
-            soft = div_rows(div, s, t, params.distill_alpha, params.distill_beta)
-        weight = curriculum_weight(phi_type, progress, params) if "curriculum" in phi_type else w
-        if phi_type in SEQUENCE_LEVEL:
-            hard = chi2_rows(rows, params.alpha, params.gamma)
-        elif phi_type == "random_label":
-            if random_targets is None:
-                raise ValueError("random_label needs random_targets")
-            hard = -_work(rows.logits).log_softmax(-1).gather(-1, random_targets[:, None].long())[:, 0]
-        else:
-            hard = cross_entropy
-        hard_weight, soft_weight = ones * (1 - weight), ones * weight
-    loss = hard_weight * hard + soft_weight * soft
-    if phi_type == "soft_kd_entropy_reg":
-        log_q = _work(rows.logits).log_softmax(-1)
-        loss = loss - params.entropy_reg_weight * -(log_q.exp() * log_q).sum(-1)
-    return {"loss": loss, "hard_loss": hard.detach(), "soft_loss": soft.detach(), "soft_weight": soft_weight.detach()}
+    terms = weighting(WeightingInputs(rows, params, progress, div, random_targets))
+    loss = terms.hard_weight * terms.hard + terms.soft_weight * terms.soft + terms.extra
+    return {
+        "loss": loss,
+        "hard_loss": terms.hard.detach(),
+        "soft_loss": terms.soft.detach(),
+        "soft_weight": terms.soft_weight.detach(),
+    }
 
 
 def hybrid_gkd_rows(
