@@ -106,6 +106,10 @@ def main_options(
 BACKEND_HELP = "Generation backend: auto, transformers or vllm."
 TOP_K_HELP = "Teacher log-probs kept per token for soft labels."
 UNTUNED_HELP = "Ignore the setting `harness tune` chose for this pair and method (harness/tuned/<pair>.json)."
+CONFIG_HELP = (
+    "A run config (TOML): RunSpec's fields at the top level (pair, method, seed, limit, top_k, backend, ...), "
+    "[method_params] and [train] (training settings); options given here win."
+)
 MEMORY_HELP = "vLLM: each engine's share of its GPU (default: the pair's, else what is free when it starts)."
 RUN_OPTIONS = [  # (name, annotation, default) of the options every command that runs the pipeline shares
     ("param", Annotated[list[str], typer.Option("--param", help="Method parameter key=value (repeatable).")], []),
@@ -229,6 +233,29 @@ def run_options(command: Callable[..., None]) -> Callable[..., None]:
     return wrapper
 
 
+def with_config(spec: RunSpec, path: Path, context: typer.Context) -> RunSpec:
+    """`spec` (from the command line) with what the run config at `path` states (harness.spec.run_config), the
+    options given on the command line (`context`'s) winning; method parameters and training settings merge, key
+    by key."""
+    from harness.spec import RunSpec, run_config
+    from kdcore.train_settings import check_train_settings
+
+    sources = {name: context.get_parameter_source(name) for name in context.params}
+    given = {name for name, source in sources.items() if source is not None and source.name == "COMMANDLINE"}
+    values = run_config(path)
+    if "results_dir" in values or "results_dir" in given:
+        STATE["results_dir_given"] = True
+    values["method_params"] = values.get("method_params", {}) | spec.method_params
+    values["train_overrides"] = values.get("train_overrides", {}) | spec.train_overrides
+    for name in RunSpec.__dataclass_fields__:
+        if name in given or name not in values:
+            values[name] = getattr(spec, name)
+    check_train_settings(values["train_overrides"], lambda name: f"--config {path}: [train] {name}")
+    values["limit"] = checked_limit(values["limit"])
+    values["supervision_temperature"] = checked_temperature(values["supervision_temperature"])
+    return RunSpec(**values)
+
+
 def chosen_results_dir(specs: list[RunSpec]) -> Path:
     """Where runs of `specs` write: `--results-dir` when given, else `results`, or the scratch folder for a trial
     (harness.trial), said on the console."""
@@ -244,12 +271,14 @@ def chosen_results_dir(specs: list[RunSpec]) -> Path:
 @run_options
 def run(
     spec: RunSpec,
+    context: typer.Context,
     method: Annotated[
         str, typer.Option("--method", "-m", help="Distillation method (see `harness methods`).")
     ] = "hybrid",
     pair: Annotated[str, typer.Option("--pair", "-p", help="Teacher-student pair (see `harness pairs`).")] = "tiny",
     seed: Annotated[int, typer.Option(help="Training seed.")] = 0,
     untuned: Annotated[bool, typer.Option("--untuned", help=UNTUNED_HELP)] = False,
+    config: Annotated[Path | None, typer.Option("--config", help=CONFIG_HELP)] = None,
 ) -> None:
     """Distil a pair's student with a method, evaluate it, write its record and rebuild the leaderboard."""
     from dataclasses import replace
@@ -258,6 +287,8 @@ def run(
     from harness.pairs import get_pair
 
     spec = replace(spec, pair=pair, method=method, seed=seed)
+    if config is not None:
+        spec = with_config(spec, config, context)
     # before torch, transformers or vLLM import; a trial's own results folder is checked by the pipeline
     preflight.check_light(spec, get_pair(pair, spec.pairs_file), results=STATE["results_dir_given"])
 

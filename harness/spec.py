@@ -1,13 +1,19 @@
 """What defines a run (`RunSpec`), in a module that imports no heavy library, so the command line can build and
-check one before torch or transformers load."""
+check one before torch or transformers load; and the run config file (`harness run --config run.toml`) that states
+one whole."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import types
+import typing
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import tomllib
+
 from harness import launch
+from kdcore.errors import HarnessError, unknown_choice
 
 DEFAULT_RESULTS = Path("results")  # where runs write unless told otherwise: the repository's committed results
 
@@ -39,3 +45,48 @@ class RunSpec:
 
     def generation_devices(self) -> int:
         return self.tensor_parallel * self.data_parallel * launch.world_size()
+
+
+CONFIG_TABLES = {"method_params": "method_params", "train": "train_overrides"}  # TOML table -> RunSpec field
+
+
+def run_config(path: Path) -> dict[str, Any]:
+    """The RunSpec fields a run config states: TOML with RunSpec's fields at the top level (pair, method, seed,
+    limit, top_k, backend, results_dir, ...), the method's parameters under `[method_params]` and the training
+    settings under `[train]` (TrainConfig's names); a one-line error for an unreadable file, an unknown key or a
+    value of the wrong type. Method parameters and training settings are checked where every run's are."""
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except OSError as err:
+        raise HarnessError(f"--config {path}: {err.strerror or err}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise HarnessError(f"--config {path}: not valid TOML ({err})") from None
+    hints = typing.get_type_hints(RunSpec)
+    known = [f.name for f in fields(RunSpec) if f.name not in ("method_params", "train_overrides", "tuning")]
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in CONFIG_TABLES:
+            if not isinstance(value, dict):
+                raise HarnessError(f"--config {path}: [{key}] must be a table")
+            values[CONFIG_TABLES[key]] = value
+            continue
+        if key not in known:
+            raise unknown_choice(f"--config {path}: key", key, [*known, *CONFIG_TABLES])
+        values[key] = _typed(path, key, value, hints[key])
+    return values
+
+
+def _typed(path: Path, key: str, value: Any, hint: Any) -> Any:
+    """`value` as a RunSpec field of type `hint` takes it (a path from a string), or a one-line error."""
+    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    for kind in allowed:
+        if kind is Path and isinstance(value, str):
+            return Path(value)
+        if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(kind, type) and kind not in (float, Path) and isinstance(value, kind):
+            if kind is int and isinstance(value, bool):
+                continue
+            return value
+    names = " or ".join("a path" if k is Path else k.__name__ for k in allowed if k is not type(None))
+    raise HarnessError(f"--config {path}: {key} = {value!r} must be {names}")
