@@ -57,12 +57,15 @@ def worker(job_path: str) -> None:
         torch.set_num_threads(1)
         model, tokenizer = load_model(job["model"], "float32", {})
         generator = TransformersGenerator(model, tokenizer)
+    from tasks.protocol import Sampling
+
+    sampling = Sampling(job["max_new_tokens"], stop=tuple(job["stop"]))
     ready = time.time()
     runs, outputs = [], []
     try:
         for _ in range(job["runs"] + 1):
             wall, cpu = time.perf_counter(), time.process_time()
-            outputs = generator.generate(job["prompts"], max_new_tokens=job["max_new_tokens"], stop=job["stop"])
+            outputs = generator.generate(job["prompts"], sampling)
             runs.append({"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu})
     finally:
         generator.close()

@@ -8,6 +8,7 @@ and the record's `training.dev_slice` says so). The score is the task's primary 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -44,13 +45,11 @@ def dev_evaluator(
     docs, _ = dev_docs(pair)
     render = pair_renderer(pair, tokenizer)
     prompts = [render(task.prompt(doc)) for doc in docs]
-    sampling = pair.evaluation.generate_kwargs(task)
+    sampling = replace(pair.evaluation.sampling(task, seed), temperature=0.0, top_p=1.0, top_k=0, n=1)
 
     def evaluate(student: PreTrainedModel) -> dict[str, float]:
         generator = TransformersGenerator(student, tokenizer, description=f"dev {task.name}")
-        outs = generator.generate(
-            prompts, max_new_tokens=sampling["max_new_tokens"], temperature=0.0, stop=sampling["stop"], seed=seed
-        )
+        outs = generator.generate(prompts, sampling)
         metrics = task.score_batch(docs, [out[0].text for out in outs])
         return {task.name: sum(m[task.primary_metric] for m in metrics) / len(metrics)}
 

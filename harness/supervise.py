@@ -55,9 +55,10 @@ from kdcore.progress import log_line, progress_bar, progress_label
 from kdcore.train_settings import is_number
 from tasks import Doc, Messages, Task, load_task
 from tasks.generation import Generator, render_prompt
+from tasks.protocol import Sampling
 from trainers.batch import collate
 from trainers.loop import hidden_rows, logits_fn
-from trainers.plan import Sampling
+from trainers.plan import ResponseSampling
 from trainers.topk import teacher_buckets, topk_features, topk_logprobs
 
 
@@ -183,17 +184,17 @@ def teacher_samples(
     generator's HF model over prompt + completion, the tail exact. Either way the log-probs are the teacher's raw
     distribution at temperature 1 whatever the sampling temperature, top-p and top-k (see `tasks.vllm_backend` for
     vLLM's)."""
-    sampling = {
-        "max_new_tokens": max_new_tokens,
-        "temperature": settings.temperature,
-        "seed": settings.seed,
-        "top_p": top_p,
-        "top_k": sampling_top_k,
-    }
+    sampling = Sampling(
+        max_new_tokens=max_new_tokens,
+        temperature=settings.temperature,
+        top_p=top_p,
+        top_k=sampling_top_k,
+        seed=settings.seed,
+    )
     if hasattr(generator, "generate_topk"):
-        rows = generator.generate_topk(prompts, k=settings.top_k, **sampling)
+        rows = generator.generate_topk(prompts, sampling, k=settings.top_k)
         return [(completion, ids, teacher_buckets(ids, logprobs)) for completion, ids, logprobs in rows]
-    completions = generator.generate_ids(prompts, **sampling)
+    completions = generator.generate_ids(prompts, sampling)
     examples = [{"prompt_ids": p, "completion_ids": c} for p, c in zip(prompts, completions, strict=True) if c]
     vocab_rows = generator.vocab_rows
     soft = iter(teacher_topk(generator.model, examples, pad_id, settings.top_k, settings.batch_size, vocab_rows))
@@ -316,7 +317,9 @@ def supervision_folder(key: str) -> Path:
     return cache_root() / "supervision" / key
 
 
-def responses_key(student_id: str, pair: Pair, prompts: list[list[int]], sampling: Sampling, shard_size: int) -> str:
+def responses_key(
+    student_id: str, pair: Pair, prompts: list[list[int]], sampling: ResponseSampling, shard_size: int
+) -> str:
     return cache_key(
         {
             "student": student_id,
@@ -335,7 +338,7 @@ def load_or_build_responses(
     student_id: str,
     prompts: list[list[int]],
     start_generator: Callable[[], Generator],
-    sampling: Sampling,
+    sampling: ResponseSampling,
     student_params: int,
     eos_id: int,
     part: tuple[int, int] = (0, 1),
@@ -352,13 +355,13 @@ def load_or_build_responses(
     def build(index: int, start: int, stop: int) -> tuple[datasets.Dataset, PhaseCost, dict[str, Any]]:
         if not generator:
             generator.append(start_generator())
-        completions = generator[0].generate_ids(
-            prompts[start:stop],
+        drawn = Sampling(
             max_new_tokens=pair.max_new_tokens,
             temperature=sampling.temperature,
             top_p=sampling.top_p,
             seed=sampling.seed * 1_000_003 + index,
         )
+        completions = generator[0].generate_ids(prompts[start:stop], drawn)
         features = datasets.Features(
             {name: datasets.List(datasets.Value("int32")) for name in ("prompt_ids", "completion_ids")}
         )

@@ -25,7 +25,7 @@ from kdcore.progress import progress_label
 from kdcore.scores import TaskScore
 from tasks.base import Doc, Messages, Task, load_task
 from tasks.generation import Generator
-from tasks.protocol import GenerationSettings
+from tasks.protocol import GenerationSettings, Sampling
 
 logger = logging.getLogger(__name__)
 EVAL_CHUNK = 256  # docs generated per call: the unit of resuming and of sharding an evaluation
@@ -41,16 +41,11 @@ def _summarise(task: Task, rows: list[dict], samples: str | None) -> TaskScore:
     )
 
 
-def _sampling(task: Task, generation: GenerationSettings | None, samples: int, temperature: float) -> dict:
-    """`Generator.generate` keywords for `task`: the pair's `generation` settings, else the plain arguments.
-    top_p / top_k are passed only when set, so generators without them serve every greedy protocol."""
+def _sampling(task: Task, generation: GenerationSettings | None, samples: int, temperature: float) -> Sampling:
+    """The `Sampling` for `task`: the pair's `generation` settings, else the plain arguments."""
     if generation is None:
-        return {"max_new_tokens": task.max_new_tokens, "temperature": temperature, "stop": task.stop, "n": samples}
-    kwargs = generation.generate_kwargs(task)
-    for name, off in (("top_p", 1.0), ("top_k", 0)):
-        if kwargs[name] == off:
-            del kwargs[name]
-    return kwargs
+        return Sampling(max_new_tokens=task.max_new_tokens, temperature=temperature, stop=tuple(task.stop), n=samples)
+    return generation.sampling(task)
 
 
 def _score_rows(task: Task, docs: list[Doc], rows: list[dict]) -> list[dict]:
@@ -121,16 +116,16 @@ def evaluate_task(
     done = _read_partial(partial, resume_key, set(wanted)) if partial else {}
     pending = [d for d in wanted if d not in done]
     sampling = _sampling(task, generation, samples, temperature)
-    samples = sampling["n"]
+    samples = sampling.n
     settings = {
         **(generation.to_record() if generation else {"temperature": temperature, "samples": samples}),
-        "max_new_tokens": sampling["max_new_tokens"],
-        "stop": list(sampling["stop"]),
+        "max_new_tokens": sampling.max_new_tokens,
+        "stop": list(sampling.stop),
     }
     for block, ids in itertools.groupby(pending, key=lambda d: d // EVAL_CHUNK):
         chunk = list(ids)
         prompts = [render(task.prompt(docs[d])) for d in chunk]
-        completions = generator.generate(prompts, **sampling, seed=seed * 1_000_003 + block)
+        completions = generator.generate(prompts, sampling.seeded(seed * 1_000_003 + block))
         rows = [
             {
                 "doc_id": d,

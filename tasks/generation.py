@@ -1,7 +1,7 @@
 """Generation backends behind one interface: Hugging Face transformers here, vLLM in `tasks.vllm_backend`.
 
-A generator takes rendered prompt strings (or token ids) and returns completions; sampling settings
-(max tokens, temperature, top-p, top-k, stop strings, seed, n) mean the same on every backend. `generate` gives each
+A generator takes rendered prompt strings (or token ids) and one `Sampling` (max tokens, temperature, top-p, top-k,
+stop strings, seed, n), which means the same on every backend, and returns completions. `generate` gives each
 completion as a `Completion`: its text and whether it ended by itself (EOS or a stop string) or hit its token budget.
 A generator holds its model (an HF model here, a vLLM engine there) until `close()`; its `backend` names which, and
 `devices` how many it occupies. The vLLM backend also has `generate_topk` (`TopkGenerator`): completions and the
@@ -23,6 +23,7 @@ from kdcore.errors import HarnessError, unknown_choice
 from kdcore.progress import progress_bar
 from kdcore.registry import Registry
 from tasks.base import Messages
+from tasks.protocol import Sampling
 
 logger = logging.getLogger(__name__)
 
@@ -54,50 +55,22 @@ class Completion:
 
 
 class Generator(Protocol):
-    def generate(
-        self,
-        prompts: list[str],
-        *,
-        max_new_tokens: int,
-        temperature: float = 0.0,
-        stop: Sequence[str] = (),
-        seed: int = 0,
-        n: int = 1,
-        top_p: float = 1.0,
-        top_k: int = 0,
-    ) -> list[list[Completion]]:
-        """`n` completions for each prompt (nucleus `top_p` and `top_k` sampling when set; 0 = no top-k)."""
+    def generate(self, prompts: list[str], sampling: Sampling) -> list[list[Completion]]:
+        """`sampling.n` completions for each rendered prompt."""
 
-    def generate_ids(
-        self,
-        prompt_ids: list[list[int]],
-        *,
-        max_new_tokens: int,
-        temperature: float = 0.0,
-        seed: int = 0,
-        top_p: float = 1.0,
-        top_k: int = 0,
-    ) -> list[list[int]]:
-        """One completion's token ids (ending at EOS, which is kept) for each prompt; sampling as in `generate`."""
+    def generate_ids(self, prompt_ids: list[list[int]], sampling: Sampling) -> list[list[int]]:
+        """One completion's token ids (ending at EOS, which is kept) for each prompt."""
 
     def close(self) -> None: ...
 
 
 class TopkGenerator(Generator, Protocol):
     def generate_topk(
-        self,
-        prompt_ids: list[list[int]],
-        *,
-        k: int,
-        max_new_tokens: int,
-        temperature: float = 0.0,
-        seed: int = 0,
-        top_p: float = 1.0,
-        top_k: int = 0,
+        self, prompt_ids: list[list[int]], sampling: Sampling, *, k: int
     ) -> list[tuple[list[int], torch.Tensor, torch.Tensor]]:
         """For each prompt: one completion's token ids, and the `k` most likely ids [n, k] and their log-probs [n, k]
         in the model's raw distribution (temperature 1) at each of its n tokens. `k` is how many log-probs come
-        back; `top_p` / `top_k` restrict the sampling only, as in `generate`."""
+        back; `sampling.top_p` / `top_k` restrict the sampling only."""
 
 
 def end_token_ids(tokenizer: PreTrainedTokenizerBase | None, generation_config: Any) -> list[int]:
@@ -154,23 +127,15 @@ class TransformersGenerator:
         context = getattr(self.model.config, "max_position_embeddings", None)
         return max_new_tokens if context is None else min(max_new_tokens, context - prompt_width)
 
-    def generate_ids(
-        self,
-        prompt_ids: list[list[int]],
-        *,
-        max_new_tokens: int,
-        temperature: float = 0.0,
-        seed: int = 0,
-        top_p: float = 1.0,
-        top_k: int = 0,
-    ) -> list[list[int]]:
-        torch.manual_seed(seed)
+    def generate_ids(self, prompt_ids: list[list[int]], sampling: Sampling) -> list[list[int]]:
+        torch.manual_seed(sampling.seed)
+        max_new_tokens, temperature = sampling.max_new_tokens, sampling.temperature
         prompt_ids = self._fit(prompt_ids, max_new_tokens)
         pad, ends = self.tokenizer.pad_token_id, self.end_ids
         order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
         results: list[list[int]] = [[] for _ in prompt_ids]
         sampling = (
-            {"do_sample": True, "temperature": temperature, "top_p": top_p, "top_k": top_k}
+            {"do_sample": True, "temperature": temperature, "top_p": sampling.top_p, "top_k": sampling.top_k}
             if temperature > 0
             else {"do_sample": False}
         )
@@ -201,32 +166,15 @@ class TransformersGenerator:
                 advance(len(index))
         return results
 
-    def generate(
-        self,
-        prompts: list[str],
-        *,
-        max_new_tokens: int,
-        temperature: float = 0.0,
-        stop: Sequence[str] = (),
-        seed: int = 0,
-        n: int = 1,
-        top_p: float = 1.0,
-        top_k: int = 0,
-    ) -> list[list[Completion]]:
+    def generate(self, prompts: list[str], sampling: Sampling) -> list[list[Completion]]:
         prompt_ids = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
         outputs: list[list[Completion]] = [[] for _ in prompts]
-        for sample in range(n):
-            ids = self.generate_ids(
-                prompt_ids,
-                max_new_tokens=max_new_tokens,
-                temperature=temperature,
-                seed=seed + sample,
-                top_p=top_p,
-                top_k=top_k,
-            )
+        for sample in range(sampling.n):
+            ids = self.generate_ids(prompt_ids, sampling.seeded(sampling.seed + sample))
             for i, tokens in enumerate(ids):
                 text = self.tokenizer.decode(tokens, skip_special_tokens=True)
-                outputs[i].append(Completion.cut(text, stop, stopped=bool(tokens) and tokens[-1] in self.end_ids))
+                ended = bool(tokens) and tokens[-1] in self.end_ids
+                outputs[i].append(Completion.cut(text, sampling.stop, stopped=ended))
         return outputs
 
     def close(self) -> None:

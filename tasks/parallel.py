@@ -12,13 +12,14 @@ from __future__ import annotations
 import multiprocessing
 import os
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
 import torch
 
 from tasks.generation import Completion, Generator
+from tasks.protocol import Sampling
 
 
 class DataParallelGenerator:
@@ -47,63 +48,27 @@ class DataParallelGenerator:
         if gpus:
             _restore("CUDA_VISIBLE_DEVICES", visible)
 
-    def generate(
-        self,
-        prompts: list[str],
-        *,
-        max_new_tokens: int,
-        temperature: float = 0.0,
-        stop: Sequence[str] = (),
-        seed: int = 0,
-        n: int = 1,
-        top_p: float = 1.0,
-        top_k: int = 0,
-    ) -> list[list[Completion]]:
-        kwargs = {"max_new_tokens": max_new_tokens, "temperature": temperature, "stop": stop, "seed": seed, "n": n}
-        kwargs |= {"top_p": top_p, "top_k": top_k}
-        return self._call("generate", prompts, kwargs)
+    def generate(self, prompts: list[str], sampling: Sampling) -> list[list[Completion]]:
+        return self._call("generate", prompts, (sampling,), {})
 
-    def generate_ids(
-        self,
-        prompt_ids: list[list[int]],
-        *,
-        max_new_tokens: int,
-        temperature: float = 0.0,
-        seed: int = 0,
-        top_p: float = 1.0,
-        top_k: int = 0,
-    ) -> list[list[int]]:
-        kwargs = {"max_new_tokens": max_new_tokens, "temperature": temperature, "seed": seed}
-        kwargs |= {"top_p": top_p, "top_k": top_k}
-        return self._call("generate_ids", prompt_ids, kwargs)
+    def generate_ids(self, prompt_ids: list[list[int]], sampling: Sampling) -> list[list[int]]:
+        return self._call("generate_ids", prompt_ids, (sampling,), {})
 
-    def generate_topk(
-        self,
-        prompt_ids: list[list[int]],
-        *,
-        k: int,
-        max_new_tokens: int,
-        temperature: float = 0.0,
-        seed: int = 0,
-        top_p: float = 1.0,
-        top_k: int = 0,
-    ) -> list[Any]:
-        kwargs = {"k": k, "max_new_tokens": max_new_tokens, "temperature": temperature, "seed": seed}
-        kwargs |= {"top_p": top_p, "top_k": top_k}
-        return self._call("generate_topk", prompt_ids, kwargs)
+    def generate_topk(self, prompt_ids: list[list[int]], sampling: Sampling, *, k: int) -> list[Any]:
+        return self._call("generate_topk", prompt_ids, (sampling,), {"k": k})
 
     def close(self) -> None:
         for pipe in self.pipes:
-            pipe.send(("close", [], {}))
+            pipe.send(("close", [], (), {}))
         for process in self.processes:
             process.join()
 
-    def _call(self, method: str, items: list[Any], kwargs: dict[str, Any]) -> list[Any]:
+    def _call(self, method: str, items: list[Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
         """Send worker w the w-th contiguous slice of `items`; their results, concatenated in order."""
         workers = len(self.pipes)
         bounds = [len(items) * w // workers for w in range(workers + 1)]
         for w, pipe in enumerate(self.pipes):
-            pipe.send((method, items[bounds[w] : bounds[w + 1]], kwargs))
+            pipe.send((method, items[bounds[w] : bounds[w + 1]], args, kwargs))
         answers = [_receive(pipe) for pipe in self.pipes]  # every answer is read, so none is left for the next call
         for w, (status, value) in enumerate(answers):
             if status != "ok":
@@ -112,15 +77,15 @@ class DataParallelGenerator:
 
 
 def _serve(factory: Callable[[], Generator], pipe: Connection) -> None:
-    """A worker: build the generator, then answer (method, items, kwargs) requests until `close`."""
+    """A worker: build the generator, then answer (method, items, args, kwargs) requests until `close`."""
     generator = factory()
     while True:
-        method, items, kwargs = pipe.recv()
+        method, items, args, kwargs = pipe.recv()
         if method == "close":
             generator.close()
             return
         try:
-            pipe.send(("ok", getattr(generator, method)(items, **kwargs) if items else []))
+            pipe.send(("ok", getattr(generator, method)(items, *args, **kwargs) if items else []))
         except Exception as err:  # reported to the caller, which raises it; the worker stays up
             pipe.send(("error", "".join(traceback.format_exception_only(err)).strip()))
 

@@ -1,4 +1,5 @@
-"""Generation settings: how a model is decoded for one purpose (evaluation or teacher supervision).
+"""Generation settings: how a model is decoded for one purpose (evaluation or teacher supervision), and the
+`Sampling` of one generation call that they give for a task.
 
 A pair (`harness/pairs.toml`) holds one `GenerationSettings` for evaluating its models and one for building its
 teacher's supervision, each following the models' card or technical report, with the source of every value
@@ -9,10 +10,29 @@ This module sits in `tasks/` (not `harness/`) because `tasks.evaluate` takes it.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kdcore.errors import HarnessError
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How completions are drawn, the same on every backend: up to `max_new_tokens` tokens, at `temperature` (0:
+    greedy) with nucleus `top_p` and `top_k` (0: off), cut at the `stop` strings, `n` per prompt, from `seed`
+    (completion i of n from seed + i). Token-id generation (`generate_ids`, `generate_topk`) draws one completion
+    and reads no stop strings."""
+
+    max_new_tokens: int
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    stop: tuple[str, ...] = ()
+    seed: int = 0
+    n: int = 1
+
+    def seeded(self, seed: int) -> Sampling:
+        return replace(self, seed=seed)
 
 
 @dataclass(frozen=True)
@@ -51,16 +71,17 @@ class GenerationSettings:
             return self.budgets[task]
         return self.max_new_tokens if self.max_new_tokens is not None else task_budget
 
-    def generate_kwargs(self, task: Any) -> dict[str, Any]:
-        """Keyword arguments for `Generator.generate` for one `tasks.Task` (its budget and stop strings)."""
-        return {
-            "max_new_tokens": self.budget(task.name, task.max_new_tokens),
-            "temperature": self.temperature,
-            "top_p": self.top_p,
-            "top_k": self.top_k,
-            "stop": tuple(dict.fromkeys((*task.stop, *self.stop))),
-            "n": self.samples,
-        }
+    def sampling(self, task: Any, seed: int = 0) -> Sampling:
+        """The `Sampling` of one `tasks.Task` under these settings (its budget, its stop strings and these)."""
+        return Sampling(
+            max_new_tokens=self.budget(task.name, task.max_new_tokens),
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            stop=tuple(dict.fromkeys((*task.stop, *self.stop))),
+            seed=seed,
+            n=self.samples,
+        )
 
     def task_options(self, task: str) -> dict[str, Any]:
         """Options for `load_task(task, ...)` these settings imply: thinking, and shots where set."""

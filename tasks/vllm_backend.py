@@ -26,13 +26,13 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import os
-from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from kdcore.errors import HarnessError
 from tasks.generation import Completion, end_token_ids
+from tasks.protocol import Sampling
 
 CPU_KV_CACHE_BYTES = 1 << 30
 MAX_LOGPROBS = 64
@@ -113,24 +113,23 @@ class VLLMGenerator:
             sampling.pop("seed", None)
         return self.llm.generate(prompts, SamplingParams(**sampling), use_tqdm=False)
 
-    def _sample(self, prompt_ids: list[list[int]], *, top_k: int = 0, **sampling: Any) -> list[Any]:
-        """`_run` for generation, kept to the first `vocab_rows` ids; `top_k` 0 is off."""
+    def _sample(self, prompt_ids: list[list[int]], sampling: Sampling, **extra: Any) -> list[Any]:
+        """`_run` with `sampling`, kept to the first `vocab_rows` ids."""
         allowed = list(range(self.vocab_rows)) if self.extra_rows else None
-        # top-k off is sent as -1: older vLLMs refuse 0 ("top_k must be -1 (disable), or at least 1"); 0.32 takes both
-        return self._run(prompt_ids, allowed_token_ids=allowed, top_k=top_k or -1, **sampling)
+        return self._run(
+            prompt_ids,
+            allowed_token_ids=allowed,
+            max_tokens=sampling.max_new_tokens,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            # top-k off is sent as -1: older vLLMs refuse 0 ("top_k must be -1 (disable), or at least 1"); 0.32 takes
+            # both
+            top_k=sampling.top_k or -1,
+            seed=sampling.seed,
+            **extra,
+        )
 
-    def generate(
-        self,
-        prompts: list[str],
-        *,
-        max_new_tokens: int,
-        temperature: float = 0.0,
-        stop: Sequence[str] = (),
-        seed: int = 0,
-        n: int = 1,
-        top_p: float = 1.0,
-        top_k: int = 0,
-    ) -> list[list[Completion]]:
+    def generate(self, prompts: list[str], sampling: Sampling) -> list[list[Completion]]:
         """`n` completions for each rendered prompt, cut before the first stop string; a completion ended when
         vLLM's finish reason is "stop" (EOS or a stop string; "length": it hit its budget).
 
@@ -138,58 +137,26 @@ class VLLMGenerator:
         transformers backend does (vLLM's own incremental text drops a trailing incomplete UTF-8 character).
         """
         prompt_ids = [self.tokenizer(prompt, add_special_tokens=False)["input_ids"] for prompt in prompts]
-        outputs = self._sample(
-            prompt_ids,
-            n=n,
-            max_tokens=max_new_tokens,
-            temperature=temperature,
-            stop=list(stop),
-            seed=seed,
-            top_p=top_p,
-            top_k=top_k,
-        )
+        outputs = self._sample(prompt_ids, sampling, n=sampling.n, stop=list(sampling.stop))
         return [
             [
                 Completion.cut(
-                    self.tokenizer.decode(c.token_ids, skip_special_tokens=True), stop, c.finish_reason == "stop"
+                    self.tokenizer.decode(c.token_ids, skip_special_tokens=True),
+                    sampling.stop,
+                    c.finish_reason == "stop",
                 )
                 for c in o.outputs
             ]
             for o in outputs
         ]
 
-    def generate_ids(
-        self,
-        prompt_ids: list[list[int]],
-        *,
-        max_new_tokens: int,
-        temperature: float = 0.0,
-        seed: int = 0,
-        top_p: float = 1.0,
-        top_k: int = 0,
-    ) -> list[list[int]]:
-        """One completion's token ids (ending at EOS, which is kept) for each prompt; sampling as in `generate`."""
-        outputs = self._sample(
-            prompt_ids,
-            max_tokens=max_new_tokens,
-            temperature=temperature,
-            seed=seed,
-            top_p=top_p,
-            top_k=top_k,
-            detokenize=False,
-        )
+    def generate_ids(self, prompt_ids: list[list[int]], sampling: Sampling) -> list[list[int]]:
+        """One completion's token ids (ending at EOS, which is kept) for each prompt."""
+        outputs = self._sample(prompt_ids, sampling, detokenize=False)
         return [list(output.outputs[0].token_ids) for output in outputs]
 
     def generate_topk(
-        self,
-        prompt_ids: list[list[int]],
-        *,
-        k: int,
-        max_new_tokens: int,
-        temperature: float = 0.0,
-        seed: int = 0,
-        top_p: float = 1.0,
-        top_k: int = 0,
+        self, prompt_ids: list[list[int]], sampling: Sampling, *, k: int
     ) -> list[tuple[list[int], torch.Tensor, torch.Tensor]]:
         """One completion per prompt and, at each of its tokens, the model's `k` most likely ids, in one pass: for
         each prompt the completion's ids (ending at EOS, which is kept), and ids (int32) and log-probs (float32,
@@ -197,16 +164,7 @@ class VLLMGenerator:
         `top_k`, which restrict the sampling only; see the module docstring) that token j was sampled from. Ids
         from `vocab_rows` on are left out as in `topk_logprobs`."""
         requested = self._requested(k)
-        outputs = self._sample(
-            prompt_ids,
-            max_tokens=max_new_tokens,
-            temperature=temperature,
-            seed=seed,
-            top_p=top_p,
-            top_k=top_k,
-            logprobs=requested,
-            detokenize=False,
-        )
+        outputs = self._sample(prompt_ids, sampling, logprobs=requested, detokenize=False)
         result = []
         for output in outputs:
             sample = output.outputs[0]

@@ -67,10 +67,10 @@ class ScriptedGenerator:
     def __init__(self, answers: list, model=None, vocab_rows: int = 0) -> None:
         self.answers, self.model, self.vocab_rows = answers, model, vocab_rows
 
-    def generate_ids(self, prompt_ids, **kwargs):
+    def generate_ids(self, prompt_ids, sampling):
         return self.answers
 
-    def generate(self, prompts, **kwargs):
+    def generate(self, prompts, sampling):
         return [[Completion(answer, ended=True)] for answer in self.answers]
 
 

@@ -25,12 +25,12 @@ class CountingGenerator(TransformersGenerator):
         super().__init__(*args, **kwargs)
         self.prompts, self.calls, self.fail_on = 0, 0, fail_on
 
-    def generate(self, prompts, **kwargs):
+    def generate(self, prompts, sampling):
         self.calls += 1
         if self.calls == self.fail_on:
             raise RuntimeError("device lost")
         self.prompts += len(prompts)
-        return super().generate(prompts, **kwargs)
+        return super().generate(prompts, sampling)
 
 
 @pytest.fixture

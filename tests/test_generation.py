@@ -16,6 +16,7 @@ from harness.supervise import pair_renderer
 from tasks import load_task
 from tasks.evaluate import evaluate_task
 from tasks.generation import Completion, TransformersGenerator
+from tasks.protocol import Sampling
 from tests.tiny_models import tiny_tokenizer
 
 
@@ -34,7 +35,7 @@ def test_long_prompts_are_cut_to_fit_the_context(caplog) -> None:
     )
     generator = TransformersGenerator(LlamaForCausalLM(config), tokenizer)
     long, short = list(range(5, 105)), [5, 6, 7]
-    out = generator.generate_ids([long, short], max_new_tokens=40)
+    out = generator.generate_ids([long, short], Sampling(max_new_tokens=40))
     assert all(1 <= len(tokens) <= 8 for tokens in out)  # budget: min(40, 32 // 4)
     assert "1 of 2 prompts were cut from the left" in caplog.text
     assert generator._fit([long], 40) == [long[-24:]]

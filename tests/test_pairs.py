@@ -98,10 +98,10 @@ def test_every_real_pair_sources_its_non_default_settings() -> None:
 def test_llama_budgets_and_shots_per_task() -> None:
     pair = get_pair("llama")
     gsm8k = load_task("gsm8k", **pair.task_options("gsm8k"))
-    assert pair.evaluation.generate_kwargs(gsm8k)["max_new_tokens"] == 1024
-    assert pair.evaluation.generate_kwargs(load_task("math500"))["max_new_tokens"] == 5120
+    assert pair.evaluation.sampling(gsm8k).max_new_tokens == 1024
+    assert pair.evaluation.sampling(load_task("math500")).max_new_tokens == 5120
     assert gsm8k.num_fewshot == 8 and pair.task_options("humaneval") == {}
-    assert get_pair("qwen").evaluation.generate_kwargs(load_task("math500"))["max_new_tokens"] == 1024  # the task's own
+    assert get_pair("qwen").evaluation.sampling(load_task("math500")).max_new_tokens == 1024  # the task's own
 
 
 def test_coding_pair_distils_on_code() -> None:

@@ -13,6 +13,10 @@ from kdcore.errors import HarnessError
 from tasks import load_task
 from tasks.generation import Engine, TransformersGenerator, make_generator, render_prompt
 from tasks.parallel import DataParallelGenerator
+from tasks.protocol import Sampling
+
+TWELVE = Sampling(max_new_tokens=12)
+LINE = Sampling(max_new_tokens=12, stop=("\n",))
 
 
 @pytest.mark.slow
@@ -24,18 +28,16 @@ def test_workers_share_a_call_and_answer_in_order(mini_tiny) -> None:
     ids = [single.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     parallel = DataParallelGenerator(partial(TransformersGenerator, folder), workers=2)
     try:
-        texts = parallel.generate(prompts, max_new_tokens=12, stop=("\n",))
-        tokens = parallel.generate_ids(ids, max_new_tokens=12)
+        texts = parallel.generate(prompts, LINE)
+        tokens = parallel.generate_ids(ids, TWELVE)
         with pytest.raises(RuntimeError, match="generation worker 0 of 2 failed: TypeError"):
-            parallel.generate_ids(ids, max_new_tokens="twelve")
-        assert parallel.generate_ids(ids[:1], max_new_tokens=12) == tokens[:1]  # still answering, in step
+            parallel.generate_ids(ids, Sampling(max_new_tokens="twelve"))  # type: ignore[arg-type]
+        assert parallel.generate_ids(ids[:1], TWELVE) == tokens[:1]  # still answering, in step
     finally:
         parallel.close()
     # worker 0 got the first 3 prompts, worker 1 the other 4
-    assert texts == single.generate(prompts[:3], max_new_tokens=12, stop=("\n",)) + single.generate(
-        prompts[3:], max_new_tokens=12, stop=("\n",)
-    )
-    assert tokens == single.generate_ids(ids[:3], max_new_tokens=12) + single.generate_ids(ids[3:], max_new_tokens=12)
+    assert texts == single.generate(prompts[:3], LINE) + single.generate(prompts[3:], LINE)
+    assert tokens == single.generate_ids(ids[:3], TWELVE) + single.generate_ids(ids[3:], TWELVE)
     assert parallel.devices == 2 and all(not p.is_alive() for p in parallel.processes)
 
 

@@ -15,6 +15,7 @@ from harness.models import load_model, resolve
 from harness.pipeline import RunSpec, run
 from tasks import generation
 from tasks.generation import TransformersGenerator
+from tasks.protocol import Sampling
 from tests.test_residency import PAIRS
 from trainers.objectives import METHODS, Hard
 from trainers.plan import DataPlan
@@ -85,7 +86,7 @@ def test_student_responses_reach_training_as_a_field_of_the_examples(own_cache: 
     (examples,) = seen
     model, tokenizer = load_model(resolve("builtin:tiny/student"))
     prompts = [[int(t) for t in ex["prompt_ids"]] for ex in examples]
-    expected = TransformersGenerator(model, tokenizer).generate_ids(prompts, max_new_tokens=8)
+    expected = TransformersGenerator(model, tokenizer).generate_ids(prompts, Sampling(max_new_tokens=8))
     got = [[int(t) for t in ex["student_completion_ids"]] for ex in examples]
     assert got == [c or [tokenizer.eos_token_id] for c in expected]  # the initial student's greedy responses
     assert all("topk_ids" in ex and "completion_ids" in ex for ex in examples)  # beside the teacher's supervision

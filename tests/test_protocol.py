@@ -23,7 +23,7 @@ from harness.trace_filter import TraceCounts, TraceFilter, task_scorer
 from tasks import load_task
 from tasks.evaluate import evaluate_task
 from tasks.generation import Completion, TransformersGenerator
-from tasks.protocol import GenerationSettings
+from tasks.protocol import GenerationSettings, Sampling
 from tests.test_bad_input import ScriptedGenerator
 from tests.tiny_training import tiny_student
 
@@ -34,8 +34,8 @@ class RecordingGenerator:
     def __init__(self, answers: list[list[str]]) -> None:
         self.answers, self.calls = answers, []
 
-    def generate(self, prompts, **kwargs):
-        self.calls.append(kwargs)
+    def generate(self, prompts, sampling):
+        self.calls.append(sampling)
         return [[Completion(text, ended=True) for text in outs] for outs in self.answers[: len(prompts)]]
 
 
@@ -50,8 +50,8 @@ def test_the_pairs_evaluation_settings_reach_the_generator_and_the_score(tmp_pat
     generator = RecordingGenerator(answers)
     score = evaluate_task(task, generator, str, limit=2, samples_path=tmp_path / "m.jsonl", generation=pair.evaluation)
     (call,) = generator.calls
-    assert (call["temperature"], call["top_p"], call["max_new_tokens"], call["n"]) == (0.6, 0.95, 32768, 4)
-    assert "top_k" not in call  # off: not passed, so generators without top-k serve greedy-top-k protocols too
+    assert (call.temperature, call.top_p, call.max_new_tokens, call.n) == (0.6, 0.95, 32768, 4)
+    assert call.top_k == 0  # off, in the one Sampling every generator takes whole
     assert score.n == 2 and score.score == (0.75 + 0.0) / 2
     assert score.metrics["unclosed_thinking"] == (0.25 + 1.0) / 2
     assert score.settings["thinking"] and score.settings["samples"] == 4 and score.settings["max_new_tokens"] == 32768
@@ -64,7 +64,7 @@ def test_without_settings_evaluation_is_as_before(tmp_path: Path) -> None:
     task = load_task("arith")
     score = evaluate_task(task, generator, str, limit=1)
     budget = task.max_new_tokens  # the task's own budget
-    assert generator.calls == [{"max_new_tokens": budget, "temperature": 0.0, "stop": ("\n\n",), "n": 1, "seed": 0}]
+    assert generator.calls == [Sampling(max_new_tokens=budget, temperature=0.0, stop=("\n\n",), n=1, seed=0)]
     assert score.settings == {"temperature": 0.0, "samples": 1, "max_new_tokens": budget, "stop": ["\n\n"]}
 
 
@@ -176,8 +176,8 @@ class TopkSpy:
     def __init__(self, eos_id: int) -> None:
         self.eos_id, self.calls = eos_id, []
 
-    def generate_topk(self, prompt_ids, *, k, **sampling):
-        self.calls.append({"k": k, **sampling})
+    def generate_topk(self, prompt_ids, sampling, *, k):
+        self.calls.append({"k": k, "sampling": sampling})
         ids = torch.arange(k, dtype=torch.int32).repeat(2, 1)
         return [([5, self.eos_id], ids, torch.full((2, k), -3.0)) for _ in prompt_ids]
 
@@ -196,7 +196,7 @@ def test_the_pairs_supervision_top_p_and_top_k_reach_the_generator(tmp_path: Pat
     settings = SupervisionSettings(top_k=4, temperature=0.7)
     data, cost = load_or_build_supervision(pair, "teacher-id", tokenizer, lambda: spy, settings, teacher_params=1)
     assert spy.calls == [
-        {"k": 4, "max_new_tokens": pair.max_new_tokens, "temperature": 0.7, "seed": 0, "top_p": 0.9, "top_k": 5}
+        {"k": 4, "sampling": Sampling(max_new_tokens=pair.max_new_tokens, temperature=0.7, seed=0, top_p=0.9, top_k=5)}
     ]
     assert len(data) == 3
     assert trace_counts(supervision_folder(cost.cache_key)) == TraceCounts(total=3, kept=3)

@@ -349,15 +349,15 @@ def test_student_responses_are_sampled_with_the_methods_settings(tmp_path: Path,
     class Recorder:
         devices, backend = 1, "fake"
 
-        def generate_ids(self, prompts, **kwargs):
-            calls.append(kwargs)
+        def generate_ids(self, prompts, sampling):
+            calls.append(sampling)
             return [[9] for _ in prompts]
 
     sampling = load_method("distillm2").data_plan().student_sampling
     data, _ = load_or_build_responses(get_pair("tiny"), "student", [[1, 2]], Recorder, sampling, 10, eos_id=9)
     assert data.with_format(None)["completion_ids"] == [[9]]
     (call,) = calls
-    assert (call["temperature"], call["top_p"], call["seed"]) == (0.8, 0.95, 42 * 1_000_003)
+    assert (call.temperature, call.top_p, call.seed) == (0.8, 0.95, 42 * 1_000_003)
 
 
 # --- every recorded default ---------------------------------------------------------------------------------------

@@ -107,14 +107,14 @@ class FakeEngine:
         self.inner = TransformersGenerator(model, load_tokenizer(path), vocab_rows=vocab_rows)
         self.path, self.open, self.devices, self.backend = path, True, 1, "vllm"
 
-    def generate(self, prompts, **kwargs):
-        return self.inner.generate(prompts, **kwargs)
+    def generate(self, prompts, sampling):
+        return self.inner.generate(prompts, sampling)
 
-    def generate_ids(self, prompt_ids, **kwargs):
-        return self.inner.generate_ids(prompt_ids, **kwargs)
+    def generate_ids(self, prompt_ids, sampling):
+        return self.inner.generate_ids(prompt_ids, sampling)
 
-    def generate_topk(self, prompt_ids, *, k, **kwargs):
-        completions = self.inner.generate_ids(prompt_ids, **kwargs)
+    def generate_topk(self, prompt_ids, sampling, *, k):
+        completions = self.inner.generate_ids(prompt_ids, sampling)
         examples = [{"prompt_ids": p, "completion_ids": c or [0]} for p, c in zip(prompt_ids, completions, strict=True)]
         soft = teacher_topk(self.inner.model, examples, 0, k, 8, self.inner.vocab_rows)
         return [(c, ids, lp[:, :k]) for c, (ids, lp) in zip(completions, soft, strict=True)]

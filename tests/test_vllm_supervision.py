@@ -16,6 +16,7 @@ import torch
 from harness.supervise import SupervisionSettings, teacher_samples
 from tasks import load_task, vllm_backend
 from tasks.generation import TransformersGenerator, render_prompt
+from tasks.protocol import Sampling
 from tests.tiny_models import make_model_dir, tiny_tokenizer
 
 pytestmark = pytest.mark.skipif(not vllm_backend.is_available(), reason="vLLM is not installed or cannot run here")
@@ -68,7 +69,7 @@ def test_one_pass_supervision_equals_generation_plus_forward(engine, reference, 
 
 
 def test_logprobs_are_the_raw_distribution_whatever_the_sampling_temperature(engine, reference, prompt_ids) -> None:
-    sampled = engine.generate_topk(prompt_ids, k=SETTINGS.top_k, max_new_tokens=MAX_NEW_TOKENS, temperature=2.0)
+    sampled = engine.generate_topk(prompt_ids, Sampling(MAX_NEW_TOKENS, temperature=2.0), k=SETTINGS.top_k)
     for prompt, (completion, ids, logprobs) in zip(prompt_ids, sampled, strict=True):
         with torch.no_grad():
             logits = reference.model(torch.tensor([prompt + completion])).logits[0]

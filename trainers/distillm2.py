@@ -36,7 +36,7 @@ from kdcore.errors import HarnessError
 from trainers.divergences import log_softmax
 from trainers.objectives import Objective, Params, TeacherRows, register_method, select_top_param
 from trainers.params import param
-from trainers.plan import DataPlan, Sampling
+from trainers.plan import DataPlan, ResponseSampling
 from trainers.releases import source
 from trainers.selection import select_rows
 from trainers.topk import student_buckets, teacher_buckets
@@ -168,7 +168,7 @@ class DistiLLM2(Objective):
 
     def data_plan(self, teacher_signal: str | None = None) -> DataPlan:
         p = self.params
-        sampling = Sampling(temperature=p.student_temperature, top_p=p.student_top_p, seed=p.student_seed)
+        sampling = ResponseSampling(temperature=p.student_temperature, top_p=p.student_top_p, seed=p.student_seed)
         return DataPlan(
             completions="teacher", teacher_signal="online", student_responses=True, student_sampling=sampling
         )

@@ -8,6 +8,7 @@ from typing import Any
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from tasks.generation import TransformersGenerator
+from tasks.protocol import Sampling
 
 
 class StudentSampler:
@@ -40,9 +41,8 @@ class StudentSampler:
         was_training = model.training
         model.eval()
         prompts = [list(map(int, ex["prompt_ids"])) for ex in examples]
-        completions = self.generator.generate_ids(
-            prompts, max_new_tokens=self.max_new_tokens, temperature=self.temperature, seed=rng.randrange(2**31)
-        )
+        sampling = Sampling(self.max_new_tokens, temperature=self.temperature, seed=rng.randrange(2**31))
+        completions = self.generator.generate_ids(prompts, sampling)
         model.train(was_training)
         self.sampled_batches += 1
         return [{"prompt_ids": p, "completion_ids": c or [self.eos]} for p, c in zip(prompts, completions, strict=True)]

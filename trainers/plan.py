@@ -13,8 +13,9 @@ TeacherSignal = Literal["none", "topk", "online"]
 
 
 @dataclass(frozen=True)
-class Sampling:
-    """How a model samples: temperature (0 = greedy), nucleus top_p, and the seed."""
+class ResponseSampling:
+    """How the initial student samples its responses: temperature (0 = greedy), nucleus top_p, and the seed (the
+    budget is the pair's `max_new_tokens`)."""
 
     temperature: float = 0.0
     top_p: float = 1.0
@@ -48,7 +49,7 @@ class DataPlan:
     teacher_signal: TeacherSignal = "none"
     on_policy: bool = False
     student_responses: bool = False
-    student_sampling: Sampling = field(default_factory=lambda: Sampling())
+    student_sampling: ResponseSampling = field(default_factory=lambda: ResponseSampling())
 
     @property
     def needs_teacher_model(self) -> bool:

@@ -33,6 +33,7 @@ from kdcore.io import atomic_write_text
 from kdcore.progress import progress_bar
 from tasks import load_task
 from tasks.generation import TransformersGenerator
+from tasks.protocol import Sampling
 from trainers.batch import collate
 from trainers.divergences import token_divergence
 from trainers.loop import hidden_rows, logits_fn
@@ -104,14 +105,11 @@ def measure_exposure(
     found = []
     with progress_bar("exposure", total=len(records)) as advance:
         for record in records:
+            sampled = Sampling(budget, temperature=1.0, seed=record.seed)
             if record.seed not in teacher_texts:
-                teacher_texts[record.seed] = TransformersGenerator(teacher, tokenizer).generate_ids(
-                    prompts, max_new_tokens=budget, temperature=1.0, seed=record.seed
-                )
+                teacher_texts[record.seed] = TransformersGenerator(teacher, tokenizer).generate_ids(prompts, sampled)
             student, _ = load(str(results_dir / "models" / record.run_id))
-            own = TransformersGenerator(student, tokenizer).generate_ids(
-                prompts, max_new_tokens=budget, temperature=1.0, seed=record.seed
-            )
+            own = TransformersGenerator(student, tokenizer).generate_ids(prompts, sampled)
             forced = text_kl(teacher, student, prompts, teacher_texts[record.seed], pad_id)
             rollout = text_kl(teacher, student, prompts, own, pad_id)
             diffs = [a - b for a, b in zip(rollout, forced, strict=True)]
