@@ -39,7 +39,7 @@ from harness.records import RunRecord, environment, new_run_id, write_record
 from harness.resume import RunState, run_folder
 from harness.spec import RunSpec
 from harness.trial import trial_budget
-from kdcore.costs import PhaseCost, device_kind
+from kdcore.costs import PhaseCost, cpu_kernels, device_kind
 from kdcore.errors import HarnessError, unknown_choice
 from kdcore.progress import log_line, progress_label
 from tasks import load_task
@@ -285,7 +285,7 @@ def record(ctx: RunContext) -> tuple[RunRecord, Path]:
         models=ctx.models,
         data=data_identity(ctx.pair, spec.limit),
         cost=state.total_cost().to_dict(),
-        environment=environment(device_kind(), device_count()),
+        environment=environment(device_kind(), device_count(), cpu_kernels()),
         training=training_summary(ctx.result, ctx.results_dir, ctx.run_id) | ctx.training,
         run_id=ctx.run_id,
         attempts=state.attempts,

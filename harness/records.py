@@ -290,8 +290,9 @@ def code_version() -> str | None:
     return sha.stdout.strip() + ("+dirty" if dirty else "")
 
 
-def environment(device: str, devices: int) -> dict[str, Any]:
-    """What produced a run: code version, package versions, Python, device type and count."""
+def environment(device: str, devices: int, cpu_kernels: str) -> dict[str, Any]:
+    """What produced a run: code version, package versions, Python, device type and count, and the CPU kernels
+    torch used (kdcore.costs.cpu_kernels)."""
     packages = {}
     for name in TRACKED_PACKAGES:
         try:
@@ -304,4 +305,5 @@ def environment(device: str, devices: int) -> dict[str, Any]:
         "python": platform.python_version(),
         "device": device,
         "device_count": devices,
+        "cpu_kernels": cpu_kernels,
     }

@@ -4,8 +4,9 @@ The run is rebuilt from the record's experiment (harness.experiment): pair, meth
 seed, training settings (the tuned ones included, with their tuning facts), doc limit, top-k and supervision
 temperature. Before any model loads it is refused where the record's code version is not this checkout's (or was
 uncommitted), or where the experiment this checkout would run is not the record's (other weights, data, pair
-settings or defaults), naming the fields that differ; `force` runs it anyway. After the run the scores are compared
-with the record's, exactly.
+settings or defaults), naming the fields that differ; `force` runs it anyway. Another device or other CPU kernels
+(AVX2 / AVX512) are said, not refused: float results differ in their last bits between them, and a trained
+student's scores with them. After the run the scores are compared with the record's, exactly.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 from harness.cache import cache_root
 from harness.pipeline import TEACHER_SIGNALS, RunSpec, chooses_teacher_signal, planned_experiment
 from harness.records import RunRecord, code_version
+from kdcore.costs import cpu_kernels, device_kind
 from kdcore.errors import HarnessError
 from trainers.loop import TrainConfig
 from trainers.objectives import load_method
@@ -77,7 +79,8 @@ def differences(recorded: Any, planned: Any, path: str = "") -> list[str]:
 
 def check_rerun(record: RunRecord, spec: RunSpec, *, force: bool = False) -> list[str]:
     """Refuse (HarnessError, one line) a rerun that could not reproduce the record: other code, or another
-    experiment than the record's. With `force`, the same findings come back as warnings instead."""
+    experiment than the record's; with `force` those come back as warnings. Another device or other CPU kernels
+    are always warnings: float results can differ in their last bits there, and scores with them."""
     problems = []
     recorded_code, current = record.environment.get("code_version"), code_version()
     if not recorded_code or recorded_code.endswith("+dirty"):
@@ -91,6 +94,11 @@ def check_rerun(record: RunRecord, spec: RunSpec, *, force: bool = False) -> lis
         problems.append(f"this checkout would run another experiment: {shown} differ")
     if problems and not force:
         raise HarnessError(f"cannot rerun {record.run_id}: {'; '.join(problems)} (--force runs it anyway)")
+    here = {"device": device_kind(), "cpu_kernels": cpu_kernels()}
+    for name, value in here.items():
+        if record.environment.get(name) != value:
+            was = record.environment.get(name) or "not recorded"
+            problems.append(f"{name}: {value} here, {was} in the record (scores can differ in the last digits)")
     return problems
 
 

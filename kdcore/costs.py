@@ -20,6 +20,12 @@ def device_kind() -> str:
     return "cpu"
 
 
+def cpu_kernels() -> str:
+    """The CPU kernels torch dispatches to here ('AVX512', 'AVX2', 'DEFAULT', ...): float results can differ in
+    their last bits between two, and a trained model's scores with them."""
+    return torch.backends.cpu.get_cpu_capability()
+
+
 HWM_FILE = Path("/proc/self/status")  # Linux: VmHWM, the peak resident set size since the last reset
 CLEAR_REFS = Path("/proc/self/clear_refs")  # Linux: writing "5" resets VmHWM to the current resident set size
 

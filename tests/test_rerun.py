@@ -17,6 +17,7 @@ from harness.cli import main
 from harness.experiment import experiment_key
 from harness.pipeline import planned_experiment
 from harness.rerun import check_rerun, differences, read_record, spec_from_record
+from kdcore.costs import cpu_kernels
 from kdcore.errors import HarnessError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,7 +58,12 @@ def _doctored(tmp_path: Path, change) -> Path:
 def test_other_code_other_weights_and_uncommitted_code_are_refused_in_one_line(tmp_path, monkeypatch) -> None:
     original = read_record(COMMITTED[0])
     monkeypatch.setattr(rerun_module, "code_version", lambda: original.environment["code_version"])
-    assert check_rerun(original, spec_from_record(original)) == []
+    warnings = check_rerun(original, spec_from_record(original))  # the committed records predate cpu_kernels
+    assert warnings == [
+        f"cpu_kernels: {cpu_kernels()} here, not recorded in the record (scores can differ in the last digits)"
+    ]
+    here = read_record(_doctored(tmp_path, lambda d: d["environment"].update(cpu_kernels=cpu_kernels())))
+    assert check_rerun(here, spec_from_record(here)) == []
 
     def refusal(change) -> str:
         record = read_record(_doctored(tmp_path, change))
@@ -96,6 +102,7 @@ def test_a_rerun_reproduces_the_run_s_scores_and_samples_exactly(mini_tiny, tmp_
     assert cli(monkeypatch, *args) == 0
     (path,) = (first / "runs").glob("*.json")
     record = read_record(path)
+    assert record.environment["cpu_kernels"] == cpu_kernels()
     capsys.readouterr()
     assert cli(monkeypatch, "rerun", str(path), "--results-dir", str(again)) == 0
     assert "reproduced exactly" in capsys.readouterr().err
