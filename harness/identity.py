@@ -122,6 +122,12 @@ def model_identities(pair: Pair, teacher_path: str | Path, student_path: str | P
     }
 
 
+def identity_key(identity: dict[str, Any]) -> str:
+    """A cache key for a pinned model (`model_identity`): its weights and tokenizer (or hub revision), not where its
+    files lie, so two checkouts share a cache and other weights at the same path never do."""
+    return cache_key({"model": identity})
+
+
 def _records_sha256(docs: Iterable[dict[str, Any]]) -> str:
     digest = hashlib.sha256()
     for doc in docs:

@@ -37,7 +37,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel, PreT
 
 from harness.accounting import CostLedger
 from harness.dev_eval import dev_evaluator
-from harness.identity import eval_settings
+from harness.identity import eval_settings, identity_key
 from harness.models import load_model
 from harness.pairs import Pair
 from harness.references import published, reference_folder, reference_key
@@ -213,7 +213,7 @@ class Supervise(Phase):
     def _load(self, ctx: RunContext, part: tuple[int, int]) -> None:
         data, built = load_or_build_supervision(
             ctx.pair,
-            ctx.teacher_ref,
+            identity_key(ctx.models["teacher"]),
             ctx.teacher_tokenizer,
             lambda: ctx.resident.generator(ctx.teacher_ref, vocab_rows=ctx.vocab_rows),
             SupervisionSettings(top_k=ctx.spec.top_k, temperature=supervision_temperature(ctx.pair, ctx.spec), seed=0),
@@ -247,7 +247,7 @@ class StudentResponses(Phase):
         prompts = [[int(t) for t in ids] for ids in _column(ctx.examples, "prompt_ids")]
         data, built = load_or_build_responses(
             ctx.pair,
-            ctx.student_ref,
+            identity_key(ctx.models["student"]),
             prompts,
             lambda: ctx.resident.generator(ctx.student_ref),
             ctx.plan.student_sampling,  # the method's own settings

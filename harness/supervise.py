@@ -283,8 +283,9 @@ def load_or_build_supervision(
     """The cached supervision for this pair and settings, building the missing shards of slice `part` first (see
     `load_or_build_shards`), and its cost; (None, None) while other slices are still missing.
 
-    `start_generator()` gives the teacher's generator (vLLM: an engine; transformers: it holds the HF teacher); it is
-    called only when this slice has a shard to build, once. Its caller owns it (and closes it)."""
+    `teacher_id` keys the cache: the teacher's `harness.identity.identity_key`. `start_generator()` gives the
+    teacher's generator (vLLM: an engine; transformers: it holds the HF teacher); it is called only when this slice
+    has a shard to build, once. Its caller owns it (and closes it)."""
     docs, prompts = prompt_docs(pair, load_task(pair.train_task), tokenizer)
     key = supervision_key(teacher_id, pair, prompts, settings)
     judge = load_task(pair.train_task, thinking=pair.supervision.thinking)

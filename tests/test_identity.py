@@ -13,7 +13,14 @@ from pathlib import Path
 import pytest
 
 import harness.identity
-from harness.identity import data_identity, file_sha256, files_sha256, model_identities, model_identity
+from harness.identity import (
+    data_identity,
+    file_sha256,
+    files_sha256,
+    identity_key,
+    model_identities,
+    model_identity,
+)
 from harness.pairs import get_pair
 from harness.references import REFERENCE_SAMPLES, published, reference_key
 from kdcore.scores import TaskScore
@@ -150,3 +157,27 @@ def test_a_run_records_what_it_compared(mini_tiny, tmp_path: Path, monkeypatch: 
     again, _ = pipeline.run(pipeline.RunSpec(**{**spec.__dict__, "method": "soft"}))
     assert len(calls) == 1  # only the distilled student: teacher and student-before came from the cache
     assert again.student_before_scores == record.student_before_scores and again.models == record.models
+
+
+def test_supervision_is_cached_by_the_teacher_s_weights_not_the_path_it_was_read_from(
+    mini_tiny, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Other weights at the same path get another supervision cache; the same weights in two checkouts share one."""
+    first, again = _model_folder(tmp_path / "a"), _model_folder(tmp_path / "b")
+    retrained = _model_folder(tmp_path / "c", weights=b"weights-v2")
+    keys = [identity_key(model_identity("org/teacher", folder)) for folder in (first, again, retrained)]
+    assert keys[0] == keys[1] != keys[2]
+
+    from harness import phases, pipeline
+    from harness.accounting import CostLedger
+    from harness.resume import RunState
+    from harness.spec import RunSpec
+
+    spec = RunSpec(pair="tiny", method="soft", train_overrides={"max_steps": 2}, limit=2)
+    ctx = pipeline.context(spec, RunState.begin(tmp_path / "state", lambda: "run"), CostLedger())
+    asked = []
+    monkeypatch.setattr(
+        phases, "load_or_build_supervision", lambda _pair, key, *_, **__: asked.append(key) or (None, None)
+    )
+    phases.Supervise()._load(ctx, (0, 1))
+    assert asked == [identity_key(ctx.models["teacher"])] and str(ctx.teacher_ref) not in asked[0]
