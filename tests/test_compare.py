@@ -174,3 +174,29 @@ def test_a_rows_id_names_it_in_compare_and_survives_new_settings(tmp_path: Path)
         compare(tmp_path, "tiny", ["gkd", "hybrid"])
     (again,) = compare(tmp_path, "tiny", [rows["gkd"], rows["hybrid"]])
     assert again.diff == by_id.diff
+
+
+def test_the_readme_s_compare_examples_run_on_the_shipped_results(monkeypatch, capsys) -> None:
+    """Every `harness compare` example in the README works on the committed tiny records, and naming a method
+    with several settings there is one line listing their ids."""
+    import re
+    import sys
+
+    from harness.cli import main
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    examples = re.findall(r"`harness compare --pair (?:P\[@BUILD\]|tiny) --methods ([^`\s]+)`", readme)
+    assert examples
+    monkeypatch.chdir(root)
+    for methods in examples:
+        monkeypatch.setattr(sys, "argv", ["harness", "compare", "--pair", "tiny", "--methods", methods])
+        with pytest.raises(SystemExit) as done:
+            main()
+        assert done.value.code in (0, None), (methods, capsys.readouterr().err)
+    capsys.readouterr()
+    monkeypatch.setattr(sys, "argv", ["harness", "compare", "--pair", "tiny", "--methods", "soft,hybrid"])
+    with pytest.raises(SystemExit) as done:
+        main()
+    err = capsys.readouterr().err.strip()
+    assert done.value.code == 2 and len(err.splitlines()) == 1 and "91b42934" in err and "c5e9bf30" in err
