@@ -68,6 +68,7 @@ from harness.phases import parameter_count
 from harness.pipeline import RunSpec, run
 from harness.records import RunRecord
 from harness.results.costs import charged
+from harness.spec import Execution
 from harness.supervise import prompt_ids
 from tasks import load_task
 from trainers.objectives import METHODS
@@ -143,8 +144,8 @@ def measure(budget: int, args: argparse.Namespace, folder: Path) -> dict[str, li
                 seed=rep,
                 train_overrides={"max_steps": args.max_steps, "batch_size": args.batch_size},
                 limit=args.limit,
-                results_dir=folder / f"results-{budget}",
                 pairs_file=pairs_file,
+                execution=Execution(results_dir=folder / f"results-{budget}"),
             )
             with cpu_per_phase() as seconds:
                 record, _ = run(spec)

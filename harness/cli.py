@@ -212,7 +212,7 @@ def run_options(command: Callable[..., None]) -> Callable[..., None]:
 
     @functools.wraps(command)
     def wrapper(**options: Any) -> None:
-        from harness.spec import RunSpec
+        from harness.spec import EXECUTION_FIELDS, Execution, RunSpec
 
         values = {name: options.pop(name) for name, _, _ in RUN_OPTIONS}
         params = parse_params(values.pop("param"))
@@ -223,7 +223,10 @@ def run_options(command: Callable[..., None]) -> Callable[..., None]:
         values["supervision_temperature"] = checked_temperature(values["supervision_temperature"])
         STATE["results_dir_given"] = values["results_dir"] is not None
         values["results_dir"] = values["results_dir"] or Path("results")  # a trial's: see `chosen_results_dir`
-        spec = RunSpec(pair="", method="", method_params=params, train_overrides=overrides, **values)
+        execution = Execution(**{name: values.pop(name) for name in EXECUTION_FIELDS})
+        spec = RunSpec(
+            pair="", method="", method_params=params, train_overrides=overrides, execution=execution, **values
+        )
         command(spec, **options)
 
     parameters = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + shared
@@ -237,23 +240,27 @@ def with_config(spec: RunSpec, path: Path, context: typer.Context) -> RunSpec:
     """`spec` (from the command line) with what the run config at `path` states (harness.spec.run_config), the
     options given on the command line (`context`'s) winning; method parameters and training settings merge, key
     by key."""
-    from harness.spec import RunSpec, run_config
+    from harness.spec import EXECUTION_FIELDS, Execution, RunSpec, run_config
     from kdcore.train_settings import check_train_settings
 
     sources = {name: context.get_parameter_source(name) for name in context.params}
     given = {name for name, source in sources.items() if source is not None and source.name == "COMMANDLINE"}
     values = run_config(path)
-    if "results_dir" in values or "results_dir" in given:
+    execution = values.pop("execution")
+    if "results_dir" in execution or "results_dir" in given:
         STATE["results_dir_given"] = True
     values["method_params"] = values.get("method_params", {}) | spec.method_params
     values["train_overrides"] = values.get("train_overrides", {}) | spec.train_overrides
     for name in RunSpec.__dataclass_fields__:
         if name in given or name not in values:
             values[name] = getattr(spec, name)
+    for name in EXECUTION_FIELDS:
+        if name in given or name not in execution:
+            execution[name] = getattr(spec.execution, name)
     check_train_settings(values["train_overrides"], lambda name: f"--config {path}: [train] {name}")
     values["limit"] = checked_limit(values["limit"])
     values["supervision_temperature"] = checked_temperature(values["supervision_temperature"])
-    return RunSpec(**values)
+    return RunSpec(**values | {"execution": Execution(**execution)})
 
 
 def chosen_results_dir(specs: list[RunSpec]) -> Path:
@@ -261,7 +268,7 @@ def chosen_results_dir(specs: list[RunSpec]) -> Path:
     (harness.trial), said on the console."""
     from harness.trial import results_dir_for, trial_results_dir
 
-    folder = results_dir_for(specs, specs[0].results_dir if STATE["results_dir_given"] and specs else None)
+    folder = results_dir_for(specs, specs[0].execution.results_dir if STATE["results_dir_given"] and specs else None)
     if folder == trial_results_dir() and not STATE["results_dir_given"]:
         console.print(f"trial run (its budget is not the pair's): results go to {folder}", highlight=False)
     return folder
@@ -298,7 +305,7 @@ def run(
     from harness.tune import tuned_spec
 
     spec = spec if untuned else tuned_spec(spec)
-    spec = replace(spec, results_dir=chosen_results_dir([spec]))
+    spec = spec.run_in(results_dir=chosen_results_dir([spec]))
     outcome = run_pipeline(spec)
     if outcome is None:  # a process of a multi-process launch other than the main one: the main one reports
         return
@@ -318,9 +325,9 @@ def run(
     )
     console.print(f"device-hours: {phases}; total {cost['total_device_hours']:.5f}")
     console.print(f"record: {path}")
-    for note in repeat_notes(record, spec.results_dir):
+    for note in repeat_notes(record, spec.execution.results_dir):
         console.print(note, highlight=False)
-    for output in build_leaderboard(spec.results_dir):
+    for output in build_leaderboard(spec.execution.results_dir):
         console.print(f"leaderboard: {output}")
 
 
@@ -340,9 +347,10 @@ def rerun(
     record's (other weights, data or defaults), unless --force."""
     from harness.pipeline import run as run_pipeline
     from harness.rerun import check_rerun, read_record, reruns_dir, score_differences, spec_from_record
+    from harness.spec import Execution
 
     record = read_record(record_path)
-    spec = spec_from_record(record, results_dir=results_dir or reruns_dir(), backend=backend)
+    spec = spec_from_record(record, Execution(results_dir=results_dir or reruns_dir(), backend=backend))
     for problem in check_rerun(record, spec, force=force):
         console.print(f"[yellow]warning:[/] {problem}", highlight=False)
     outcome = run_pipeline(spec)
@@ -481,20 +489,23 @@ def supervise(
 ) -> None:
     """Build a pair's teacher supervision cache (or one slice of it) ahead of its runs; a killed build resumes."""
     from harness.launch import parse_shard
-    from harness.pipeline import RunSpec
     from harness.pipeline import supervise as build_supervision
+    from harness.spec import Execution, RunSpec
 
     part = parse_shard(shard) or (0, 1)
+    execution = Execution(
+        backend=backend,
+        tensor_parallel=tensor_parallel,
+        data_parallel=data_parallel,
+        gpu_memory_utilization=gpu_memory_utilization,
+    )
     spec = RunSpec(
         pair=pair,
         method="hard",
         top_k=top_k,
         supervision_temperature=checked_temperature(supervision_temperature),
-        backend=backend,
         pairs_file=pairs_file,
-        tensor_parallel=tensor_parallel,
-        data_parallel=data_parallel,
-        gpu_memory_utilization=gpu_memory_utilization,
+        execution=execution,
     )
     data = build_supervision(spec, part)
     if data is None:
@@ -907,13 +918,13 @@ def verify(
 
     from harness import preflight
     from harness.pairs import get_pair
-    from harness.spec import RunSpec
+    from harness.spec import Execution, RunSpec
     from harness.verify import check_published, evaluate_base_model, verify_pair
     from kdcore.io import atomic_write_json
 
     chosen = get_pair(pair, pairs_file)
     check_published(chosen)
-    spec = RunSpec(pair, "hard", backend=backend)
+    spec = RunSpec(pair, "hard", execution=Execution(backend=backend))
     preflight.check_light(spec, chosen, results=False)
     preflight.check_writable_folder(out or Path("results") / "verify", "--out")
     from harness.pipeline import pin_cpu_threads

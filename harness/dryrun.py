@@ -300,6 +300,7 @@ def dry_run(
     with random weights; the record and its path (under `results_dir`, default `$HARNESS_CACHE/dryrun/results`).
     The method and its parameters are checked before any model is built."""
     from harness.pipeline import RunSpec, run
+    from harness.spec import Execution
     from trainers.objectives import load_method
 
     load_method(method, **(method_params or {}))
@@ -319,9 +320,8 @@ def dry_run(
         method=method,
         method_params=method_params or {},
         limit=budget.limit,
-        backend=backend,
-        results_dir=results_dir,
         pairs_file=local_pairs,
+        execution=Execution(results_dir=results_dir, backend=backend),
     )
     with eval_budget(pair.tasks, budget.eval_max_new_tokens):
         outcome = run(spec)

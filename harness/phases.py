@@ -91,10 +91,10 @@ class Resident:
             dtype=self.pair.dtype,
             seed=seed,
             vocab_rows=vocab_rows,
-            gpu_memory_utilization=spec.gpu_memory_utilization or self.pair.gpu_memory_utilization,
-            **spec.parallel(),
+            gpu_memory_utilization=spec.execution.gpu_memory_utilization or self.pair.gpu_memory_utilization,
+            **spec.execution.parallel(),
         )
-        generator = make_generator(ref, lambda: self.model(ref), backend=spec.backend, engine=engine)
+        generator = make_generator(ref, lambda: self.model(ref), backend=spec.execution.backend, engine=engine)
         self.generators.append(generator)
         self.peak_device = max(self.peak_device, device_memory_in_use())
         return generator
@@ -146,7 +146,7 @@ class RunContext:
 
     @property
     def results_dir(self) -> Path:
-        return Path(self.spec.results_dir)
+        return Path(self.spec.execution.results_dir)
 
     @property
     def model_dir(self) -> Path:
@@ -201,7 +201,7 @@ class Supervise(Phase):
     name = "supervise"
 
     def devices(self, ctx):
-        return ctx.spec.generation_devices()
+        return ctx.spec.execution.generation_devices()
 
     def run(self, ctx, cost, part, writer):
         self._load(ctx, part)
@@ -234,7 +234,7 @@ class StudentResponses(Phase):
     name = "student_responses"
 
     def devices(self, ctx):
-        return ctx.spec.generation_devices()
+        return ctx.spec.execution.generation_devices()
 
     def run(self, ctx, cost, part, writer):
         self._load(ctx, part)
@@ -349,7 +349,7 @@ class EvaluateStudent(Phase):
     name = "evaluate"
 
     def devices(self, ctx):
-        return ctx.spec.generation_devices()
+        return ctx.spec.execution.generation_devices()
 
     def run(self, ctx, cost, part, writer):
         self.samples, self.count = ctx.results_dir / "samples" / ctx.run_id, part[1]
@@ -377,7 +377,7 @@ class EvaluateReference(Phase):
         self.name = "evaluate_teacher" if role == "teacher" else "evaluate_student_before"
 
     def devices(self, ctx):
-        return ctx.spec.generation_devices()
+        return ctx.spec.execution.generation_devices()
 
     def run(self, ctx, cost, part, writer):
         spec, pair = ctx.spec, ctx.pair

@@ -12,7 +12,7 @@ harness.accounting).
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -90,11 +90,12 @@ def context(spec: RunSpec, state: RunState, ledger: CostLedger) -> RunContext:
 
 
 def tracking(spec: RunSpec, pair: Pair, objective: Objective, config: TrainConfig) -> Tracking:
-    """Where training's scalars go besides train.jsonl: `spec.report_to`'s tracker, with the run's settings (as its
-    record has them); file-writing trackers write under `<results_dir>/tracking`. The run id is set by `run`."""
+    """Where training's scalars go besides train.jsonl: the tracker `spec.execution.report_to` names, with the run's
+    settings (as its record has them); file-writing trackers write under `<results_dir>/tracking`. The run id is set
+    by `run`."""
     settings = {"pair": pair.name, "method": objective.name, "seed": spec.seed}
     settings |= recorded_settings(spec, pair, objective, config)
-    return Tracking(spec.report_to, Path(spec.results_dir) / "tracking", config=settings)
+    return Tracking(spec.execution.report_to, Path(spec.execution.results_dir) / "tracking", config=settings)
 
 
 def supervise(spec: RunSpec, part: tuple[int, int] = (0, 1)) -> Any:
@@ -184,15 +185,15 @@ def check_spec(spec: RunSpec) -> tuple[Pair, Objective, TrainConfig]:
     objective = load_method(spec.method, **spec.method_params)
     for name in pair.tasks:
         load_task(name)
-    if spec.backend not in backend_choices():
-        raise unknown_choice("backend", spec.backend, backend_choices())
+    if spec.execution.backend not in backend_choices():
+        raise unknown_choice("backend", spec.execution.backend, backend_choices())
     check_teacher_signal(spec.teacher_signal, objective)
-    check_report_to(spec.report_to)
+    check_report_to(spec.execution.report_to)
     config = train_config(pair, spec)
     if config.eval_every:
         dev_docs(pair)
     launch.check_sharding()
-    if launch.world_size() > 1 and spec.generation_devices() > launch.world_size():
+    if launch.world_size() > 1 and spec.execution.generation_devices() > launch.world_size():
         raise HarnessError(
             "--tensor-parallel/--data-parallel are for a single process (vLLM starts its own workers); under "
             "accelerate launch or torchrun every process generates its own shard"
@@ -244,8 +245,10 @@ def run(spec: RunSpec) -> tuple[RunRecord, Path] | None:
     preflight.check_run(spec, pair, objective.data_plan(spec.teacher_signal).needs_teacher_model)
     pin_cpu_threads(pair)
     launch.init()
-    if launch.world_size() > 1 and spec.backend == "auto":  # vLLM would want the GPUs the training processes hold
-        spec = replace(spec, backend="transformers")
+    if (
+        launch.world_size() > 1 and spec.execution.backend == "auto"
+    ):  # vLLM would want the GPUs the training processes hold
+        spec = spec.run_in(backend="transformers")
     state = RunState.begin(working_folder(spec), lambda: new_run_id(pair.name, objective.name, spec.seed))
     if state.record and Path(state.record).exists():  # killed after writing its record: only clean up
         state.close()

@@ -265,19 +265,19 @@ def check_data(pair: Pair) -> None:
 
 def check_light(spec: Any, pair: Pair, results: bool = True) -> None:
     """The checks that import no heavy library: backend installed, models, data, outputs."""
-    check_backend_installed(spec.backend)
+    check_backend_installed(spec.execution.backend)
     for role in ("teacher", "student"):
         check_model(getattr(pair, role), f"pair {pair.name!r}: {role}")
     check_data(pair)
-    check_outputs(spec.results_dir if results else None)
+    check_outputs(spec.execution.results_dir if results else None)
 
 
 def check_devices(spec: Any, pair: Pair, online_teacher: bool = False) -> None:
     """The backend's device and the memory plan, on the visible GPUs (imports torch)."""
     devices = Devices.visible()
-    check_backend_devices(spec.backend, spec.tensor_parallel, spec.data_parallel, devices)
+    check_backend_devices(spec.execution.backend, spec.execution.tensor_parallel, spec.execution.data_parallel, devices)
     lora = bool(spec.train_overrides.get("lora_r", pair.train.get("lora_r", 0)))
-    check_memory_plan(pair, devices, spec.tensor_parallel, lora, online_teacher)
+    check_memory_plan(pair, devices, spec.execution.tensor_parallel, lora, online_teacher)
 
 
 def check_supervise(spec: Any, pair: Pair) -> None:

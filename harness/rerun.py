@@ -18,6 +18,7 @@ from typing import Any
 from harness.cache import cache_root
 from harness.pipeline import TEACHER_SIGNALS, RunSpec, chooses_teacher_signal, planned_experiment
 from harness.records import RunRecord, code_version
+from harness.spec import Execution
 from kdcore.costs import cpu_kernels, device_kind
 from kdcore.errors import HarnessError
 from trainers.loop import TrainConfig
@@ -43,8 +44,8 @@ def read_record(path: Path) -> RunRecord:
         raise HarnessError(f"{path}: not a readable run record ({reason})") from None
 
 
-def spec_from_record(record: RunRecord, **execution: Any) -> RunSpec:
-    """The RunSpec of the record's experiment; `execution` sets where and how it runs (results_dir, backend, ...)."""
+def spec_from_record(record: RunRecord, execution: Execution | None = None) -> RunSpec:
+    """The RunSpec of the record's experiment, run as `execution` says (default: Execution())."""
     experiment = record.experiment()
     config = experiment["train_config"]
     trained = {k: v for k, v in config.items() if k in TrainConfig.__dataclass_fields__ and k != "seed"}
@@ -59,7 +60,7 @@ def spec_from_record(record: RunRecord, **execution: Any) -> RunSpec:
         teacher_signal=signal if chooses_teacher_signal(objective) and signal in TEACHER_SIGNALS else None,
         tuning=config.get("tuning"),
         **{k: config[k] for k in SPEC_SETTINGS if k in config},
-        **execution,
+        execution=execution or Execution(),
     )
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import types
 import typing
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +18,32 @@ from kdcore.errors import HarnessError, unknown_choice
 DEFAULT_RESULTS = Path("results")  # where runs write unless told otherwise: the repository's committed results
 
 
-@dataclass
+@dataclass(frozen=True)
+class Execution:
+    """Where and how a run executes. Nothing here can change its result, so none of it is part of the experiment
+    (harness.experiment) that resume, sweeps and the leaderboard identify runs by."""
+
+    results_dir: Path = DEFAULT_RESULTS
+    backend: str = "auto"
+    tensor_parallel: int = 1  # vLLM: GPUs per generation engine
+    data_parallel: int = 1  # vLLM: generation engines, one process each
+    gpu_memory_utilization: float | None = None  # vLLM: each engine's share of its GPU (None: the pair's, or computed)
+    report_to: str = "none"  # the experiment tracker training logs to (trainers.train_log.REPORT_TO)
+
+    def parallel(self) -> dict[str, int]:
+        return {"tensor_parallel": self.tensor_parallel, "data_parallel": self.data_parallel}
+
+    def generation_devices(self) -> int:
+        return self.tensor_parallel * self.data_parallel * launch.world_size()
+
+
+EXECUTION_FIELDS = tuple(f.name for f in fields(Execution))
+
+
+@dataclass(frozen=True)
 class RunSpec:
-    """Everything that defines a run; two runs with equal specs are repeats of one another."""
+    """A run as asked: what it compares (the pair's defaults fill in what it leaves out; its canonical form is
+    `harness.pipeline.planned_experiment`) and, in `execution`, where and how it runs."""
 
     pair: str
     method: str
@@ -30,29 +53,23 @@ class RunSpec:
     limit: int | None = None
     teacher_signal: str | None = None  # topk or online, for methods with the choice (None: the method's default)
     top_k: int = 32
-    backend: str = "auto"
-    results_dir: Path = DEFAULT_RESULTS
     pairs_file: Path | None = None
-    tensor_parallel: int = 1  # vLLM: GPUs per generation engine
-    data_parallel: int = 1  # vLLM: generation engines, one process each
-    gpu_memory_utilization: float | None = None  # vLLM: each engine's share of its GPU (None: the pair's, or computed)
     supervision_temperature: float | None = None  # teacher sampling temperature for hard labels (None: the pair's)
-    report_to: str = "none"  # the experiment tracker training logs to (trainers.train_log.REPORT_TO)
     tuning: dict[str, Any] | None = None  # how `harness tune` chose the settings (harness.tune); None: untuned
+    execution: Execution = field(default_factory=Execution)
 
-    def parallel(self) -> dict[str, int]:
-        return {"tensor_parallel": self.tensor_parallel, "data_parallel": self.data_parallel}
-
-    def generation_devices(self) -> int:
-        return self.tensor_parallel * self.data_parallel * launch.world_size()
+    def run_in(self, **changes: Any) -> RunSpec:
+        """This run with its execution changed (results_dir=..., backend=...)."""
+        return replace(self, execution=replace(self.execution, **changes))
 
 
 CONFIG_TABLES = {"method_params": "method_params", "train": "train_overrides"}  # TOML table -> RunSpec field
 
 
 def run_config(path: Path) -> dict[str, Any]:
-    """The RunSpec fields a run config states: TOML with RunSpec's fields at the top level (pair, method, seed,
-    limit, top_k, backend, results_dir, ...), the method's parameters under `[method_params]` and the training
+    """The RunSpec fields a run config states (its `execution` ones under "execution"): TOML with RunSpec's and
+    Execution's fields at the top level (pair, method, seed, limit, top_k, backend, results_dir, ...), the method's
+    parameters under `[method_params]` and the training
     settings under `[train]` (TrainConfig's names); a one-line error for an unreadable file, an unknown key or a
     value of the wrong type. Method parameters and training settings are checked where every run's are."""
     try:
@@ -61,9 +78,12 @@ def run_config(path: Path) -> dict[str, Any]:
         raise HarnessError(f"--config {path}: {err.strerror or err}") from None
     except tomllib.TOMLDecodeError as err:
         raise HarnessError(f"--config {path}: not valid TOML ({err})") from None
-    hints = typing.get_type_hints(RunSpec)
-    known = [f.name for f in fields(RunSpec) if f.name not in ("method_params", "train_overrides", "tuning")]
-    values: dict[str, Any] = {}
+    hints = typing.get_type_hints(RunSpec) | typing.get_type_hints(Execution)
+    asked = [
+        f.name for f in fields(RunSpec) if f.name not in ("method_params", "train_overrides", "tuning", "execution")
+    ]
+    known = [*asked, *EXECUTION_FIELDS]
+    values: dict[str, Any] = {"execution": {}}
     for key, value in data.items():
         if key in CONFIG_TABLES:
             if not isinstance(value, dict):
@@ -72,7 +92,7 @@ def run_config(path: Path) -> dict[str, Any]:
             continue
         if key not in known:
             raise unknown_choice(f"--config {path}: key", key, [*known, *CONFIG_TABLES])
-        values[key] = _typed(path, key, value, hints[key])
+        (values["execution"] if key in EXECUTION_FIELDS else values)[key] = _typed(path, key, value, hints[key])
     return values
 
 

@@ -112,7 +112,7 @@ def run_sweep(specs: list[pipeline.RunSpec], results_dir: Path) -> SweepResult:
             continue
         console.print(f"[bold]sweep[/] {name}")
         try:
-            pipeline.run(replace(spec, results_dir=results_dir))
+            pipeline.run(spec.run_in(results_dir=results_dir))
         except Interrupted:
             raise
         except Exception as err:  # any failure of one cell is recorded; the sweep goes on with the next

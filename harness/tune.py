@@ -166,7 +166,7 @@ def dev_score(spec: RunSpec, dev: DevSplit) -> float:
         return float(json.loads(cached.read_text())["dev_score"])
     pair, objective, _ = check_spec(spec)
     pin_cpu_threads(pair)
-    spec = replace(spec, results_dir=cache_root() / "tuning" / "runs")
+    spec = spec.run_in(results_dir=cache_root() / "tuning" / "runs")
     state = RunState.begin(run_folder(key), lambda: new_run_id(pair.name, objective.name, spec.seed))
     ctx = context(spec, state, CostLedger())
     for phase in plan_phases(ctx.plan):

@@ -23,6 +23,7 @@ from harness.identity import (
 )
 from harness.pairs import get_pair
 from harness.references import REFERENCE_SAMPLES, published, reference_key
+from harness.spec import Execution
 from kdcore.scores import TaskScore
 from tasks.data import DATA_DIR, expected_checksums
 
@@ -141,7 +142,9 @@ def test_a_run_records_what_it_compared(mini_tiny, tmp_path: Path, monkeypatch: 
     from harness.models import resolve
 
     results = tmp_path / "results"
-    spec = pipeline.RunSpec(pair="tiny", method="hard", train_overrides={"max_steps": 1}, limit=3, results_dir=results)
+    spec = pipeline.RunSpec(
+        pair="tiny", method="hard", train_overrides={"max_steps": 1}, limit=3, execution=Execution(results_dir=results)
+    )
     record, _ = pipeline.run(spec)
     student = Path(resolve("builtin:tiny/student"))
     assert record.models["student"] == model_identity("builtin:tiny/student", student)

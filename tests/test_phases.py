@@ -13,6 +13,7 @@ from harness import phases
 from harness.cli import main
 from harness.models import load_model, resolve
 from harness.pipeline import RunSpec, run
+from harness.spec import Execution
 from tasks import generation
 from tasks.generation import TransformersGenerator
 from tasks.protocol import Sampling
@@ -51,7 +52,11 @@ def test_a_run_starts_one_generator_per_evaluated_model(own_tiny_cache, tmp_path
     monkeypatch.setattr(phases, "make_generator", factory)
     pairs_file = tmp_path / "pairs.toml"
     pairs_file.write_text(PAIRS.replace('tasks = ["arith"]', 'tasks = ["arith", "gsm8k"]'))
-    record, _ = run(RunSpec(pair="tiny", method="sft", limit=2, results_dir=tmp_path / "r", pairs_file=pairs_file))
+    record, _ = run(
+        RunSpec(
+            pair="tiny", method="sft", limit=2, pairs_file=pairs_file, execution=Execution(results_dir=tmp_path / "r")
+        )
+    )
     assert sorted(record.scores) == sorted(record.teacher_scores) == ["arith", "gsm8k"]
     assert factory.made == 3  # the student's evaluation, the teacher's and the student's before, two tasks each
 
@@ -81,7 +86,13 @@ def test_student_responses_reach_training_as_a_field_of_the_examples(own_cache: 
         return real_train(student, objective, examples, *args, **kwargs)
 
     monkeypatch.setattr(phases, "train", train)
-    spec = RunSpec(pair="tiny", method="with-responses", limit=2, results_dir=tmp_path / "r", pairs_file=own_cache)
+    spec = RunSpec(
+        pair="tiny",
+        method="with-responses",
+        limit=2,
+        pairs_file=own_cache,
+        execution=Execution(results_dir=tmp_path / "r"),
+    )
     first, _ = run(spec)
     (examples,) = seen
     model, tokenizer = load_model(resolve("builtin:tiny/student"))

@@ -15,7 +15,7 @@ import pytest
 from harness import preflight
 from harness.cli import main
 from harness.pairs import get_pair, load_pairs
-from harness.spec import RunSpec
+from harness.spec import Execution, RunSpec
 from kdcore.errors import HarnessError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -178,7 +178,9 @@ def test_a_pipeline_run_checks_before_it_loads(tmp_path: Path, monkeypatch: pyte
     source = (ROOT / "harness" / "pairs.toml").read_text()
     pairs.write_text(source.replace('teacher = "Qwen/Qwen2.5-7B-Instruct"', f'teacher = "{tmp_path / "missing"}"'))
     with pytest.raises(HarnessError, match=r"pair 'qwen': teacher '.*missing': no such model folder"):
-        run(RunSpec(pair="qwen", method="hard", results_dir=tmp_path / "results", pairs_file=pairs))
+        run(
+            RunSpec(pair="qwen", method="hard", pairs_file=pairs, execution=Execution(results_dir=tmp_path / "results"))
+        )
     assert not (tmp_path / "results").exists()
 
 

@@ -13,6 +13,7 @@ import torch
 
 from harness.pairs import load_pairs
 from harness.pipeline import RunSpec, run
+from harness.spec import Execution
 from tests.tiny_models import MODEL_TYPES, make_model_dir, tiny_tokenizer
 from trainers.loop import logits_fn
 
@@ -40,7 +41,9 @@ def test_pipeline_on_tiny_models(architecture: str, tokenizer, tmp_path: Path) -
         "train = { max_steps = 2, batch_size = 3, lr = 1e-3 }\n"
         "[pairs.t.supervision]\ndrop_truncated = false\n"  # random teachers never emit EOS: keep their traces
     )
-    spec = RunSpec(pair="t", method="hybrid", limit=3, results_dir=tmp_path / "results", pairs_file=pairs_file)
+    spec = RunSpec(
+        pair="t", method="hybrid", limit=3, pairs_file=pairs_file, execution=Execution(results_dir=tmp_path / "results")
+    )
     record, path = run(spec)
     assert path.exists()
     assert record.scores["arith"].n == 3

@@ -21,6 +21,7 @@ from transformers import AutoModelForCausalLM
 from harness import phases
 from harness.models import load_tokenizer
 from harness.pipeline import RunSpec, run
+from harness.spec import Execution
 from harness.supervise import teacher_topk
 from tasks import vllm_backend
 from tasks.generation import TransformersGenerator
@@ -144,9 +145,8 @@ def run_kind(spy: Spy, tmp_path: Path, kind: str, backend: str):
         method_params=params,
         teacher_signal=signal,
         limit=3,
-        backend=backend,
-        results_dir=tmp_path / "results",
         pairs_file=pairs_file,
+        execution=Execution(backend=backend, results_dir=tmp_path / "results"),
     )
     record, _ = run(spec)
     return record

@@ -23,6 +23,7 @@ from harness.accounting import CostLedger
 from harness.cli import main
 from harness.pipeline import RunSpec, working_folder
 from harness.resume import RunState
+from harness.spec import Execution
 from kdcore.costs import PhaseCost
 from kdcore.errors import HarnessError, Interrupted
 from tests.tiny_training import synthetic_examples, tiny_student
@@ -129,7 +130,13 @@ def test_sigkilled_run_resumes_to_the_uninterrupted_result(mini_tiny, tmp_path: 
 
     args = run_args(results, "--checkpoint-every", "1")
     folder = working_folder(
-        RunSpec(pair="tiny", method="hybrid", train_overrides={"max_steps": 30}, limit=4, results_dir=results)
+        RunSpec(
+            pair="tiny",
+            method="hybrid",
+            train_overrides={"max_steps": 30},
+            limit=4,
+            execution=Execution(results_dir=results),
+        )
     )
     process = subprocess.Popen([sys.executable, "-m", "tests.mini_cli", *args], cwd=ROOT, stderr=subprocess.PIPE)
     step_file = folder / "checkpoint" / "step.txt"
@@ -184,11 +191,13 @@ def test_the_working_folder_follows_the_experiment_not_where_or_how_it_runs(mini
         method="soft",
         train_overrides={"max_steps": 30, "checkpoint_every": 5},
         limit=4,
-        results_dir=tmp_path,
-        backend="transformers",
-        report_to="tensorboard",
-        data_parallel=2,
-        gpu_memory_utilization=0.5,
+        execution=Execution(
+            results_dir=tmp_path,
+            backend="transformers",
+            report_to="tensorboard",
+            data_parallel=2,
+            gpu_memory_utilization=0.5,
+        ),
     )
     assert working_folder(base) == working_folder(elsewhere)
     assert working_folder(base) == working_folder(

@@ -64,11 +64,11 @@ def test_the_file_states_the_run_and_options_given_win(tmp_path: Path, monkeypat
     assert cli(monkeypatch, *args) == 0
     from_file, overridden = captured
     assert (from_file.pair, from_file.method, from_file.seed, from_file.limit) == ("tiny", "soft", 3, 8)
-    assert (from_file.top_k, from_file.backend) == (16, "transformers")
+    assert (from_file.top_k, from_file.execution.backend) == (16, "transformers")
     assert from_file.method_params == {"divergence": "rkl"}
     assert from_file.train_overrides == {"max_steps": 50, "lr": 1e-3}  # lr set: the tuned one is not applied
     assert from_file.tuning is None
-    assert (overridden.seed, overridden.top_k, overridden.limit, overridden.backend) == (4, 8, 8, "transformers")
+    assert (overridden.seed, overridden.top_k, overridden.limit, overridden.execution.backend) == (4, 8, 8, "transformers")
     assert overridden.method_params == {"divergence": "rkl", "temperature": 2.0}
     assert overridden.train_overrides == {"max_steps": 60, "lr": 1e-3}
 

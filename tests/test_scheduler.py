@@ -18,6 +18,7 @@ from harness.cost_plan import estimate_cell, load_throughput, throughput_for
 from harness.jobs import CellJob, prepare_pair
 from harness.pipeline import RunSpec, working_folder
 from harness.records import load_records
+from harness.spec import Execution
 from harness.sweep import cell_name, grid
 from kdcore.errors import HarnessError
 from tests.scheduled import mini_pairs_file, sweep
@@ -90,9 +91,9 @@ def test_a_preempted_cell_is_requeued_and_resumes_from_its_checkpoint(own_tiny_c
         pair="",
         method="",
         limit=2,
-        results_dir=results,
         pairs_file=mini_pairs_file(tmp_path),
         train_overrides={"max_steps": 400, "checkpoint_every": 10},
+        execution=Execution(results_dir=results),
     )
     (spec,) = grid(["mini"], ["sft"], [0], {}, template)
     prepare_pair([spec])  # the shared phases, here, so the job itself starts training at once

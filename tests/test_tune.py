@@ -16,6 +16,7 @@ from harness.cli import main
 from harness.pipeline import RunSpec, run
 from harness.results.estimates import leaderboard
 from harness.results.render import display_table, render_markdown
+from harness.spec import Execution
 from harness.tune import (
     DevSplit,
     default_grid,
@@ -65,7 +66,9 @@ def test_tune_scores_trials_on_the_dev_split_and_writes_the_best(
     own_tiny_cache, pairs_file: Path, tmp_path: Path, monkeypatch
 ) -> None:
     spy = DevSpy(monkeypatch)
-    spec = RunSpec(pair="tiny", method="sft", pairs_file=pairs_file, results_dir=tmp_path / "results")
+    spec = RunSpec(
+        pair="tiny", method="sft", pairs_file=pairs_file, execution=Execution(results_dir=tmp_path / "results")
+    )
     entry = tune(spec, grid={"lr": (1e-3, 1e-2)}, budget=4, seeds=(0, 1), tuned_dir=tmp_path / "tuned")
     train = load_task("arith").docs("train")
     test = {d["question"] for d in load_task("arith").docs("test")}
@@ -86,7 +89,9 @@ def test_run_uses_the_tuned_setting_records_it_and_the_leaderboard_says_so(
     own_tiny_cache, pairs_file: Path, tmp_path: Path, monkeypatch
 ) -> None:
     tuned = tmp_path / "tuned"
-    spec = RunSpec(pair="tiny", method="sft", pairs_file=pairs_file, results_dir=tmp_path / "results", limit=2)
+    spec = RunSpec(
+        pair="tiny", method="sft", pairs_file=pairs_file, limit=2, execution=Execution(results_dir=tmp_path / "results")
+    )
     entry = tune(spec, grid={"lr": (2e-3, 4e-3)}, budget=2, tuned_dir=tuned)
     applied = tuned_spec(spec, tuned)
     assert applied.train_overrides == {"lr": entry["chosen"]["lr"]} and applied.tuning["grid"] == {"lr": [2e-3, 4e-3]}

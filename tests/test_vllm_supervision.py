@@ -13,6 +13,7 @@ from dataclasses import replace
 import pytest
 import torch
 
+from harness.spec import Execution
 from harness.supervise import SupervisionSettings, teacher_samples
 from tasks import load_task, vllm_backend
 from tasks.generation import TransformersGenerator, render_prompt
@@ -111,7 +112,11 @@ def test_a_run_on_vllm_end_to_end(tokenizer, tmp_path) -> None:
         "[pairs.v.supervision]\nmax_new_tokens = 8\ndrop_truncated = false\n"  # a random teacher never ends at EOS
     )
     spec = RunSpec(
-        pair="v", method="hybrid", limit=3, backend="vllm", results_dir=tmp_path / "r", pairs_file=pairs_file
+        pair="v",
+        method="hybrid",
+        limit=3,
+        pairs_file=pairs_file,
+        execution=Execution(backend="vllm", results_dir=tmp_path / "r"),
     )
     record, _ = run(spec)
     phases = record.cost["phases"]
