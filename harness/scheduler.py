@@ -297,7 +297,7 @@ def _submit_pair(
 
     logs = _logs(results_dir)
     pairs_file = cells[0].pairs_file
-    shared = job_resources(pair, estimates, config, True, cells[0].generation_devices(), pairs_file)
+    shared = job_resources(pair, estimates, config, True, cells[0].execution.generation_devices(), pairs_file)
     prepare = make_executor(kind, logs, config, shared, f"kd-prepare-{pair}").submit(prepare_pair, cells)
     result.jobs.append(prepare)
     console.print(f"[bold]submitted[/] {pair}: shared phases, job {prepare.job_id} ({shared.timeout_min} min)")

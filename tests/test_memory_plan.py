@@ -87,7 +87,7 @@ def test_run_and_sweep_share_their_options(monkeypatch: pytest.MonkeyPatch, tmp_
     ran, swept = specs
     assert ran == swept  # the same spec from either command
     assert ran.train_overrides == {"lora_r": 4, "max_steps": 3} and ran.method_params == {"divergence": "jsd"}
-    assert (ran.teacher_signal, ran.top_k, ran.backend, ran.gpu_memory_utilization) == (
+    assert (ran.teacher_signal, ran.top_k, ran.execution.backend, ran.execution.gpu_memory_utilization) == (
         "online",
         8,
         "transformers",
