@@ -346,10 +346,10 @@ def rerun(
     Refused before any model loads where this checkout's code or the experiment it would run differs from the
     record's (other weights, data or defaults), unless --force."""
     from harness.pipeline import run as run_pipeline
-    from harness.rerun import check_rerun, read_record, reruns_dir, score_differences, spec_from_record
+    from harness.rerun import check_rerun, checked_record, reruns_dir, score_differences, spec_from_record
     from harness.spec import Execution
 
-    record = read_record(record_path)
+    record = checked_record(record_path)
     spec = spec_from_record(record, Execution(results_dir=results_dir or reruns_dir(), backend=backend))
     for problem in check_rerun(record, spec, force=force):
         console.print(f"[yellow]warning:[/] {problem}", highlight=False)

@@ -35,7 +35,7 @@ from harness.phases import (
     supervision_temperature,
     training_summary,
 )
-from harness.records import RunRecord, environment, new_run_id, write_record
+from harness.records import RunRecord, environment, new_run_id, read_record, write_record
 from harness.resume import RunState, run_folder
 from harness.spec import RunSpec
 from harness.trial import trial_budget
@@ -245,16 +245,14 @@ def run(spec: RunSpec) -> tuple[RunRecord, Path] | None:
     preflight.check_run(spec, pair, objective.data_plan(spec.teacher_signal).needs_teacher_model)
     pin_cpu_threads(pair)
     launch.init()
-    if (
-        launch.world_size() > 1 and spec.execution.backend == "auto"
-    ):  # vLLM would want the GPUs the training processes hold
-        spec = spec.run_in(backend="transformers")
+    if launch.world_size() > 1 and spec.execution.backend == "auto":
+        spec = spec.run_in(backend="transformers")  # vLLM would want the GPUs the training processes hold
     state = RunState.begin(working_folder(spec), lambda: new_run_id(pair.name, objective.name, spec.seed))
     if state.record and Path(state.record).exists():  # killed after writing its record: only clean up
         state.close()
         if not launch.is_main_process():
             return None
-        return RunRecord.from_dict(json.loads(Path(state.record).read_text())), Path(state.record)
+        return read_record(state.record), Path(state.record)
     ctx = context(spec, state, CostLedger())
     ctx.tracking.run_name = state.run_id
     part, writer = launch.part(), launch.is_main_process()

@@ -258,15 +258,28 @@ def write_record(record: RunRecord, results_dir: str | Path) -> Path:
     return atomic_write_json(Path(results_dir) / "runs" / f"{record.run_id}.json", record.to_dict())
 
 
+def read_record(path: str | Path) -> RunRecord:
+    """The record in `path`; OSError, ValueError or TypeError (`unreadable` says why in one line) where the file
+    cannot be read or does not hold a valid record."""
+    return RunRecord.from_dict(json.loads(Path(path).read_bytes()))
+
+
+def unreadable(err: OSError | ValueError | TypeError) -> str:
+    """Why `read_record` failed, in one line."""
+    if isinstance(err, OSError):
+        return str(err.strerror or err)
+    text = str(err).splitlines()
+    return text[0] if text else type(err).__name__
+
+
 def load_records(results_dir: str | Path) -> tuple[list[RunRecord], list[str]]:
     """All valid records under `results_dir`, sorted by run id, and one problem line per bad file."""
     records, problems = [], []
     for path in sorted(Path(results_dir).glob(RECORD_GLOB)):
         try:
-            records.append(RunRecord.from_dict(json.loads(path.read_bytes())))
+            records.append(read_record(path))
         except (OSError, ValueError, TypeError) as err:
-            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-            problems.append(f"{path.name}: skipped ({err.strerror if isinstance(err, OSError) else reason})")
+            problems.append(f"{path.name}: skipped ({unreadable(err)})")
     records.sort(key=lambda r: r.run_id)
     return records, problems
 

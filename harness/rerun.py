@@ -11,13 +11,12 @@ student's scores with them. After the run the scores are compared with the recor
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from harness.cache import cache_root
 from harness.pipeline import TEACHER_SIGNALS, RunSpec, chooses_teacher_signal, planned_experiment
-from harness.records import RunRecord, code_version
+from harness.records import RunRecord, code_version, read_record, unreadable
 from harness.spec import Execution
 from kdcore.costs import cpu_kernels, device_kind
 from kdcore.errors import HarnessError
@@ -33,15 +32,14 @@ def reruns_dir() -> Path:
     return cache_root() / RERUNS
 
 
-def read_record(path: Path) -> RunRecord:
-    """The record in `path`, or a one-line error saying why it cannot be read."""
+def checked_record(path: Path) -> RunRecord:
+    """The record in `path` (harness.records.read_record), or a one-line error saying why it cannot be read."""
     try:
-        return RunRecord.from_dict(json.loads(Path(path).read_bytes()))
+        return read_record(path)
     except FileNotFoundError:
         raise HarnessError(f"{path}: no such record") from None
     except (OSError, ValueError, TypeError) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise HarnessError(f"{path}: not a readable run record ({reason})") from None
+        raise HarnessError(f"{path}: not a readable run record ({unreadable(err)})") from None
 
 
 def spec_from_record(record: RunRecord, execution: Execution | None = None) -> RunSpec:

@@ -16,7 +16,8 @@ from harness import rerun as rerun_module
 from harness.cli import main
 from harness.experiment import experiment_key
 from harness.pipeline import planned_experiment
-from harness.rerun import check_rerun, differences, read_record, spec_from_record
+from harness.records import read_record
+from harness.rerun import check_rerun, differences, spec_from_record
 from kdcore.costs import cpu_kernels
 from kdcore.errors import HarnessError
 

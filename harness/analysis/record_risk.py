@@ -10,7 +10,7 @@ import torch
 from harness.analysis.risk_view import risk_panel, write_risk_html
 from harness.models import load_model
 from harness.pairs import get_pair
-from harness.records import RunRecord
+from harness.records import read_record
 from harness.supervise import encode
 from kdcore.errors import HarnessError
 from trainers.batch import collate
@@ -23,7 +23,7 @@ def risk_report(
     """An HTML page of the first `limit` completions per benchmark of the run, each token coloured by the risk
     estimated from the pair's teacher distribution at that place."""
     try:
-        record = RunRecord.from_dict(json.loads(Path(record_path).read_text()))
+        record = read_record(record_path)
     except (OSError, ValueError, TypeError) as err:
         raise HarnessError(f"cannot read run record {record_path}: {err}") from None
     pair = get_pair(record.pair, pairs_file)
