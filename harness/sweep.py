@@ -85,9 +85,10 @@ def grid(
     return specs
 
 
-def cell_name(spec: pipeline.RunSpec) -> str:
-    """`<pair>-<method>-s<seed>-<experiment key>`: a file name for the cell."""
-    return f"{spec.pair}-{spec.method}-s{spec.seed}-{_key(spec)[:8]}"
+def cell_name(spec: pipeline.RunSpec, key: str | None = None) -> str:
+    """`<pair>-<method>-s<seed>-<experiment key>`: a file name for the cell (`key`: its experiment key, when the
+    caller has it)."""
+    return f"{spec.pair}-{spec.method}-s{spec.seed}-{(key or _key(spec))[:8]}"
 
 
 def run_sweep(specs: list[pipeline.RunSpec], results_dir: Path) -> SweepResult:
@@ -95,9 +96,9 @@ def run_sweep(specs: list[pipeline.RunSpec], results_dir: Path) -> SweepResult:
     result = SweepResult()
     done = _done(results_dir)
     for spec in specs:
-        name = cell_name(spec)
-        failure = Path(results_dir) / FAILURES_DIR / f"{name}.json"
         identity = _key(spec)
+        name = cell_name(spec, identity)
+        failure = Path(results_dir) / FAILURES_DIR / f"{name}.json"
         if identity in done:
             result.skipped.append(name)
             continue
@@ -120,7 +121,7 @@ def run_sweep(specs: list[pipeline.RunSpec], results_dir: Path) -> SweepResult:
             result.failed[name] = line
             console.print(f"[red]failed:[/] {name}: {line}", highlight=False)
             if launch.is_main_process():
-                atomic_write_json(failure, _failure(spec, err, line))
+                atomic_write_json(failure, _failure(spec, name, err, line))
             continue
         finally:
             _release(lock)
@@ -161,9 +162,9 @@ def _one_line(err: BaseException) -> str:
     return message if isinstance(err, HarnessError) else f"{type(err).__name__}: {message}"
 
 
-def _failure(spec: pipeline.RunSpec, err: BaseException, line: str) -> dict[str, Any]:
+def _failure(spec: pipeline.RunSpec, name: str, err: BaseException, line: str) -> dict[str, Any]:
     return {
-        "cell": cell_name(spec),
+        "cell": name,
         "pair": spec.pair,
         "method": spec.method,
         "seed": spec.seed,
@@ -178,7 +179,8 @@ def _failure(spec: pipeline.RunSpec, err: BaseException, line: str) -> dict[str,
 def recorded(specs: list[pipeline.RunSpec], results_dir: Path) -> set[str]:
     """Names of the cells of `specs` that have a record in `results_dir`."""
     done = _done(results_dir)
-    return {cell_name(spec) for spec in specs if _key(spec) in done}
+    keyed = [(spec, _key(spec)) for spec in specs]
+    return {cell_name(spec, key) for spec, key in keyed if key in done}
 
 
 def record_of(spec: pipeline.RunSpec, records: list[Any]) -> Any:
