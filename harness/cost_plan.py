@@ -11,7 +11,7 @@ reads the online teacher. Tokens are estimated without running anything:
   estimate an upper bound, which is what a scheduler's time limit needs;
 - training: steps x gradient_accumulation_steps x batch_size sequences of prompt + completion, cut at the pair's
   `max_length`.
-Phases a pair's cells share (teacher supervision, student responses, the teacher's and the initial student's
+Phases a pair's cells share (teacher supervision, the data sources of its plan, the teacher's and the initial student's
 evaluations) are built once and cached: they are estimated once per pair, marked `shared`.
 On-policy sampling inside training is not counted, as the ledger does not count it.
 """
@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 THROUGHPUT_FILE = Path(__file__).with_name("throughput.toml")
 CHARS_PER_TOKEN = 4.0  # chosen: the usual figure for English text with BPE vocabularies (OpenAI's tokenizer guide)
 TRAINING_BYTES_PER_PARAM = 16  # fp32 master weights, gradients and two Adam moments (ZeRO, arXiv 1910.02054, 3.1)
-SHARED_PHASES = ("supervise", "student_responses", "evaluate_teacher", "evaluate_student_before")
+SHARED_PHASES = ("supervise", "evaluate_teacher", "evaluate_student_before")  # and every data source (cached)
 
 
 @dataclass(frozen=True)
@@ -215,12 +215,15 @@ def estimate_cell(spec: Any, device: str, throughput_file: Path | None = None) -
     online = teacher if plan.needs_teacher_model else 0
     work = {  # phase -> (tokens, FLOPs per token, kind of work)
         "supervise": (prompts * (prompt_tokens + pair.max_new_tokens), 2 * teacher, "generate"),
-        "student_responses": (prompts * (prompt_tokens + pair.max_new_tokens), 2 * student, "generate"),
         "train": (train_tokens, 6 * student + 2 * online, "train"),
         "evaluate": (_eval_tokens(pair, spec.limit, cpt), 2 * student, "generate"),
         "evaluate_teacher": (_eval_tokens(pair, spec.limit, cpt), 2 * teacher, "generate"),
         "evaluate_student_before": (_eval_tokens(pair, spec.limit, cpt), 2 * student, "generate"),
     }
+    for source in plan.sources:  # each generates one completion per training prompt with its model
+        per_token = 2 * (teacher if source.model == "teacher" else student)
+        work[source.name] = (prompts * (prompt_tokens + pair.max_new_tokens), per_token, "generate")
+    shared = {*SHARED_PHASES, *(source.name for source in plan.sources)}
     estimate = CellEstimate(device=device)
     trained = student if not config.lora_r else 0
     weights = student + online
@@ -231,7 +234,7 @@ def estimate_cell(spec: Any, device: str, throughput_file: Path | None = None) -
         tokens, per_token, kind = work[phase.name]
         flops = tokens * per_token
         hours = None if rates is None else flops / getattr(rates, kind) / 3600
-        estimate.phases.append(PhaseEstimate(phase.name, tokens, flops, hours, phase.name in SHARED_PHASES))
+        estimate.phases.append(PhaseEstimate(phase.name, tokens, flops, hours, phase.name in shared))
     return estimate
 
 

@@ -145,7 +145,9 @@ def test_distillm2_gradients() -> None:
 def test_distillm2_needs_student_responses_and_the_online_teacher() -> None:
     method = load_method("distillm2")
     plan = method.data_plan("topk")
-    assert plan.student_responses and plan.needs_teacher_model  # the cache has no teacher signal on student text
+    assert [s.name for s in plan.sources] == [
+        "student_responses"
+    ] and plan.needs_teacher_model  # the cache has no teacher signal on student text
     with pytest.raises(HarnessError, match="needs the initial student's responses"):
         method.batch_examples([{"prompt_ids": [5], "completion_ids": [7, 1]}])
     with pytest.raises(HarnessError, match="flagged from_student"):
@@ -154,7 +156,10 @@ def test_distillm2_needs_student_responses_and_the_online_teacher() -> None:
         )
     with pytest.raises(HarnessError, match="online teacher"):
         method.token_losses(
-            torch.zeros(1, 3), torch.zeros(1, dtype=torch.long), TeacherRows(from_student=torch.tensor([True])), 0
+            torch.zeros(1, 3),
+            torch.zeros(1, dtype=torch.long),
+            TeacherRows(row_values={"from_student": torch.tensor([True])}),
+            0,
         )
 
 
@@ -165,10 +170,10 @@ def test_distillm2_batches_both_responses_and_collate_flags_them() -> None:
     ]
     rows = load_method("distillm2").batch_examples(examples)
     assert [r["completion_ids"] for r in rows] == [[7, 8, 1], [9, 1], [9, 1], [1]]
-    batch = collate(rows, pad_id=0)
-    assert batch.from_student.tolist() == [False, False, False, True, True, False, False, True]
+    batch = collate(rows, pad_id=0, row_fields=load_method("distillm2").row_fields)
+    assert batch.row_values["from_student"].tolist() == [False, False, False, True, True, False, False, True]
     assert batch.topk_ids is None  # the online teacher supplies both kinds of rows
-    assert collate(examples[1:], pad_id=0).from_student is None
+    assert collate(examples[1:], pad_id=0).row_values == {}
 
 
 def test_distillm2_trains_on_both_responses_through_the_loop() -> None:

@@ -19,7 +19,7 @@ from tasks.generation import TransformersGenerator
 from tasks.protocol import Sampling
 from tests.test_residency import PAIRS
 from trainers.objectives import METHODS, Hard
-from trainers.plan import DataPlan
+from trainers.plan import DataPlan, ModelResponses
 
 
 class CountingFactory:
@@ -67,7 +67,9 @@ class WithResponses(Hard):
     name = "with-responses"
 
     def data_plan(self, teacher_signal: str | None = None) -> DataPlan:
-        return DataPlan(completions="teacher", student_responses=True)
+        return DataPlan(
+            completions="teacher", sources=(ModelResponses(model="student", example_field="student_completion_ids"),)
+        )
 
 
 @pytest.fixture

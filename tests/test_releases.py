@@ -304,7 +304,7 @@ def test_distillm2_matches_the_release_per_pair_loss_and_gradient() -> None:
     share = sequence_share(torch.tensor([0, 0, 1, 1, 1]))
 
     def ours(z: Tensor) -> Tensor:
-        rows = TeacherRows(logits=t, from_student=flags)
+        rows = TeacherRows(logits=t, row_values={"from_student": flags})
         return (method.token_losses(z, torch.zeros(5, dtype=torch.long), rows, 0.0)["loss"] * share).mean()
 
     def theirs(z: Tensor) -> Tensor:
@@ -318,7 +318,8 @@ def test_distillm2_matches_the_release_per_pair_loss_and_gradient() -> None:
 def test_distillm2_defaults_and_response_sampling_are_the_releases() -> None:
     params = load_method("distillm2").params
     assert (params.skew_teacher, params.skew_student, params.adaptive, params.beta) == (0.1, 0.1, False, 1.0)
-    sampling = load_method("distillm2").data_plan().student_sampling
+    (source,) = load_method("distillm2").data_plan().sources
+    sampling = source.sampling
     assert (sampling.temperature, sampling.top_p, sampling.seed) == (0.8, 0.95, 42)
 
 
@@ -341,7 +342,7 @@ def test_distillm2_adaptive_skew_is_per_sequence() -> None:
 
 def test_student_responses_are_sampled_with_the_methods_settings(tmp_path: Path, monkeypatch) -> None:
     from harness.pairs import get_pair
-    from harness.supervise import load_or_build_responses
+    from harness.supervise import load_or_build_source
 
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path))
     calls = []
@@ -353,8 +354,8 @@ def test_student_responses_are_sampled_with_the_methods_settings(tmp_path: Path,
             calls.append(sampling)
             return [[9] for _ in prompts]
 
-    sampling = load_method("distillm2").data_plan().student_sampling
-    data, _ = load_or_build_responses(get_pair("tiny"), "student", [[1, 2]], Recorder, sampling, 10, eos_id=9)
+    (source,) = load_method("distillm2").data_plan().sources
+    data, _ = load_or_build_source(get_pair("tiny"), source, "student", [[1, 2]], Recorder, 10, eos_id=9)
     assert data.with_format(None)["completion_ids"] == [[9]]
     (call,) = calls
     assert (call.temperature, call.top_p, call.seed) == (0.8, 0.95, 42 * 1_000_003)

@@ -8,7 +8,7 @@ never see padding: row i is predicted from `hidden[i]` and its target is `target
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -25,7 +25,7 @@ class Batch:
     topk_ids: Tensor | None = None  # [N, k] teacher top-k token ids
     topk_logprobs: Tensor | None = None  # [N, k] teacher top-k log-probs (float32)
     prompt_lengths: Tensor | None = None  # [B]
-    from_student: Tensor | None = None  # [N] bool: the row is on a student response (examples with "from_student")
+    row_values: dict[str, Tensor] = field(default_factory=dict)  # [N] each: an example field spread over its rows
 
     @property
     def num_tokens(self) -> int:
@@ -33,11 +33,14 @@ class Batch:
         return int(self.attention_mask.sum())
 
 
-def collate(examples: list[dict[str, Any]], pad_id: int, max_length: int | None = None) -> Batch:
+def collate(
+    examples: list[dict[str, Any]], pad_id: int, max_length: int | None = None, row_fields: tuple[str, ...] = ()
+) -> Batch:
     """Right-pad the examples into one batch and gather the rows that predict completion tokens.
 
     With `max_length`, an example longer than that keeps its whole prompt and the completion tokens (and their
-    soft-label rows) that fit, at least one."""
+    soft-label rows) that fit, at least one. Each of `row_fields` (one number or bool per example, which every
+    example has) is spread over the example's rows as `Batch.row_values[name]`."""
     examples = [
         {
             key: value.tolist() if key.endswith("_ids") and getattr(value, "ndim", 0) == 1 else value
@@ -66,10 +69,8 @@ def collate(examples: list[dict[str, Any]], pad_id: int, max_length: int | None 
         targets=torch.tensor(targets, dtype=torch.long),
         prompt_lengths=torch.tensor([len(ex["prompt_ids"]) for ex in examples]),
     )
-    if any("from_student" in ex for ex in examples):
-        batch.from_student = torch.tensor(
-            [bool(ex.get("from_student", False)) for ex in examples for _ in ex["completion_ids"]], dtype=torch.bool
-        )
+    for name in row_fields:
+        batch.row_values[name] = torch.tensor([ex[name] for ex in examples for _ in ex["completion_ids"]])
     if examples and examples[0].get("topk_ids") is not None:
         batch.topk_ids = torch.cat([torch.as_tensor(ex["topk_ids"], dtype=torch.long) for ex in examples])
         batch.topk_logprobs = torch.cat([torch.as_tensor(ex["topk_logprobs"]).to(torch.float32) for ex in examples])

@@ -4,8 +4,8 @@ trainers.releases).
 
 Two kinds of rows: the teacher's responses (the supervision cache) and the initial student's own responses,
 sampled once before training as the release's `generate/generate_vllm.py` samples them (temperature 0.8, top-p
-0.95, seed 42: `DataPlan.student_sampling`), both with the teacher's distribution at every position. The loss is
-contrastive, per pair of responses to one prompt:
+0.95, seed 42: the `ModelResponses` source of its data plan), both with the teacher's distribution at every
+position. The loss is contrastive, per pair of responses to one prompt:
 
 - teacher response: (2 - beta) * mean over its tokens of KL(P || a1 P + (1 - a1) Q)        (raises q on its tokens)
 - student response: beta * mean over its tokens of KL(Q || (1 - a2) P + a2 stopgrad(Q))   (lowers q where P is low)
@@ -36,12 +36,13 @@ from kdcore.errors import HarnessError
 from trainers.divergences import log_softmax
 from trainers.objectives import Objective, Params, TeacherRows, register_method, select_top_param
 from trainers.params import param
-from trainers.plan import DataPlan, ResponseSampling
+from trainers.plan import DataPlan, ModelResponses, ResponseSampling
 from trainers.releases import source
 from trainers.selection import select_rows
 from trainers.topk import student_buckets, teacher_buckets
 
 MIN_SKEW = 0.01  # the release's lower clip of the adaptive skew
+STUDENT_FIELD = "student_completion_ids"  # the example field its data source fills: the initial student's response
 
 
 @dataclass
@@ -160,6 +161,7 @@ class DistiLLM2(Objective):
     )
     Params = DistiLLM2Params
     soft_labels = True
+    row_fields = ("from_student",)
     reduction = "sequence"
 
     @property
@@ -169,26 +171,25 @@ class DistiLLM2(Objective):
     def data_plan(self, teacher_signal: str | None = None) -> DataPlan:
         p = self.params
         sampling = ResponseSampling(temperature=p.student_temperature, top_p=p.student_top_p, seed=p.student_seed)
-        return DataPlan(
-            completions="teacher", teacher_signal="online", student_responses=True, student_sampling=sampling
-        )
+        responses = ModelResponses(model="student", example_field=STUDENT_FIELD, sampling=sampling)
+        return DataPlan(completions="teacher", teacher_signal="online", sources=(responses,))
 
     def batch_examples(self, examples: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Each example as two rows: its teacher completion and the initial student's (`from_student`)."""
-        if any("student_completion_ids" not in ex for ex in examples):
+        if any(STUDENT_FIELD not in ex for ex in examples):
             raise HarnessError(
-                "distillm2 needs the initial student's responses (student_completion_ids in every training example, "
-                "prepared by the run driver from DataPlan(student_responses=True)); this training data has none"
+                f"distillm2 needs the initial student's responses ({STUDENT_FIELD} in every training example, "
+                "prepared by the run driver from its data plan's source); this training data has none"
             )
         rows = []
         for ex in examples:
             prompt = ex["prompt_ids"]
             rows.append({"prompt_ids": prompt, "completion_ids": ex["completion_ids"], "from_student": False})
-            rows.append({"prompt_ids": prompt, "completion_ids": ex["student_completion_ids"], "from_student": True})
+            rows.append({"prompt_ids": prompt, "completion_ids": ex[STUDENT_FIELD], "from_student": True})
         return rows
 
     def token_losses(self, logits: Tensor, targets: Tensor, teacher: TeacherRows, progress: float):
-        if teacher.from_student is None:
+        if "from_student" not in teacher.row_values:
             raise HarnessError("distillm2 rows must be flagged from_student (see DistiLLM2.batch_examples)")
         if teacher.logits is None and teacher.topk_ids is None:
             raise HarnessError(
@@ -199,7 +200,7 @@ class DistiLLM2(Objective):
         else:
             student = student_buckets(logits, teacher.topk_ids)
             target = teacher_buckets(teacher.topk_ids, teacher.topk_logprobs)
-        from_student = teacher.from_student.bool()
+        from_student = teacher.row_values["from_student"].bool()
         losses = distillm2_terms(student, target, teacher.sequence_logprobs, from_student, self.params)
         # x 2: the release's loss is the pair's sum, the sequence reduction averages the pair's two sequences
         soft = select_rows(logits, 2.0 * losses, self.params.select_top)

@@ -132,7 +132,7 @@ def row_terms(
     topk = TeacherRows(
         batch.topk_ids,
         batch.topk_logprobs,
-        from_student=batch.from_student,
+        row_values=batch.row_values,
         sequence=sequence,
         rows_per_sequence=sequence.numel() / max(1, sequence.unique().numel()),
     )
@@ -160,7 +160,8 @@ def row_terms(
     def chunk_terms(logits: Tensor, rows: slice) -> Tensor:
         logits = logits[..., :vocab_rows]
         signal = teacher_signal(rows)
-        terms = objective.token_losses(logits, batch.targets[rows], signal if objective.soft_labels else None, progress)
+        reads_rows = objective.soft_labels or objective.row_fields  # the teacher's signal, or the rows' own values
+        terms = objective.token_losses(logits, batch.targets[rows], signal if reads_rows else None, progress)
         if diagnose:
             terms.update(diagnostics(logits, signal, batch.targets[rows]))
         names[:] = list(terms)
@@ -326,7 +327,7 @@ def train(
                 if on_policy is not None:
                     chunk = on_policy(chunk, index)
                 chunk = objective.batch_examples(chunk)
-                batch = _to_device(collate(chunk, pad_id, config.max_length), accelerator.device)
+                batch = _to_device(collate(chunk, pad_id, config.max_length, objective.row_fields), accelerator.device)
                 with accelerator.accumulate(model), accelerator.autocast():
                     terms = model(batch, step / config.max_steps, teacher, diagnose)
                     sums = _global_sums(accelerator, terms, batch)
@@ -528,6 +529,7 @@ def _to_device(batch: Batch, device: torch.device) -> Batch:
     for name, value in vars(batch).items():
         if isinstance(value, Tensor):
             setattr(batch, name, value.to(device))
+    batch.row_values = {name: values.to(device) for name, values in batch.row_values.items()}
     return batch
 
 

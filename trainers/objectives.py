@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -35,7 +35,7 @@ from trainers.bridge_garden import (
     RELEASE as BRIDGE_GARDEN,
 )
 from trainers.params import check_fields, param
-from trainers.plan import DataPlan
+from trainers.plan import DataPlan, OnPolicy
 from trainers.releases import source
 from trainers.selection import entropy_rows as entropy_rows  # re-exported for trainers.loop
 from trainers.selection import select_rows
@@ -43,23 +43,33 @@ from trainers.selection import select_rows
 
 @dataclass
 class TeacherRows:
-    """The teacher's signal for a set of rows: top-k soft labels from the cache, or full online logits."""
+    """The teacher's signal for a set of rows (top-k soft labels from the cache, or full online logits), and the
+    rows' own values of the objective's `row_fields`."""
 
     topk_ids: Tensor | None = None  # [n, k]
     topk_logprobs: Tensor | None = None  # [n, k]
     logits: Tensor | None = None  # [n, V]
-    from_student: Tensor | None = None  # [n] bool: the row is on one of the initial student's own responses
     sequence: Tensor | None = None  # [n] the example each row belongs to (its rows contiguous, in order)
     rows_per_sequence: float = 1.0  # the micro-batch's rows / examples with a row (sequence-level terms)
     # [n, 2]: the mean over the row's whole sequence of the student's and the teacher's log-prob of each target
     # token (for objectives whose `sequence_logprobs` is true)
     sequence_logprobs: Tensor | None = None
+    # [n] per row: the example fields the objective names in `row_fields` (trainers.batch.Batch.row_values)
+    row_values: dict[str, Tensor] = field(default_factory=dict)
 
     def __getitem__(self, rows: slice) -> TeacherRows:
-        fields = (self.topk_ids, self.topk_logprobs, self.logits, self.from_student, self.sequence)
-        sliced = (None if t is None else t[rows] for t in fields)
-        own = None if self.sequence_logprobs is None else self.sequence_logprobs[rows]
-        return TeacherRows(*sliced, self.rows_per_sequence, own)
+        def cut(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t[rows]
+
+        return TeacherRows(
+            cut(self.topk_ids),
+            cut(self.topk_logprobs),
+            cut(self.logits),
+            cut(self.sequence),
+            self.rows_per_sequence,
+            cut(self.sequence_logprobs),
+            {name: values[rows] for name, values in self.row_values.items()},
+        )
 
 
 @dataclass
@@ -79,7 +89,9 @@ class Objective(ABC):
     Params: ClassVar[type[Params]] = Params
     completions: ClassVar[str] = "teacher"  # what it trains on: reference answers or teacher completions
     soft_labels: ClassVar[bool] = False  # whether it reads the teacher's distribution
-    on_policy: ClassVar[bool] = False  # whether it swaps in the student's own samples (needs the online teacher)
+    # example fields with one value per example (from `batch_examples`) that reach `token_losses` per row, as
+    # `TeacherRows.row_values` (a method without soft labels then gets a TeacherRows too)
+    row_fields: ClassVar[tuple[str, ...]] = ()
     whole_sequences: bool = False  # whether a loss chunk must hold whole sequences (a sequence-level loss)
     # How the loop averages the per-row loss: over the batch's rows ("token"), or over its sequences, each the mean
     # of its own rows ("sequence").
@@ -114,20 +126,19 @@ class Objective(ABC):
         """What the driver prepares for this method; `teacher_signal` ('topk' or 'online'; None: 'topk') is the
         run's choice for methods that read soft labels (on-policy methods always need the online teacher). The
         plan's `teacher_signal` is what the run uses, whatever was asked. A divergence defined on raw logits over
-        the whole vocabulary (dld) makes the online teacher the default, and an explicit 'topk' a one-line error."""
+        the whole vocabulary (dld) makes the online teacher the default, and an explicit 'topk' a one-line error.
+        A method with data of its own (on-policy samples, a data source) returns its own plan."""
         if self.soft_labels and needs_full_logits(getattr(self.params, "divergence", None)):
             if teacher_signal == "topk":
                 from trainers.topk import refuse_topk
 
                 refuse_topk(self.params.divergence)
             signal = "online"
-        elif self.on_policy:
-            signal = "online"
         elif self.soft_labels:
             signal = teacher_signal or "topk"
         else:
             signal = "none"
-        return DataPlan(completions=self.completions, teacher_signal=signal, on_policy=self.on_policy)  # type: ignore[arg-type]
+        return DataPlan(completions=self.completions, teacher_signal=signal)  # type: ignore[arg-type]
 
 
 def needs_full_logits(divergence: str | None) -> bool:
@@ -453,11 +464,12 @@ class GKD(Objective):
     )
     Params = GKDParams
     soft_labels = True
-    on_policy = True
 
     def data_plan(self, teacher_signal: str | None = None) -> DataPlan:
-        completions = "teacher" if self.params.seq_kd else "reference"
-        return DataPlan(completions=completions, teacher_signal="online", on_policy=True)
+        p = self.params
+        completions = "teacher" if p.seq_kd else "reference"
+        sampling = OnPolicy(lmbda=p.lmbda, temperature=p.temperature, max_new_tokens=p.max_new_tokens)
+        return DataPlan(completions=completions, teacher_signal="online", on_policy=sampling)
 
     def jsd(self, logits: Tensor, teacher: TeacherRows) -> Tensor:
         return select_rows(logits, generalized_jsd(logits, teacher.logits, self.params.beta), self.params.select_top)

@@ -1,25 +1,97 @@
 """A method's data plan: what the run driver must prepare before training, so it never branches on method names.
 
-Each objective returns one from `Objective.data_plan(teacher_signal)`; the driver (harness/) reads only this.
+Each objective returns one from `Objective.data_plan(teacher_signal)`; the driver (harness/) reads only this. A
+method with a data flow of its own declares it here, in its plan, as a data source (`ModelResponses`, or a
+`DataSource` subclass in the method's own module): the driver runs every source as its own phase, caches what it
+generates, charges its cost, and adds its field to every training example, without knowing the method.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal, Protocol
+
+from kdcore.errors import HarnessError
+from tasks.protocol import Sampling
 
 Completions = Literal["reference", "teacher"]
 TeacherSignal = Literal["none", "topk", "online"]
+ModelRole = Literal["teacher", "student"]
+MODEL_ROLES = ("teacher", "student")
+EXAMPLE_FIELDS = ("prompt_ids", "completion_ids", "topk_ids", "topk_logprobs")  # the driver's own fields
+
+
+class IdGenerator(Protocol):
+    """What a data source generates with (tasks.generation.Generator's token-id side)."""
+
+    def generate_ids(self, prompts: list[list[int]], sampling: Sampling) -> list[list[int]]: ...
 
 
 @dataclass(frozen=True)
 class ResponseSampling:
-    """How the initial student samples its responses: temperature (0 = greedy), nucleus top_p, and the seed (the
-    budget is the pair's `max_new_tokens`)."""
+    """How a model samples its responses: temperature (0 = greedy), nucleus top_p, and the seed (the budget is the
+    pair's `max_new_tokens`)."""
 
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int = 0
+
+
+@dataclass(frozen=True)
+class DataSource(ABC):
+    """Data generated once before training by one of the pair's models (`model`: the teacher, or the student as it
+    is before any distillation), one completion per training prompt, added to every training example as `example_field`
+    (its token ids, ending at EOS; `[eos]` when the model produced nothing).
+
+    The driver runs each source as a phase of its own named `name` (the record's cost phase and the cache folder
+    `$HARNESS_CACHE/<name>/<key>`, key: the model's identity, the prompts, the pair's budget and `settings()`),
+    in shards (`generate` is called once per shard, `shard` its index), on the generation backend the run uses.
+    """
+
+    model: ModelRole
+    example_field: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}_responses"
+
+    @abstractmethod
+    def settings(self) -> dict[str, Any]:
+        """What, besides the model and the prompts, decides the completions (part of the cache key)."""
+
+    @abstractmethod
+    def generate(
+        self, generator: IdGenerator, prompts: list[list[int]], max_new_tokens: int, shard: int
+    ) -> list[list[int]]:
+        """The completions of `prompts` (shard `shard` of the training prompts), up to `max_new_tokens` tokens."""
+
+
+@dataclass(frozen=True)
+class ModelResponses(DataSource):
+    """A model's own responses to the training prompts, sampled as `sampling` says (shard i from seed
+    `sampling.seed * 1_000_003 + i`)."""
+
+    sampling: ResponseSampling = field(default_factory=ResponseSampling)
+
+    def settings(self) -> dict[str, Any]:
+        s = self.sampling
+        return {"temperature": s.temperature, "top_p": s.top_p, "seed": s.seed}
+
+    def generate(self, generator, prompts, max_new_tokens, shard):
+        s = self.sampling
+        drawn = Sampling(max_new_tokens, temperature=s.temperature, top_p=s.top_p, seed=s.seed * 1_000_003 + shard)
+        return generator.generate_ids(prompts, drawn)
+
+
+@dataclass(frozen=True)
+class OnPolicy:
+    """The student's own samples during training: with probability `lmbda` per micro-batch, its completions at
+    `temperature` (up to `max_new_tokens`; None: the pair's budget) replace the batch's (needs the online teacher)."""
+
+    lmbda: float
+    temperature: float
+    max_new_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -30,26 +102,24 @@ class DataPlan:
         samples (the supervision cache, which also holds the top-k soft labels).
     teacher_signal: the teacher's distribution during training: none, top-k soft labels from the cache, or a
         teacher model resident beside the student (full logits, online).
-    on_policy: the student's own samples replace some batches during training (needs the online teacher).
-    student_responses: the initial student's own responses to the training prompts, generated once before
-        training and cached like the teacher's supervision (DistiLLM-2's second data set).
-
-    How the student's responses reach training: every training example (a row of the data set `trainers.loop.train`
-    gets) then has one more field, `student_completion_ids`: the initial student's completion of that example's
-    `prompt_ids` (its token ids, ending at EOS; `[eos]` when the student produced nothing), next to the example's own
-    `completion_ids` (the teacher's or the reference's) and, from the supervision cache, `topk_ids`/`topk_logprobs`.
-    The responses are sampled as `student_sampling` says (the method's settings; greedy by default), up to the
-    pair's `max_new_tokens`, before training, by the pair's student as it is before any distillation, and cached under
-    `$HARNESS_CACHE/student_responses/<key>` (key: the student's identity, the prompts, the settings); the run's
-    record charges them as their own phase, `student_responses`. `trainers.batch.collate` ignores fields it does not
-    know, so an objective that uses the responses reads them where it builds its batches.
+    on_policy: the student's own samples replace some batches during training (None: never).
+    sources: data generated before training, each a field of every training example (see DataSource).
     """
 
     completions: Completions = "teacher"
     teacher_signal: TeacherSignal = "none"
-    on_policy: bool = False
-    student_responses: bool = False
-    student_sampling: ResponseSampling = field(default_factory=lambda: ResponseSampling())
+    on_policy: OnPolicy | None = None
+    sources: tuple[DataSource, ...] = ()
+
+    def __post_init__(self) -> None:
+        names = [s.name for s in self.sources]
+        fields = [s.example_field for s in self.sources]
+        if len(set(names)) < len(names) or len(set(fields)) < len(fields):
+            raise HarnessError(f"a data plan's sources need names and fields of their own: {names}, {fields}")
+        if taken := sorted(set(fields) & set(EXAMPLE_FIELDS)):
+            raise HarnessError(f"a data source cannot write the training examples' own field {taken[0]!r}")
+        if self.on_policy is not None and self.teacher_signal != "online":
+            raise HarnessError("an on-policy data plan needs the online teacher")
 
     @property
     def needs_teacher_model(self) -> bool:
