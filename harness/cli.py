@@ -11,20 +11,19 @@ import logging
 import re
 import sys
 from collections.abc import Callable
+from dataclasses import fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any, get_type_hints
 
 import typer
 from rich.logging import RichHandler
 from rich.markup import escape
 from rich.table import Table
 
-from harness.cli_knobs import REPORT_TO_OPTION, TRAINING_KNOBS
+from harness.spec import EXECUTION_FIELDS, Execution, RunSpec
 from kdcore.errors import HarnessError
 from kdcore.progress import console
-
-if TYPE_CHECKING:
-    from harness.pipeline import RunSpec
+from kdcore.train_settings import TRAIN_SETTINGS
 
 app = typer.Typer(
     help="KD Harness: compare knowledge-distillation methods on fixed teacher-student pairs, with their cost.",
@@ -35,21 +34,41 @@ app = typer.Typer(
 STATE = {"debug": False, "results_dir_given": False}
 
 ResultsDir = Annotated[Path, typer.Option("--results-dir", help="Where records, samples and the leaderboard live.")]
-TensorParallel = Annotated[int, typer.Option("--tensor-parallel", help="vLLM: GPUs per generation engine.")]
-DataParallel = Annotated[
-    int, typer.Option("--data-parallel", help="vLLM: generation engines, one process each, sharing the prompts.")
-]
-PairsFile = Annotated[
-    Path | None, typer.Option("--pairs-file", help="A pairs TOML file to use instead of the shipped one.")
-]
 
-SupervisionTemperature = Annotated[
-    float | None,
-    typer.Option(
-        "--supervision-temperature",
-        help="Teacher sampling temperature for hard labels (default: the pair's, normally 1; 0 = greedy).",
-    ),
-]
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def field_option(name: str) -> tuple[str, Any, Any]:
+    """The command-line option of the RunSpec or Execution field `name` (harness.spec.option): (name, annotation,
+    default), its type and help from the field."""
+    owner = RunSpec if name in RunSpec.__dataclass_fields__ else Execution
+    f = owner.__dataclass_fields__[name]
+    kind, default = get_type_hints(owner)[name], f.default
+    if f.metadata["unset_on_command_line"]:
+        kind, default = kind | None, None
+    return name, Annotated[kind, typer.Option(flag(name), help=f.metadata["help"])], default
+
+
+def training_option(name: str) -> tuple[str, Any, None]:
+    """The command-line option of the training setting `name` (kdcore.train_settings): None when not given."""
+    setting = TRAIN_SETTINGS[name]
+    names = f"{flag(name)}/--no-{name.replace('_', '-')}" if setting.kind is bool else flag(name)
+    return (
+        name,
+        Annotated[setting.kind | None, typer.Option(names, help=f"{setting.meaning} (default: the pair's).")],
+        None,
+    )
+
+
+TensorParallel = field_option("tensor_parallel")[1]
+DataParallel = field_option("data_parallel")[1]
+GpuMemoryUtilization = field_option("gpu_memory_utilization")[1]
+PairsFile = field_option("pairs_file")[1]
+SupervisionTemperature = field_option("supervision_temperature")[1]
+TopK = field_option("top_k")[1]
+Backend = field_option("backend")[1]
 
 
 def parse_params(items: list[str]) -> dict[str, object]:
@@ -103,15 +122,12 @@ def main_options(
     STATE["debug"] = debug
 
 
-BACKEND_HELP = "Generation backend: auto, transformers or vllm."
-TOP_K_HELP = "Teacher log-probs kept per token for soft labels."
 UNTUNED_HELP = "Ignore the setting `harness tune` chose for this pair and method (harness/tuned/<pair>.json)."
 CONFIG_HELP = (
     "A run config (TOML): RunSpec's fields at the top level (pair, method, seed, limit, top_k, backend, ...), "
-    "[method_params] and [train] (training settings); options given here win."
+    "\\[method_params] and \\[train] (training settings); options given here win."
 )
-MEMORY_HELP = "vLLM: each engine's share of its GPU (default: the pair's, else what is free when it starts)."
-RUN_OPTIONS = [  # (name, annotation, default) of the options every command that runs the pipeline shares
+METHOD_OPTIONS = [  # (name, annotation, default): the two ways into RunSpec.method_params
     ("param", Annotated[list[str], typer.Option("--param", help="Method parameter key=value (repeatable).")], []),
     (
         "div",
@@ -123,77 +139,16 @@ RUN_OPTIONS = [  # (name, annotation, default) of the options every command that
         ],
         None,
     ),
-    (
-        "max_steps",
-        Annotated[int | None, typer.Option("--max-steps", help="Optimiser steps (default: the pair's).")],
-        None,
-    ),
-    (
-        "batch_size",
-        Annotated[int | None, typer.Option("--batch-size", help="Global batch size (default: the pair's).")],
-        None,
-    ),
-    ("lr", Annotated[float | None, typer.Option("--lr", help="Peak learning rate (default: the pair's).")], None),
-    (
-        "lora_r",
-        Annotated[
-            int | None, typer.Option("--lora-r", help="Train LoRA adapters of this rank (peft); merged at the end.")
-        ],
-        None,
-    ),
-    (
-        "checkpoint_every",
-        Annotated[
-            int | None,
-            typer.Option("--checkpoint-every", help="Checkpoint every N steps (default: the pair's); rerun to resume."),
-        ],
-        None,
-    ),
-    (
-        "limit",
-        Annotated[int | None, typer.Option("--limit", help="Evaluate on the first N docs of each benchmark.")],
-        None,
-    ),
-    (
-        "teacher_signal",
-        Annotated[
-            str | None,
-            typer.Option(
-                "--teacher-signal",
-                help="Soft labels from the cached top-k or an online teacher, for the methods that have the choice "
-                "(default: topk; on-policy methods and distillm2 use the online teacher).",
-            ),
-        ],
-        None,
-    ),
-    ("top_k", Annotated[int, typer.Option("--top-k", help=TOP_K_HELP)], 32),
-    ("supervision_temperature", SupervisionTemperature, None),
-    ("backend", Annotated[str, typer.Option("--backend", help=BACKEND_HELP)], "auto"),
-    ("tensor_parallel", TensorParallel, 1),
-    ("data_parallel", DataParallel, 1),
-    (
-        "gpu_memory_utilization",
-        Annotated[float | None, typer.Option("--gpu-memory-utilization", help=MEMORY_HELP)],
-        None,
-    ),
-    *TRAINING_KNOBS,
-    REPORT_TO_OPTION,
-    (
-        "results_dir",
-        Annotated[
-            Path | None,
-            typer.Option(
-                "--results-dir",
-                help="Where records, samples and the leaderboard live (default: results, or "
-                "$HARNESS_CACHE/trial-results for a trial: --limit, or --max-steps other than the pair's).",
-            ),
-        ],
-        None,
-    ),
-    ("pairs_file", PairsFile, None),
 ]
-# -> RunSpec.train_overrides
-TRAIN_OPTIONS = ("max_steps", "batch_size", "lr", "checkpoint_every", "lora_r", *(k[0] for k in TRAINING_KNOBS))
+TRAIN_OPTIONS = tuple(name for name, setting in TRAIN_SETTINGS.items() if setting.option)  # -> train_overrides
+SPEC_OPTIONS = tuple(  # RunSpec's and Execution's fields that are options (harness.spec.option)
+    f.name for owner in (RunSpec, Execution) for f in fields(owner) if "help" in f.metadata
+)
+RUN_OPTIONS = [  # (name, annotation, default) of the options every command that runs the pipeline shares
+    *METHOD_OPTIONS,
+    *(training_option(name) for name in TRAIN_OPTIONS),
+    *(field_option(name) for name in SPEC_OPTIONS),
+]
 
 
 def run_options(command: Callable[..., None]) -> Callable[..., None]:
@@ -212,8 +167,6 @@ def run_options(command: Callable[..., None]) -> Callable[..., None]:
 
     @functools.wraps(command)
     def wrapper(**options: Any) -> None:
-        from harness.spec import EXECUTION_FIELDS, Execution, RunSpec
-
         values = {name: options.pop(name) for name, _, _ in RUN_OPTIONS}
         params = parse_params(values.pop("param"))
         if div := values.pop("div"):
@@ -240,7 +193,7 @@ def with_config(spec: RunSpec, path: Path, context: typer.Context) -> RunSpec:
     """`spec` (from the command line) with what the run config at `path` states (harness.spec.run_config), the
     options given on the command line (`context`'s) winning; method parameters and training settings merge, key
     by key."""
-    from harness.spec import EXECUTION_FIELDS, Execution, RunSpec, run_config
+    from harness.spec import run_config
     from kdcore.train_settings import check_train_settings
 
     sources = {name: context.get_parameter_source(name) for name in context.params}
@@ -337,7 +290,7 @@ def rerun(
     results_dir: Annotated[
         Path | None, typer.Option(help="Where the rerun writes (default: the cache's reruns/ folder).")
     ] = None,
-    backend: Annotated[str, typer.Option("--backend", help=BACKEND_HELP)] = "auto",
+    backend: Backend = "auto",
     force: Annotated[
         bool, typer.Option("--force", help="Run even if the code or the experiment differs from the record's.")
     ] = False,
@@ -347,7 +300,6 @@ def rerun(
     record's (other weights, data or defaults), unless --force."""
     from harness.pipeline import run as run_pipeline
     from harness.rerun import check_rerun, checked_record, reruns_dir, score_differences, spec_from_record
-    from harness.spec import Execution
 
     record = checked_record(record_path)
     spec = spec_from_record(record, Execution(results_dir=results_dir or reruns_dir(), backend=backend))
@@ -476,21 +428,20 @@ def tune(
 @app.command()
 def supervise(
     pair: Annotated[str, typer.Option("--pair", "-p", help="Teacher-student pair (see `harness pairs`).")] = "tiny",
-    top_k: Annotated[int, typer.Option("--top-k", help=TOP_K_HELP)] = 32,
-    backend: Annotated[str, typer.Option(help=BACKEND_HELP)] = "auto",
+    top_k: TopK = 32,
+    backend: Backend = "auto",
     shard: Annotated[
         str | None, typer.Option("--shard", help="Build only slice i/n of the cache's shards (e.g. one per machine).")
     ] = None,
     supervision_temperature: SupervisionTemperature = None,
     tensor_parallel: TensorParallel = 1,
     data_parallel: DataParallel = 1,
-    gpu_memory_utilization: Annotated[float | None, typer.Option("--gpu-memory-utilization", help=MEMORY_HELP)] = None,
+    gpu_memory_utilization: GpuMemoryUtilization = None,
     pairs_file: PairsFile = None,
 ) -> None:
     """Build a pair's teacher supervision cache (or one slice of it) ahead of its runs; a killed build resumes."""
     from harness.launch import parse_shard
     from harness.pipeline import supervise as build_supervision
-    from harness.spec import Execution, RunSpec
 
     part = parse_shard(shard) or (0, 1)
     execution = Execution(
@@ -523,7 +474,7 @@ def eval_(
     temperature: Annotated[float, typer.Option(help="Sampling temperature (0 = greedy).")] = 0.0,
     num_fewshot: Annotated[int, typer.Option("--num-fewshot", help="Worked examples before each question.")] = 0,
     data_source: Annotated[str, typer.Option("--data-source", help="shipped (in the repo) or hub.")] = "shipped",
-    backend: Annotated[str, typer.Option(help=BACKEND_HELP)] = "auto",
+    backend: Backend = "auto",
     dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16.")] = "float32",
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
     out: Annotated[
@@ -544,7 +495,7 @@ def eval_(
     ] = False,
     tensor_parallel: TensorParallel = 1,
     data_parallel: DataParallel = 1,
-    gpu_memory_utilization: Annotated[float | None, typer.Option("--gpu-memory-utilization", help=MEMORY_HELP)] = None,
+    gpu_memory_utilization: GpuMemoryUtilization = None,
 ) -> None:
     """Evaluate any model on benchmarks, with per-sample logs; an interrupted evaluation resumes where it stopped."""
     from dataclasses import asdict
@@ -918,7 +869,6 @@ def verify(
 
     from harness import preflight
     from harness.pairs import get_pair
-    from harness.spec import Execution, RunSpec
     from harness.verify import check_published, evaluate_base_model, verify_pair
     from kdcore.io import atomic_write_json
 

@@ -18,17 +18,32 @@ from kdcore.errors import HarnessError, unknown_choice
 DEFAULT_RESULTS = Path("results")  # where runs write unless told otherwise: the repository's committed results
 
 
+def option(default: Any, meaning: str, *, unset_on_command_line: bool = False) -> Any:
+    """A field that the run commands take as the option `--name-with-dashes` (harness.cli.run_options), `meaning`
+    its help; `unset_on_command_line`: the option's own default is None (not given), so a command can tell."""
+    return field(default=default, metadata={"help": meaning, "unset_on_command_line": unset_on_command_line})
+
+
 @dataclass(frozen=True)
 class Execution:
     """Where and how a run executes. Nothing here can change its result, so none of it is part of the experiment
     (harness.experiment) that resume, sweeps and the leaderboard identify runs by."""
 
-    results_dir: Path = DEFAULT_RESULTS
-    backend: str = "auto"
-    tensor_parallel: int = 1  # vLLM: GPUs per generation engine
-    data_parallel: int = 1  # vLLM: generation engines, one process each
-    gpu_memory_utilization: float | None = None  # vLLM: each engine's share of its GPU (None: the pair's, or computed)
-    report_to: str = "none"  # the experiment tracker training logs to (trainers.train_log.REPORT_TO)
+    results_dir: Path = option(
+        DEFAULT_RESULTS,
+        "Where records, samples and the leaderboard live (default: results, or $HARNESS_CACHE/trial-results for a "
+        "trial: --limit, or --max-steps other than the pair's).",
+        unset_on_command_line=True,
+    )
+    backend: str = option("auto", "Generation backend: auto, transformers or vllm.")
+    tensor_parallel: int = option(1, "vLLM: GPUs per generation engine.")
+    data_parallel: int = option(1, "vLLM: generation engines, one process each, sharing the prompts.")
+    gpu_memory_utilization: float | None = option(
+        None, "vLLM: each engine's share of its GPU (default: the pair's, else what is free when it starts)."
+    )
+    report_to: str = option(
+        "none", "Experiment tracker for training's scalars: none, tensorboard, wandb (offline) or trackio."
+    )
 
     def parallel(self) -> dict[str, int]:
         return {"tensor_parallel": self.tensor_parallel, "data_parallel": self.data_parallel}
@@ -50,11 +65,17 @@ class RunSpec:
     method_params: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     train_overrides: dict[str, Any] = field(default_factory=dict)
-    limit: int | None = None
-    teacher_signal: str | None = None  # topk or online, for methods with the choice (None: the method's default)
-    top_k: int = 32
-    pairs_file: Path | None = None
-    supervision_temperature: float | None = None  # teacher sampling temperature for hard labels (None: the pair's)
+    limit: int | None = option(None, "Evaluate on the first N docs of each benchmark.")
+    teacher_signal: str | None = option(
+        None,
+        "Soft labels from the cached top-k or an online teacher, for the methods that have the choice (default: "
+        "topk; on-policy methods and distillm2 use the online teacher).",
+    )
+    top_k: int = option(32, "Teacher log-probs kept per token for soft labels.")
+    pairs_file: Path | None = option(None, "A pairs TOML file to use instead of the shipped one.")
+    supervision_temperature: float | None = option(
+        None, "Teacher sampling temperature for hard labels (default: the pair's, normally 1; 0 = greedy)."
+    )
     tuning: dict[str, Any] | None = None  # how `harness tune` chose the settings (harness.tune); None: untuned
     execution: Execution = field(default_factory=Execution)
 

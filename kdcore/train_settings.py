@@ -32,26 +32,62 @@ NON_NEGATIVE = Rule("a number >= 0", lambda v: is_number(v) and v >= 0)
 FRACTION = Rule("a number in [0, 1]", lambda v: is_number(v) and 0 <= v <= 1)
 
 LR_SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")  # transformers' get_scheduler names
-TRAIN_RULES: dict[str, Rule] = {  # one per trainers.loop.TrainConfig field
-    "max_steps": POSITIVE_INTEGER,
-    "batch_size": POSITIVE_INTEGER,
-    "gradient_accumulation_steps": POSITIVE_INTEGER,
-    "lr": POSITIVE,
-    "weight_decay": NON_NEGATIVE,
-    "warmup_ratio": FRACTION,
-    "lr_scheduler_type": Rule(f"one of {', '.join(LR_SCHEDULERS)}", lambda v: v in LR_SCHEDULERS),
-    "max_grad_norm": Rule("0 (off) or a positive number", NON_NEGATIVE.check),
-    "chunk_size": POSITIVE_INTEGER,
-    "bf16": Rule("true or false", lambda v: isinstance(v, bool)),
-    "checkpoint_every": COUNT_OR_OFF,
-    "diagnostics_every": COUNT_OR_OFF,
-    "eval_every": COUNT_OR_OFF,
-    "logging_steps": COUNT_OR_OFF,
-    "max_length": Rule("a positive integer", lambda v: v is None or POSITIVE_INTEGER.check(v)),
-    "lora_r": COUNT_OR_OFF,
-    "lora_alpha": POSITIVE,
-    "seed": Rule("an integer", is_integer),
+
+
+@dataclass(frozen=True)
+class TrainSetting:
+    """One training setting (a field of trainers.loop.TrainConfig, TRL's name where TRL has one): its rule, its
+    type, what it means, and whether the run commands take it as an option (`--name-with-dashes`)."""
+
+    rule: Rule
+    kind: type
+    meaning: str
+    option: bool = True
+
+
+TRAIN_SETTINGS: dict[str, TrainSetting] = {  # in trainers.loop.TrainConfig's order
+    "max_steps": TrainSetting(POSITIVE_INTEGER, int, "Optimiser steps"),
+    "batch_size": TrainSetting(POSITIVE_INTEGER, int, "Global batch size (sequences per optimiser step)"),
+    "gradient_accumulation_steps": TrainSetting(POSITIVE_INTEGER, int, "Micro-batches per optimiser step"),
+    "lr": TrainSetting(POSITIVE, float, "Peak learning rate"),
+    "weight_decay": TrainSetting(NON_NEGATIVE, float, "AdamW weight decay"),
+    "warmup_ratio": TrainSetting(FRACTION, float, "Share of the steps spent warming the learning rate up from 0"),
+    "lr_scheduler_type": TrainSetting(
+        Rule(f"one of {', '.join(LR_SCHEDULERS)}", lambda v: v in LR_SCHEDULERS),
+        str,
+        f"Learning-rate decay after warm-up: {', '.join(LR_SCHEDULERS)}",
+    ),
+    "max_grad_norm": TrainSetting(
+        Rule("0 (off) or a positive number", NON_NEGATIVE.check), float, "Gradient clipping norm; 0 = off"
+    ),
+    "chunk_size": TrainSetting(POSITIVE_INTEGER, int, "Completion rows per loss chunk", option=False),
+    "bf16": TrainSetting(
+        Rule("true or false", lambda v: isinstance(v, bool)), bool, "bf16 mixed precision, on GPUs that have it"
+    ),
+    "checkpoint_every": TrainSetting(
+        COUNT_OR_OFF, int, "Checkpoint every N steps (0: only at the end and at SIGTERM); rerun to resume"
+    ),
+    "diagnostics_every": TrainSetting(
+        COUNT_OR_OFF, int, "Steps between full-vocabulary entropy diagnostics (and the last step); 0 = never", False
+    ),
+    "eval_every": TrainSetting(
+        COUNT_OR_OFF,
+        int,
+        "Score the student every N steps on a dev slice of the training task (logged, kept in the record); 0 = never",
+    ),
+    "logging_steps": TrainSetting(COUNT_OR_OFF, int, "Steps between log lines; 0 = one every 5% of the steps", False),
+    "max_length": TrainSetting(
+        Rule("a positive integer", lambda v: v is None or POSITIVE_INTEGER.check(v)),
+        int,
+        "Prompt + completion tokens in training; longer completions are cut",
+    ),
+    "lora_r": TrainSetting(
+        COUNT_OR_OFF, int, "Train LoRA adapters of this rank on every linear layer (peft), merged at the end; 0 = off"
+    ),
+    "lora_alpha": TrainSetting(POSITIVE, float, "LoRA scaling alpha (with lora_r)"),
+    "seed": TrainSetting(Rule("an integer", is_integer), int, "The training seed (the run's seed)", option=False),
 }
+TRAIN_RULES: dict[str, Rule] = {name: setting.rule for name, setting in TRAIN_SETTINGS.items()}
 
 
 def train_problem(label: str, name: str, value: Any) -> str | None:

@@ -63,3 +63,37 @@ def test_leaderboard_on_empty_results(monkeypatch, capsys, tmp_path: Path) -> No
 def test_help(monkeypatch, capsys, command: str) -> None:
     code, output = invoke(monkeypatch, capsys, command, "--help")
     assert code == 0 and "Usage" in output
+
+
+@pytest.mark.parametrize("command", ["run", "sweep", "tune"])
+def test_the_run_options_are_the_specs_fields_and_the_training_settings(monkeypatch, capsys, command: str) -> None:
+    from dataclasses import fields
+
+    from harness.spec import Execution, RunSpec
+    from kdcore.train_settings import TRAIN_SETTINGS
+
+    monkeypatch.setenv("COLUMNS", "400")  # one help line per option
+    code, output = invoke(monkeypatch, capsys, command, "--help")
+    assert code == 0
+    lines = output.splitlines()
+
+    def help_of(option: str) -> str:
+        (line,) = [line for line in lines if line.lstrip("│ ").startswith(f"{option} ")]
+        return " ".join(line.split())
+
+    options = [
+        (f"--{f.name.replace('_', '-')}", f.metadata["help"])
+        for owner in (RunSpec, Execution)
+        for f in fields(owner)
+        if "help" in f.metadata
+    ]
+    assert {name for name, _ in options} >= {"--limit", "--top-k", "--backend", "--results-dir", "--report-to"}
+    for name, text in options:
+        assert " ".join(text.split()) in help_of(name), name
+    for name, setting in TRAIN_SETTINGS.items():
+        if name == "seed":  # each command's own option (run --seed, sweep and tune --seeds)
+            continue
+        shown = [line for line in lines if line.lstrip("│ ").startswith(f"--{name.replace('_', '-')} ")]
+        assert bool(shown) == setting.option, name
+        if setting.option:
+            assert setting.meaning in help_of(f"--{name.replace('_', '-')}"), name

@@ -206,12 +206,13 @@ def test_every_training_setting_of_a_pair_is_checked(tmp_path: Path, line: str, 
 def test_the_training_rules_cover_every_train_config_field() -> None:
     from dataclasses import fields
 
-    from kdcore.train_settings import TRAIN_RULES
+    from kdcore.train_settings import TRAIN_RULES, TRAIN_SETTINGS
     from trainers.loop import TrainConfig
 
     assert list(TRAIN_RULES) == [f.name for f in fields(TrainConfig)]
-    for f in fields(TrainConfig):  # every default is allowed by its own rule
+    for f in fields(TrainConfig):  # every default is allowed by its own rule, every type is the field's
         assert TRAIN_RULES[f.name].check(f.default), f.name
+        assert f.type.split(" | ")[0] == TRAIN_SETTINGS[f.name].kind.__name__, f.name
 
 
 @pytest.mark.parametrize(

@@ -50,25 +50,25 @@ RESULT_NEUTRAL = ("checkpoint_every", "diagnostics_every", "eval_every", "loggin
 
 @dataclass
 class TrainConfig:
-    """The training settings, with TRL's names where TRL has one (`batch_size` is the global batch, `lr` the peak
-    learning rate); validated as they are built."""
+    """The training settings, with TRL's names where TRL has one; what each means and may be is in
+    kdcore.train_settings.TRAIN_SETTINGS, which validates them as they are built."""
 
     max_steps: int = 200
     batch_size: int = 32
     gradient_accumulation_steps: int = 1
     lr: float = 1e-3
     weight_decay: float = 0.0
-    warmup_ratio: float = 0.05  # share of max_steps spent warming the learning rate up from 0
-    lr_scheduler_type: str = "cosine"  # the decay after warm-up (LR_SCHEDULERS)
-    max_grad_norm: float = 1.0  # gradient clipping; 0 = off
-    chunk_size: int = 2048  # completion rows per loss chunk
-    bf16: bool = False  # bf16 autocast (mixed precision), on GPUs that have it
-    checkpoint_every: int = 0  # steps; 0 = only at the end (and at SIGTERM)
-    diagnostics_every: int = 10  # steps between full-vocabulary entropy diagnostics (and the last step); 0 = never
-    eval_every: int = 0  # steps between evaluations on the dev slice (and the last step); 0 = never
-    logging_steps: int = 0  # steps between log lines; 0 = one every 5% of max_steps
-    max_length: int | None = None  # prompt + completion tokens; longer completions are cut to fit
-    lora_r: int = 0  # > 0: train LoRA adapters of this rank on every linear layer (peft) and merge them at the end
+    warmup_ratio: float = 0.05
+    lr_scheduler_type: str = "cosine"
+    max_grad_norm: float = 1.0
+    chunk_size: int = 2048
+    bf16: bool = False
+    checkpoint_every: int = 0
+    diagnostics_every: int = 10
+    eval_every: int = 0
+    logging_steps: int = 0
+    max_length: int | None = None
+    lora_r: int = 0
     lora_alpha: float = 16.0
     seed: int = 0
 
