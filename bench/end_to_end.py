@@ -40,8 +40,8 @@ def timed_run(cache: Path, results: Path, extra: list[str]) -> tuple[float, dict
     if done.returncode != 0:
         raise SystemExit(f"harness run failed ({done.returncode}):\n{done.stderr[-3000:]}")
     records, _ = load_records(results)
-    phases = records[-1].cost["phases"]
-    return seconds, {name: phase["wall_s"] for name, phase in phases.items() if not phase.get("reused")}
+    phases = records[-1].cost.phases
+    return seconds, {name: phase.wall_s for name, phase in phases.items() if not phase.reused}
 
 
 def show(label: str, seconds: float, phases: dict[str, float], rest: str) -> None:

@@ -20,27 +20,28 @@ from typing import Any
 
 from bench.common import configure, print_settings
 from harness.dryrun import Budget, dry_run
+from harness.record_parts import RunCost
 
 H200_BF16_DENSE_TFLOPS = 989.0
 
 
-def phase_rows(cost: dict[str, Any], peak_tflops: float) -> list[dict[str, Any]]:
+def phase_rows(cost: RunCost, peak_tflops: float) -> list[dict[str, Any]]:
     """Per phase: wall s, tokens, tokens/s, FLOPs, MFU (None when the phase was cached or counted no FLOPs)."""
     rows = []
-    for name, phase in cost["phases"].items():
-        wall, devices = phase["wall_s"], phase["devices"]
-        timed = wall > 0 and not phase["reused"]
-        mfu = phase["flops"] / (wall * devices * peak_tflops * 1e12) if timed and phase["flops"] else None
+    for name, phase in cost.phases.items():
+        wall, devices = phase.wall_s, phase.devices
+        timed = wall > 0 and not phase.reused
+        mfu = phase.flops / (wall * devices * peak_tflops * 1e12) if timed and phase.flops else None
         rows.append(
             {
                 "phase": name,
                 "wall_s": wall,
-                "tokens": phase["tokens"],
-                "tokens_per_s": phase["tokens"] / wall if timed else None,
-                "flops": phase["flops"],
+                "tokens": phase.tokens,
+                "tokens_per_s": phase.tokens / wall if timed else None,
+                "flops": phase.flops,
                 "mfu": mfu,
-                "peak_gib": phase["peak_memory_bytes"] / 2**30,
-                "reused": phase["reused"],
+                "peak_gib": phase.peak_memory_bytes / 2**30,
+                "reused": phase.reused,
             }
         )
     return rows

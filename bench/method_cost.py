@@ -88,7 +88,9 @@ CUT = 0.95  # a budget cuts every completion when the mean completion is at leas
 
 
 def phase_cost(record: RunRecord, name: str, cost: str = "device_hours") -> float:
-    return float(record.cost["phases"].get(name, {}).get(cost, 0.0))
+    """Phase `name`'s `cost` (a PhaseCost field, or `cpu_s`: this benchmark's own measurement); 0 without it."""
+    phase = record.cost.phases.get(name)
+    return float(getattr(phase, cost, None) or 0.0)
 
 
 def budget_pairs_file(budget: int, folder: Path) -> Path:
@@ -149,22 +151,22 @@ def measure(budget: int, args: argparse.Namespace, folder: Path) -> dict[str, li
             )
             with cpu_per_phase() as seconds:
                 record, _ = run(spec)
-            for name in ("supervise", "train", "evaluate"):
-                if phase := record.cost["phases"].get(name):
-                    phase["cpu_s"] = None if phase["reused"] else seconds.get(name)
+            for name in ("supervise", "train", "evaluate"):  # CPU seconds: this benchmark's, kept on the phase
+                if phase := record.cost.phases.get(name):
+                    phase.cpu_s = None if phase.reused else seconds.get(name)
             records[method].append(record)
-            train = record.cost["phases"]["train"]
-            print(f"budget {budget} rep {rep} {method}: train {train['wall_s']:.1f} s, {train['cpu_s']:.1f} CPU s")
+            train = record.cost.phases["train"]
+            print(f"budget {budget} rep {rep} {method}: train {train.wall_s:.1f} s, {train.cpu_s:.1f} CPU s")
     built = {
-        phase["cache_key"]: phase["cpu_s"]
+        phase.cache_key: phase.cpu_s
         for runs in records.values()
         for r in runs
-        if (phase := r.cost["phases"].get("supervise")) and not phase["reused"]
+        if (phase := r.cost.phases.get("supervise")) and not phase.reused
     }
     for runs in records.values():
         for r in runs:
-            if (phase := r.cost["phases"].get("supervise")) and phase["reused"]:
-                phase["cpu_s"] = built.get(phase["cache_key"])
+            if (phase := r.cost.phases.get("supervise")) and phase.reused:
+                phase.cpu_s = built.get(phase.cache_key)
     return records
 
 
@@ -214,7 +216,7 @@ def report(
     completion = (supervised - context["prompt_tokens"]) / context["prompts"]
     per_example = {m: tokens / (steps * batch) - context["mean_prompt"] for m, tokens in trained.items()}
     # modelled: the student's sampling of the on-policy batches, 2 x its parameters per token of those batches
-    sampled = median([r.training.get("on_policy_batches", 0) for r in records["gkd"]])
+    sampled = median([r.training.on_policy_batches or 0 for r in records["gkd"]])
     sampling_flops = 2.0 * context["student_params"] * sampled * batch * (context["mean_prompt"] + per_example["gkd"])
     print(
         f"\nbudget {budget}: mean completion tokens: supervision {completion:.1f}, trained hybrid "
@@ -224,16 +226,18 @@ def report(
     print(f"{'method':<7} {'phase':<10} {'reused':>6} {'wall s':>8} {'CPU s':>8} {'s/step':>7} {'FLOP':>9}")
     for method, runs in records.items():
         for name in ("supervise", "train", "evaluate"):
-            phase = runs[0].cost["phases"].get(name, {})
+            phase = runs[0].cost.phases.get(name)
             wall = median([phase_cost(r, name, "wall_s") for r in runs])
-            cpus = [r.cost["phases"][name].get("cpu_s") for r in runs if name in r.cost["phases"]]
+            cpus = [getattr(r.cost.phases[name], "cpu_s", None) for r in runs if name in r.cost.phases]
             cpu = f"{median(cpus):.1f}" if cpus and None not in cpus else "-"
             per_step = f"{wall / steps:.3f}" if name == "train" else ""
             print(
-                f"{method:<7} {name:<10} {phase.get('reused', '-')!s:>6} {wall:>8.1f} {cpu:>8} {per_step:>7} "
+                f"{method:<7} {name:<10} {phase.reused if phase else '-'!s:>6} {wall:>8.1f} {cpu:>8} {per_step:>7} "
                 f"{median([phase_cost(r, name, 'flops') for r in runs]):>9.2e}"
             )
-    known = all(r.cost["phases"]["supervise"]["cpu_s"] is not None for runs in records.values() for r in runs)
+    known = all(
+        getattr(r.cost.phases["supervise"], "cpu_s", None) is not None for runs in records.values() for r in runs
+    )
     summary: dict[str, Any] = {"budget": budget, "completion": completion, "per_example": per_example}
     for cost in COSTS:
         if cost == "cpu_s" and not known:

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from harness.launch import world_size
+from harness.record_parts import RunCost
 from kdcore.costs import PhaseCost, device_kind, reset_peak_memory, timed
 
 
@@ -74,8 +75,8 @@ class CostLedger:
         self.add(name, cost)
 
     def so_far(self) -> dict[str, dict[str, Any]]:
-        """The phases as `to_dict()["phases"]` has them, with any phase still running timed up to now (what a run
-        persists so that a later attempt can charge it)."""
+        """The phases as JSON, with any phase still running timed up to now (what a run persists so that a later
+        attempt can charge it)."""
         snapshot = CostLedger({name: replace(cost) for name, cost in self.phases.items()})
         for name, (cost, start) in self._running.items():
             snapshot.add(name, timed(replace(cost), start))
@@ -93,11 +94,6 @@ class CostLedger:
         have.flops += cost.flops
         have.peak_memory_bytes = max(have.peak_memory_bytes, cost.peak_memory_bytes)
 
-    def to_dict(self) -> dict[str, Any]:
-        phases = {name: asdict(cost) for name, cost in self.phases.items()}
-        return {
-            "phases": phases,
-            "total_device_hours": sum(c.device_hours for c in self.phases.values()),
-            "fresh_device_hours": sum(c.device_hours for c in self.phases.values() if not c.reused),
-            "wall_s": sum(c.wall_s for c in self.phases.values() if not c.reused),
-        }
+    def run_cost(self) -> RunCost:
+        """The phases as a record's `cost` states them."""
+        return RunCost({name: replace(cost) for name, cost in self.phases.items()})

@@ -273,10 +273,8 @@ def run(
         )
     console.print(table)
     cost = record.cost
-    phases = ", ".join(
-        f"{n} {c['device_hours']:.5f}{' (cached)' if c['reused'] else ''}" for n, c in cost["phases"].items()
-    )
-    console.print(f"device-hours: {phases}; total {cost['total_device_hours']:.5f}")
+    phases = ", ".join(f"{n} {c.device_hours:.5f}{' (cached)' if c.reused else ''}" for n, c in cost.phases.items())
+    console.print(f"device-hours: {phases}; total {cost.total_device_hours:.5f}")
     console.print(f"record: {path}")
     for note in repeat_notes(record, spec.execution.results_dir):
         console.print(note, highlight=False)
@@ -955,9 +953,9 @@ def dry_run(
         method=method,
         method_params=parse_params(param or []),
     )
-    for name, cost in record.cost["phases"].items():
+    for name, cost in record.cost.phases.items():
         console.print(
-            f"{name}: {cost['wall_s']:.1f} s, {cost['tokens']} tokens, peak {cost['peak_memory_bytes'] / 2**20:.0f} MiB"
+            f"{name}: {cost.wall_s:.1f} s, {cost.tokens} tokens, peak {cost.peak_memory_bytes / 2**20:.0f} MiB"
         )
     console.print(f"record: {path}")
 

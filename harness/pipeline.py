@@ -35,6 +35,7 @@ from harness.phases import (
     supervision_temperature,
     training_summary,
 )
+from harness.record_parts import DataPin, ModelPin, TrainingSummary
 from harness.records import RunRecord, environment, new_run_id, read_record, write_record
 from harness.resume import RunState, run_folder
 from harness.spec import RunSpec
@@ -283,11 +284,11 @@ def record(ctx: RunContext) -> tuple[RunRecord, Path]:
         scores=ctx.scores,
         teacher_scores=ctx.teacher_scores,
         student_before_scores=ctx.student_before_scores,
-        models=ctx.models,
-        data=data_identity(ctx.pair, spec.limit),
-        cost=state.total_cost().to_dict(),
+        models={role: ModelPin.from_dict(pin, role) for role, pin in ctx.models.items()},
+        data=DataPin.from_dict(data_identity(ctx.pair, spec.limit)),
+        cost=state.total_cost().run_cost(),
         environment=environment(device_kind(), device_count(), cpu_kernels()),
-        training=training_summary(ctx.result, ctx.results_dir, ctx.run_id) | ctx.training,
+        training=TrainingSummary.from_dict(training_summary(ctx.result, ctx.results_dir, ctx.run_id) | ctx.training),
         run_id=ctx.run_id,
         attempts=state.attempts,
         estimate=recorded_estimate(spec),

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.experiment import record_experiment
+from harness.record_parts import DataPin, ModelPin, RunCost, TrainingSummary
 from harness.spec import DEFAULT_RESULTS
 from kdcore.io import atomic_write_json
 from kdcore.scores import TaskScore
@@ -78,13 +79,11 @@ class RunRecord:
     student: str
     scores: dict[str, TaskScore]
     teacher_scores: dict[str, TaskScore]
-    cost: dict[str, Any]
+    cost: RunCost
     environment: dict[str, Any]
-    # steps, resumed_from, mean diagnostics over the last tenth of steps, per-step log path; with teacher supervision,
-    # supervision_traces: its traces generated, left out (empty, truncated, incorrect) and kept (harness.trace_filter)
-    training: dict[str, Any]
-    models: dict[str, dict[str, Any]] = field(kw_only=True)  # teacher, student -> harness.identity.model_identity
-    data: dict[str, Any] = field(kw_only=True)  # harness.identity.data_identity
+    training: TrainingSummary
+    models: dict[str, ModelPin] = field(kw_only=True)  # teacher, student (schema 1: none)
+    data: DataPin | None = field(kw_only=True)  # None in schema 1
     student_before_scores: dict[str, TaskScore] = field(kw_only=True)
     run_id: str = ""
     created: str = ""
@@ -110,6 +109,9 @@ class RunRecord:
     def to_dict(self) -> dict[str, Any]:
         """The JSON form; a schema-1 record read from disk gives back its schema-1 fields only."""
         out = asdict(self)
+        out["cost"], out["training"] = self.cost.to_dict(), self.training.to_dict()
+        out["models"] = {role: pin.to_dict() for role, pin in self.models.items()}
+        out["data"] = self.data.to_dict() if self.data is not None else {}
         if not out["estimate"]:  # a record written without a cost estimate round-trips without one
             del out["estimate"]
         if not self.pinned:
@@ -119,6 +121,9 @@ class RunRecord:
                 for score in (out[kind] or {}).values():
                     if score.get("settings") is None:
                         score.pop("settings", None)
+            for phase in out["cost"]["phases"].values():  # nor a backend on its phases
+                if phase.get("backend") is None:
+                    phase.pop("backend", None)
         return out
 
     @classmethod
@@ -146,6 +151,10 @@ class RunRecord:
         fields["train_config"] = with_used_teacher_signal(fields["train_config"], fields)
         for key in SCORE_FIELDS:
             fields[key] = {task: TaskScore(**score) for task, score in fields[key].items()}
+        fields["cost"] = RunCost.from_dict(fields["cost"])
+        fields["training"] = TrainingSummary.from_dict(fields["training"])
+        fields["models"] = {role: ModelPin.from_dict(pin, f"models.{role}") for role, pin in fields["models"].items()}
+        fields["data"] = DataPin.from_dict(fields["data"]) if fields["data"] else None
         return cls(**fields)
 
 
@@ -173,8 +182,8 @@ def check_values(fields: dict[str, Any]) -> None:
         if name in TRAIN_RULES and (problem := train_problem(f"train_config.{name}", name, value)):
             raise ValueError(problem.replace(f" {value!r}: must be", " must be", 1) + f", got {_short(value)}")
     training = fields["training"]
-    if "steps" in training and not (is_integer(training["steps"]) and training["steps"] > 0):
-        raise ValueError(f"training.steps must be a positive integer, got {_short(training['steps'])}")
+    if not (is_integer(training.get("steps")) and training["steps"] > 0):
+        raise ValueError(f"training.steps must be a positive integer, got {_short(training.get('steps'))}")
     if not (is_integer(training.get("resumed_from", 0)) and training.get("resumed_from", 0) >= 0):
         raise ValueError(f"training.resumed_from must be an integer >= 0, got {_short(training['resumed_from'])}")
     phases = fields["cost"].get("phases") if isinstance(fields["cost"], dict) else None

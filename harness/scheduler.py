@@ -406,12 +406,12 @@ def plan_rows(specs: list[Any], results_dir: Path, device: str) -> tuple[list[di
         record = records.get(name)
         if record is not None:
             own = {p.name for p in estimate.own()}
-            cost = {n: c for n, c in record.cost["phases"].items() if n in own and not c["reused"]}
+            cost = {n: c for n, c in record.cost.phases.items() if n in own and not c.reused}
             stored = record.estimate or estimate_cell(spec, record.environment.get("device", device)).to_dict()
             row["measured"] = {
                 "device": record.environment.get("device"),
-                "device_hours": sum(c["device_hours"] for c in cost.values()),
-                "flops": sum(c["flops"] for c in cost.values()),
+                "device_hours": sum(c.device_hours for c in cost.values()),
+                "flops": sum(c.flops for c in cost.values()),
                 "estimated_device_hours": stored["device_hours"],
                 "estimated_flops": stored["flops"],
             }

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from harness.cache import cache_key
+from harness.record_parts import DataPin, ModelPin, RunCost, TrainingSummary
 from harness.records import RunRecord, write_record
 from kdcore.scores import TaskScore
 
@@ -57,6 +58,7 @@ def models(pair: str, build: str = "a") -> dict[str, dict[str, object]]:
         role: {
             "ref": f"{pair}-{role}",
             "weights_sha256": fake_sha(pair, role, build),
+            "weights_files": {"model.safetensors": fake_sha(pair, role, build)},
             "revision": None,
             "tokenizer_sha256": fake_sha(pair, "tokenizer"),
         }
@@ -101,7 +103,7 @@ def phase(hours: float, device: str = "cpu", *, reused: bool = False, cache_key:
 
 
 def cost(phases: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """A cost dict as harness.accounting.CostLedger.to_dict writes it."""
+    """A record's `cost` as JSON (harness.record_parts.RunCost.to_dict)."""
     return {
         "phases": phases,
         "total_device_hours": sum(p["device_hours"] for p in phases.values()),
@@ -167,11 +169,11 @@ def make_record(
         or {t: TaskScore(score=s, n=DOCS[t]) for t, s in TEACHER.get(pair, TEACHER["tiny"]).items()},
         student_before_scores=before_scores
         or {t: TaskScore(score=s, n=DOCS[t]) for t, s in BEFORE.get(pair, BEFORE["tiny"]).items()},
-        models=models(pair, build),
-        data=data(pair if pair in TEACHER else "tiny", limit),
-        cost=cost(phases),
+        models={role: ModelPin.from_dict(pin, role) for role, pin in models(pair, build).items()},
+        data=DataPin.from_dict(data(pair if pair in TEACHER else "tiny", limit)),
+        cost=RunCost.from_dict(cost(phases)),
         environment={"code_version": "0" * 40, "packages": {}, "python": "3.11.7", "device": "cpu", "device_count": 1},
-        training={"steps": 200, "resumed_from": 0, "final": {}, "log": None},
+        training=TrainingSummary(steps=200),
         run_id=f"{pair}-{method}-s{seed}-20261122T120000Z-{cache_key([pair, method, method_params, seed, build])[:6]}",
         created="2026-11-22T12:00:00Z",
     )

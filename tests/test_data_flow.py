@@ -96,15 +96,15 @@ def test_the_data_source_reaches_training_is_cached_and_charged(registered, own_
     prompts = [[int(t) for t in ex["prompt_ids"]] for ex in examples]
     expected = TransformersGenerator(teacher, tokenizer).generate_ids(prompts, Sampling(max_new_tokens=3))
     assert [[int(t) for t in ex[SHORT_FIELD]] for ex in examples] == [c or [tokenizer.eos_token_id] for c in expected]
-    assert list(first.cost["phases"])[:3] == ["supervise", "teacher_short_answers", "train"]
-    cost = first.cost["phases"]["teacher_short_answers"]
-    assert not cost["reused"] and cost["tokens"] > 0
-    rows = first.training["final"]["short_rows"]  # the row field reached the loss: a share of the rows
+    assert list(first.cost.phases)[:3] == ["supervise", "teacher_short_answers", "train"]
+    cost = first.cost.phases["teacher_short_answers"]
+    assert not cost.reused and cost.tokens > 0
+    rows = first.training.final["short_rows"]  # the row field reached the loss: a share of the rows
     assert 0 < rows < 1
 
     second, _ = run(spec)  # a repeat reads the cache and is charged the build
-    again = second.cost["phases"]["teacher_short_answers"]
-    assert again["reused"] and again["cache_key"] == cost["cache_key"]
+    again = second.cost.phases["teacher_short_answers"]
+    assert again.reused and again.cache_key == cost.cache_key
 
     phases_estimated = {p.name: p.shared for p in estimate_cell(spec, "cpu").phases}
     assert phases_estimated["teacher_short_answers"] is True  # cached, so shared by the pair's cells

@@ -130,8 +130,8 @@ def test_dry_run_of_every_real_pair(pair: str, tmp_path: Path) -> None:
     entry = load_pairs()[pair]
     assert record.pair == pair and set(record.scores) == set(entry.tasks)
     assert all(score.n == dryrun.Budget().limit for score in record.scores.values())
-    assert {"supervise", "train", "evaluate"} <= set(record.cost["phases"])
-    assert record.training["steps"] == dryrun.Budget().max_steps
+    assert {"supervise", "train", "evaluate"} <= set(record.cost.phases)
+    assert record.training.steps == dryrun.Budget().max_steps
     models = Path(json.loads(path.read_text())["teacher"]).parent
     rows = tuple(
         json.loads((models / role / "config.json").read_text())["vocab_size"] for role in ("teacher", "student")

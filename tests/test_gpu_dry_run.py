@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from bench import gpu_dry_run
+from harness.record_parts import RunCost
+from kdcore.costs import PhaseCost
 
 
 @pytest.fixture(autouse=True)
@@ -24,7 +26,7 @@ def _fresh_accelerate_state():
 
 def test_mfu_is_flops_over_wall_devices_and_peak() -> None:
     phase = {"wall_s": 2.0, "devices": 4, "tokens": 1000, "flops": 8e15, "peak_memory_bytes": 3 * 2**30}
-    cost = {"phases": {"train": {**phase, "reused": False}, "supervise": {**phase, "reused": True}}}
+    cost = RunCost({"train": PhaseCost(**phase, reused=False), "supervise": PhaseCost(**phase, reused=True)})
     train, supervise = gpu_dry_run.phase_rows(cost, peak_tflops=1000.0)
     assert train["mfu"] == pytest.approx(8e15 / (2.0 * 4 * 1000e12)) == pytest.approx(1.0)
     assert train["tokens_per_s"] == 500 and train["peak_gib"] == 3

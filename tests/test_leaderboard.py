@@ -73,12 +73,12 @@ def test_ledger_device_hours_reach_the_leaderboard(tmp_path: Path) -> None:
     with reuser.phase("train", devices=1):
         sum(range(20000))
     assert reuser.phases["supervise"].reused
-    assert reuser.to_dict()["fresh_device_hours"] == pytest.approx(reuser.phases["train"].device_hours)
+    assert reuser.run_cost().fresh_device_hours == pytest.approx(reuser.phases["train"].device_hours)
 
     score = {"arith": TaskScore(score=0.5, n=10)}
     a = make_record("tiny", "hard", 0, score, {}, method_params={"x": 1})
     b = make_record("tiny", "soft", 0, score, {}, method_params={"x": 1})
-    a.cost, b.cost = builder.to_dict(), reuser.to_dict()
+    a.cost, b.cost = builder.run_cost(), reuser.run_cost()
     write_record(a, tmp_path)
     write_record(b, tmp_path)
     board = leaderboard(tmp_path)
@@ -86,8 +86,8 @@ def test_ledger_device_hours_reach_the_leaderboard(tmp_path: Path) -> None:
     assert hard.phase_hours["supervise"] == pytest.approx(built.device_hours / 2)
     assert soft.phase_hours["supervise"] == pytest.approx(built.device_hours / 2)
     assert hard.total_hours == pytest.approx(built.device_hours / 2 + builder.phases["train"].device_hours)
-    assert soft.standalone_hours == pytest.approx(reuser.to_dict()["total_device_hours"])
-    spent = builder.to_dict()["fresh_device_hours"] + reuser.to_dict()["fresh_device_hours"]
+    assert soft.standalone_hours == pytest.approx(reuser.run_cost().total_device_hours)
+    spent = builder.run_cost().fresh_device_hours + reuser.run_cost().fresh_device_hours
     assert hard.total_hours + soft.total_hours == pytest.approx(spent)
 
 
@@ -103,7 +103,7 @@ def test_cache_build_is_split_among_its_users() -> None:
     assert [charged[r.run_id]["supervise"] for r in runs[:3]] == pytest.approx([0.1, 0.1, 0.1])
     assert "supervise" not in charged[runs[3].run_id]
     assert charged[runs[1].run_id]["train"] == pytest.approx(0.2)
-    spent = sum(p["device_hours"] for r in runs for p in r.cost["phases"].values() if not p["reused"])
+    spent = sum(p.device_hours for r in runs for p in r.cost.phases.values() if not p.reused)
     assert sum(sum(c.values()) for c in charged.values()) == pytest.approx(spent)
 
 

@@ -103,9 +103,9 @@ def test_student_responses_reach_training_as_a_field_of_the_examples(own_cache: 
     got = [[int(t) for t in ex["student_completion_ids"]] for ex in examples]
     assert got == [c or [tokenizer.eos_token_id] for c in expected]  # the initial student's greedy responses
     assert all("topk_ids" in ex and "completion_ids" in ex for ex in examples)  # beside the teacher's supervision
-    cost = first.cost["phases"]["student_responses"]
-    assert not cost["reused"] and cost["tokens"] > 0 and cost["backend"] == "transformers"
-    assert list(first.cost["phases"]) == [
+    cost = first.cost.phases["student_responses"]
+    assert not cost.reused and cost.tokens > 0 and cost.backend == "transformers"
+    assert list(first.cost.phases) == [
         "supervise",
         "student_responses",
         "train",
@@ -115,6 +115,6 @@ def test_student_responses_reach_training_as_a_field_of_the_examples(own_cache: 
     ]
 
     second, _ = run(spec)  # a repeat: the responses come from the cache, charged with their build
-    again = second.cost["phases"]["student_responses"]
-    assert again["reused"] and again["cache_key"] == cost["cache_key"] and again["tokens"] == cost["tokens"]
+    again = second.cost.phases["student_responses"]
+    assert again.reused and again.cache_key == cost.cache_key and again.tokens == cost.tokens
     assert [[int(t) for t in ex["student_completion_ids"]] for ex in seen[1]] == got

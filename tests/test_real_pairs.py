@@ -47,12 +47,12 @@ def test_pipeline_on_tiny_models(architecture: str, tokenizer, tmp_path: Path) -
     record, path = run(spec)
     assert path.exists()
     assert record.scores["arith"].n == 3
-    phases = record.cost["phases"]
+    phases = record.cost.phases
     assert set(phases) == {"supervise", "train", "evaluate", "evaluate_teacher", "evaluate_student_before"}
-    assert phases["train"]["tokens"] > 0 and phases["train"]["device_hours"] > 0
-    assert phases["evaluate_teacher"]["tokens"] > 0 and phases["evaluate_teacher"]["device_hours"] > 0
-    assert phases["supervise"]["backend"] == phases["evaluate"]["backend"] == "transformers"
-    assert phases["train"]["backend"] == "accelerate"
+    assert phases["train"].tokens > 0 and phases["train"].device_hours > 0
+    assert phases["evaluate_teacher"].tokens > 0 and phases["evaluate_teacher"].device_hours > 0
+    assert phases["supervise"].backend == phases["evaluate"].backend == "transformers"
+    assert phases["train"].backend == "accelerate"
     assert (tmp_path / "results" / "models" / record.run_id / "config.json").exists()
 
 

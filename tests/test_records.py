@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from harness.accounting import CostLedger
+from harness.record_parts import DataPin, ModelPin, TrainingSummary
 from harness.records import (
     SCHEMA_VERSION,
     RunRecord,
@@ -41,11 +42,11 @@ def make_record(**overrides) -> RunRecord:
         scores={"arith": TaskScore(score=0.5, n=2)},
         teacher_scores={},
         student_before_scores={"arith": TaskScore(score=0.1, n=2, samples="samples/references/k/arith.jsonl")},
-        models=models("tiny"),
-        data=data("tiny"),
-        cost=ledger.to_dict(),
+        models={role: ModelPin.from_dict(pin, role) for role, pin in models("tiny").items()},
+        data=DataPin.from_dict(data("tiny")),
+        cost=ledger.run_cost(),
         environment={"device": "cpu"},
-        training={"steps": 1},
+        training=TrainingSummary(steps=1),
     )
     return RunRecord(**(fields | overrides))
 
@@ -56,11 +57,11 @@ def test_round_trip(tmp_path: Path) -> None:
     assert path.parent == tmp_path / "runs" and path.stem == record.run_id
     (loaded,), problems = load_records(tmp_path)
     assert problems == [] and loaded == record and loaded.pinned and loaded.schema_version == SCHEMA_VERSION == 2
-    assert loaded.cost["phases"]["train"]["flops"] == 6 * 10 * 100
+    assert loaded.cost.phases["train"].flops == 6 * 10 * 100
     assert loaded.student_before_scores["arith"] == TaskScore(
         score=0.1, n=2, samples="samples/references/k/arith.jsonl"
     )
-    assert loaded.models["student"]["weights_sha256"] == models("tiny")["student"]["weights_sha256"]
+    assert loaded.models["student"].weights_sha256 == models("tiny")["student"]["weights_sha256"]
 
 
 def test_pinning_fields_are_required() -> None:
@@ -78,7 +79,7 @@ def test_a_schema_1_record_loads_unpinned_and_round_trips(tmp_path: Path) -> Non
     raw = json.loads(COMMITTED_V1.read_text())
     assert raw["schema_version"] == 1 and "models" not in raw
     record = RunRecord.from_dict(raw)
-    assert not record.pinned and record.models == {} and record.data == {} and record.student_before_scores == {}
+    assert not record.pinned and record.models == {} and record.data is None and record.student_before_scores == {}
     assert record.teacher_scores["arith"].score == raw["teacher_scores"]["arith"]["score"]
     # read back as it was written (no schema-2 fields invented), its training settings under today's names
     assert record.to_dict() == raw | {"train_config": migrated_train_config(raw["train_config"])}

@@ -115,7 +115,7 @@ def test_a_rerun_reproduces_the_run_s_scores_and_samples_exactly(mini_tiny, tmp_
         samples = [(root / s.samples).read_text() for root, s in ((first, score), (again, repeat.scores[task]))]
         assert samples[0] == samples[1] and repeat.scores[task].metrics == score.metrics
     logs = [
-        [json.loads(line) for line in (root / r.training["log"]).read_text().splitlines()]
+        [json.loads(line) for line in (root / r.training.log).read_text().splitlines()]
         for root, r in ((first, record), (again, repeat))
     ]
     for row in (*logs[0], *logs[1]):

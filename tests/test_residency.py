@@ -170,14 +170,14 @@ def test_one_of_engine_or_hf_models_is_resident_at_a_time(spy: Spy, tmp_path: Pa
         ("close", "student"),
     ]
     assert spy.alive_models() == [] and spy.alive_engines() == 0
-    costs = record.cost["phases"]
+    costs = record.cost.phases
     references = ["evaluate_teacher", "evaluate_student_before"]
     assert list(costs) == [*(["supervise"] if supervise else []), "train", "evaluate", *references]
-    backends = {name: cost["backend"] for name, cost in costs.items()}
+    backends = {name: cost.backend for name, cost in costs.items()}
     assert backends == {name: "accelerate" if name == "train" else "vllm" for name in costs}
-    assert all(cost["peak_memory_bytes"] > 0 for cost in costs.values())
+    assert all(cost.peak_memory_bytes > 0 for cost in costs.values())
     if kind == "gkd":
-        assert record.training["on_policy_batches"] == 2  # sampled with HF generate during training
+        assert record.training.on_policy_batches == 2  # sampled with HF generate during training
 
 
 def test_transformers_backend_frees_the_supervising_teacher_before_training(spy: Spy, tmp_path: Path) -> None:

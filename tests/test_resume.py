@@ -92,11 +92,11 @@ def test_cost_over_attempts_sums_fresh_work_and_counts_a_reuse_once(tmp_path: Pa
     first = CostLedger({"supervise": build, "train": PhaseCost(wall_s=4.0, device_hours=4 / 3600, tokens=100)})
     second = CostLedger({"train": PhaseCost(wall_s=6.0, device_hours=6 / 3600, tokens=150)})
     second.reuse("supervise", "k", {"wall_s": 10.0, "device_hours": 10 / 3600})  # its own build, found in the cache
-    total = CostLedger.over_attempts([first.so_far(), second.so_far()]).to_dict()
+    total = CostLedger.over_attempts([first.so_far(), second.so_far()]).run_cost().to_dict()
     assert total["phases"]["train"]["wall_s"] == pytest.approx(10.0)
     assert total["phases"]["train"]["tokens"] == 250
     assert not total["phases"]["supervise"]["reused"] and total["phases"]["supervise"]["wall_s"] == 10.0
-    only_reused = CostLedger.over_attempts([second.so_far()]).to_dict()
+    only_reused = CostLedger.over_attempts([second.so_far()]).run_cost().to_dict()
     assert only_reused["phases"]["supervise"]["reused"]
 
     state = RunState.begin(tmp_path / "run", lambda: "run-1")

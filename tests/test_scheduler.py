@@ -111,7 +111,7 @@ def test_a_preempted_cell_is_requeued_and_resumes_from_its_checkpoint(own_tiny_c
     os.kill(worker, signal.SIGUSR2)
     assert job.result() == "ran"
     (record,) = load_records(results)[0]
-    assert record.attempts == 2 and record.training["resumed_from"] > 0 and record.training["steps"] == 400
+    assert record.attempts == 2 and record.training.resumed_from > 0 and record.training.steps == 400
 
 
 def test_plan_estimates_a_real_pair_on_a_gpu_from_its_shipped_config() -> None:

@@ -197,7 +197,7 @@ def test_trial_records_get_a_table_of_their_own_after_the_main_one(tmp_path: Pat
     def record(method: str, trial: dict | None) -> RunRecord:
         made = make_record("tiny", method, 0, {"arith": TaskScore(score=0.5, n=10)}, {"train": phase(0.01)})
         if trial:
-            made.training["trial"] = trial
+            made.training.trial = trial
             made.run_id += "-trial"
         return made
 

@@ -119,9 +119,9 @@ def test_a_run_on_vllm_end_to_end(tokenizer, tmp_path) -> None:
         execution=Execution(backend="vllm", results_dir=tmp_path / "r"),
     )
     record, _ = run(spec)
-    phases = record.cost["phases"]
+    phases = record.cost.phases
     assert list(phases) == ["supervise", "train", "evaluate", "evaluate_teacher", "evaluate_student_before"]
-    assert {name: cost["backend"] for name, cost in phases.items()} == {
+    assert {name: cost.backend for name, cost in phases.items()} == {
         "supervise": "vllm",
         "train": "accelerate",
         "evaluate": "vllm",

@@ -27,7 +27,7 @@ def table_loss_curves(table: PairTable, results_dir: Path) -> LossCurves:
     """Each row's runs' training-loss curves, from the logs their records name, in seed order."""
     return {
         row.label: [
-            loss_curve(results_dir / run.training["log"]) if run.training.get("log") else []
+            loss_curve(results_dir / run.training.log) if run.training.log else []
             for run in sorted(row.group.runs, key=lambda r: r.seed)
         ]
         for row in table.rows
@@ -47,7 +47,7 @@ def build_leaderboard(results_dir: str | Path, *, baseline: str | None = None) -
     plots: dict[str, bytes] = {}
     sections = []
     for table in board.tables:
-        dev_scores = {row.label: [run.training.get("evals", []) for run in row.group.runs] for row in table.rows}
+        dev_scores = {row.label: [run.training.evals or [] for run in row.group.runs] for row in table.rows}
         drawn = pair_plots(table, table_loss_curves(table, results_dir), dev_scores)
         plots.update(drawn)
         headers, rows, references = display_table(table)

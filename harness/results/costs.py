@@ -21,17 +21,17 @@ def charged(records: Iterable[RunRecord], cost: str = "device_hours") -> dict[st
     carried: dict[str, float] = {}
     users: Counter[str] = Counter()
     for record in records:
-        for phase in record.cost["phases"].values():
-            if key := phase.get("cache_key"):
+        for phase in record.cost.phases.values():
+            if key := phase.cache_key:
                 users[key] += 1
-                (carried if phase.get("reused") else built).setdefault(key, float(phase.get(cost, 0.0)))
+                (carried if phase.reused else built).setdefault(key, float(getattr(phase, cost, 0.0)))
     out = {}
     for record in records:
         out[record.run_id] = {
             name: (built.get(key, carried.get(key, 0.0)) / users[key])
-            if (key := phase.get("cache_key"))
-            else float(phase.get(cost, 0.0))
-            for name, phase in record.cost["phases"].items()
+            if (key := phase.cache_key)
+            else float(getattr(phase, cost, 0.0))
+            for name, phase in record.cost.phases.items()
         }
     return out
 

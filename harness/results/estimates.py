@@ -231,8 +231,8 @@ def _row(
     scores, average, averages = _score_estimates(values, benchmarks)
     gap = _gap(averages, references.get(BEFORE), references.get(TEACHER))
     hours, flops = costs["device_hours"], costs["flops"]
-    phases = {name for r in runs for name in r.cost["phases"]}
-    devices = sorted({p.get("device", "?") for r in runs for p in r.cost["phases"].values()})
+    phases = {name for r in runs for name in r.cost.phases}
+    devices = sorted({p.device for r in runs for p in r.cost.phases.values()})
     return Row(
         group=group,
         scores=scores,
@@ -240,9 +240,9 @@ def _row(
         gap=gap,
         phase_hours={p: float(np.mean([hours[r.run_id].get(p, 0.0) for r in runs])) for p in phases},
         total_hours=float(np.mean([sum(hours[r.run_id].values()) for r in runs])),
-        standalone_hours=float(np.mean([sum(p["device_hours"] for p in r.cost["phases"].values()) for r in runs])),
+        standalone_hours=float(np.mean([r.cost.total_device_hours for r in runs])),
         total_flops=float(np.mean([sum(flops[r.run_id].values()) for r in runs])),
-        standalone_flops=float(np.mean([sum(p.get("flops", 0.0) for p in r.cost["phases"].values()) for r in runs])),
+        standalone_flops=float(np.mean([r.cost.standalone_flops for r in runs])),
         devices=", ".join(devices),
         truncated={
             task: rate
@@ -370,7 +370,7 @@ def build_tables(records: list[RunRecord], baseline: str | None = None) -> list[
                 teacher=runs[0].teacher,
                 student=runs[0].student,
                 benchmarks=benchmarks,
-                phases=ordered_phases(name for r in runs for name in r.cost["phases"]),
+                phases=ordered_phases(name for r in runs for name in r.cost.phases),
                 references=[references[k] for k in (TEACHER, BEFORE) if k in references],
                 rows=by_score(
                     [_row(g, benchmarks, costs, references) for g in groups if (g.pair, g.build) == (pair, build)]

@@ -32,7 +32,7 @@ class Group:
     @property
     def trial(self) -> bool:
         """Runs of a budget other than their pair's (harness.trial): never in a build's main table."""
-        return any(run.training.get("trial") for run in self.runs)
+        return any(run.training.trial for run in self.runs)
 
 
 def run_keys(record: RunRecord) -> tuple[str, str]:
