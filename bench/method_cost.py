@@ -71,7 +71,7 @@ from harness.results.costs import charged
 from harness.spec import Execution
 from harness.supervise import prompt_ids
 from tasks import load_task
-from trainers.objectives import METHODS
+from trainers.objectives import METHODS, load_method
 
 METHODS_COMPARED = ("hybrid", "gkd")
 COSTS = {  # cost key -> label; "flops_sampled" is the records' FLOPs plus the modelled on-policy sampling
@@ -345,7 +345,7 @@ def main() -> None:
     teacher = resolve(pair.teacher)
     prompts = prompt_ids(pair, load_task(pair.train_task), load_tokenizer(teacher))
     context = {
-        "sharing": sorted(name for name, cls in METHODS.items() if cls.completions == "teacher"),
+        "sharing": sorted(name for name in METHODS if load_method(name).data_plan().completions == "teacher"),
         "prompts": len(prompts),
         "prompt_tokens": sum(map(len, prompts)),
         "mean_prompt": sum(map(len, prompts)) / len(prompts),
