@@ -496,32 +496,21 @@ def eval_(
     gpu_memory_utilization: GpuMemoryUtilization = None,
 ) -> None:
     """Evaluate any model on benchmarks, with per-sample logs; an interrupted evaluation resumes where it stopped."""
-    from dataclasses import asdict
-
     from harness import preflight
-    from harness.eval_folder import EVAL_ROOT
+    from harness.eval_folder import EVAL_ROOT, default_folder, score_folder
+    from harness.launch import parse_shard
     from harness.pairs import load_pairs
 
     limit = checked_limit(limit)
     names = [t.strip() for t in tasks.split(",") if t.strip()]
     task_options = {name: _task_options(name, data_source, num_fewshot) for name in names}
-    if not (merge or rescore):  # before torch, transformers or vLLM import
+    mode = "merge" if merge else "rescore" if rescore else "generate"
+    if mode == "generate":  # before torch, transformers or vLLM import
         preflight.check_eval(model, backend, out or EVAL_ROOT, dtype, tensor_parallel, data_parallel)
     from harness.pipeline import pin_cpu_threads
 
     if owner := preflight.pair_of_model(model, load_pairs()):
         pin_cpu_threads(owner)
-    from harness.cache import cache_key
-    from harness.eval_folder import claim, default_folder
-    from harness.launch import parse_shard
-    from harness.models import load_model
-    from kdcore.io import atomic_write_json
-    from tasks import load_task
-    from tasks.evaluate import evaluate_model, merge_shards
-    from tasks.evaluate import rescore as rescore_log
-    from tasks.generation import Engine, make_generator, render_prompt
-
-    part = parse_shard(shard)
     evaluation = {
         "model": model,
         "tasks": names,
@@ -529,44 +518,10 @@ def eval_(
         "settings": {"limit": limit, "dtype": dtype, "seed": seed, "samples": samples, "temperature": temperature},
     }
     out = out or default_folder(evaluation)
-    if not (merge or rescore):
-        claim(out, evaluation)
-    if merge:
-        scores = {name: merge_shards(out / "samples", name, out) for name in names}
-    elif rescore:
-        scores = {}
-        for name in names:
-            log = out / "samples" / f"{name}.jsonl"
-            if not log.exists():
-                raise HarnessError(f"no per-sample log to rescore: {log}")
-            scores[name] = rescore_log(log, load_task(name, **task_options[name]), str(log.relative_to(out)))
-    else:
-        from harness.models import load_tokenizer, resolve
-
-        path = resolve(model)
-        tokenizer = load_tokenizer(path)
-        engine = Engine(dtype, seed, None, tensor_parallel, data_parallel, gpu_memory_utilization)
-        generator = make_generator(path, lambda: load_model(model, dtype), backend=backend, engine=engine)
-        settings = {"limit": limit, "dtype": dtype, "backend": backend, "seed": seed, "samples": samples}
-        try:  # one generator (one engine start) for all the tasks
-            scores = evaluate_model(
-                names,
-                generator,
-                render=lambda messages: render_prompt(tokenizer, messages),
-                samples_dir=out / "samples",
-                results_dir=out,
-                limit=limit,
-                seed=seed,
-                samples=samples,
-                temperature=temperature,
-                task_options=task_options,
-                resume_key=cache_key(settings | {"model": model, "temperature": temperature}),
-                shard=part,
-            )
-        finally:
-            generator.close()
-    scores_file = f"scores.shard-{part[0]}-of-{part[1]}.json" if part else "scores.json"
-    atomic_write_json(out / scores_file, {k: asdict(v) for k, v in scores.items()})
+    parallel = (tensor_parallel, data_parallel, gpu_memory_utilization)
+    scores, written = score_folder(
+        evaluation, out, mode=mode, backend=backend, parallel=parallel, shard=parse_shard(shard)
+    )
     table = Table(title=f"{model}")
     for column in ("benchmark", "score", "n", "metrics"):
         table.add_column(column)
@@ -574,7 +529,7 @@ def eval_(
         metrics = ", ".join(f"{k}={100 * v:.1f}" for k, v in score.metrics.items())
         table.add_row(name, f"{100 * score.score:.1f}", str(score.n), metrics)
     console.print(table)
-    console.print(f"wrote {out / scores_file} and the per-sample logs in {out / 'samples'}", highlight=False)
+    console.print(f"wrote {written} and the per-sample logs in {out / 'samples'}", highlight=False)
 
 
 @app.command()
