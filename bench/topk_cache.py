@@ -28,7 +28,8 @@ from bench.common import configure, print_settings, random_llama
 from harness.models import load_model, resolve
 from harness.pairs import get_pair
 from harness.supervise import SupervisionSettings, load_or_build_supervision
-from tasks.generation import Engine, make_generator
+from tasks.backends import make_generator
+from tasks.generation import Engine
 from trainers.batch import collate
 from trainers.loop import hidden_rows, logits_fn
 from trainers.topk import mean_topk_gap, topk_features, topk_logprobs

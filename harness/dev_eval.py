@@ -17,7 +17,7 @@ from harness.supervise import pair_renderer
 from kdcore.errors import HarnessError
 from tasks import load_task
 from tasks.base import Doc
-from tasks.generation import TransformersGenerator
+from tasks.transformers_backend import TransformersGenerator
 
 DEV_DOCS = 64
 

@@ -88,8 +88,9 @@ def _generated(
 ) -> dict[str, TaskScore]:
     """The evaluation's scores, generating with one generator (one engine start) for all its tasks; resumable."""
     from harness.models import load_model, load_tokenizer, resolve
+    from tasks.backends import make_generator
     from tasks.evaluate import evaluate_model
-    from tasks.generation import Engine, make_generator, render_prompt
+    from tasks.generation import Engine, render_prompt
 
     model, settings = evaluation["model"], evaluation["settings"]
     path = resolve(model)

@@ -57,8 +57,9 @@ from kdcore.io import atomic_folder, atomic_write_json
 from kdcore.progress import console
 from kdcore.scores import TaskScore
 from tasks import load_task
+from tasks.backends import make_generator
 from tasks.evaluate import evaluate_model, merge_shards
-from tasks.generation import Engine, Generator, make_generator
+from tasks.generation import Engine, Generator
 from trainers.loop import TrainConfig, TrainResult, train
 from trainers.objectives import Objective
 from trainers.onpolicy import StudentSampler

@@ -44,7 +44,7 @@ from kdcore.costs import PhaseCost, cpu_kernels, device_kind
 from kdcore.errors import HarnessError, unknown_choice
 from kdcore.progress import log_line, progress_label
 from tasks import load_task
-from tasks.generation import backend_choices
+from tasks.backends import backend_choices
 from trainers.loop import TrainConfig
 from trainers.objectives import Objective, load_method
 from trainers.train_log import Tracking, check_report_to

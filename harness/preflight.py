@@ -158,7 +158,7 @@ class Devices:
 
 
 def check_backend_devices(backend: str, tensor_parallel: int, data_parallel: int, devices: Devices) -> str:
-    """The backend `auto` resolves to (as tasks.generation.resolve_backend does), refused when it has no device
+    """The backend `auto` resolves to (as tasks.backends.resolve_backend does), refused when it has no device
     for the requested layout."""
     engines = tensor_parallel * data_parallel
     if backend == "auto":

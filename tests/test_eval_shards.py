@@ -15,7 +15,7 @@ from harness.pairs import get_pair
 from harness.supervise import pair_renderer
 from kdcore.errors import HarnessError
 from tasks import evaluate, load_task
-from tasks.generation import TransformersGenerator
+from tasks.transformers_backend import TransformersGenerator
 
 
 class CountingGenerator(TransformersGenerator):

@@ -15,8 +15,9 @@ from harness.pairs import get_pair
 from harness.supervise import pair_renderer
 from tasks import load_task
 from tasks.evaluate import evaluate_task
-from tasks.generation import Completion, TransformersGenerator
+from tasks.generation import Completion
 from tasks.protocol import Sampling
+from tasks.transformers_backend import TransformersGenerator
 from tests.tiny_models import tiny_tokenizer
 
 

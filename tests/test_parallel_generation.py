@@ -11,9 +11,11 @@ from harness.models import resolve
 from harness.pairs import get_pair
 from kdcore.errors import HarnessError
 from tasks import load_task
-from tasks.generation import Engine, TransformersGenerator, make_generator, render_prompt
+from tasks.backends import make_generator
+from tasks.generation import Engine, render_prompt
 from tasks.parallel import DataParallelGenerator
 from tasks.protocol import Sampling
+from tasks.transformers_backend import TransformersGenerator
 
 TWELVE = Sampling(max_new_tokens=12)
 LINE = Sampling(max_new_tokens=12, stop=("\n",))

@@ -14,9 +14,9 @@ from harness.cli import main
 from harness.models import load_model, resolve
 from harness.pipeline import RunSpec, run
 from harness.spec import Execution
-from tasks import generation
-from tasks.generation import TransformersGenerator
+from tasks import backends
 from tasks.protocol import Sampling
+from tasks.transformers_backend import TransformersGenerator
 from tests.test_residency import PAIRS
 from trainers.objectives import METHODS, Hard
 from trainers.plan import DataPlan, ModelResponses
@@ -34,8 +34,8 @@ class CountingFactory:
 
 
 def test_harness_eval_starts_one_generator_for_all_tasks(mini_tiny, tmp_path: Path, monkeypatch) -> None:
-    factory = CountingFactory(generation.make_generator)
-    monkeypatch.setattr(generation, "make_generator", factory)
+    factory = CountingFactory(backends.make_generator)
+    monkeypatch.setattr(backends, "make_generator", factory)
     model = resolve("builtin:tiny/student")
     args = ["harness", "eval", "--model", model, "--tasks", "arith,gsm8k", "--limit", "2", "--out", str(tmp_path)]
     monkeypatch.setattr(sys, "argv", args)

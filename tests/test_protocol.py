@@ -22,8 +22,9 @@ from harness.supervise import (
 from harness.trace_filter import TraceCounts, TraceFilter, task_scorer
 from tasks import load_task
 from tasks.evaluate import evaluate_task
-from tasks.generation import Completion, TransformersGenerator
+from tasks.generation import Completion
 from tasks.protocol import GenerationSettings, Sampling
+from tasks.transformers_backend import TransformersGenerator
 from tests.test_bad_input import ScriptedGenerator
 from tests.tiny_training import tiny_student
 

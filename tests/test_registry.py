@@ -61,7 +61,7 @@ def test_the_projects_registries_find_their_members_and_refuse_unknown_names() -
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split()
     assert out[:2] == ["False", "False"]
     assert {"arith", "gsm8k", "math500", "humaneval", "codealpaca"} <= set(out[2].split(","))
-    from tasks.generation import BACKENDS, backend_choices, resolve_backend
+    from tasks.backends import BACKENDS, backend_choices, resolve_backend
     from trainers.divergences import DIVERGENCES
     from trainers.objectives import METHODS
 

@@ -24,7 +24,7 @@ from harness.pipeline import RunSpec, run
 from harness.spec import Execution
 from harness.supervise import teacher_topk
 from tasks import vllm_backend
-from tasks.generation import TransformersGenerator
+from tasks.transformers_backend import TransformersGenerator
 
 PAIRS = """schema_version = 1
 

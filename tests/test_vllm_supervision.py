@@ -16,8 +16,9 @@ import torch
 from harness.spec import Execution
 from harness.supervise import SupervisionSettings, teacher_samples
 from tasks import load_task, vllm_backend
-from tasks.generation import TransformersGenerator, render_prompt
+from tasks.generation import render_prompt
 from tasks.protocol import Sampling
+from tasks.transformers_backend import TransformersGenerator
 from tests.tiny_models import make_model_dir, tiny_tokenizer
 
 pytestmark = pytest.mark.skipif(not vllm_backend.is_available(), reason="vLLM is not installed or cannot run here")

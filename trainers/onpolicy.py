@@ -7,8 +7,8 @@ from typing import Any
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from tasks.generation import TransformersGenerator
 from tasks.protocol import Sampling
+from tasks.transformers_backend import TransformersGenerator
 
 
 class StudentSampler:

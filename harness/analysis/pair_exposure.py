@@ -32,8 +32,8 @@ from kdcore.errors import HarnessError
 from kdcore.io import atomic_write_text
 from kdcore.progress import progress_bar
 from tasks import load_task
-from tasks.generation import TransformersGenerator
 from tasks.protocol import Sampling
+from tasks.transformers_backend import TransformersGenerator
 from trainers.batch import collate
 from trainers.divergences import token_divergence
 from trainers.loop import hidden_rows, logits_fn
