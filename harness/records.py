@@ -21,7 +21,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from harness.experiment import record_experiment
+from harness.experiment import experiment_key, record_experiment
 from harness.record_parts import DataPin, ModelPin, RunCost, TrainingSummary
 from harness.spec import DEFAULT_RESULTS
 from kdcore.io import atomic_write_json
@@ -33,6 +33,7 @@ READABLE_VERSIONS = (1, 2)
 PINNING_FIELDS = ("models", "data", "student_before_scores")  # new in schema 2
 SCORE_FIELDS = ("scores", "teacher_scores", "student_before_scores")
 OPTIONAL_FIELDS = ("run_id", "created", "attempts", "estimate")
+STATED_KEY = "experiment_key"  # the experiment's key, written with every schema-2 record and checked on reading
 RECORD_GLOB = "runs/*.json"
 # training settings under their earlier names, read as TRL names them: old -> new
 RENAMED_TRAIN_SETTINGS = {"grad_accum": "gradient_accumulation_steps", "warmup_frac": "warmup_ratio"}
@@ -92,6 +93,7 @@ class RunRecord:
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
+        self.train_config = with_used_teacher_signal(self.train_config, self.method, self.method_params)
         if not self.created:
             self.created = utc_now()
         if not self.run_id:
@@ -104,10 +106,20 @@ class RunRecord:
 
     def experiment(self) -> dict[str, Any]:
         """What the run compared, in canonical form (harness.experiment)."""
-        return record_experiment(self.to_dict())
+        return record_experiment(self._fields())
+
+    @property
+    def experiment_key(self) -> str:
+        """The experiment's identity (harness.experiment.experiment_key), which the JSON form states too."""
+        return experiment_key(self.experiment())
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form; a schema-1 record read from disk gives back its schema-1 fields only."""
+        """The JSON form, with the experiment's key (schema 2); a schema-1 record read from disk gives back its
+        schema-1 fields only."""
+        out = self._fields()
+        return out | {"experiment_key": experiment_key(record_experiment(out))} if self.pinned else out
+
+    def _fields(self) -> dict[str, Any]:
         out = asdict(self)
         out["cost"], out["training"] = self.cost.to_dict(), self.training.to_dict()
         out["models"] = {role: pin.to_dict() for role, pin in self.models.items()}
@@ -139,23 +151,29 @@ class RunRecord:
         missing = [name for name in known if name not in data and name not in OPTIONAL_FIELDS]
         if missing:
             raise ValueError(f"missing fields: {', '.join(sorted(missing))}")
-        extra = set(data) - known
+        extra = set(data) - known - {STATED_KEY}
         if extra:
             raise ValueError(f"unknown fields: {', '.join(sorted(extra))}")
         fields = dict(data)
+        stated = fields.pop(STATED_KEY, None)
         if isinstance(fields["train_config"], dict):
             fields["train_config"] = migrated_train_config(fields["train_config"])
         if version == 1:
             fields.update(models={}, data={}, student_before_scores={})
         check_values(fields)
-        fields["train_config"] = with_used_teacher_signal(fields["train_config"], fields)
         for key in SCORE_FIELDS:
             fields[key] = {task: TaskScore(**score) for task, score in fields[key].items()}
         fields["cost"] = RunCost.from_dict(fields["cost"])
         fields["training"] = TrainingSummary.from_dict(fields["training"])
         fields["models"] = {role: ModelPin.from_dict(pin, f"models.{role}") for role, pin in fields["models"].items()}
         fields["data"] = DataPin.from_dict(fields["data"]) if fields["data"] else None
-        return cls(**fields)
+        record = cls(**fields)
+        if stated is not None and stated != record.experiment_key:
+            raise ValueError(
+                f"experiment_key {_short(stated)} is not the key of the experiment the record states "
+                f"({record.experiment_key}): the record was changed after it was written"
+            )
+        return record
 
 
 def check_values(fields: dict[str, Any]) -> None:
@@ -244,13 +262,13 @@ def used_teacher_signal(method: str, method_params: dict[str, Any], recorded: st
     return recorded
 
 
-def with_used_teacher_signal(train: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
+def with_used_teacher_signal(train: dict[str, Any], method: str, method_params: dict[str, Any]) -> dict[str, Any]:
     """`train` with `teacher_signal` as the run used it: schema-2 records made before the data plan was recorded
     carry the command line's default `topk` for every method, sft, hard and the online-only methods too."""
     recorded = train.get("teacher_signal")
     if not isinstance(recorded, str):
         return train
-    return {**train, "teacher_signal": used_teacher_signal(record["method"], record["method_params"], recorded)}
+    return {**train, "teacher_signal": used_teacher_signal(method, method_params, recorded)}
 
 
 def describe_trial(trial: dict[str, Any]) -> str:

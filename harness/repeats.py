@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.experiment import experiment_key
 from harness.records import RunRecord, load_records
 
 
 def repeats_of(record: RunRecord, results_dir: str | Path) -> list[RunRecord]:
     """The other records under `results_dir` of `record`'s experiment, oldest first."""
-    key = experiment_key(record.experiment())
+    key = record.experiment_key
     found = [r for r in load_records(results_dir)[0] if r.run_id != record.run_id]
-    return [r for r in found if experiment_key(r.experiment()) == key]
+    return [r for r in found if r.experiment_key == key]
 
 
 def repeat_notes(record: RunRecord, results_dir: str | Path) -> list[str]:

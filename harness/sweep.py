@@ -133,7 +133,7 @@ def run_sweep(specs: list[pipeline.RunSpec], results_dir: Path) -> SweepResult:
 
 def _done(results_dir: Path) -> set[str]:
     """The experiment keys of the cells that have a record."""
-    return {experiment_key(r.experiment()) for r in load_records(results_dir)[0]}
+    return {r.experiment_key for r in load_records(results_dir)[0]}
 
 
 def _claim(path: Path) -> tuple[CellLock | None, str | None]:
@@ -186,5 +186,5 @@ def recorded(specs: list[pipeline.RunSpec], results_dir: Path) -> set[str]:
 def record_of(spec: pipeline.RunSpec, records: list[Any]) -> Any:
     """The latest of `records` that is a record of cell `spec` (None if none is)."""
     key = _key(spec)
-    found = [r for r in records if experiment_key(r.experiment()) == key]
+    found = [r for r in records if r.experiment_key == key]
     return found[-1] if found else None

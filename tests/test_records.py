@@ -215,3 +215,22 @@ def test_a_record_reads_with_the_teacher_signal_its_method_used(tmp_path: Path) 
         (loaded,), _ = load_records(tmp_path)
         assert loaded.train_config["teacher_signal"] == read
         (tmp_path / "runs" / f"{record.run_id}.json").unlink()
+
+
+def test_a_record_states_its_experiments_key_and_an_edited_one_is_refused(tmp_path: Path) -> None:
+    from harness.experiment import experiment_key
+
+    record = make_record()
+    path = write_record(record, tmp_path)
+    stated = json.loads(path.read_text())["experiment_key"]
+    assert stated == record.experiment_key == experiment_key(record.experiment())
+    edited = json.loads(path.read_text())
+    edited["method_params"]["alpha"] = 0.9  # a better-looking setting, claimed for the same run
+    path.write_text(json.dumps(edited))
+    records, problems = load_records(tmp_path)
+    assert records == [] and len(problems) == 1 and "\n" not in problems[0]
+    assert "is not the key of the experiment the record states" in problems[0]
+    del edited["experiment_key"]  # a record written before keys were stated: its key is computed
+    path.write_text(json.dumps(edited))
+    (loaded,), _ = load_records(tmp_path)
+    assert loaded.experiment_key == experiment_key(loaded.experiment()) != stated
