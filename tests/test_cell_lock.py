@@ -86,6 +86,7 @@ import torch
 torch.set_num_threads(1)
 from harness import pipeline, sweep
 from harness.pipeline import RunSpec
+from harness.record_parts import DataPin, ModelPin
 from harness.records import write_record
 from tests.test_records import make_record
 
@@ -98,7 +99,9 @@ def run(spec):
         time.sleep(0.05)
     time.sleep(2)
     cell = pipeline.planned_experiment(spec)
-    fields = dict(pair=spec.pair, method=spec.method, seed=spec.seed, **cell["build"])
+    models = {{role: ModelPin.from_dict(pin, role) for role, pin in cell["build"]["models"].items()}}
+    fields = dict(pair=spec.pair, method=spec.method, seed=spec.seed, models=models)
+    fields |= dict(data=DataPin.from_dict(cell["build"]["data"]))
     fields |= dict(method_params=cell["method_params"], train_config=cell["train_config"])
     write_record(make_record(**fields), results)
 pipeline.run = run

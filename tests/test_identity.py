@@ -147,9 +147,9 @@ def test_a_run_records_what_it_compared(mini_tiny, tmp_path: Path, monkeypatch: 
     )
     record, _ = pipeline.run(spec)
     student = Path(resolve("builtin:tiny/student"))
-    assert record.models["student"] == model_identity("builtin:tiny/student", student)
+    assert record.models["student"].to_dict() == model_identity("builtin:tiny/student", student)
     assert record.models["teacher"].weights_sha256 != record.models["student"].weights_sha256
-    assert record.data == data_identity(get_pair("tiny"), 3)
+    assert record.data.to_dict() == data_identity(get_pair("tiny"), 3)
     before = record.student_before_scores["arith"]
     assert before.n == 3 and (results / before.samples).is_file() and before.samples.startswith(REFERENCE_SAMPLES)
     calls: list[str] = []
