@@ -66,3 +66,36 @@ def own_tiny_cache(mini_tiny, tmp_path_factory: pytest.TempPathFactory, monkeypa
     monkeypatch.setenv("HARNESS_CACHE", str(cache))
     (cache / "tiny").symlink_to(models)
     return cache
+
+
+@pytest.fixture
+def trained_examples(monkeypatch: pytest.MonkeyPatch) -> list[list[dict]]:
+    """The training examples of each run the test makes, as the run hands them to training."""
+    from harness import phases
+
+    seen: list[list[dict]] = []
+    real_train = phases.train
+
+    def train(student, objective, examples, *args, **kwargs):
+        seen.append([dict(examples[i]) for i in range(len(examples))])
+        return real_train(student, objective, examples, *args, **kwargs)
+
+    monkeypatch.setattr(phases, "train", train)
+    return seen
+
+
+@pytest.fixture
+def greedy_ids():
+    """`greedy_ids(ref, examples, max_new_tokens)`: model `ref`'s greedy completion of each example's prompt, as a
+    data source stores it (an empty completion is `[eos]`)."""
+    from harness.models import load_model, resolve
+    from tasks.protocol import Sampling
+    from tasks.transformers_backend import TransformersGenerator
+
+    def completions(ref: str, examples: list[dict], max_new_tokens: int) -> list[list[int]]:
+        model, tokenizer = load_model(resolve(ref))
+        prompts = [[int(t) for t in ex["prompt_ids"]] for ex in examples]
+        done = TransformersGenerator(model, tokenizer).generate_ids(prompts, Sampling(max_new_tokens=max_new_tokens))
+        return [c or [tokenizer.eos_token_id] for c in done]
+
+    return completions

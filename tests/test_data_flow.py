@@ -13,14 +13,11 @@ import pytest
 import torch
 from torch import Tensor
 
-from harness import phases
 from harness.cost_plan import estimate_cell
-from harness.models import load_model, resolve
 from harness.pipeline import RunSpec, run
 from harness.spec import Execution
 from kdcore.errors import HarnessError
 from tasks.protocol import Sampling
-from tasks.transformers_backend import TransformersGenerator
 from tests.test_residency import PAIRS
 from trainers.objectives import METHODS, Objective, TeacherRows
 from trainers.plan import DataPlan, DataSource, ModelResponses
@@ -73,29 +70,17 @@ def registered(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(METHODS, "_members", {**METHODS, ShortAndLong.name: ShortAndLong})
 
 
-def test_the_data_source_reaches_training_is_cached_and_charged(registered, own_tiny_cache, tmp_path, monkeypatch):
+def test_the_data_source_reaches_training_is_cached_and_charged(
+    registered, own_tiny_cache, trained_examples, greedy_ids, tmp_path
+):
     pairs_file = tmp_path / "pairs.toml"
     pairs_file.write_text(PAIRS)
-    seen, real_train = [], phases.train
-
-    def train(student, objective, examples, *args, **kwargs):
-        seen.append([dict(examples[i]) for i in range(len(examples))])
-        return real_train(student, objective, examples, *args, **kwargs)
-
-    monkeypatch.setattr(phases, "train", train)
-    spec = RunSpec(
-        pair="tiny",
-        method=ShortAndLong.name,
-        limit=2,
-        pairs_file=pairs_file,
-        execution=Execution(results_dir=tmp_path / "r"),
-    )
+    results = Execution(results_dir=tmp_path / "r")
+    spec = RunSpec(pair="tiny", method=ShortAndLong.name, limit=2, pairs_file=pairs_file, execution=results)
     first, _ = run(spec)
-    (examples,) = seen
-    teacher, tokenizer = load_model(resolve("builtin:tiny/teacher"))
-    prompts = [[int(t) for t in ex["prompt_ids"]] for ex in examples]
-    expected = TransformersGenerator(teacher, tokenizer).generate_ids(prompts, Sampling(max_new_tokens=3))
-    assert [[int(t) for t in ex[SHORT_FIELD]] for ex in examples] == [c or [tokenizer.eos_token_id] for c in expected]
+    (examples,) = trained_examples
+    expected = greedy_ids("builtin:tiny/teacher", examples, 3)
+    assert [[int(t) for t in ex[SHORT_FIELD]] for ex in examples] == expected
     assert list(first.cost.phases)[:3] == ["supervise", "teacher_short_answers", "train"]
     cost = first.cost.phases["teacher_short_answers"]
     assert not cost.reused and cost.tokens > 0

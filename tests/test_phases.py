@@ -11,12 +11,10 @@ import pytest
 
 from harness import phases
 from harness.cli import main
-from harness.models import load_model, resolve
+from harness.models import resolve
 from harness.pipeline import RunSpec, run
 from harness.spec import Execution
 from tasks import backends
-from tasks.protocol import Sampling
-from tasks.transformers_backend import TransformersGenerator
 from tests.test_residency import PAIRS
 from trainers.objectives import METHODS, Hard
 from trainers.plan import DataPlan, ModelResponses
@@ -79,15 +77,11 @@ def own_cache(own_tiny_cache: Path, tmp_path: Path) -> Path:
     return pairs_file
 
 
-def test_student_responses_reach_training_as_a_field_of_the_examples(own_cache: Path, tmp_path, monkeypatch) -> None:
+def test_student_responses_reach_training_as_a_field_of_the_examples(
+    own_cache: Path, trained_examples, greedy_ids, tmp_path, monkeypatch
+) -> None:
     monkeypatch.setattr(METHODS, "_members", {**METHODS, WithResponses.name: WithResponses})
-    seen, real_train = [], phases.train
-
-    def train(student, objective, examples, *args, **kwargs):
-        seen.append([dict(examples[i]) for i in range(len(examples))])
-        return real_train(student, objective, examples, *args, **kwargs)
-
-    monkeypatch.setattr(phases, "train", train)
+    seen = trained_examples
     spec = RunSpec(
         pair="tiny",
         method="with-responses",
@@ -97,11 +91,8 @@ def test_student_responses_reach_training_as_a_field_of_the_examples(own_cache: 
     )
     first, _ = run(spec)
     (examples,) = seen
-    model, tokenizer = load_model(resolve("builtin:tiny/student"))
-    prompts = [[int(t) for t in ex["prompt_ids"]] for ex in examples]
-    expected = TransformersGenerator(model, tokenizer).generate_ids(prompts, Sampling(max_new_tokens=8))
     got = [[int(t) for t in ex["student_completion_ids"]] for ex in examples]
-    assert got == [c or [tokenizer.eos_token_id] for c in expected]  # the initial student's greedy responses
+    assert got == greedy_ids("builtin:tiny/student", examples, 8)  # the initial student's greedy responses
     assert all("topk_ids" in ex and "completion_ids" in ex for ex in examples)  # beside the teacher's supervision
     cost = first.cost.phases["student_responses"]
     assert not cost.reused and cost.tokens > 0 and cost.backend == "transformers"
