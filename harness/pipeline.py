@@ -11,7 +11,6 @@ harness.accounting).
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from harness import launch, preflight
 from harness.accounting import CostLedger, device_count
 from harness.cost_plan import recorded_estimate
 from harness.dev_eval import dev_docs
-from harness.experiment import experiment_fields, experiment_key
+from harness.experiment import Experiment, experiment_key
 from harness.identity import data_identity, model_identities
 from harness.models import load_tokenizer, resolve
 from harness.pairs import Pair, get_pair
@@ -160,7 +159,7 @@ def recorded_settings(
     }
 
 
-def planned_experiment(spec: RunSpec) -> dict[str, Any]:
+def planned_experiment(spec: RunSpec) -> Experiment:
     """The experiment (harness.experiment) that the record of a run of `spec` will state, before any model loads:
     the pair's build (pinned models, data, trial limits), the method's resolved parameters and the settings."""
     pair, objective, config = check_spec(spec)
@@ -171,8 +170,7 @@ def planned_experiment(spec: RunSpec) -> dict[str, Any]:
     if trial := trial_budget(spec, pair):
         build["trial"] = trial
     settings = recorded_settings(spec, pair, objective, config)
-    fields = experiment_fields(pair=pair.name, build=build, method=objective.name, seed=spec.seed, **settings)
-    return json.loads(json.dumps(fields))  # as the record's JSON holds it
+    return Experiment.of(pair=pair.name, build=build, method=objective.name, seed=spec.seed, **settings)
 
 
 def working_folder(spec: RunSpec) -> Path:

@@ -21,7 +21,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from harness.experiment import experiment_key, record_experiment
+from harness.experiment import Experiment, experiment_key, record_experiment
 from harness.record_parts import DataPin, ModelPin, RunCost, TrainingSummary
 from harness.spec import DEFAULT_RESULTS
 from kdcore.io import atomic_write_json
@@ -104,7 +104,7 @@ class RunRecord:
         """True when the record names its models' weights and its data (schema 2 onwards)."""
         return self.schema_version >= 2
 
-    def experiment(self) -> dict[str, Any]:
+    def experiment(self) -> Experiment:
         """What the run compared, in canonical form (harness.experiment)."""
         return record_experiment(self._fields())
 

@@ -45,15 +45,15 @@ def checked_record(path: Path) -> RunRecord:
 def spec_from_record(record: RunRecord, execution: Execution | None = None) -> RunSpec:
     """The RunSpec of the record's experiment, run as `execution` says (default: Execution())."""
     experiment = record.experiment()
-    config = experiment["train_config"]
+    config = experiment.train_config
     trained = {k: v for k, v in config.items() if k in TrainConfig.__dataclass_fields__ and k != "seed"}
-    objective = load_method(experiment["method"], **experiment["method_params"])
+    objective = load_method(experiment.method, **experiment.method_params)
     signal = config.get("teacher_signal")
     return RunSpec(
-        pair=experiment["pair"],
-        method=experiment["method"],
-        method_params=dict(experiment["method_params"]),
-        seed=experiment["seed"],
+        pair=experiment.pair,
+        method=experiment.method,
+        method_params=dict(experiment.method_params),
+        seed=experiment.seed,
         train_overrides=trained,
         teacher_signal=signal if chooses_teacher_signal(objective) and signal in TEACHER_SIGNALS else None,
         tuning=config.get("tuning"),
@@ -86,7 +86,7 @@ def check_rerun(record: RunRecord, spec: RunSpec, *, force: bool = False) -> lis
         problems.append(f"the record was made by uncommitted code ({recorded_code or 'outside git'})")
     elif recorded_code != current:
         problems.append(f"the record was made by code {recorded_code[:12]}, this checkout is {(current or '?')[:12]}")
-    changed = differences(record.experiment(), planned_experiment(spec))
+    changed = differences(record.experiment().to_dict(), planned_experiment(spec).to_dict())
     if changed:
         more = len(changed) - SHOWN_DIFFERENCES
         shown = ", ".join(changed[:SHOWN_DIFFERENCES]) + (f" (+{more} more)" if more > 0 else "")

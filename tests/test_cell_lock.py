@@ -99,10 +99,10 @@ def run(spec):
         time.sleep(0.05)
     time.sleep(2)
     cell = pipeline.planned_experiment(spec)
-    models = {{role: ModelPin.from_dict(pin, role) for role, pin in cell["build"]["models"].items()}}
+    models = {{role: ModelPin.from_dict(pin, role) for role, pin in cell.build["models"].items()}}
     fields = dict(pair=spec.pair, method=spec.method, seed=spec.seed, models=models)
-    fields |= dict(data=DataPin.from_dict(cell["build"]["data"]))
-    fields |= dict(method_params=cell["method_params"], train_config=cell["train_config"])
+    fields |= dict(data=DataPin.from_dict(cell.build["data"]))
+    fields |= dict(method_params=cell.method_params, train_config=cell.train_config)
     write_record(make_record(**fields), results)
 pipeline.run = run
 specs = sweep.grid(["tiny"], ["hard"], [0, 1], {{}}, RunSpec(pair="", method=""))

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from harness.experiment import build_key, experiment_fields, experiment_key, record_experiment, settings_key
+from harness.experiment import Experiment, build_key, experiment_key, record_experiment, settings_key
+from harness.records import RunRecord
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _experiment(**change: object) -> dict:
+def _experiment(**change: object) -> Experiment:
     fields = {
         "pair": "tiny",
         "build": {"models": {"teacher": {"weights_sha256": "a"}}, "data": {}},
@@ -19,12 +20,12 @@ def _experiment(**change: object) -> dict:
         "train_config": {"lr": 3e-3, "seed": 0},
         "seed": 0,
     }
-    return experiment_fields(**(fields | change))  # type: ignore[arg-type]
+    return Experiment.of(**(fields | change))  # type: ignore[arg-type]
 
 
 def test_seed_is_its_own_field_and_only_changes_the_run_identity() -> None:
     one, other = _experiment(seed=0), _experiment(seed=1, train_config={"lr": 3e-3, "seed": 1})
-    assert "seed" not in one["train_config"]
+    assert "seed" not in one.train_config
     assert experiment_key(one) != experiment_key(other)
     assert settings_key(one) == settings_key(other)
     assert build_key(one) == build_key(other)
@@ -39,14 +40,14 @@ def test_settings_and_builds_are_told_apart() -> None:
     assert experiment_key(base) == experiment_key(_experiment())
 
 
-def test_a_legacy_record_states_the_same_experiment_as_its_block() -> None:
+def test_a_records_json_and_the_record_read_from_it_state_one_experiment() -> None:
     records = [json.loads(p.read_text()) for p in sorted((ROOT / "results" / "runs").glob("tiny-*.json"))]
     assert records
     for record in records:
         experiment = record_experiment(record)
-        assert record_experiment(record | {"experiment": experiment}) == experiment
-        assert experiment["build"]["models"] == record["models"] and experiment["seed"] == record["seed"]
+        assert RunRecord.from_dict(record).experiment() == experiment
+        assert experiment.build["models"] == record["models"] and experiment.seed == record["seed"]
     by_setting: dict[str, set[int]] = {}
     for experiment in map(record_experiment, records):
-        by_setting.setdefault(settings_key(experiment), set()).add(experiment["seed"])
+        by_setting.setdefault(settings_key(experiment), set()).add(experiment.seed)
     assert any(len(seeds) >= 3 for seeds in by_setting.values())  # seeds of one setting share its key

@@ -45,7 +45,7 @@ def test_every_committed_method_s_record_is_the_experiment_this_checkout_would_r
         record = read_record(path)
         spec = spec_from_record(record)
         assert spec.tuning == record.train_config.get("tuning") and spec.seed == record.seed
-        assert differences(record.experiment(), planned_experiment(spec)) == [], path.name
+        assert differences(record.experiment().to_dict(), planned_experiment(spec).to_dict()) == [], path.name
 
 
 def _doctored(tmp_path: Path, change) -> Path:

@@ -344,7 +344,7 @@ def build_tables(records: list[RunRecord], baseline: str | None = None) -> list[
     builds: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
     for record in records:
         experiment = record.experiment()
-        builds[record.pair].setdefault(build_key(experiment), experiment["build"])
+        builds[record.pair].setdefault(build_key(experiment), experiment.build)
     tables = []
     for pair in sorted(builds):
         several = sum("trial" not in identity for identity in builds[pair].values()) > 1

@@ -65,7 +65,7 @@ def group_runs(records: Iterable[RunRecord]) -> list[Group]:
     for record in records:
         experiment = record.experiment()  # once per record: it serialises the whole record
         build, key = build_key(experiment), settings_key(experiment)
-        settings = {"method_params": experiment["method_params"], "train_config": experiment["train_config"]}
+        settings = {"method_params": experiment.method_params, "train_config": experiment.train_config}
         group = groups.setdefault(
             (record.pair, build, record.method, key), Group(record.pair, record.method, key, settings, [], build=build)
         )
