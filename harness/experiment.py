@@ -26,7 +26,7 @@ BUILD_CHARS = 6
 @dataclass(frozen=True)
 class Experiment:
     """What one run compares, in canonical form: the fields above, each as a record's JSON holds it (the seed out
-    of `train_config`, in its own field). Build one with `Experiment.of`."""
+    of `train_config`, in its own field). Build one with `Experiment.of`; its identity is `experiment_key`."""
 
     pair: str
     build: dict[str, Any]
@@ -52,10 +52,6 @@ class Experiment:
 
     def to_dict(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in FIELDS}
-
-    @property
-    def key(self) -> str:
-        return experiment_key(self)
 
 
 def experiment_key(experiment: Experiment) -> str:

@@ -9,23 +9,19 @@ generates, charges its cost, and adds its field to every training example, witho
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 
 from kdcore.errors import HarnessError
 from tasks.protocol import Sampling
 
+if TYPE_CHECKING:
+    from tasks.generation import Generator
+
 Completions = Literal["reference", "teacher"]
 TeacherSignal = Literal["none", "topk", "online"]
 ModelRole = Literal["teacher", "student"]
-MODEL_ROLES = ("teacher", "student")
 EXAMPLE_FIELDS = ("prompt_ids", "completion_ids", "topk_ids", "topk_logprobs")  # the driver's own fields
-
-
-class IdGenerator(Protocol):
-    """What a data source generates with (tasks.generation.Generator's token-id side)."""
-
-    def generate_ids(self, prompts: list[list[int]], sampling: Sampling) -> list[list[int]]: ...
 
 
 @dataclass(frozen=True)
@@ -62,7 +58,7 @@ class DataSource(ABC):
 
     @abstractmethod
     def generate(
-        self, generator: IdGenerator, prompts: list[list[int]], max_new_tokens: int, shard: int
+        self, generator: Generator, prompts: list[list[int]], max_new_tokens: int, shard: int
     ) -> list[list[int]]:
         """The completions of `prompts` (shard `shard` of the training prompts), up to `max_new_tokens` tokens."""
 
@@ -75,8 +71,7 @@ class ModelResponses(DataSource):
     sampling: ResponseSampling = field(default_factory=ResponseSampling)
 
     def settings(self) -> dict[str, Any]:
-        s = self.sampling
-        return {"temperature": s.temperature, "top_p": s.top_p, "seed": s.seed}
+        return asdict(self.sampling)
 
     def generate(self, generator, prompts, max_new_tokens, shard):
         s = self.sampling
