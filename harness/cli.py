@@ -508,6 +508,7 @@ def eval_(
     if mode == "generate":  # before torch, transformers or vLLM import
         preflight.check_eval(model, backend, out or EVAL_ROOT, dtype, tensor_parallel, data_parallel)
     from harness.pipeline import pin_cpu_threads
+    from tasks.generation import Engine
 
     if owner := preflight.pair_of_model(model, load_pairs()):
         pin_cpu_threads(owner)
@@ -518,10 +519,10 @@ def eval_(
         "settings": {"limit": limit, "dtype": dtype, "seed": seed, "samples": samples, "temperature": temperature},
     }
     out = out or default_folder(evaluation)
-    parallel = (tensor_parallel, data_parallel, gpu_memory_utilization)
-    scores, written = score_folder(
-        evaluation, out, mode=mode, backend=backend, parallel=parallel, shard=parse_shard(shard)
+    layout = Engine(
+        tensor_parallel=tensor_parallel, data_parallel=data_parallel, gpu_memory_utilization=gpu_memory_utilization
     )
+    scores, written = score_folder(evaluation, out, mode=mode, backend=backend, layout=layout, shard=parse_shard(shard))
     table = Table(title=f"{model}")
     for column in ("benchmark", "score", "n", "metrics"):
         table.add_column(column)

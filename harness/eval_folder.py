@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.cache import cache_key
 from kdcore.errors import HarnessError
 from kdcore.io import atomic_write_json
 from kdcore.scores import TaskScore
+
+if TYPE_CHECKING:
+    from tasks.generation import Engine
 
 EVAL_ROOT = Path("results") / "eval"
 MARKER = "evaluation.json"
@@ -51,12 +54,13 @@ def score_folder(
     *,
     mode: str = "generate",
     backend: str = "auto",
-    parallel: tuple[int, int, float | None] = (1, 1, None),
+    layout: Engine | None = None,
     shard: tuple[int, int] | None = None,
 ) -> tuple[dict[str, TaskScore], Path]:
-    """Score `evaluation` (as `default_folder` takes it) in `folder`: `mode` generate (on `backend`; `parallel` =
-    tensor parallel, data parallel, GPU memory share; `shard` = slice i/n of the docs), merge (the shard logs) or
-    rescore (the logs); the scores, and the scores file written."""
+    """Score `evaluation` (as `default_folder` takes it) in `folder`: `mode` generate (on `backend`, with the
+    parallel settings and memory share of `layout`, None for one engine, the dtype and seed being the evaluation's;
+    `shard` = slice i/n of the docs), merge (the shard logs) or rescore (the logs); the scores, and the scores file
+    written."""
     from tasks import load_task
     from tasks.evaluate import merge_shards
     from tasks.evaluate import rescore as rescore_log
@@ -73,7 +77,7 @@ def score_folder(
             scores[name] = rescore_log(log, load_task(name, **options[name]), str(log.relative_to(folder)))
     else:
         claim(folder, evaluation)
-        scores = _generated(evaluation, folder, backend, parallel, shard)
+        scores = _generated(evaluation, folder, backend, layout, shard)
     scores_file = folder / (f"scores.shard-{shard[0]}-of-{shard[1]}.json" if shard else "scores.json")
     atomic_write_json(scores_file, {k: asdict(v) for k, v in scores.items()})
     return scores, scores_file
@@ -83,7 +87,7 @@ def _generated(
     evaluation: dict[str, Any],
     folder: Path,
     backend: str,
-    parallel: tuple[int, int, float | None],
+    layout: Engine | None,
     shard: tuple[int, int] | None,
 ) -> dict[str, TaskScore]:
     """The evaluation's scores, generating with one generator (one engine start) for all its tasks; resumable."""
@@ -95,9 +99,8 @@ def _generated(
     model, settings = evaluation["model"], evaluation["settings"]
     path = resolve(model)
     tokenizer = load_tokenizer(path)
-    engine = Engine(settings["dtype"], settings["seed"], None, *parallel)
+    engine = replace(layout or Engine(), dtype=settings["dtype"], seed=settings["seed"])
     generator = make_generator(path, lambda: load_model(model, settings["dtype"]), backend=backend, engine=engine)
-    resume = {k: settings[k] for k in ("limit", "dtype", "seed", "samples")} | {"backend": backend}
     try:
         return evaluate_model(
             evaluation["tasks"],
@@ -110,7 +113,7 @@ def _generated(
             samples=settings["samples"],
             temperature=settings["temperature"],
             task_options=evaluation["task_options"],
-            resume_key=cache_key(resume | {"model": model, "temperature": settings["temperature"]}),
+            resume_key=cache_key(settings | {"backend": backend, "model": model}),
             shard=shard,
         )
     finally:
